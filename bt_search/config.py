@@ -1,0 +1,45 @@
+"""Defaults and their environment variables, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL = "BridgeTower/bridgetower-large-itm-mlm-itc"
+
+ENV_MODEL = "BT_SEARCH_MODEL"
+ENV_INDEX = "BT_SEARCH_INDEX"
+ENV_DEVICE = "BT_SEARCH_DEVICE"
+ENV_BATCH_SIZE = "BT_SEARCH_BATCH_SIZE"
+ENV_WORKERS = "BT_SEARCH_WORKERS"
+
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_SHORTLIST = 50
+DEFAULT_TOP_K = 10
+
+
+def default_model() -> str:
+    return os.environ.get(ENV_MODEL) or DEFAULT_MODEL
+
+
+def default_device() -> str:
+    return os.environ.get(ENV_DEVICE) or "auto"
+
+
+def default_index_dir() -> Path:
+    """`$BT_SEARCH_INDEX`, else `$XDG_DATA_HOME/bt-search/default` (XDG default `~/.local/share`)."""
+    if os.environ.get(ENV_INDEX):
+        return Path(os.environ[ENV_INDEX]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home).expanduser() / "bt-search" / "default"
+
+
+def default_batch_size() -> int:
+    return int(os.environ.get(ENV_BATCH_SIZE) or DEFAULT_BATCH_SIZE)
+
+
+def default_workers() -> int:
+    env = os.environ.get(ENV_WORKERS)
+    if env:
+        return int(env)
+    return max(1, min(4, (os.cpu_count() or 2) - 1))

@@ -1,0 +1,15 @@
+"""The record a search produces, shared by ranking, output renderers and the HTML sheet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hit:
+    query: str  # the query text (or the query image's path for `--image`)
+    rank: int  # 1-based rank after reranking
+    path: str  # absolute path of the image, as stored in the index
+    score: float  # ITM match probability; the cosine itself when not reranked
+    similarity: float  # cosine similarity of the ITC embeddings
+    shortlist_rank: int  # 1-based rank in the cosine shortlist, before reranking
