@@ -1,0 +1,198 @@
+"""Resolve a model string (hub id or local directory) and load it once into a `BridgeTowerEngine`.
+
+The checkpoint is loaded as `BridgeTowerForContrastiveLearning` (backbone + ITC heads) and the ITM head's two
+tensors are read from the same safetensors files: one backbone serves ITC and ITM. Weights come only from
+safetensors, and no remote code is ever run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .config import DEFAULT_MODEL
+from .errors import MissingHeadError, ModelLoadError, UsageError
+from .images import preprocessing_from_checkpoint
+from .model import BridgeTowerEngine, Heads
+
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+ITC_KEYS = ("itc_text_head.fc.weight", "itc_image_head.fc.weight")
+ITM_PREFIX = "itm_score.fc."
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt"]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if precision not in choices:
+        raise UsageError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+    return choices[precision]
+
+
+def resolve_checkpoint(model: str, revision: str | None = None) -> tuple[Path, str | None]:
+    """A local directory as is; a hub id through the HF cache (downloading if allowed). Returns (dir, revision)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return local.resolve(), None
+    if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelLoadError(f"model directory {model!r} does not exist (or is not a directory)")
+    return _download(model, revision)
+
+
+def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"model {repo_id!r} was not found on the Hugging Face hub; check the id, or pass --model DIR for a "
+            "local checkpoint directory"
+        ) from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise ModelLoadError(_offline_advice(repo_id, err)) from None
+    return path, path.name if len(path.name) == 40 else revision
+
+
+def _offline_advice(repo_id: str, err: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    why = "HF_HUB_OFFLINE=1 is set and it is not in the HF cache" if offline else f"it could not be downloaded ({type(err).__name__})"
+    return (
+        f"cannot load model {repo_id!r}: {why}. Point --model at a local checkpoint directory "
+        f"(e.g. --model sample_data/demo-model), or download it once on a connected machine "
+        f"(`huggingface-cli download {repo_id}`) so it sits in the HF cache (HF_HOME), then set HF_HUB_OFFLINE=1"
+    )
+
+
+def checkpoint_keys(checkpoint: Path) -> dict[str, Path]:
+    """Tensor name -> safetensors file holding it. Refuses checkpoints without safetensors weights."""
+    index = checkpoint / WEIGHTS_INDEX
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {name: checkpoint / file for name, file in weight_map.items()}
+    single = checkpoint / WEIGHTS_FILE
+    if not single.is_file():
+        raise ModelLoadError(
+            f"{checkpoint} has no {WEIGHTS_FILE}: bt-search loads safetensors weights only "
+            "(convert with `transformers` save_pretrained(safe_serialization=True))"
+        )
+    from safetensors import safe_open
+
+    with safe_open(str(single), framework="pt") as handle:
+        return {name: single for name in handle.keys()}
+
+
+def load_engine(
+    model: str = DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    revision: str | None = None,
+) -> BridgeTowerEngine:
+    """Load `model` once: ITC heads required, ITM head optional (rerank is refused without it)."""
+    torch_device = resolve_device(device)
+    dtype = resolve_dtype(precision, torch_device)
+    checkpoint, resolved_revision = resolve_checkpoint(model, revision)
+    config = _read_config(checkpoint)
+    keys = checkpoint_keys(checkpoint)
+    missing = [k for k in ITC_KEYS if k not in keys]
+    if missing or not hasattr(config, "contrastive_hidden_size"):
+        raise MissingHeadError(
+            f"{model} has no ITC (contrastive) heads, which search needs; use a checkpoint that has them, such as "
+            f"{DEFAULT_MODEL} (the bridgetower-base* repos ship only the ITM/MLM heads)"
+        )
+    contrastive = _load_contrastive(checkpoint, dtype).to(torch_device)
+    itm = _load_itm_head(keys, config, dtype)
+    heads = Heads(
+        itc_text=contrastive.itc_text_head,
+        itc_image=contrastive.itc_image_head,
+        itm=itm.to(torch_device) if itm is not None else None,
+    )
+    return BridgeTowerEngine(
+        contrastive.bridgetower,
+        heads,
+        _load_tokenizer(checkpoint),
+        preprocessing_from_checkpoint(checkpoint, config.vision_config.image_size),
+        model_id=model,
+        revision=resolved_revision,
+        device=torch_device,
+        dtype=dtype,
+        max_text_len=config.text_config.max_position_embeddings - 2,  # RoBERTa positions start after padding_idx
+    )
+
+
+def _read_config(checkpoint: Path):
+    from transformers import BridgeTowerConfig
+
+    try:
+        config = BridgeTowerConfig.from_pretrained(str(checkpoint))
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"{checkpoint} has no readable BridgeTower config.json ({err})") from None
+    if getattr(config, "model_type", None) != "bridgetower":
+        raise ModelLoadError(f"{checkpoint} is not a BridgeTower checkpoint (model_type {config.model_type!r})")
+    return config
+
+
+def _load_contrastive(checkpoint: Path, dtype: torch.dtype):
+    from transformers import BridgeTowerForContrastiveLearning
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the ITM/MLM keys this class does not hold are expected, not news
+    try:
+        model = BridgeTowerForContrastiveLearning.from_pretrained(
+            str(checkpoint), dtype=dtype, use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelLoadError(f"could not load weights from {checkpoint}: {err}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model.eval()
+
+
+def _load_itm_head(keys: dict[str, Path], config, dtype: torch.dtype):
+    from safetensors import safe_open
+    from transformers.models.bridgetower.modeling_bridgetower import BridgeTowerITMHead
+
+    names = [name for name in keys if name.startswith(ITM_PREFIX)]
+    if not names:
+        return None
+    head = BridgeTowerITMHead(config.hidden_size * 2)
+    state = {}
+    for name in names:
+        with safe_open(str(keys[name]), framework="pt") as handle:
+            state[name[len("itm_score.") :]] = handle.get_tensor(name)
+    head.load_state_dict(state)
+    return head.to(dtype).eval()
+
+
+def _load_tokenizer(checkpoint: Path):
+    from transformers import AutoTokenizer, RobertaTokenizerFast
+
+    try:
+        if (checkpoint / "tokenizer_config.json").is_file() or (checkpoint / "tokenizer.json").is_file():
+            return AutoTokenizer.from_pretrained(str(checkpoint), trust_remote_code=False)
+        # Hub BridgeTower repos ship a bare RoBERTa vocab.json + merges.txt.
+        return RobertaTokenizerFast.from_pretrained(str(checkpoint))
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"{checkpoint} has no usable tokenizer files ({err})") from None

@@ -1,0 +1,213 @@
+"""One BridgeTower checkpoint, one backbone in memory, three fast paths.
+
+- `encode_images`: the vision tower alone -> L2-normalised ITC image embeddings.
+- `encode_texts`: the text tower alone -> L2-normalised ITC text embeddings.
+- `text_states` / `vision_states` / `itm_scores`: the unimodal top-layer states each modality feeds the
+  cross-modal encoder, computed once per query and once per image; per pair only the bridge (link) and
+  cross-modal layers run, then the ITM head.
+
+Every path mirrors `BridgeTowerModel.forward` in transformers operation for operation; the tests hold them to
+the HF classes' numbers. Loading lives in `loading.py`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
+
+from .images import Preprocessing
+
+
+class TruncatedQueryWarning(UserWarning):
+    """A query was longer than the model's maximum text length and was cut."""
+
+
+@dataclass
+class TextStates:
+    """One query's inputs to the cross-modal encoder: layer 0's stream, then each link layer's text input."""
+
+    text: str
+    streams: torch.Tensor  # [num_cross_layers, tokens, hidden]
+
+
+@dataclass
+class Heads:
+    itc_text: nn.Module
+    itc_image: nn.Module
+    itm: nn.Module | None  # None when the checkpoint ships no ITM head
+
+
+class BridgeTowerEngine:
+    """Encoders and rerank scoring over a shared `BridgeTowerModel` backbone."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        heads: Heads,
+        tokenizer,
+        preprocessing: Preprocessing,
+        *,
+        model_id: str,
+        revision: str | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_text_len: int,
+    ):
+        self.backbone = backbone.eval()
+        self.heads = heads
+        self.tokenizer = tokenizer
+        self.preprocessing = preprocessing
+        self.model_id = model_id
+        self.revision = revision
+        self.device = device
+        self.dtype = dtype
+        self.max_text_len = max_text_len
+        self.config = backbone.config
+        num_text_layers = len(backbone.text_model.encoder.layer)
+        self.num_cross_layers = self.config.num_hidden_layers
+        self.num_text_layers = num_text_layers
+        # As in BridgeTowerModel.forward: the first `split` unimodal layers run before the cross-modal encoder.
+        self.split = num_text_layers - self.num_cross_layers + 1
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def embedding_dim(self) -> int:
+        return self.heads.itc_image.fc.out_features
+
+    @property
+    def has_itm(self) -> bool:
+        return self.heads.itm is not None
+
+    # ---------------------------------------------------------------- vision tower
+    @torch.inference_mode()
+    def encode_images(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
+        """[B, 3, H, W] preprocessed pixels -> [B, D] float32 ITC embeddings (unit norm)."""
+        blocks = self._vision_blocks(pixel_values)
+        return self._itc_image(blocks[-1])
+
+    @torch.inference_mode()
+    def vision_states(self, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, num_cross_layers, tokens, hidden]: what the fusion layers read of each image."""
+        blocks = self._vision_blocks(pixel_values)
+        return self._image_streams(blocks[self.split - 1 :])
+
+    def _vision_blocks(self, pixel_values: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
+        """Outputs (sequence-first) of the vision blocks that BridgeTowerModel uses: as many as text layers."""
+        visual = self.backbone.vision_model.visual
+        pixels = torch.as_tensor(pixel_values).to(self.device, self.dtype)
+        hidden = visual.forward_pre(pixels)
+        outputs = []
+        for block in visual.transformer.resblocks[: self.num_text_layers]:
+            hidden = block(hidden)
+            outputs.append(hidden)
+        return outputs
+
+    def _image_token_type(self) -> torch.Tensor:
+        return self.backbone.token_type_embeddings.weight[1]
+
+    def _itc_image(self, last_block: torch.Tensor) -> np.ndarray:
+        visual = self.backbone.vision_model.visual
+        cls = visual.forward_post(last_block)[:, 0]
+        projected = self.backbone._apply_image_transform(cls, 0) + self._image_token_type()
+        return _normalized(self.heads.itc_image(projected))
+
+    def _image_streams(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        visual = self.backbone.vision_model.visual
+        token_type = self._image_token_type()
+        streams = [self.backbone._apply_image_transform(visual.forward_post(b), i) + token_type for i, b in enumerate(blocks)]
+        streams[0] = self.backbone.cross_modal_image_layernorm(streams[0])
+        return torch.stack(streams, dim=1)
+
+    # ---------------------------------------------------------------- text tower
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts -> [B, D] float32 ITC embeddings (unit norm). Padded batches give the same rows as singles."""
+        input_ids, attention_mask = self._tokenize(texts)
+        layers = self._text_layers(input_ids, attention_mask)
+        return _normalized(self.heads.itc_text(layers[-1][:, 0]))
+
+    @torch.inference_mode()
+    def text_states(self, text: str) -> TextStates:
+        """One query's fusion inputs, computed once and reused for every candidate image."""
+        input_ids, attention_mask = self._tokenize([text])
+        layers = self._text_layers(input_ids, attention_mask)[self.split - 1 :]
+        token_type = self.backbone.token_type_embeddings.weight[0]
+        streams = [self.backbone._apply_text_transform(t, i) + token_type for i, t in enumerate(layers)]
+        streams[0] = self.backbone.cross_modal_text_layernorm(streams[0])
+        return TextStates(text=text, streams=torch.stack(streams, dim=1)[0])
+
+    def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded = self.tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        if input_ids.shape[1] > self.max_text_len:
+            input_ids, attention_mask = self._truncate(texts, input_ids, attention_mask)
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def _truncate(self, texts, input_ids, attention_mask):
+        lengths = attention_mask.sum(dim=1).tolist()
+        for text, length in zip(texts, lengths):
+            if length > self.max_text_len:
+                preview = text if len(text) <= 60 else text[:57] + "..."
+                warnings.warn(
+                    f"query truncated from {length} to {self.max_text_len} tokens: {preview!r}",
+                    TruncatedQueryWarning,
+                    stacklevel=4,
+                )
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt")
+        return encoded["input_ids"], encoded["attention_mask"]
+
+    def _text_layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        text_model = self.backbone.text_model
+        hidden = text_model.embeddings(input_ids=input_ids)
+        mask = self._text_mask(hidden, attention_mask)
+        outputs = []
+        for layer in text_model.encoder.layer:
+            hidden = layer(hidden, mask)
+            outputs.append(hidden)
+        return outputs
+
+    def _text_mask(self, text_hidden: torch.Tensor, attention_mask: torch.Tensor):
+        # Built exactly as BridgeTowerModel.forward builds it, so the attention kernels see the same mask.
+        return create_bidirectional_mask(
+            config=self.config, inputs_embeds=text_hidden[:, 0:1, :], attention_mask=attention_mask
+        )
+
+    # ---------------------------------------------------------------- fusion + ITM
+    @torch.inference_mode()
+    def itm_scores(self, text: TextStates, images: torch.Tensor) -> np.ndarray:
+        """Match probabilities `softmax(ITM logits)[:, 1]` of one query against K images' states [K, ...]."""
+        if self.heads.itm is None:
+            from .errors import MissingHeadError
+
+            raise MissingHeadError(
+                f"{self.model_id} has no ITM head, so results cannot be reranked; use --no-rerank, or a checkpoint "
+                "with the ITM head such as BridgeTower/bridgetower-large-itm-mlm-itc"
+            )
+        count = images.shape[0]
+        text_streams = text.streams.unsqueeze(0).expand(count, -1, -1, -1)
+        ones = torch.ones(text_streams.shape[:1] + text_streams.shape[2:3], dtype=torch.long, device=self.device)
+        mask = self._text_mask(text_streams[:, 0], ones)
+        pooled = self._fuse(text_streams, images, mask)
+        logits = self.heads.itm(pooled).float()
+        return torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
+
+    def _fuse(self, text_streams: torch.Tensor, image_streams: torch.Tensor, mask) -> torch.Tensor:
+        bb = self.backbone
+        text_in, image_in = text_streams[:, 0], image_streams[:, 0]
+        text_out = bb.cross_modal_text_layers[0](text_in, image_in, attention_mask=mask)[0]
+        image_out = bb.cross_modal_image_layers[0](image_in, text_in, encoder_attention_mask=mask)[0]
+        for link in range(self.num_cross_layers - 1):
+            text_in = bb.cross_modal_text_link_tower[link](text_streams[:, link + 1], text_out, mask)
+            image_in = bb.cross_modal_image_link_tower[link](image_streams[:, link + 1], image_out, None)
+            text_out = bb.cross_modal_text_layers[link + 1](text_in, image_in, attention_mask=mask)[0]
+            image_out = bb.cross_modal_image_layers[link + 1](image_in, text_in, encoder_attention_mask=mask)[0]
+        return bb.get_cls_features(text_out, image_out)
+
+
+def _normalized(embeddings: torch.Tensor) -> np.ndarray:
+    return nn.functional.normalize(embeddings.float(), dim=-1, p=2).cpu().numpy()

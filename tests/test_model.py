@@ -1,0 +1,113 @@
+"""The engine's tower-only and fusion-only paths against the HF reference classes, at fp32, tolerance 1e-4."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bt_search.images import preprocess
+from bt_search.loading import load_engine
+from bt_search.model import TruncatedQueryWarning
+
+from .conftest import CAPTIONS, SPECS
+from .reference import reference_embeddings, reference_itm, reference_models, reference_processor
+
+TOL = 1e-4
+
+
+def _pixels(engine, images):
+    return np.stack([preprocess(img, engine.preprocessing) for img in images])
+
+
+@pytest.fixture(scope="module")
+def engines(checkpoints):
+    return {name: load_engine(str(path), device="cpu") for name, path in checkpoints.items()}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_preprocessing_equals_processor(spec, checkpoints, engines, sample_images):
+    processor = reference_processor(checkpoints[spec.name])
+    expected = processor.image_processor(images=sample_images, return_tensors="np")["pixel_values"]
+    ours = _pixels(engines[spec.name], sample_images)
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_image_and_text_embeddings_equal_reference(spec, checkpoints, engines, sample_images):
+    engine = engines[spec.name]
+    ref_images, ref_texts = reference_embeddings(checkpoints[spec.name], sample_images, CAPTIONS[: len(sample_images)])
+    np.testing.assert_allclose(engine.encode_images(_pixels(engine, sample_images)), ref_images, atol=TOL)
+    np.testing.assert_allclose(engine.encode_texts(CAPTIONS[: len(sample_images)]), ref_texts, atol=TOL)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_itm_scores_equal_reference(spec, checkpoints, engines, sample_images):
+    engine = engines[spec.name]
+    states = engine.vision_states(_pixels(engine, sample_images))
+    for text in CAPTIONS[:3]:
+        expected = reference_itm(checkpoints[spec.name], sample_images, text)
+        ours = engine.itm_scores(engine.text_states(text), states)
+        np.testing.assert_allclose(ours, expected, atol=TOL)
+        assert np.ptp(expected) > 1e-3, "random model gives distinct scores, so the comparison can fail"
+
+
+def test_rerank_reuses_vision_states_across_queries_and_subsets(engines, sample_images):
+    engine = engines[SPECS[0].name]
+    states = engine.vision_states(_pixels(engine, sample_images))
+    text = engine.text_states(CAPTIONS[0])
+    all_scores = engine.itm_scores(text, states)
+    subset = engine.itm_scores(text, states[[3, 1]])
+    np.testing.assert_allclose(subset, all_scores[[3, 1]], atol=1e-5)
+
+
+def test_embeddings_are_batch_size_invariant(engines, sample_images):
+    engine = engines[SPECS[1].name]
+    pixels = _pixels(engine, sample_images)
+    batched = engine.encode_images(pixels)
+    singles = np.concatenate([engine.encode_images(pixels[i : i + 1]) for i in range(len(pixels))])
+    np.testing.assert_allclose(batched, singles, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_padding_a_query_into_a_longer_batch_changes_nothing(engines):
+    engine = engines[SPECS[0].name]
+    short = "two cats"
+    alone = engine.encode_texts([short])[0]
+    padded = engine.encode_texts([CAPTIONS[4] + " " + CAPTIONS[5], short, CAPTIONS[0]])[1]
+    np.testing.assert_allclose(padded, alone, atol=1e-5)
+
+
+def test_long_query_is_truncated_with_a_warning(checkpoints, engines):
+    engine = engines[SPECS[0].name]
+    long_query = " ".join(["red circle"] * 1000)
+    with pytest.warns(TruncatedQueryWarning, match="truncated"):
+        ours = engine.encode_texts([long_query])[0]
+    contrastive, _ = reference_models(checkpoints[SPECS[0].name])
+    ids = engine.tokenizer([long_query], truncation=True, max_length=engine.max_text_len, return_tensors="pt")
+    assert ids["input_ids"].shape[1] == engine.max_text_len
+    pixels = torch.zeros(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = contrastive(**ids, pixel_values=pixels).text_embeds[0].numpy()
+    np.testing.assert_allclose(ours, expected, atol=TOL)
+    with pytest.warns(TruncatedQueryWarning):
+        states = engine.text_states(long_query)
+    assert states.streams.shape[1] == engine.max_text_len
+
+
+def test_one_backbone_in_memory(checkpoints, engines):
+    engine = engines[SPECS[0].name]
+    contrastive, retrieval = reference_models(checkpoints[SPECS[0].name])
+    modules = [engine.backbone, engine.heads.itc_text, engine.heads.itc_image, engine.heads.itm]
+    storages = {p.untyped_storage().data_ptr(): p.numel() for m in modules for p in m.parameters()}
+    held = sum(storages.values())
+    expected = sum(p.numel() for p in contrastive.parameters()) - 1 - _numel(contrastive.itc_cross_modal_head)
+    expected += _numel(retrieval.itm_score)
+    assert held == expected
+    backbone_params = sum(p.numel() for p in engine.backbone.parameters())
+    assert held < 1.2 * backbone_params, "heads are small; a second backbone copy would double this"
+
+
+def _numel(module) -> int:
+    return sum(p.numel() for p in module.parameters())
