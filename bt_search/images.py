@@ -13,6 +13,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -81,19 +82,24 @@ def _floor_to_divisor(length: int, divisor: int) -> int:
     return floored if floored > 0 else max(length, 1)
 
 
-def load_rgb(path: str | Path, draft_for: Preprocessing | None = None) -> tuple[Image.Image, tuple[int, int]]:
-    """Open and fully decode one image as RGB, EXIF orientation applied. Raises ImageDecodeError.
+def load_rgb(
+    source: str | Path | BinaryIO, draft_for: Preprocessing | None = None, name: str | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Open and fully decode one image (a path, or a file object named `name`) as RGB, EXIF orientation applied.
+
+    Raises ImageDecodeError naming the file.
 
     Returns the image and the file's own (width, height), before any draft reduction.
 
     With `draft_for`, a JPEG at least twice the target size is decoded at a reduced DCT scale (JPEG draft
     mode), which is several times faster for camera photos and changes embeddings only slightly.
     """
+    path = name or str(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _refuse_bombs(img)
+            with Image.open(source) as img:
+                _refuse_bombs(img, path)
                 original_size = img.size
                 if draft_for is not None and img.format == "JPEG":
                     _apply_draft(img, draft_for)
@@ -101,7 +107,7 @@ def load_rgb(path: str | Path, draft_for: Preprocessing | None = None) -> tuple[
                 return to_rgb(ImageOps.exif_transpose(img)), original_size
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # Pillow's own check, kept as backstop
         raise ImageDecodeError(str(path), f"decompression bomb refused ({err})") from None
     except Image.UnidentifiedImageError:
         raise ImageDecodeError(str(path), "not an image Pillow can read") from None
@@ -113,12 +119,12 @@ def load_rgb(path: str | Path, draft_for: Preprocessing | None = None) -> tuple[
         raise ImageDecodeError(str(path), f"truncated or corrupt image ({err})") from None
 
 
-def _refuse_bombs(img: Image.Image) -> None:
+def _refuse_bombs(img: Image.Image, path: str) -> None:
     width, height = img.size
     if width <= 0 or height <= 0:
-        raise ImageDecodeError(str(img.filename), f"invalid size {width}x{height}")
+        raise ImageDecodeError(path, f"invalid size {width}x{height}")
     if width * height > MAX_PIXELS:
-        raise ImageDecodeError(str(img.filename), f"decompression bomb refused ({width}x{height} pixels)")
+        raise ImageDecodeError(path, f"decompression bomb refused ({width}x{height} pixels)")
 
 
 def _apply_draft(img: Image.Image, prep: Preprocessing) -> None:

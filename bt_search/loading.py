@@ -133,7 +133,7 @@ def load_engine(
         heads,
         _load_tokenizer(checkpoint),
         preprocessing_from_checkpoint(checkpoint, config.vision_config.image_size),
-        model_id=model,
+        model_id=str(checkpoint) if resolved_revision is None and Path(model).expanduser().is_dir() else model,
         revision=resolved_revision,
         device=torch_device,
         dtype=dtype,
@@ -159,6 +159,7 @@ def _load_contrastive(checkpoint: Path, dtype: torch.dtype):
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the ITM/MLM keys this class does not hold are expected, not news
+    hf_logging.disable_progress_bar()  # stderr belongs to bt-search's own progress
     try:
         model = BridgeTowerForContrastiveLearning.from_pretrained(
             str(checkpoint), dtype=dtype, use_safetensors=True, trust_remote_code=False

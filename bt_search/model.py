@@ -12,6 +12,7 @@ the HF classes' numbers. Loading lives in `loading.py`.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 
@@ -82,6 +83,14 @@ class BridgeTowerEngine:
     @property
     def has_itm(self) -> bool:
         return self.heads.itm is not None
+
+    def embedding_fingerprint(self) -> str:
+        """A short hash of the ITC heads' weights: equal for copies of one checkpoint, different across models."""
+        digest = hashlib.sha256()
+        for head in (self.heads.itc_image, self.heads.itc_text):
+            for tensor in head.state_dict().values():
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     # ---------------------------------------------------------------- vision tower
     @torch.inference_mode()

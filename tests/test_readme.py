@@ -1,0 +1,16 @@
+"""README's commands are the ones CI runs."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands() -> list[str]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    return [lines[i + 1] for i, line in enumerate(lines) if line.strip() == "```sh" and "venv" in lines[i + 1]]
+
+
+def test_ci_runs_readme_test_command_verbatim():
+    setup_and_demo, setup_and_tests = _readme_commands()[:2]
+    assert "pytest" in setup_and_tests and "bt-search index" in setup_and_demo
+    assert setup_and_tests in (ROOT / ".ci" / "run").read_text().splitlines()
