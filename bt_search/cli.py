@@ -29,10 +29,10 @@ app = typer.Typer(
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_INTERRUPTED = 130
 
-IndexOpt = typer.Option(None, "--index", help=f"Index directory [env {config.ENV_INDEX}; default under XDG data dir].")
-DeviceOpt = typer.Option(None, "--device", help=f"auto, cpu, cuda or mps [env {config.ENV_DEVICE}].")
+IndexOpt = typer.Option(None, "--index", help=f"Index directory (env {config.ENV_INDEX}; default under XDG data dir).")
+DeviceOpt = typer.Option(None, "--device", help=f"auto, cpu, cuda or mps (env {config.ENV_DEVICE}).")
 PrecisionOpt = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16.")
-BatchOpt = typer.Option(None, "--batch-size", min=1, help=f"Images per model batch [env {config.ENV_BATCH_SIZE}].")
+BatchOpt = typer.Option(None, "--batch-size", min=1, help=f"Images per model batch (env {config.ENV_BATCH_SIZE}).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 
 
@@ -113,15 +113,16 @@ class RichIndexProgress:
 def index(
     paths: List[Path] = typer.Argument(..., help="Folders (searched recursively) or image files."),
     index: Optional[Path] = IndexOpt,
-    model: Optional[str] = typer.Option(None, "--model", help=f"Hub id or local checkpoint dir [env {config.ENV_MODEL}]."),
+    model: Optional[str] = typer.Option(None, "--model", help=f"Hub id or local checkpoint dir (env {config.ENV_MODEL})."),
     device: Optional[str] = DeviceOpt,
     precision: str = PrecisionOpt,
     batch_size: Optional[int] = BatchOpt,
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding processes; 0 decodes inline [env {config.ENV_WORKERS}]."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding processes; 0 decodes inline (env {config.ENV_WORKERS})."),
     prune: bool = typer.Option(False, "--prune", help="Drop indexed images under PATHS whose files are gone (default: keep them)."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
     index_type: str = typer.Option("auto", "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf."),
+    commit_every: int = typer.Option(256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
@@ -151,6 +152,7 @@ def index(
                     draft=draft,
                     prune=prune,
                     index_type=index_type,
+                    commit_rows=commit_every,
                     progress=progress,
                 )
             finally:
@@ -183,6 +185,8 @@ def _print_index_summary(report, directory: Path) -> None:
         f"[bold]done[/] in {report.seconds:.1f}s: {report.indexed} indexed, {report.unchanged} unchanged, "
         f"{len(report.skipped)} skipped, {report.removed} removed; {report.total_images} images in {directory}"
     )
+    if report.failed_before:
+        err_console.print(f"  {report.failed_before} file(s) that failed before are unchanged and were not retried")
     reasons = Counter(reason.split(" (")[0] for _, reason in report.skipped)
     for reason, count in reasons.most_common():
         err_console.print(f"  skipped {count:>5} x {reason}")
@@ -200,7 +204,7 @@ def query(
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T."),
     under: Optional[Path] = typer.Option(None, "--under", help="Only images inside this folder."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths [default: table on a TTY, else jsonl]."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
     null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML contact sheet of the results to this file."),
     device: Optional[str] = DeviceOpt,
@@ -285,7 +289,7 @@ def _check_same_space(reader, engine) -> None:
     from .errors import ModelMismatchError
     from .indexer import identity_for
 
-    if reader.identity.differences(identity_for(engine)):
+    if not reader.identity.same_embedding_space(identity_for(engine)):
         raise ModelMismatchError(
             f"the index at {reader.directory} was built with {reader.identity.model} "
             f"(embedding size {reader.identity.embedding_dim}); {engine.model_id} embeds into another space. "
@@ -297,7 +301,7 @@ def _check_same_space(reader, engine) -> None:
 def eval_command(
     captions: Path = typer.Argument(..., help="Captions: CSV/TSV/JSONL with file,caption, or Karpathy-split JSON."),
     index: Optional[Path] = IndexOpt,
-    images_root: Optional[Path] = typer.Option(None, "--images-root", help="Folder relative file names start from [default: the captions file's folder]."),
+    images_root: Optional[Path] = typer.Option(None, "--images-root", help="Folder relative file names start from (default: the captions file's folder)."),
     shortlist: int = typer.Option(20, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (N)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
     device: Optional[str] = DeviceOpt,

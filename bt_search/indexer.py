@@ -1,33 +1,24 @@
-"""scan -> decode (worker processes) -> image tower -> store, incremental and resumable.
+"""scan -> decode (worker processes, decoding.py) -> image tower -> store, incremental and resumable.
 
-Each batch of embeddings is committed to the index as one atomic segment, so a crash or Ctrl-C loses at most
-the batch in flight, and a re-run skips everything committed (same size and mtime, or same content hash).
-Decoding runs in a pool of processes a bounded window ahead of the model, so it overlaps model compute
-without piling decoded pixels up in memory.
+Embeddings are committed to the index as atomic segments every COMMIT_ROWS rows (or COMMIT_SECONDS), so a
+crash or Ctrl-C loses at most that much, and a re-run skips everything committed (same size and mtime, or
+same content hash). Files that failed before and have not changed since are not retried.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import multiprocessing
 import os
 import time
-from collections import deque
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import ImageDecodeError
-from .images import Preprocessing, load_rgb, preprocess
+from .decoding import Decoded, decoded_batches
 from .model import BridgeTowerEngine
 from .scan import FileRecord, ScanProblem, scan
 from .store import FailedRow, ImageRow, IndexWriter
-
-PREFETCH_BATCHES = 3  # decoded batches allowed in flight ahead of the model
 
 
 class IndexProgress:
@@ -44,19 +35,25 @@ class IndexProgress:
 class IndexReport:
     indexed: int = 0
     unchanged: int = 0
+    failed_before: int = 0  # files that failed on an earlier run and were not retried (unchanged since)
     removed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     total_images: int = 0
 
 
-@dataclass(frozen=True)
-class Decoded:
-    record: FileRecord
-    pixels: np.ndarray
-    width: int
-    height: int
-    sha256: str
+COMMIT_ROWS = 256  # rows per crash-safe commit: fewer segments to merge, at most this much redone after a crash
+COMMIT_SECONDS = 30.0  # ... or this much time, whichever comes first
+
+
+@dataclass
+class Plan:
+    """What a run must do with the scanned files."""
+
+    to_embed: list[FileRecord]
+    unchanged: int
+    touched: list[tuple[FileRecord, str]]  # same content under a new mtime: (record, sha256), metadata only
+    failed_before: int  # failed on an earlier run and not modified since: not retried
 
 
 def file_sha256(path: str) -> str:
@@ -67,42 +64,36 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
-    """Worker job: read once, hash, decode, preprocess. A failure comes back as (path, reason), not raised."""
-    try:
-        with open(record.path, "rb") as handle:
-            data = handle.read()
-    except OSError as err:
-        return record.path, f"cannot read file ({err.strerror or err})"
-    if not data:
-        return record.path, "empty file"
-    try:
-        img, (width, height) = load_rgb(io.BytesIO(data), draft_for=prep if draft else None, name=record.path)
-        pixels = preprocess(img, prep)
-    except ImageDecodeError as err:
-        return record.path, err.reason
-    return Decoded(record, pixels, width, height, hashlib.sha256(data).hexdigest())
-
-
-def plan(records: Iterable[FileRecord], known: dict[str, tuple[int, int, str]]) -> tuple[list[FileRecord], int]:
-    """Split scanned files into (to embed, count unchanged). Unchanged: same size+mtime, else same content hash."""
-    to_embed, unchanged = [], 0
+def plan(
+    records: Iterable[FileRecord],
+    known: dict[str, tuple[int, int, str]],
+    known_failures: dict[str, tuple[int, int]] | None = None,
+) -> Plan:
+    """Sort scanned files: unchanged (same size+mtime, else same content hash), known failures, or to embed."""
+    known_failures = known_failures or {}
+    result = Plan([], 0, [], 0)
     for record in records:
         previous = known.get(record.path)
         if previous is None:
-            to_embed.append(record)
-        elif previous[:2] == (record.size, record.mtime_ns) or _same_content(record, previous[2]):
-            unchanged += 1
+            if known_failures.get(record.path) == (record.size, record.mtime_ns):
+                result.failed_before += 1
+            else:
+                result.to_embed.append(record)
+        elif previous[:2] == (record.size, record.mtime_ns):
+            result.unchanged += 1
+        elif (sha256 := _sha256_or_none(record.path)) == previous[2]:
+            result.unchanged += 1
+            result.touched.append((record, sha256))
         else:
-            to_embed.append(record)
-    return to_embed, unchanged
+            result.to_embed.append(record)
+    return result
 
 
-def _same_content(record: FileRecord, known_sha256: str) -> bool:
+def _sha256_or_none(path: str) -> str | None:
     try:
-        return file_sha256(record.path) == known_sha256
+        return file_sha256(path)
     except OSError:
-        return False
+        return None
 
 
 def vanished(known: Iterable[str], seen: set[str], roots: Sequence[str]) -> list[str]:
@@ -121,6 +112,7 @@ def index_paths(
     draft: bool = True,
     prune: bool = False,
     index_type: str = "auto",
+    commit_rows: int = COMMIT_ROWS,
     progress: IndexProgress | None = None,
 ) -> IndexReport:
     """Bring the index up to date with `roots`. Committed work survives any interruption."""
@@ -132,23 +124,23 @@ def index_paths(
         report.skipped.append((problem.path, problem.reason))
         progress.skipped(problem.path, problem.reason)
     known = writer.known_files()
-    to_embed, report.unchanged = plan(records, known)
-    abs_roots = [os.path.abspath(r) for r in roots]
-    gone = vanished(known, {r.path for r in records}, abs_roots) if prune else []
-    progress.started(len(to_embed), report.unchanged)
+    work = plan(records, known, writer.known_failures())
+    report.unchanged, report.failed_before = work.unchanged, work.failed_before
+    gone = vanished(known, {r.path for r in records}, [os.path.abspath(r) for r in roots]) if prune else []
+    progress.started(len(work.to_embed), work.unchanged)
 
-    failed = [FailedRow(path=p.path, reason=p.reason, size=0, mtime_ns=0) for p in problems]
-    for batch, batch_failures in _decoded_batches(to_embed, engine.preprocessing, batch_size, workers, draft):
+    pending = PendingCommit(writer, commit_rows)
+    pending.add(_refreshed_rows(writer, work.touched), [FailedRow(p.path, p.reason, 0, 0) for p in problems])
+    by_path = {record.path: record for record in work.to_embed}
+    for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
         for path, reason in batch_failures:
             report.skipped.append((path, reason))
             progress.skipped(path, reason)
-        failed += [_failed_row(path, reason, to_embed) for path, reason in batch_failures]
         rows = _embed(engine, batch)
-        writer.commit(rows, failed=failed)
-        failed = []
+        pending.add(rows, [FailedRow(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures])
         report.indexed += len(rows)
         progress.advanced(len(rows) + len(batch_failures))
-    writer.commit([], failed=failed, removed=gone)
+    pending.flush(removed=gone)
     stats = writer.finish(index_type=index_type)
     report.removed = len(gone)
     report.total_images = stats.images
@@ -156,16 +148,44 @@ def index_paths(
     return report
 
 
+class PendingCommit:
+    """Rows and failures waiting for the next atomic commit: every `rows` rows or COMMIT_SECONDS."""
+
+    def __init__(self, writer: IndexWriter, rows: int):
+        self.writer, self.limit = writer, max(1, rows)
+        self.rows: list[ImageRow] = []
+        self.failed: list[FailedRow] = []
+        self.since = time.monotonic()
+
+    def add(self, rows: list[ImageRow], failed: list[FailedRow]) -> None:
+        self.rows += rows
+        self.failed += failed
+        if len(self.rows) >= self.limit or time.monotonic() - self.since >= COMMIT_SECONDS:
+            self.flush()
+
+    def flush(self, removed: Sequence[str] = ()) -> None:
+        if self.rows or self.failed or removed:
+            self.writer.commit(self.rows, failed=self.failed, removed=removed)
+        self.rows, self.failed, self.since = [], [], time.monotonic()
+
+
+def _refreshed_rows(writer: IndexWriter, touched: list[tuple[FileRecord, str]]) -> list[ImageRow]:
+    """Rows of touched files with their new size/mtime, so the next run needs no hashing for them."""
+    if not touched:
+        return []
+    stored = writer.rows_by_sha256(sha for _, sha in touched)
+    return [
+        replace(stored[sha], path=record.path, size=record.size, mtime_ns=record.mtime_ns)
+        for record, sha in touched
+        if sha in stored
+    ]
+
+
 def _scan(roots, skip) -> tuple[list[FileRecord], list[ScanProblem]]:
     records, problems = [], []
     for item in scan(roots, skip=skip):
         (records if isinstance(item, FileRecord) else problems).append(item)
     return records, problems
-
-
-def _failed_row(path: str, reason: str, records: Sequence[FileRecord]) -> FailedRow:
-    record = next((r for r in records if r.path == path), None)
-    return FailedRow(path=path, reason=reason, size=record.size if record else 0, mtime_ns=record.mtime_ns if record else 0)
 
 
 def _embed(engine: BridgeTowerEngine, batch: list[Decoded]) -> list[ImageRow]:
@@ -186,53 +206,6 @@ def _embed(engine: BridgeTowerEngine, batch: list[Decoded]) -> list[ImageRow]:
     ]
 
 
-def _decoded_batches(
-    records: Sequence[FileRecord], prep: Preprocessing, batch_size: int, workers: int, draft: bool
-) -> Iterator[tuple[list[Decoded], list[tuple[str, str]]]]:
-    """Yield (decoded batch, failures in it), in input order, decoding up to a few batches ahead."""
-    results = _decode_all(records, prep, workers, draft, window=batch_size * PREFETCH_BATCHES)
-    batch, failures = [], []
-    for result in results:
-        if isinstance(result, Decoded):
-            batch.append(result)
-        else:
-            failures.append(result)
-        if len(batch) + len(failures) >= batch_size:
-            yield batch, failures
-            batch, failures = [], []
-    if batch or failures:
-        yield batch, failures
-
-
-def _decode_all(records, prep, workers: int, draft: bool, window: int) -> Iterator[Decoded | tuple[str, str]]:
-    if workers <= 0 or len(records) < 2:
-        for record in records:
-            yield decode_record(record, prep, draft)
-        return
-    # spawn, not fork: the parent holds torch's thread pools, which fork does not copy safely.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        try:
-            yield from _windowed(pool, records, prep, draft, window)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _windowed(pool: Executor, records, prep, draft, window: int) -> Iterator[Decoded | tuple[str, str]]:
-    pending: deque[Future] = deque()
-    upcoming = iter(records)
-    for record in upcoming:
-        pending.append(pool.submit(decode_record, record, prep, draft))
-        if len(pending) >= window:
-            break
-    while pending:
-        result = pending.popleft().result()
-        next_record = next(upcoming, None)
-        if next_record is not None:
-            pending.append(pool.submit(decode_record, next_record, prep, draft))
-        yield result
-
-
 def identity_for(engine: BridgeTowerEngine):
     """The index identity an engine writes: model, revision, embedding size, preprocessing."""
     from .store import IndexIdentity
@@ -242,5 +215,6 @@ def identity_for(engine: BridgeTowerEngine):
         model_revision=engine.revision,
         embedding_dim=engine.embedding_dim,
         preprocessing=engine.preprocessing.as_dict(),
+        embedding_fingerprint=engine.embedding_fingerprint(),
     )
 

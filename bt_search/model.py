@@ -96,7 +96,7 @@ class BridgeTowerEngine:
     @torch.inference_mode()
     def encode_images(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
         """[B, 3, H, W] preprocessed pixels -> [B, D] float32 ITC embeddings (unit norm)."""
-        blocks = self._vision_blocks(pixel_values)
+        blocks = self._vision_blocks(pixel_values, last_cls_only=True)
         return self._itc_image(blocks[-1])
 
     @torch.inference_mode()
@@ -105,14 +105,19 @@ class BridgeTowerEngine:
         blocks = self._vision_blocks(pixel_values)
         return self._image_streams(blocks[self.split - 1 :])
 
-    def _vision_blocks(self, pixel_values: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
-        """Outputs (sequence-first) of the vision blocks that BridgeTowerModel uses: as many as text layers."""
+    def _vision_blocks(self, pixel_values: np.ndarray | torch.Tensor, last_cls_only: bool = False) -> list[torch.Tensor]:
+        """Outputs (sequence-first) of the vision blocks that BridgeTowerModel uses: as many as text layers.
+
+        With `last_cls_only`, the last block computes its output for the CLS token alone (all ITC reads).
+        """
         visual = self.backbone.vision_model.visual
         pixels = torch.as_tensor(pixel_values).to(self.device, self.dtype)
         hidden = visual.forward_pre(pixels)
+        blocks = visual.transformer.resblocks[: self.num_text_layers]
         outputs = []
-        for block in visual.transformer.resblocks[: self.num_text_layers]:
-            hidden = block(hidden)
+        for position, block in enumerate(blocks):
+            last = position == len(blocks) - 1
+            hidden = _cls_only_block(block, hidden) if last and last_cls_only else block(hidden)
             outputs.append(hidden)
         return outputs
 
@@ -216,6 +221,33 @@ class BridgeTowerEngine:
             text_out = bb.cross_modal_text_layers[link + 1](text_in, image_in, attention_mask=mask)[0]
             image_out = bb.cross_modal_image_layers[link + 1](image_in, text_in, encoder_attention_mask=mask)[0]
         return bb.get_cls_features(text_out, image_out)
+
+
+def _cls_only_block(block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """A BridgeTowerResidualAttention block's output for the CLS row only ([1, B, D], sequence-first).
+
+    Keys and values still come from every token; the query projection, attention output, out-projection and
+    MLP (two thirds of the block's FLOPs) run for one row instead of all of them.
+    """
+    attn = block.attn
+    normed = block.ln_1(hidden)
+    width = normed.shape[-1]
+    heads = attn.num_heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    query = nn.functional.linear(normed[:1], weight[:width], bias[:width])
+    key_value = nn.functional.linear(normed, weight[width:], bias[width:])
+    key, value = key_value.split(width, dim=-1)
+
+    def heads_first(x: torch.Tensor) -> torch.Tensor:  # [L, B, D] -> [B, heads, L, D/heads]
+        return x.reshape(x.shape[0], x.shape[1], heads, width // heads).permute(1, 2, 0, 3)
+
+    attended = nn.functional.scaled_dot_product_attention(heads_first(query), heads_first(key), heads_first(value))
+    attended = attended.permute(2, 0, 1, 3).reshape(1, hidden.shape[1], width)
+    residual = hidden[:1] + attn.out_proj(attended)
+    out = block.ln_2(residual)
+    for layer in block.mlp.values():
+        out = layer(out)
+    return residual + out
 
 
 def _normalized(embeddings: torch.Tensor) -> np.ndarray:

@@ -53,15 +53,19 @@ def _by_path(index):
     return {p: reader.embeddings[i] for i, p in enumerate(reader.paths)}
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(seed, photo_dir, tiny_checkpoint, clean_index, tmp_path):
     index = tmp_path / "index"
-    args = ["index", photo_dir, "--index", index, "--model", tiny_checkpoint, "--batch-size", "3", "--quiet"]
+    args = ["index", photo_dir, "--index", index, "--model", tiny_checkpoint, "--batch-size", "3", "--commit-every", "3", "--quiet"]
     process = subprocess.Popen([sys.executable, "-m", "bt_search", *map(str, args)], env=_env(), stderr=subprocess.PIPE)
-    _wait_for(lambda: len(list((index / "pending").glob("seg-*.parquet"))) >= 1, process)
-    time.sleep(random.Random(seed).uniform(0.0, 1.5))
+    chance = random.Random(seed)
+    segments_before_kill = chance.randint(1, 8)  # of 14 batches: the kill lands mid-run, at a random batch
+    _wait_for(lambda: len(list((index / "pending").glob("seg-*.parquet"))) >= segments_before_kill, process)
+    time.sleep(chance.uniform(0.0, 0.05))  # ... and at a random point inside the next batch
+    workers = _children(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), None, timeout=10.0)
 
     survived = IndexReader.open(index)  # opens after kill -9, seeing committed batches
     committed = len(survived)
@@ -76,19 +80,34 @@ def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(seed, photo_di
         np.testing.assert_allclose(resumed[path], embedding, atol=1e-5)
 
 
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    return [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for a reaper."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def _wait_for(condition, process, timeout=120.0):
     deadline = time.monotonic() + timeout
     while not condition():
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise AssertionError(f"indexer exited early: {process.stderr.read()}")
         if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("indexer made no progress")
+            if process is not None:
+                process.kill()
+            raise AssertionError("timed out waiting (no progress, or workers outliving their parent)")
         time.sleep(0.02)
 
 
 def test_second_writer_is_told_the_index_is_locked_and_readers_still_work(photo_dir, tiny_checkpoint, tmp_path):
-    from bt_search.indexer import identity_for, _embed, decode_record  # noqa: F401 - library-side writer
+    from bt_search.decoding import decode_record
+    from bt_search.indexer import _embed, identity_for
     from bt_search.loading import load_engine
     from bt_search.scan import FileRecord
     from bt_search.store import IndexWriter

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from bt_search.errors import ModelMismatchError
-from bt_search.indexer import decode_record, identity_for, index_paths, plan
+from bt_search.decoding import decode_record
+from bt_search.indexer import identity_for, index_paths, plan
 from bt_search.loading import load_engine
 from bt_search.scan import FileRecord
 from bt_search.store import IndexReader, IndexWriter
@@ -60,6 +61,21 @@ def test_hostile_folder_indexes_the_good_and_records_the_bad(engine, tmp_path):
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
 
+def test_failed_files_are_not_retried_until_they_change(engine, tmp_path):
+    folder = tmp_path / "photos"
+    write_photos(folder, 1)
+    broken = folder / "broken.png"
+    broken.write_text("not a picture")
+    first = run_index(engine, [folder], tmp_path / "index")
+    second = run_index(engine, [folder], tmp_path / "index")
+    assert (len(first.skipped), first.failed_before) == (1, 0)
+    assert (len(second.skipped), second.failed_before) == (0, 1)
+    noise_image(5, 30, 30).save(broken, "PNG")  # fixed: now an image
+    third = run_index(engine, [folder], tmp_path / "index")
+    assert third.indexed == 1 and str(broken) in IndexReader.open(tmp_path / "index").paths
+    assert str(broken) not in {row.path for row in IndexReader.open(tmp_path / "index").failed()}
+
+
 def test_unreadable_file_is_skipped_with_its_reason(monkeypatch, tmp_path):
     path = tmp_path / "locked.png"
     noise_image(0, 20, 20).save(path)
@@ -67,7 +83,7 @@ def test_unreadable_file_is_skipped_with_its_reason(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("bt_search.indexer.open", refuse, raising=False)
+    monkeypatch.setattr("bt_search.decoding.open", refuse, raising=False)
     record = FileRecord(str(path), path.stat().st_size, path.stat().st_mtime_ns)
     assert decode_record(record, engine_prep(), draft=True) == (str(path), "cannot read file (Permission denied)")
 
@@ -97,7 +113,7 @@ def test_incremental_rerun_touch_modify_delete_add(engine, tmp_path):
     assert (first.indexed, first.unchanged) == (6, 0)
     before = _embeddings_by_path(index_dir)
 
-    os.utime(paths[0], ns=(1, 1))  # touched: same bytes, new mtime -> hash says unchanged
+    os.utime(paths[0], ns=(1, 1))  # touched: same bytes, new mtime -> hash says unchanged, metadata refreshed
     noise_image(100, 70, 70).save(paths[1])  # modified
     paths[2].unlink()  # deleted
     added = write_photos(photos, 1, start=50)[0]
@@ -108,6 +124,9 @@ def test_incremental_rerun_touch_modify_delete_add(engine, tmp_path):
     assert not np.allclose(after[str(paths[1])], before[str(paths[1])])
     np.testing.assert_array_equal(after[str(paths[0])], before[str(paths[0])])
     assert str(added) in after
+
+    with IndexWriter.open(index_dir, identity_for(engine)) as writer:
+        assert writer.known_files()[str(paths[0])][1] == 1, "touched file's new mtime is stored"
 
     third = run_index(engine, [photos], index_dir, prune=True)
     assert (third.indexed, third.removed) == (0, 1)
@@ -142,15 +161,18 @@ def test_plan_uses_size_mtime_then_hash(tmp_path):
     from bt_search.indexer import file_sha256
 
     sha = file_sha256(str(path))
+    same = (stat.st_size, stat.st_mtime_ns)
     cases = [
-        ({}, 1, 0),  # new
-        ({str(path): (stat.st_size, stat.st_mtime_ns, "whatever")}, 0, 1),  # size+mtime match: no read
-        ({str(path): (stat.st_size, 0, sha)}, 0, 1),  # mtime differs, same content
-        ({str(path): (stat.st_size, 0, "0" * 64)}, 1, 0),  # mtime differs, other content
+        ({}, {}, (1, 0, 0, 0)),  # new
+        ({str(path): (*same, "whatever")}, {}, (0, 1, 0, 0)),  # size+mtime match: not even read
+        ({str(path): (stat.st_size, 0, sha)}, {}, (0, 1, 1, 0)),  # mtime differs, same content: touched
+        ({str(path): (stat.st_size, 0, "0" * 64)}, {}, (1, 0, 0, 0)),  # mtime differs, other content
+        ({}, {str(path): same}, (0, 0, 0, 1)),  # failed before, unchanged: not retried
+        ({}, {str(path): (stat.st_size, 0)}, (1, 0, 0, 0)),  # failed before, modified since: retried
     ]
-    for known, expect_embed, expect_unchanged in cases:
-        to_embed, unchanged = plan([record], known)
-        assert (len(to_embed), unchanged) == (expect_embed, expect_unchanged), known
+    for known, failures, expected in cases:
+        work = plan([record], known, failures)
+        assert (len(work.to_embed), work.unchanged, len(work.touched), work.failed_before) == expected, (known, failures)
 
 
 def _embeddings_by_path(index_dir):
