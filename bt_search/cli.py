@@ -219,7 +219,8 @@ def query(
     with cli_errors():
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
         queries = _collect_queries(texts or [], queries_file, image)
-        reader, engine = _open_index_and_model(index, model, device, precision)
+        text_only = no_rerank and image is None  # cosine search needs neither the vision tower nor fusion
+        reader, engine = _open_index_and_model(index, model, device, precision, text_only=text_only)
         searcher = Searcher(
             reader,
             engine,
@@ -271,7 +272,9 @@ def _read_queries(source: str) -> List[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _open_index_and_model(index: Optional[Path], model: Optional[str], device: Optional[str], precision: str):
+def _open_index_and_model(
+    index: Optional[Path], model: Optional[str], device: Optional[str], precision: str, text_only: bool = False
+):
     from .loading import load_engine
     from .store import IndexReader
 
@@ -280,7 +283,9 @@ def _open_index_and_model(index: Optional[Path], model: Optional[str], device: O
         from .errors import IndexMissingError
 
         raise IndexMissingError(f"the index at {reader.directory} holds no images yet; run `bt-search index PATH` first")
-    engine = load_engine(model or reader.identity.model, device=device or config.default_device(), precision=precision)
+    engine = load_engine(
+        model or reader.identity.model, device=device or config.default_device(), precision=precision, text_only=text_only
+    )
     _check_same_space(reader, engine)
     return reader, engine
 

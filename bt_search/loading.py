@@ -108,8 +108,13 @@ def load_engine(
     device: str = "auto",
     precision: str = "auto",
     revision: str | None = None,
+    text_only: bool = False,
 ) -> BridgeTowerEngine:
-    """Load `model` once: ITC heads required, ITM head optional (rerank is refused without it)."""
+    """Load `model` once: ITC heads required, ITM head optional (rerank is refused without it).
+
+    `text_only` reads just the text tower and the ITC text head (cosine search needs nothing else): the
+    vision tower, cross-modal layers and ITM head are neither read from disk nor held in memory.
+    """
     torch_device = resolve_device(device)
     dtype = resolve_dtype(precision, torch_device)
     checkpoint, resolved_revision = resolve_checkpoint(model, revision)
@@ -121,16 +126,15 @@ def load_engine(
             f"{model} has no ITC (contrastive) heads, which search needs; use a checkpoint that has them, such as "
             f"{DEFAULT_MODEL} (the bridgetower-base* repos ship only the ITM/MLM heads)"
         )
-    contrastive = _load_contrastive(checkpoint, dtype).to(torch_device)
-    itm = _load_itm_head(keys, config, dtype)
-    heads = Heads(
-        itc_text=contrastive.itc_text_head,
-        itc_image=contrastive.itc_image_head,
-        itm=itm.to(torch_device) if itm is not None else None,
-    )
+    if text_only:
+        backbone, heads = _load_text_tower(keys, config, dtype)
+    else:
+        contrastive = _load_contrastive(checkpoint, dtype)
+        backbone = contrastive.bridgetower
+        heads = Heads(contrastive.itc_text_head, contrastive.itc_image_head, _load_itm_head(keys, config, dtype))
     return BridgeTowerEngine(
-        contrastive.bridgetower,
-        heads,
+        backbone.to(torch_device),
+        heads.to(torch_device),
         _load_tokenizer(checkpoint),
         preprocessing_from_checkpoint(checkpoint, config.vision_config.image_size),
         model_id=str(checkpoint) if resolved_revision is None and Path(model).expanduser().is_dir() else model,
@@ -172,19 +176,54 @@ def _load_contrastive(checkpoint: Path, dtype: torch.dtype):
 
 
 def _load_itm_head(keys: dict[str, Path], config, dtype: torch.dtype):
-    from safetensors import safe_open
     from transformers.models.bridgetower.modeling_bridgetower import BridgeTowerITMHead
 
-    names = [name for name in keys if name.startswith(ITM_PREFIX)]
-    if not names:
+    if not any(name.startswith(ITM_PREFIX) for name in keys):
         return None
-    head = BridgeTowerITMHead(config.hidden_size * 2)
+    return _load_module(BridgeTowerITMHead(config.hidden_size * 2), "itm_score.", keys, dtype)
+
+
+class TextTower(torch.nn.Module):
+    """The part of BridgeTowerModel that text-only search reads: its config and text model."""
+
+    def __init__(self, config, text_model: torch.nn.Module):
+        super().__init__()
+        self.config = config
+        self.text_model = text_model
+
+
+def _load_text_tower(keys: dict[str, Path], config, dtype: torch.dtype):
+    from transformers.models.bridgetower.modeling_bridgetower import BridgeTowerContrastiveHead, BridgeTowerTextModel
+
+    with torch.device("meta"):  # no random initialisation of weights that are about to be replaced
+        text_model = BridgeTowerTextModel(config.text_config, add_pooling_layer=False)
+        text_head = BridgeTowerContrastiveHead(config.hidden_size, config.contrastive_hidden_size)
+    text_model = _load_module(text_model, "bridgetower.text_model.", keys, dtype)
+    _restore_text_buffers(text_model, config.text_config)
+    config._attn_implementation = config.text_config._attn_implementation  # as the full model sets it
+    heads = Heads(_load_module(text_head, "itc_text_head.", keys, dtype), None, None)
+    return TextTower(config, text_model).eval(), heads
+
+
+def _restore_text_buffers(text_model: torch.nn.Module, text_config) -> None:
+    """Non-persistent buffers are not in the checkpoint: rebuild them as the embeddings module does."""
+    positions = torch.arange(text_config.max_position_embeddings).expand((1, -1))
+    text_model.embeddings.register_buffer("position_ids", positions, persistent=False)
+    text_model.embeddings.register_buffer("token_type_ids", torch.zeros_like(positions), persistent=False)
+
+
+def _load_module(module: torch.nn.Module, prefix: str, keys: dict[str, Path], dtype: torch.dtype) -> torch.nn.Module:
+    """Fill `module` with the checkpoint tensors under `prefix`, reading only those from disk."""
+    from safetensors import safe_open
+
     state = {}
-    for name in names:
-        with safe_open(str(keys[name]), framework="pt") as handle:
-            state[name[len("itm_score.") :]] = handle.get_tensor(name)
-    head.load_state_dict(state)
-    return head.to(dtype).eval()
+    names = [name for name in keys if name.startswith(prefix)]
+    for file in {keys[name] for name in names}:
+        with safe_open(str(file), framework="pt") as handle:
+            state.update({n[len(prefix) :]: handle.get_tensor(n) for n in names if keys[n] == file})
+    wanted = set(module.state_dict())
+    module.load_state_dict({k: v.to(dtype) for k, v in state.items() if k in wanted}, strict=True, assign=True)
+    return module.eval()
 
 
 def _load_tokenizer(checkpoint: Path):

@@ -39,8 +39,14 @@ class TextStates:
 @dataclass
 class Heads:
     itc_text: nn.Module
-    itc_image: nn.Module
-    itm: nn.Module | None  # None when the checkpoint ships no ITM head
+    itc_image: nn.Module | None  # None when only the text tower was loaded
+    itm: nn.Module | None  # None when the checkpoint ships no ITM head, or only the text tower was loaded
+
+    def to(self, device: torch.device) -> "Heads":
+        for head in (self.itc_text, self.itc_image, self.itm):
+            if head is not None:
+                head.to(device)
+        return self
 
 
 class BridgeTowerEngine:
@@ -78,16 +84,23 @@ class BridgeTowerEngine:
     # ---------------------------------------------------------------- facts
     @property
     def embedding_dim(self) -> int:
-        return self.heads.itc_image.fc.out_features
+        return self.heads.itc_text.fc.out_features
+
+    @property
+    def has_vision(self) -> bool:
+        return self.heads.itc_image is not None
 
     @property
     def has_itm(self) -> bool:
         return self.heads.itm is not None
 
     def embedding_fingerprint(self) -> str:
-        """A short hash of the ITC heads' weights: equal for copies of one checkpoint, different across models."""
+        """A short hash of the ITC text head's weights: equal for copies of one checkpoint, differs across models.
+
+        The text head alone, so a text-only engine (cosine search) computes the same fingerprint as a full one.
+        """
         digest = hashlib.sha256()
-        for head in (self.heads.itc_image, self.heads.itc_text):
+        for head in (self.heads.itc_text,):
             for tensor in head.state_dict().values():
                 digest.update(tensor.detach().float().cpu().numpy().tobytes())
         return digest.hexdigest()[:16]
@@ -110,6 +123,8 @@ class BridgeTowerEngine:
 
         With `last_cls_only`, the last block computes its output for the CLS token alone (all ITC reads).
         """
+        if not self.has_vision:
+            raise RuntimeError("this engine was loaded with text_only=True; load it in full to encode images")
         visual = self.backbone.vision_model.visual
         pixels = torch.as_tensor(pixel_values).to(self.device, self.dtype)
         hidden = visual.forward_pre(pixels)

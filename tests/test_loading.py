@@ -60,3 +60,20 @@ def test_missing_local_directory_is_a_clear_error(tmp_path):
 def test_local_directory_has_no_revision(tiny_checkpoint):
     path, revision = resolve_checkpoint(str(tiny_checkpoint))
     assert path == tiny_checkpoint.resolve() and revision is None
+
+
+def test_text_only_engine_reads_no_vision_weights_and_embeds_the_same(tiny_checkpoint):
+    full = load_engine(str(tiny_checkpoint), device="cpu")
+    text_only = load_engine(str(tiny_checkpoint), device="cpu", text_only=True)
+    texts = ["a red circle left of a blue square", "two cats"]
+    np.testing.assert_allclose(text_only.encode_texts(texts), full.encode_texts(texts), atol=1e-6)
+    assert text_only.embedding_fingerprint() == full.embedding_fingerprint()
+    held = sum(p.numel() for p in text_only.backbone.parameters())
+    assert held == sum(p.numel() for p in full.backbone.text_model.parameters()) - _pooler_size(full)
+    assert not text_only.has_vision and not hasattr(text_only.backbone, "vision_model")
+    with pytest.raises(RuntimeError, match="text_only"):
+        text_only.encode_images(np.zeros((1, 3, 64, 64), dtype=np.float32))
+
+
+def _pooler_size(engine) -> int:
+    return sum(p.numel() for p in engine.backbone.text_model.pooler.parameters())

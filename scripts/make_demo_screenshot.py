@@ -1,0 +1,43 @@
+"""Render the demo contact sheet headless and save docs/demo-contact-sheet.png (shown in README).
+
+Indexes sample_data/images with the demo model into a temporary index, runs a few queries through the same
+code as `bt-search query --html`, and screenshots the page in headless Chromium (tests/cdp.py).
+
+    python scripts/make_demo_screenshot.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bt_search.html_sheet import write_contact_sheet  # noqa: E402
+from bt_search.indexer import identity_for, index_paths  # noqa: E402
+from bt_search.loading import load_engine  # noqa: E402
+from bt_search.search import Searcher  # noqa: E402
+from bt_search.store import IndexReader, IndexWriter  # noqa: E402
+from tests.cdp import screenshot  # noqa: E402
+
+QUERIES = ["a red circle left of a blue square", "a blue circle left of a red square", "two green triangles"]
+
+
+def main() -> None:
+    engine = load_engine(str(ROOT / "sample_data" / "demo-model"), device="cpu")
+    with tempfile.TemporaryDirectory() as work:
+        with IndexWriter.open(Path(work) / "index", identity_for(engine)) as writer:
+            index_paths([str(ROOT / "sample_data" / "images")], writer, engine, workers=0)
+        searcher = Searcher(IndexReader.open(Path(work) / "index"), engine)
+        hits = [hit for hits in searcher.search(QUERIES, top_k=6, shortlist=20) for hit in hits]
+        page = Path(work) / "results.html"
+        write_contact_sheet(hits, page, title="bt-search demo: reranked results")
+        target = ROOT / "docs" / "demo-contact-sheet.png"
+        screenshot(page, target, width=1200, height=1000)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
