@@ -31,7 +31,7 @@ EXIT_INTERRUPTED = 130
 
 IndexOpt = typer.Option(None, "--index", help=f"Index directory (env {config.ENV_INDEX}; default under XDG data dir).")
 DeviceOpt = typer.Option(None, "--device", help=f"auto, cpu, cuda or mps (env {config.ENV_DEVICE}).")
-PrecisionOpt = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16.")
+PrecisionOpt = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16 (also fast on CPUs with AMX), fp16.")
 BatchOpt = typer.Option(None, "--batch-size", min=1, help=f"Images per model batch (env {config.ENV_BATCH_SIZE}).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 
@@ -117,7 +117,7 @@ def index(
     device: Optional[str] = DeviceOpt,
     precision: str = PrecisionOpt,
     batch_size: Optional[int] = BatchOpt,
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding processes; 0 decodes inline (env {config.ENV_WORKERS})."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding processes; 0 decodes inline (default: 0 on CPU, else cores - 1 up to 4; env {config.ENV_WORKERS})."),
     prune: bool = typer.Option(False, "--prune", help="Drop indexed images under PATHS whose files are gone (default: keep them)."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
@@ -148,7 +148,7 @@ def index(
                     writer,
                     engine,
                     batch_size=batch_size or config.default_batch_size(),
-                    workers=config.default_workers() if workers is None else workers,
+                    workers=workers,
                     draft=draft,
                     prune=prune,
                     index_type=index_type,

@@ -39,8 +39,12 @@ def default_batch_size() -> int:
     return int(os.environ.get(ENV_BATCH_SIZE) or DEFAULT_BATCH_SIZE)
 
 
-def default_workers() -> int:
+def default_workers(device_type: str) -> int:
+    """Decode processes for `index`. On CPU none: draft decoding costs about 3% of the image tower's time
+    there, so a worker process overlaps almost nothing and takes a core from torch (docs/performance.md)."""
     env = os.environ.get(ENV_WORKERS)
     if env:
         return int(env)
+    if device_type == "cpu":
+        return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import config
 from .decoding import Decoded, decoded_batches
 from .model import BridgeTowerEngine
 from .scan import FileRecord, ScanProblem, scan
@@ -108,14 +109,19 @@ def index_paths(
     engine: BridgeTowerEngine,
     *,
     batch_size: int = 16,
-    workers: int = 2,
+    workers: int | None = None,
     draft: bool = True,
     prune: bool = False,
     index_type: str = "auto",
     commit_rows: int = COMMIT_ROWS,
     progress: IndexProgress | None = None,
 ) -> IndexReport:
-    """Bring the index up to date with `roots`. Committed work survives any interruption."""
+    """Bring the index up to date with `roots`. Committed work survives any interruption.
+
+    `workers` decode processes (None: `config.default_workers` for the engine's device; 0: inline).
+    """
+    if workers is None:
+        workers = config.default_workers(engine.device.type)
     progress = progress or IndexProgress()
     started = time.perf_counter()
     report = IndexReport()

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from transformers.activations import QuickGELUActivation
 from transformers.masking_utils import create_bidirectional_mask
 
 from .images import Preprocessing
+
+QUICK_GELU_SCALE = 1.702  # transformers' QuickGELUActivation: x * sigmoid(1.702 x)
 
 
 class TruncatedQueryWarning(UserWarning):
@@ -119,7 +122,7 @@ class BridgeTowerEngine:
         return self._image_streams(blocks[self.split - 1 :])
 
     def _vision_blocks(self, pixel_values: np.ndarray | torch.Tensor, last_cls_only: bool = False) -> list[torch.Tensor]:
-        """Outputs (sequence-first) of the vision blocks that BridgeTowerModel uses: as many as text layers.
+        """Outputs (batch-first, [B, L, D]) of the vision blocks that BridgeTowerModel uses: as many as text layers.
 
         With `last_cls_only`, the last block computes its output for the CLS token alone (all ITC reads).
         """
@@ -127,12 +130,12 @@ class BridgeTowerEngine:
             raise RuntimeError("this engine was loaded with text_only=True; load it in full to encode images")
         visual = self.backbone.vision_model.visual
         pixels = torch.as_tensor(pixel_values).to(self.device, self.dtype)
-        hidden = visual.forward_pre(pixels)
+        hidden = visual.forward_pre(pixels).transpose(0, 1)  # forward_pre hands over sequence-first
         blocks = visual.transformer.resblocks[: self.num_text_layers]
         outputs = []
         for position, block in enumerate(blocks):
             last = position == len(blocks) - 1
-            hidden = _cls_only_block(block, hidden) if last and last_cls_only else block(hidden)
+            hidden = _vision_block(block, hidden, cls_only=last and last_cls_only)
             outputs.append(hidden)
         return outputs
 
@@ -141,14 +144,14 @@ class BridgeTowerEngine:
 
     def _itc_image(self, last_block: torch.Tensor) -> np.ndarray:
         visual = self.backbone.vision_model.visual
-        cls = visual.forward_post(last_block)[:, 0]
+        cls = visual.ln_post(last_block[:, 0])  # forward_post minus its permute: blocks are batch-first
         projected = self.backbone._apply_image_transform(cls, 0) + self._image_token_type()
         return _normalized(self.heads.itc_image(projected))
 
     def _image_streams(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         visual = self.backbone.vision_model.visual
         token_type = self._image_token_type()
-        streams = [self.backbone._apply_image_transform(visual.forward_post(b), i) + token_type for i, b in enumerate(blocks)]
+        streams = [self.backbone._apply_image_transform(visual.ln_post(b), i) + token_type for i, b in enumerate(blocks)]
         streams[0] = self.backbone.cross_modal_image_layernorm(streams[0])
         return torch.stack(streams, dim=1)
 
@@ -238,31 +241,44 @@ class BridgeTowerEngine:
         return bb.get_cls_features(text_out, image_out)
 
 
-def _cls_only_block(block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """A BridgeTowerResidualAttention block's output for the CLS row only ([1, B, D], sequence-first).
+def _vision_block(block: nn.Module, hidden: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+    """`BridgeTowerResidualAttention.forward` on batch-first [B, L, D]: the same math in fewer memory passes.
 
-    Keys and values still come from every token; the query projection, attention output, out-projection and
-    MLP (two thirds of the block's FLOPs) run for one row instead of all of them.
+    With `cls_only` the output is the CLS row alone ([B, 1, D]): keys and values still come from every
+    token, but the query, attention output, out-projection and MLP (two thirds of the FLOPs) run for one row.
     """
-    attn = block.attn
     normed = block.ln_1(hidden)
-    width = normed.shape[-1]
+    residual = (hidden[:, :1] if cls_only else hidden) + _attention(block.attn, normed, cls_only)
+    return residual + _mlp(block.mlp, block.ln_2(residual))
+
+
+def _attention(attn: nn.MultiheadAttention, normed: torch.Tensor, cls_only: bool) -> torch.Tensor:
+    """Unmasked self-attention with nn.MultiheadAttention's weights, on strided views of one QKV product
+    (the module itself wants sequence-first input and copies q, k and v apart)."""
+    batch, length, width = normed.shape
     heads = attn.num_heads
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
-    query = nn.functional.linear(normed[:1], weight[:width], bias[:width])
-    key_value = nn.functional.linear(normed, weight[width:], bias[width:])
-    key, value = key_value.split(width, dim=-1)
+    if cls_only:
+        query = nn.functional.linear(normed[:, :1], weight[:width], bias[:width]).view(batch, 1, heads, -1)
+        key, value = nn.functional.linear(normed, weight[width:], bias[width:]).view(batch, length, 2, heads, -1).unbind(2)
+    else:
+        query, key, value = nn.functional.linear(normed, weight, bias).view(batch, length, 3, heads, -1).unbind(2)
+    attended = nn.functional.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+    return attn.out_proj(attended.transpose(1, 2).reshape(batch, query.shape[1], width))
 
-    def heads_first(x: torch.Tensor) -> torch.Tensor:  # [L, B, D] -> [B, heads, L, D/heads]
-        return x.reshape(x.shape[0], x.shape[1], heads, width // heads).permute(1, 2, 0, 3)
 
-    attended = nn.functional.scaled_dot_product_attention(heads_first(query), heads_first(key), heads_first(value))
-    attended = attended.permute(2, 0, 1, 3).reshape(1, hidden.shape[1], width)
-    residual = hidden[:1] + attn.out_proj(attended)
-    out = block.ln_2(residual)
-    for layer in block.mlp.values():
-        out = layer(out)
-    return residual + out
+def _mlp(mlp: nn.ModuleDict, hidden: torch.Tensor) -> torch.Tensor:
+    """c_fc -> QuickGELU -> c_proj. QuickGELU(x) = x * sigmoid(1.702 x) = silu(1.702 x) / 1.702, so the two
+    scales ride in the matrix products (addmm's alpha/beta) and the activation is one in-place SiLU pass
+    instead of three passes over the 4x-wide tensor (a sixth of the tower's CPU time)."""
+    fc, activation, proj = mlp["c_fc"], mlp["gelu"], mlp["c_proj"]
+    if not isinstance(activation, QuickGELUActivation):
+        return proj(activation(fc(hidden)))
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    inner = torch.addmm(fc.bias, flat, fc.weight.t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
+    nn.functional.silu(inner, inplace=True)
+    out = torch.addmm(proj.bias, inner, proj.weight.t(), alpha=1 / QUICK_GELU_SCALE)
+    return out.view(*hidden.shape[:-1], -1)
 
 
 def _normalized(embeddings: torch.Tensor) -> np.ndarray:

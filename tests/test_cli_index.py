@@ -56,13 +56,14 @@ def _by_path(index):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(seed, photo_dir, tiny_checkpoint, clean_index, tmp_path):
     index = tmp_path / "index"
-    args = ["index", photo_dir, "--index", index, "--model", tiny_checkpoint, "--batch-size", "3", "--commit-every", "3", "--quiet"]
+    args = ["index", photo_dir, "--index", index, "--model", tiny_checkpoint, "--batch-size", "3", "--commit-every", "3", "--workers", "1", "--quiet"]
     process = subprocess.Popen([sys.executable, "-m", "bt_search", *map(str, args)], env=_env(), stderr=subprocess.PIPE)
     chance = random.Random(seed)
     segments_before_kill = chance.randint(1, 8)  # of 14 batches: the kill lands mid-run, at a random batch
     _wait_for(lambda: len(list((index / "pending").glob("seg-*.parquet"))) >= segments_before_kill, process)
     time.sleep(chance.uniform(0.0, 0.05))  # ... and at a random point inside the next batch
     workers = _children(process.pid)
+    assert workers, "a decode worker must be running, to check that it dies with its parent"
     process.send_signal(signal.SIGKILL)
     process.wait()
     _wait_for(lambda: not any(_alive(pid) for pid in workers), None, timeout=10.0)

@@ -178,3 +178,16 @@ def test_plan_uses_size_mtime_then_hash(tmp_path):
 def _embeddings_by_path(index_dir):
     reader = IndexReader.open(index_dir)
     return {path: reader.embeddings[i].copy() for i, path in enumerate(reader.paths)}
+
+
+def test_decode_workers_default_to_inline_on_cpu_and_processes_on_gpu(monkeypatch):
+    from bt_search import config
+
+    monkeypatch.delenv(config.ENV_WORKERS, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert config.default_workers("cpu") == 0
+    assert config.default_workers("cuda") == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert config.default_workers("cuda") == 1
+    monkeypatch.setenv(config.ENV_WORKERS, "3")
+    assert config.default_workers("cpu") == 3

@@ -111,3 +111,21 @@ def test_one_backbone_in_memory(checkpoints, engines):
 
 def _numel(module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def test_bf16_stays_close_to_the_fp32_reference(checkpoints, sample_images):
+    """The reduced-precision path (default on CUDA, opt-in on CPU) tracks the fp32 reference: cosine >= 0.99
+    per embedding, ITM scores within 0.02."""
+    path = checkpoints[SPECS[0].name]
+    engine = load_engine(str(path), device="cpu", precision="bf16")
+    assert engine.dtype == torch.bfloat16
+    ref_images, ref_texts = reference_embeddings(path, sample_images, CAPTIONS[: len(sample_images)])
+    images = engine.encode_images(_pixels(engine, sample_images))
+    texts = engine.encode_texts(CAPTIONS[: len(sample_images)])
+    assert images.dtype == np.float32
+    assert np.min(np.sum(images * ref_images, axis=1)) >= 0.99
+    assert np.min(np.sum(texts * ref_texts, axis=1)) >= 0.99
+    assert not np.allclose(images, ref_images, atol=1e-6), "bf16 really ran (else this test proves nothing)"
+    expected = reference_itm(path, sample_images, CAPTIONS[0])
+    ours = engine.itm_scores(engine.text_states(CAPTIONS[0]), engine.vision_states(_pixels(engine, sample_images)))
+    np.testing.assert_allclose(ours, expected, atol=0.02)
