@@ -10,7 +10,7 @@ Then it reloads the saved checkpoint through the HF classes and the saved proces
 retrieval on the held-out sample set (``sample_data/images/captions.csv``): ITC cosine top-N shortlist, then
 ITM rerank of the shortlist, Recall@1/5/10 for both. Writes the model card with the measured numbers.
 
-    python scripts/train_demo_model.py --steps 3000 --clean-steps 1500 --threads 1   # the shipped model
+    python scripts/train_demo_model.py --steps 3000 --clean-steps 1500   # the shipped model (2 threads)
 
 The model card records the exact command of a run; with the same command and thread count a run is
 bit-for-bit repeatable (seeded data, deterministic algorithms).
