@@ -3,8 +3,8 @@
 Both read the same 1600x1200 JPEGs from disk and produce one ITC embedding per image with the same
 base-shaped random checkpoint; model loading is excluded from both.
 - HF-docs loop: PIL open + convert RGB, `BridgeTowerProcessor`, `BridgeTowerForContrastiveLearning`, batched.
-- bt-search: `index_paths` (scan, JPEG draft decode in worker processes overlapping the image tower, atomic
-  commits to Parquet, FAISS build) -- what `bt-search index` runs.
+- bt-search: `index_paths` (scan, JPEG draft decode -- inline on CPU, in worker processes overlapping the
+  image tower on GPU, as `bt-search index` picks by default -- atomic commits to Parquet, FAISS build).
 
     python benchmarks/bench_index.py --images 32 --batch-size 8
 

@@ -6,8 +6,9 @@
   cross-modal encoder, computed once per query and once per image; per pair only the bridge (link) and
   cross-modal layers run, then the ITM head.
 
-Every path mirrors `BridgeTowerModel.forward` in transformers operation for operation; the tests hold them to
-the HF classes' numbers. Loading lives in `loading.py`.
+Every path computes what `BridgeTowerModel.forward` in transformers computes, with the same weights (the
+vision blocks regroup the same math into fewer memory passes); the tests hold them to the HF classes' numbers.
+Loading lives in `loading.py`.
 """
 
 from __future__ import annotations

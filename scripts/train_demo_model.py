@@ -19,7 +19,6 @@ bit-for-bit repeatable (seeded data, deterministic algorithms).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -38,6 +37,7 @@ from PIL import Image
 
 from bt_search import demo_data
 from bt_search.checkpoint_tools import merged_state_dict, save_checkpoint, tiny_config, train_bpe_tokenizer
+from bt_search.evaluate import read_captions, recall_at_k
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "sample_data" / "demo-model"
@@ -49,13 +49,11 @@ MAX_TEXT_LEN = 24
 # ---------------------------------------------------------------- metrics
 
 
-def recall_at_k(ranked_ids: Sequence[Sequence[int]], true_ids: Sequence[int], ks: Sequence[int]) -> dict[int, float]:
-    """Fraction of queries whose true id is among the first k of its ranking, for each k."""
+def ranks_of(ranked_ids: Sequence[Sequence[int]], true_ids: Sequence[int]) -> list[int | None]:
+    """1-based rank of each query's true id in its ranking (None: not in it), as evaluate.recall_at_k takes."""
     if len(ranked_ids) != len(true_ids):
         raise ValueError("one ranking per query")
-    if not true_ids:
-        return {k: 0.0 for k in ks}
-    return {k: sum(t in list(r)[:k] for r, t in zip(ranked_ids, true_ids)) / len(true_ids) for k in ks}
+    return [list(r).index(t) + 1 if t in r else None for r, t in zip(ranked_ids, true_ids)]
 
 
 def rerank(shortlist: Sequence[int], scores: Sequence[float]) -> list[int]:
@@ -112,8 +110,8 @@ def evaluate(
     scores = scores.view(n, -1)
     itc_ranked = [row.tolist() for row in top]
     itm_ranked = [rerank(row.tolist(), sc.tolist()) for row, sc in zip(top, scores)]
-    ks = (1, 5, 10)
-    return {"shortlist": recall_at_k(itc_ranked, list(range(n)), ks), "rerank": recall_at_k(itm_ranked, list(range(n)), ks)}
+    truth = list(range(n))
+    return {"shortlist": recall_at_k(ranks_of(itc_ranked, truth)), "rerank": recall_at_k(ranks_of(itm_ranked, truth))}
 
 
 @torch.no_grad()
@@ -353,13 +351,12 @@ def itm_score(itc_model, itm_head, ids, am, pixels) -> torch.Tensor:
 
 
 def load_sample_set(folder: Path) -> tuple[list[Image.Image], list[str]]:
-    with open(folder / "captions.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [Image.open(folder / r["file"]).convert("RGB") for r in rows], [r["caption"] for r in rows]
+    captions = read_captions(folder / "captions.csv")
+    return [Image.open(c.path).convert("RGB") for c in captions], [c.text for c in captions]
 
 
 @torch.no_grad()
-def final_eval(out: Path, images_dir: Path, shortlist: int, itc_model, itm_head) -> tuple[dict, int]:
+def final_eval(out: Path, images_dir: Path, shortlist: int, itc_model, itm_head) -> tuple[dict, list[str]]:
     """Reload the checkpoint the way users will (HF classes + saved processor) and evaluate on the sample set."""
     from transformers import BridgeTowerForContrastiveLearning, BridgeTowerForImageAndTextRetrieval, BridgeTowerProcessor
 
@@ -378,7 +375,7 @@ def final_eval(out: Path, images_dir: Path, shortlist: int, itc_model, itm_head)
     def itm_fn(i, m, p):
         return ret(input_ids=i, attention_mask=m, pixel_values=p).logits.softmax(-1)[:, 1]
 
-    return evaluate(itc, itm_fn, proc.tokenizer, pixels, captions, shortlist=shortlist), len(captions)
+    return evaluate(itc, itm_fn, proc.tokenizer, pixels, captions, shortlist=shortlist), captions
 
 
 def dir_size(path: Path) -> int:
@@ -513,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.images / "captions.csv").exists():
         print(f"no {args.images / 'captions.csv'}: run scripts/make_sample_images.py first", file=sys.stderr)
         return 1
-    metrics, n = final_eval(args.out, args.images, args.shortlist, itc_model, itm_head)
+    metrics, captions = final_eval(args.out, args.images, args.shortlist, itc_model, itm_head)
+    n = len(captions)
     print("sample set " + fmt(metrics))
     s, r = metrics["shortlist"], metrics["rerank"]
     command = "python scripts/make_sample_images.py\npython scripts/train_demo_model.py" + (
@@ -529,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params=sum(t.numel() for t in merged_state_dict(itc_model, itm_head).values()),
         mb=dir_size(args.out) / 1e6, train_s=info["train_seconds"], total_s=time.time() - t_start,
         machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} threads", n=n,
-        groups=sum(1 for c in load_captions(args.images) if " of " in c or "above" in c or "below" in c) // 4,
+        groups=sum(1 for c in captions if " of " in c or "above" in c or "below" in c) // 4,
         shortlist=args.shortlist, s1=s[1], s5=s[5], s10=s[10], r1=r[1], r5=r[5], r10=r[10], margin=r[1] - s[1],
     )
     (args.out / "README.md").write_text(card, encoding="utf-8")
@@ -537,11 +535,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        **{k: {f"R@{kk}": vv for kk, vv in v.items()} for k, v in metrics.items()},
                                                        "train_seconds": round(info["train_seconds"], 1)}, indent=2))
     return 0
-
-
-def load_captions(folder: Path) -> list[str]:
-    with open(folder / "captions.csv", newline="", encoding="utf-8") as f:
-        return [r["caption"] for r in csv.DictReader(f)]
 
 
 if __name__ == "__main__":
