@@ -114,7 +114,7 @@ def _karpathy_pairs(source: Path, split: str = "test") -> list[tuple[str, str]]:
 
 def evaluate(searcher: Searcher, captions: Sequence[Caption], shortlist: int = 20, max_failures: int = 50) -> EvalReport:
     """Recall@1/5/10 for the cosine shortlist and for ITM rerank over it, and time per query for each."""
-    indexed = set(searcher.reader.paths)
+    indexed = searcher.reader.indexed_paths([c.path for c in captions])
     usable = [c for c in captions if c.path in indexed]
     if not usable:
         raise UsageError("none of the captioned images is in the index; index their folder first")

@@ -29,11 +29,16 @@ class Shortlist:
     query: str
     rows: np.ndarray
     similarities: np.ndarray
+    paths: list[str]  # paths[i] is row rows[i]'s file
+
+    def subset(self, keep: Sequence[int]) -> Shortlist:
+        """The candidates at positions `keep`, in that order."""
+        keep = list(keep)
+        return Shortlist(self.query, self.rows[keep], self.similarities[keep], [self.paths[i] for i in keep])
 
 
 def rank_hits(
     shortlist: Shortlist,
-    paths: Sequence[str],
     scores: np.ndarray | None,
     top_k: int,
     threshold: float | None = None,
@@ -42,7 +47,7 @@ def rank_hits(
     scores = shortlist.similarities if scores is None else scores
     order = sorted(
         range(len(shortlist.rows)),
-        key=lambda i: (-float(scores[i]), -float(shortlist.similarities[i]), paths[shortlist.rows[i]]),
+        key=lambda i: (-float(scores[i]), -float(shortlist.similarities[i]), shortlist.paths[i]),
     )
     hits = []
     for i in order:
@@ -52,7 +57,7 @@ def rank_hits(
             Hit(
                 query=shortlist.query,
                 rank=len(hits) + 1,
-                path=paths[shortlist.rows[i]],
+                path=shortlist.paths[i],
                 score=float(scores[i]),
                 similarity=float(shortlist.similarities[i]),
                 shortlist_rank=i + 1,
@@ -63,27 +68,21 @@ def rank_hits(
     return hits
 
 
-def rows_under(paths: Sequence[str], directory: str) -> np.ndarray:
-    """Row ids of indexed paths inside `directory` (recursively)."""
-    prefix = os.path.join(os.path.abspath(directory), "")
-    return np.array([i for i, p in enumerate(paths) if p.startswith(prefix)], dtype=np.int64)
-
-
 def cosine_shortlists(
     reader, queries: Sequence[str], query_embeddings: np.ndarray, size: int, under: str | None = None
 ) -> list[Shortlist]:
     """The `size` nearest images by cosine for each query; exact over the subset when `under` is given."""
     if under is None:
         similarities, rows = reader.search(query_embeddings, size)
-        return [Shortlist(q, r, s) for q, r, s in zip(queries, rows, similarities)]
-    subset = rows_under(reader.paths, under)
+        return [Shortlist(q, r, s, reader.paths_for(r)) for q, r, s in zip(queries, rows, similarities)]
+    subset = reader.ids_under(under)
     if subset.size == 0:
         raise UsageError(f"no indexed images under {under}")
-    sims = query_embeddings @ reader.embeddings[subset].T
+    sims = query_embeddings @ reader.embeddings_for(subset).T
     shortlists = []
     for query, row_sims in zip(queries, sims):
-        best = np.argsort(-row_sims, kind="stable")[:size]
-        shortlists.append(Shortlist(query, subset[best], row_sims[best]))
+        order = np.argsort(-row_sims, kind="stable")[:size]
+        shortlists.append(Shortlist(query, subset[order], row_sims[order], reader.paths_for(subset[order])))
     return shortlists
 
 
@@ -113,7 +112,7 @@ class Searcher:
         shortlists = cosine_shortlists(self.reader, queries, embeddings, max(shortlist, top_k), under)
         shortlists = [self._drop_missing(s) for s in shortlists]
         if not rerank:
-            return [rank_hits(s, self.reader.paths, None, top_k, threshold) for s in shortlists]
+            return [rank_hits(s, None, top_k, threshold) for s in shortlists]
         return self._reranked(shortlists, top_k, threshold)
 
     def similar_images(self, image_path: str, *, top_k: int = 10, under: str | None = None) -> list[Hit]:
@@ -124,11 +123,10 @@ class Searcher:
             raise UsageError(f"--image {err}") from None
         embedding = self.engine.encode_images(pixels[None])
         (found,) = cosine_shortlists(self.reader, [image_path], embedding, top_k, under)
-        return rank_hits(self._drop_missing(found), self.reader.paths, None, top_k)
+        return rank_hits(self._drop_missing(found), None, top_k)
 
     def _drop_missing(self, shortlist: Shortlist) -> Shortlist:
-        keep = [i for i, row in enumerate(shortlist.rows) if self._exists(self.reader.paths[row])]
-        return Shortlist(shortlist.query, shortlist.rows[keep], shortlist.similarities[keep])
+        return shortlist.subset([i for i, path in enumerate(shortlist.paths) if self._exists(path)])
 
     def _exists(self, path: str) -> bool:
         if os.path.isfile(path):
@@ -140,16 +138,10 @@ class Searcher:
         cache = VisionStateCache(self, Counter(int(r) for s in shortlists for r in s.rows))
         results = []
         for shortlist in shortlists:
-            rows, states = cache.take([int(r) for r in shortlist.rows])
-            kept = Shortlist(shortlist.query, np.array(rows, dtype=np.int64), _select(shortlist, rows))
-            scores = self.engine.itm_scores(self.engine.text_states(shortlist.query), states) if rows else np.zeros(0)
-            results.append(rank_hits(kept, self.reader.paths, scores, top_k, threshold))
+            kept, states = cache.take(shortlist)
+            scores = self.engine.itm_scores(self.engine.text_states(shortlist.query), states) if states is not None else np.zeros(0)
+            results.append(rank_hits(kept, scores, top_k, threshold))
         return results
-
-
-def _select(shortlist: Shortlist, rows: list[int]) -> np.ndarray:
-    position = {int(r): i for i, r in enumerate(shortlist.rows)}
-    return np.array([shortlist.similarities[position[r]] for r in rows], dtype=np.float32)
 
 
 class VisionStateCache:
@@ -161,26 +153,28 @@ class VisionStateCache:
         self.states: dict[int, torch.Tensor] = {}
         self.failed: set[int] = set()
 
-    def take(self, rows: list[int]) -> tuple[list[int], torch.Tensor | None]:
-        """States for the rows that decode, in order; rows whose file fails are reported and left out."""
-        self._compute([r for r in dict.fromkeys(rows) if r not in self.states and r not in self.failed])
-        usable = [r for r in rows if r in self.states]
-        stacked = torch.stack([self.states[r] for r in usable]) if usable else None
+    def take(self, shortlist: Shortlist) -> tuple[Shortlist, torch.Tensor | None]:
+        """The candidates whose file decodes, with their states in order; failing files are reported and left out."""
+        rows = [int(r) for r in shortlist.rows]
+        todo = {r: p for r, p in zip(rows, shortlist.paths) if r not in self.states and r not in self.failed}
+        self._compute(todo)
+        usable = [i for i, r in enumerate(rows) if r in self.states]
+        stacked = torch.stack([self.states[rows[i]] for i in usable]) if usable else None
         for row in rows:
             self.uses[row] -= 1
             if self.uses[row] == 0:
                 self.states.pop(row, None)
-        return usable, stacked
+        return shortlist.subset(usable), stacked
 
-    def _compute(self, rows: list[int]) -> None:
-        engine, paths = self.searcher.engine, self.searcher.reader.paths
+    def _compute(self, paths_by_row: dict[int, str]) -> None:
+        engine = self.searcher.engine
         decoded = []
-        for row in rows:
+        for row, path in paths_by_row.items():
             try:
-                decoded.append((row, load_pixels(paths[row], engine.preprocessing, draft=False)[0]))
+                decoded.append((row, load_pixels(path, engine.preprocessing, draft=False)[0]))
             except ImageDecodeError as err:
                 self.failed.add(row)
-                self.searcher.on_missing(paths[row], err.reason)
+                self.searcher.on_missing(path, err.reason)
         size = self.searcher.batch_size
         for start in range(0, len(decoded), size):
             chunk = decoded[start : start + size]

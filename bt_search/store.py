@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import __version__
 from .errors import IndexMissingError
@@ -104,6 +105,19 @@ class IndexWriter:
         if self._lock_fd is not None:
             release_lock(self._lock_fd)
             self._lock_fd = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Choices recorded in the manifest that later runs reuse (index type, scan rules, ...)."""
+        return dict(self._manifest.get("settings") or {})
+
+    def record_settings(self, **settings: Any) -> None:
+        """Record JSON-able choices in the manifest now (atomically), for later runs to reuse."""
+        self._check_open()
+        merged = {**self.settings, **settings}
+        if merged != self.settings:
+            self._manifest = {**self._manifest, "settings": merged}
+            write_manifest(self.directory, self._manifest)
 
     def known_files(self) -> dict[str, tuple[int, int, str]]:
         """path -> (size, mtime_ns, sha256) of every live image row, committed segments included."""
@@ -236,15 +250,41 @@ class IndexReader:
     def __len__(self) -> int:
         return self._snapshot.images.num_rows
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever a run changes the index (readers and caches key on it)."""
+        return int(self.manifest["generation"])
+
     @cached_property
     def paths(self) -> list[str]:
-        """Row i's absolute path."""
+        """Row i's absolute path, for every row: O(N) Python strings, for tests and small tools only."""
         return self._snapshot.images.column("path").to_pylist()
 
     @cached_property
     def embeddings(self) -> np.ndarray:
-        """[N, D] float32, row i = FAISS id i; read-only."""
+        """[N, D] float32, row i = FAISS id i; read-only. O(N) memory: prefer embeddings_for()."""
         return self._snapshot.embeddings()
+
+    def paths_for(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        """The paths of rows `ids`, in that order (reads those rows only, where the store allows)."""
+        column = self._snapshot.images.column("path")
+        return column.take(pa.array(np.asarray(ids, dtype=np.int64))).to_pylist()
+
+    def embeddings_for(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """[len(ids), D] float32 embeddings of rows `ids`, in that order."""
+        return np.asarray(self.embeddings[np.asarray(ids, dtype=np.int64)])
+
+    def ids_under(self, directory: str | os.PathLike[str]) -> np.ndarray:
+        """Ascending row ids of the images inside `directory` (recursively)."""
+        prefix = os.path.join(os.path.abspath(directory), "")
+        inside = pc.starts_with(self._snapshot.images.column("path"), prefix)
+        return np.flatnonzero(inside.to_numpy(zero_copy_only=False)).astype(np.int64)
+
+    def indexed_paths(self, paths: Iterable[str]) -> set[str]:
+        """Those of `paths` that are live image rows."""
+        wanted = pa.array(list(dict.fromkeys(paths)), pa.string())
+        found = pc.is_in(wanted, value_set=self._snapshot.images.column("path").combine_chunks())
+        return set(wanted.filter(found).to_pylist())
 
     def row(self, i: int) -> ImageRow:
         return image_row(self._snapshot.images, self.embeddings, i)

@@ -22,7 +22,7 @@ class ScriptedSearcher:
     """Returns fixed rankings, so the expected recalls can be worked out by hand."""
 
     def __init__(self, paths, cosine, reranked):
-        self.reader = type("Reader", (), {"paths": paths})()
+        self.reader = type("Reader", (), {"indexed_paths": lambda _, wanted: set(wanted) & set(paths)})()
         self.rankings = {False: cosine, True: reranked}
 
     def search(self, queries, *, top_k, shortlist, rerank):

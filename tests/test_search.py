@@ -119,11 +119,10 @@ def test_moved_file_is_reported_and_the_rest_still_rank(engine, indexed, tmp_pat
 
 
 def test_rank_hits_is_pure_and_breaks_ties_by_cosine_then_path():
-    shortlist = Shortlist("q", np.array([2, 0, 1]), np.array([0.9, 0.8, 0.8], dtype=np.float32))
-    paths = ["/b", "/a", "/c"]
-    hits = rank_hits(shortlist, paths, np.array([0.5, 0.7, 0.7]), top_k=3)
+    shortlist = Shortlist("q", np.array([2, 0, 1]), np.array([0.9, 0.8, 0.8], dtype=np.float32), ["/c", "/b", "/a"])
+    hits = rank_hits(shortlist, np.array([0.5, 0.7, 0.7]), top_k=3)
     assert [(h.path, h.rank, h.shortlist_rank) for h in hits] == [("/a", 1, 3), ("/b", 2, 2), ("/c", 3, 1)]
-    assert [h.path for h in rank_hits(shortlist, paths, None, top_k=2)] == ["/c", "/a"]
+    assert [h.path for h in rank_hits(shortlist, None, top_k=2)] == ["/c", "/a"]
 
 
 def test_empty_query_is_refused(engine, indexed):

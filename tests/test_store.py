@@ -607,3 +607,12 @@ def test_index_directory_can_be_copied_and_moved(tmp_path):
     build_index(tmp_path / "a", clustered_unit_vectors(50, seed=28), "hnsw")
     shutil.move(tmp_path / "a", tmp_path / "b")
     assert IndexReader.open(tmp_path / "b").uses_faiss_file
+
+
+def test_recorded_settings_survive_reopening(tmp_path):
+    with IndexWriter.open(tmp_path / "index", IDENTITY) as writer:
+        assert writer.settings == {}
+        writer.record_settings(index_type="hnsw", excludes=["*/tmp/*"])
+        writer.record_settings(excludes=[])
+    with IndexWriter.open(tmp_path / "index", IDENTITY) as writer:
+        assert writer.settings == {"index_type": "hnsw", "excludes": []}
