@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import ImageDecodeError
-from .images import Preprocessing, load_rgb, preprocess
+from .images import Preprocessing, load_rgb, resize_and_crop
 from .scan import FileRecord
 
 PREFETCH_BATCHES = 3  # decoded batches allowed in flight ahead of the model
@@ -29,7 +29,7 @@ PREFETCH_BATCHES = 3  # decoded batches allowed in flight ahead of the model
 @dataclass(frozen=True)
 class Decoded:
     record: FileRecord
-    pixels: np.ndarray
+    pixels: np.ndarray  # uint8 (crop, crop, 3): the engine normalises on its device
     width: int
     height: int
     sha256: str
@@ -57,7 +57,7 @@ def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decod
         return record.path, "empty file"
     try:
         img, (width, height) = load_rgb(io.BytesIO(data), draft_for=prep if draft else None, name=record.path)
-        pixels = preprocess(img, prep)
+        pixels = resize_and_crop(img, prep)
     except ImageDecodeError as err:
         return record.path, err.reason
     return Decoded(record, pixels, width, height, hashlib.sha256(data).hexdigest())

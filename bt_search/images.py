@@ -150,14 +150,29 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     """An RGB image to normalised float32 CHW pixels of shape (3, crop, crop)."""
+    return normalize(resize_and_crop(img, prep), prep)
+
+
+def resize_and_crop(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """The processor's geometry alone: uint8 HWC pixels of shape (crop, crop, 3).
+
+    Decode workers hand these over (a quarter of the float32 bytes); `normalize` (or the engine, on its
+    device) does the arithmetic.
+    """
     height, width = resized_shape(img.height, img.width, prep)
     pixels = np.asarray(img.resize((width, height), resample=prep.resample), dtype=np.uint8)
-    pixels = center_crop(pixels, prep.crop)
-    # Same arithmetic order and precision as the processor: rescale in float64, then normalise in float32.
-    scaled = (pixels.astype(np.float64) * prep.rescale_factor).astype(np.float32)
+    return center_crop(pixels, prep.crop)
+
+
+def normalize(crops: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """uint8 [..., H, W, 3] crops -> float32 [..., 3, H, W], the processor's arithmetic.
+
+    Same order and precision as the processor: rescale in float64, then normalise in float32.
+    """
+    scaled = (crops.astype(np.float64) * prep.rescale_factor).astype(np.float32)
     mean = np.asarray(prep.mean, dtype=np.float32)
     std = np.asarray(prep.std, dtype=np.float32)
-    return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis((scaled - mean) / std, -1, -3))
 
 
 def center_crop(pixels: np.ndarray, crop: int) -> np.ndarray:

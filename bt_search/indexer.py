@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from . import config
 from .decoding import Decoded, decoded_batches
@@ -138,14 +140,15 @@ def index_paths(
     pending = PendingCommit(writer, commit_rows)
     pending.add(_refreshed_rows(writer, work.touched), [FailedRow(p.path, p.reason, 0, 0) for p in problems])
     by_path = {record.path: record for record in work.to_embed}
-    for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
-        for path, reason in batch_failures:
-            report.skipped.append((path, reason))
-            progress.skipped(path, reason)
-        rows = _embed(engine, batch)
-        pending.add(rows, [FailedRow(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures])
-        report.indexed += len(rows)
-        progress.advanced(len(rows) + len(batch_failures))
+    with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
+        for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
+            for path, reason in batch_failures:
+                report.skipped.append((path, reason))
+                progress.skipped(path, reason)
+            rows = _embed(engine, batch)
+            pending.add(rows, [FailedRow(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures])
+            report.indexed += len(rows)
+            progress.advanced(len(rows) + len(batch_failures))
     pending.flush(removed=gone)
     stats = writer.finish(index_type=index_type)
     report.removed = len(gone)
@@ -173,6 +176,18 @@ class PendingCommit:
         if self.rows or self.failed or removed:
             self.writer.commit(self.rows, failed=self.failed, removed=removed)
         self.rows, self.failed, self.since = [], [], time.monotonic()
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with `count` torch CPU threads (None: unchanged), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _refreshed_rows(writer: IndexWriter, touched: list[tuple[FileRecord, str]]) -> list[ImageRow]:

@@ -186,8 +186,10 @@ def test_decode_workers_default_to_inline_on_cpu_and_processes_on_gpu(monkeypatc
     monkeypatch.delenv(config.ENV_WORKERS, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert config.default_workers("cpu") == 0
-    assert config.default_workers("cuda") == 4
+    assert config.default_workers("cuda") == 15
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert config.default_workers("cuda") == 1
+    assert config.parent_torch_threads("cuda", 15) == 1
+    assert config.parent_torch_threads("cuda", 0) is None and config.parent_torch_threads("cpu", 3) is None
     monkeypatch.setenv(config.ENV_WORKERS, "3")
     assert config.default_workers("cpu") == 3

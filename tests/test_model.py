@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bt_search.images import preprocess
+from bt_search.images import normalize, preprocess, resize_and_crop
 from bt_search.loading import load_engine
 from bt_search.model import TruncatedQueryWarning
 
@@ -32,6 +32,19 @@ def test_preprocessing_equals_processor(spec, checkpoints, engines, sample_image
     ours = _pixels(engines[spec.name], sample_images)
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_uint8_crops_normalised_on_device_equal_the_float_path(spec, engines, sample_images):
+    # Decode workers hand over uint8 crops; the engine must give exactly what preprocessed floats give.
+    engine = engines[spec.name]
+    crops = np.stack([resize_and_crop(img, engine.preprocessing) for img in sample_images])
+    floats = _pixels(engine, sample_images)
+    assert crops.dtype == np.uint8
+    np.testing.assert_array_equal(normalize(crops, engine.preprocessing), floats)
+    np.testing.assert_array_equal(engine._pixels_on_device(crops).numpy(), floats)
+    np.testing.assert_array_equal(engine.encode_images(crops), engine.encode_images(floats))
+    torch.testing.assert_close(engine.vision_states(crops), engine.vision_states(floats), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
