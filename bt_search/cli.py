@@ -39,12 +39,10 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on 
 @contextmanager
 def cli_errors(quiet: bool = False) -> Iterator[None]:
     """Typed library errors -> one line on stderr and the documented exit code; each distinct Python
-    warning -> one line, none with --quiet (transformers' own log lines too)."""
+    warning -> one line, none with --quiet."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if quiet else "once")
-        warnings.showwarning = lambda message, *args, **kwargs: err_console.print(f"[yellow]warning:[/] {message}")
-        if quiet:
-            _silence_transformers()
+        warnings.simplefilter("ignore" if quiet else "always")
+        warnings.showwarning = _once_per_message(lambda message: err_console.print(f"[yellow]warning:[/] {message}"))
         try:
             yield
         except BtSearchError as err:
@@ -72,10 +70,17 @@ def cli_errors(quiet: bool = False) -> Iterator[None]:
             raise typer.Exit(1) from None
 
 
-def _silence_transformers() -> None:
-    from transformers.utils import logging as hf_logging
+def _once_per_message(show):
+    """A warnings.showwarning that shows each distinct message once (the "once" filter forgets what it
+    showed whenever a nested catch_warnings exits, as image decoding does)."""
+    shown: set[str] = set()
 
-    hf_logging.set_verbosity_error()
+    def showwarning(message, *args, **kwargs) -> None:
+        if str(message) not in shown:
+            shown.add(str(message))
+            show(message)
+
+    return showwarning
 
 
 def _index_dir(index: Optional[Path]) -> Path:
