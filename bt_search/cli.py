@@ -119,6 +119,9 @@ def index(
     batch_size: Optional[int] = BatchOpt,
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding processes; 0 decodes inline (default: 0 on CPU, else cores - 1 up to 4; env {config.ENV_WORKERS})."),
     prune: bool = typer.Option(False, "--prune", help="Drop indexed images under PATHS whose files are gone (default: keep them)."),
+    include_hidden: Optional[bool] = typer.Option(None, "--include-hidden/--skip-hidden", help="Also index hidden files/folders, ._* and @eaDir (default: skip; recorded for re-runs)."),
+    exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Leave out paths matching this shell glob on the absolute path, e.g. '*/node_modules/*' (repeatable; replaces the recorded list)."),
+    prune_excluded: bool = typer.Option(False, "--prune-excluded", help="With --prune, also drop indexed files that the hidden/--exclude rules now leave out."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
     index_type: str = typer.Option("auto", "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf."),
@@ -128,6 +131,7 @@ def index(
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
     from .indexer import identity_for, index_paths
     from .loading import load_engine
+    from .scan_rules import resolved_rules
     from .store import IndexWriter
 
     with cli_errors():
@@ -154,6 +158,8 @@ def index(
                     index_type=index_type,
                     commit_rows=commit_every,
                     progress=progress,
+                    rules=resolved_rules(writer.settings.get("scan_rules"), include_hidden, exclude or None),
+                    prune_excluded=prune_excluded,
                 )
             finally:
                 progress.stop()

@@ -21,6 +21,7 @@ from . import config
 from .decoding import Decoded, decoded_batches
 from .model import BridgeTowerEngine
 from .scan import FileRecord, ScanProblem, scan
+from .scan_rules import ScanRules
 from .store import FailedRow, ImageRow, IndexWriter
 
 
@@ -116,25 +117,32 @@ def index_paths(
     prune: bool = False,
     index_type: str = "auto",
     commit_rows: int = COMMIT_ROWS,
-    progress: IndexProgress | None = None,
+    progress: IndexProgress | bool | None = None,
+    rules: ScanRules | None = None,
+    prune_excluded: bool = False,
 ) -> IndexReport:
     """Bring the index up to date with `roots`. Committed work survives any interruption.
 
     `workers` decode processes (None: `config.default_workers` for the engine's device; 0: inline).
+    `rules`: what the scan leaves out (None: the rules recorded by earlier runs, else the defaults); they are
+    recorded for later runs. `--prune` keeps files that still exist but the rules now leave out, unless
+    `prune_excluded`. `progress=True` draws a `tqdm.auto` bar (a widget in notebooks).
     """
     if workers is None:
         workers = config.default_workers(engine.device.type)
-    progress = progress or IndexProgress()
+    progress = _progress(progress)
     started = time.perf_counter()
     report = IndexReport()
-    records, problems = _scan(roots, skip=[writer.directory])
+    rules = rules or ScanRules.from_settings(writer.settings.get("scan_rules"))
+    writer.record_settings(scan_rules=rules.as_settings())
+    records, problems = _scan(roots, skip=[writer.directory], rules=rules)
     for problem in problems:
         report.skipped.append((problem.path, problem.reason))
         progress.skipped(problem.path, problem.reason)
     known = writer.known_files()
     work = plan(records, known, writer.known_failures())
     report.unchanged, report.failed_before = work.unchanged, work.failed_before
-    gone = vanished(known, {r.path for r in records}, [os.path.abspath(r) for r in roots]) if prune else []
+    gone = _pruned([*known, *writer.known_failures()], records, roots, rules, prune_excluded) if prune else []
     progress.started(len(work.to_embed), work.unchanged)
 
     pending = PendingCommit(writer, commit_rows)
@@ -202,9 +210,26 @@ def _refreshed_rows(writer: IndexWriter, touched: list[tuple[FileRecord, str]]) 
     ]
 
 
-def _scan(roots, skip) -> tuple[list[FileRecord], list[ScanProblem]]:
+def _pruned(known, records, roots, rules: ScanRules, prune_excluded: bool) -> list[str]:
+    """Vanished paths to drop; files merely left out by the scan rules stay unless `prune_excluded`."""
+    absolute = [os.path.abspath(r) for r in roots]
+    gone = vanished(known, {r.path for r in records}, absolute)
+    if prune_excluded:
+        return gone
+    return [p for p in gone if not (rules.covers(p, absolute) and os.path.lexists(p))]
+
+
+def _progress(progress: IndexProgress | bool | None) -> IndexProgress:
+    if progress is True:
+        from .progress import TqdmProgress
+
+        return TqdmProgress()
+    return progress or IndexProgress()
+
+
+def _scan(roots, skip, rules: ScanRules) -> tuple[list[FileRecord], list[ScanProblem]]:
     records, problems = [], []
-    for item in scan(roots, skip=skip):
+    for item in scan(roots, skip=skip, rules=rules):
         (records if isinstance(item, FileRecord) else problems).append(item)
     return records, problems
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .scan_rules import ScanRules
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -47,16 +48,19 @@ def has_image_extension(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def scan(roots: Iterable[str | os.PathLike[str]], skip: Iterable[str | os.PathLike[str]] = ()) -> Iterator[ScanItem]:
+def scan(
+    roots: Iterable[str | os.PathLike[str]], skip: Iterable[str | os.PathLike[str]] = (), rules: ScanRules = ScanRules()
+) -> Iterator[ScanItem]:
     """Yield the image files under `roots` (recursively), in a deterministic order.
 
     A root that is a file is taken as is. Symlinked directories are followed, but each real
     directory is listed once (no loops); they are walked after the real tree, so a file reachable
     both ways keeps its real path. Directories in `skip` (e.g. the index itself) are not entered.
+    Entries `rules` leave out (hidden names, excludes) are neither yielded nor reported; roots are taken as given.
     Raises UsageError, before yielding anything, when a root does not exist.
     """
     root_paths = [_checked_root(root) for root in roots]
-    return _walk_roots(root_paths, skip=[os.path.abspath(os.fspath(s)) for s in skip])
+    return _walk_roots(root_paths, skip=[os.path.abspath(os.fspath(s)) for s in skip], rules=rules)
 
 
 def _checked_root(root: str | os.PathLike[str]) -> str:
@@ -67,9 +71,9 @@ def _checked_root(root: str | os.PathLike[str]) -> str:
     return path
 
 
-def _walk_roots(roots: list[str], skip: list[str]) -> Iterator[ScanItem]:
+def _walk_roots(roots: list[str], skip: list[str], rules: ScanRules) -> Iterator[ScanItem]:
     file_roots = {root for root in roots if not os.path.isdir(root)}
-    walk = _TreeWalk(skip_paths=set(skip), skip_ids=_dir_ids(skip), file_roots=file_roots)
+    walk = _TreeWalk(skip_paths=set(skip), skip_ids=_dir_ids(skip), file_roots=file_roots, rules=rules)
     yielded_file_roots: set[str] = set()
     for root in roots:
         if root not in file_roots:
@@ -104,11 +108,12 @@ def _file_root_item(path: str) -> ScanItem:
 class _TreeWalk:
     """Walk state shared by all roots, so a directory reached again (from any root) is not re-listed."""
 
-    def __init__(self, skip_paths: set[str], skip_ids: set[DirId], file_roots: set[str]):
+    def __init__(self, skip_paths: set[str], skip_ids: set[DirId], file_roots: set[str], rules: ScanRules):
         self._skip_paths = skip_paths
         self._visited: set[DirId] = set(skip_ids)  # skip dirs count as already seen
         self._file_roots = file_roots  # yielded as roots; never again from a walk
         self._symlinked_dirs: deque[str] = deque()
+        self._rules = rules
 
     def tree(self, top: str) -> Iterator[ScanItem]:
         stack = [top]
@@ -136,6 +141,8 @@ class _TreeWalk:
             yield ScanProblem(directory, _os_error_reason(exc, "directory"))
             return
         for entry in entries:
+            if self._rules.skips(entry.path, entry.name, is_dir=_is_real_dir(entry) or _is_symlinked_dir(entry)):
+                continue
             if _is_real_dir(entry):
                 subdirs.append(entry.path)
             elif _is_symlinked_dir(entry):
