@@ -21,7 +21,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {
         ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo",
         ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
-        ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".avif",
+        ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".avif", ".heic", ".heif", ".hif",
     }
 )  # fmt: skip
 
