@@ -210,6 +210,9 @@ def query(
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T."),
     under: Optional[Path] = typer.Option(None, "--under", help="Only images inside this folder."),
+    after: Optional[str] = typer.Option(None, "--after", help="Only images taken on this day (YYYY-MM-DD) or later: EXIF capture date, else file mtime."),
+    before: Optional[str] = typer.Option(None, "--before", help="Only images taken on this day (YYYY-MM-DD) or earlier (same rule as --after)."),
+    sort: str = typer.Option("relevance", "--sort", help="Order of the top K: relevance, or date (oldest first; ranks stay relevance ranks)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
     null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML contact sheet of the results to this file."),
@@ -219,11 +222,14 @@ def query(
     quiet: bool = QuietOpt,
 ) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
+    from .capture import check_sort, date_filter, dated_hits, parse_day
     from .output import default_format, render
     from .search import Searcher
 
     with cli_errors():
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
+        where = date_filter(parse_day(after, "--after"), parse_day(before, "--before"))
+        check_sort(sort)
         queries = _collect_queries(texts or [], queries_file, image)
         text_only = no_rerank and image is None  # cosine search needs neither the vision tower nor fusion
         reader, engine = _open_index_and_model(index, model, device, precision, text_only=text_only)
@@ -234,11 +240,12 @@ def query(
             on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
         )
         if image is not None:
-            results = [searcher.similar_images(str(image), top_k=top_k, under=_opt_str(under))]
+            results = [searcher.similar_images(str(image), top_k=top_k, under=_opt_str(under), where=where)]
         else:
             results = searcher.search(
-                queries, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under)
+                queries, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under), where=where
             )
+        results = [dated_hits(hits, sort) for hits in results]
         sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names go out as their original bytes
         for position, hits in enumerate(results):
             render(hits, fmt, sys.stdout, null_separated=null, include_header=position == 0)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import config
+from .capture import read_capture
 from .decoding import Decoded, decoded_batches
 from .model import BridgeTowerEngine
 from .scan import FileRecord, ScanProblem, scan
@@ -147,6 +148,7 @@ def index_paths(
 
     pending = PendingCommit(writer, commit_rows)
     pending.add(_refreshed_rows(writer, work.touched), [FailedRow(p.path, p.reason, 0, 0) for p in problems])
+    _capture_upgrade(writer, pending, {r.path for r in work.to_embed} | {r.path for r, _ in work.touched} | {p.path for p in problems})
     by_path = {record.path: record for record in work.to_embed}
     with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
         for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
@@ -204,10 +206,28 @@ def _refreshed_rows(writer: IndexWriter, touched: list[tuple[FileRecord, str]]) 
         return []
     stored = writer.rows_by_sha256(sha for _, sha in touched)
     return [
-        replace(stored[sha], path=record.path, size=record.size, mtime_ns=record.mtime_ns)
+        replace(stored[sha], path=record.path, size=record.size, mtime_ns=record.mtime_ns, **read_capture(record.path).as_fields())
         for record, sha in touched
         if sha in stored
     ]
+
+
+def _capture_upgrade(writer: IndexWriter, pending: PendingCommit, busy: set[str]) -> None:
+    """Once per index: give rows indexed before capture info existed their EXIF columns, embeddings kept.
+
+    O(N) header reads and one read of the stored rows, on the first run after the upgrade only (then the
+    manifest says capture info is present). Paths this run embeds or refreshes anyway are left to it.
+    """
+    if writer.settings.get("capture_info"):
+        return
+    known = {path: entry for path, entry in writer.known_files().items() if path not in busy}
+    stored = writer.rows_by_sha256(sha for _, _, sha in known.values())
+    for path, (size, mtime_ns, sha) in known.items():
+        if sha in stored and os.path.isfile(path):
+            row = replace(stored[sha], path=path, size=size, mtime_ns=mtime_ns, **read_capture(path).as_fields())
+            pending.add([row], [])
+    pending.flush()
+    writer.record_settings(capture_info=True)
 
 
 def _pruned(known, records, roots, rules: ScanRules, prune_excluded: bool) -> list[str]:
@@ -247,6 +267,7 @@ def _embed(engine: BridgeTowerEngine, batch: list[Decoded]) -> list[ImageRow]:
             width=d.width,
             height=d.height,
             embedding=embedding,
+            **d.capture.as_fields(),
         )
         for d, embedding in zip(batch, embeddings)
     ]

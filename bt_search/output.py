@@ -28,7 +28,7 @@ from bt_search.errors import UsageError
 from bt_search.hits import Hit
 
 FORMATS = ("table", "jsonl", "csv", "tsv", "paths")
-COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank")
+COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at")
 
 
 def default_format(stdout_is_tty: bool) -> str:
@@ -69,7 +69,7 @@ def render(
         _render_table(hits, stream, header=include_header)
 
 
-def hit_record(hit: Hit) -> dict[str, str | int | float]:
+def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
     """The hit as plain Python values in COLUMNS order (numpy scalars become int/float)."""
     return {
         "query": hit.query,
@@ -78,6 +78,7 @@ def hit_record(hit: Hit) -> dict[str, str | int | float]:
         "score": float(hit.score),
         "similarity": float(hit.similarity),
         "shortlist_rank": int(hit.shortlist_rank),
+        "taken_at": hit.taken_at,
     }
 
 
