@@ -315,6 +315,34 @@ def _check_same_space(reader, engine) -> None:
         )
 
 
+@app.command()
+def info(
+    index: Optional[Path] = IndexOpt,
+    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+) -> None:
+    """What an index holds: model, embedding size, counts, index type, recall, size on disk, last update."""
+    from .inspect import index_info, render_info
+
+    with cli_errors():
+        render_info(index_info(_index_dir(index)), fmt, sys.stdout)
+
+
+@app.command()
+def failed(
+    index: Optional[Path] = IndexOpt,
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
+    null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
+) -> None:
+    """Files that could not be indexed, with their reasons."""
+    from .inspect import failed_records, render_failed
+    from .output import default_format
+
+    with cli_errors():
+        fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
+        sys.stdout.reconfigure(errors="surrogateescape")
+        render_failed(failed_records(_index_dir(index)), fmt, sys.stdout, null_separated=null)
+
+
 @app.command("eval")
 def eval_command(
     captions: Path = typer.Argument(..., help="Captions: CSV/TSV/JSONL with file,caption, or Karpathy-split JSON."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from .indexer import IndexProgress
 
 
@@ -18,6 +20,8 @@ class TqdmProgress(IndexProgress):
         self.bar = tqdm(total=to_embed, **self.options)
         if unchanged:
             self.bar.set_postfix(unchanged=unchanged)
+        if to_embed == 0:
+            self.bar.close()
 
     def advanced(self, count: int) -> None:
         self.bar.update(count)
@@ -27,4 +31,4 @@ class TqdmProgress(IndexProgress):
     def skipped(self, path: str, reason: str) -> None:
         from tqdm.auto import tqdm
 
-        tqdm.write(f"skipped {path!r}: {reason}")
+        tqdm.write(f"skipped {path!r}: {reason}", file=sys.stderr)
