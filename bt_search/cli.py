@@ -139,6 +139,9 @@ def index(
     batch_size: Optional[int] = BatchOpt,
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding processes; 0 decodes inline (default: 0 on CPU, else cores - 1 up to 4; env {config.ENV_WORKERS})."),
     prune: bool = typer.Option(False, "--prune", help="Drop indexed images under PATHS whose files are gone (default: keep them)."),
+    include_hidden: Optional[bool] = typer.Option(None, "--include-hidden/--skip-hidden", help="Also index hidden files/folders, ._* and @eaDir (default: skip; recorded for re-runs)."),
+    exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Leave out paths matching this shell glob on the absolute path, e.g. '*/node_modules/*' (repeatable; replaces the recorded list)."),
+    prune_excluded: bool = typer.Option(False, "--prune-excluded", help="With --prune, also drop indexed files that the hidden/--exclude rules now leave out."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
     index_type: str = typer.Option("auto", "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf."),
@@ -148,6 +151,7 @@ def index(
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
     from .indexer import identity_for, index_paths
     from .loading import load_engine
+    from .scan_rules import resolved_rules
     from .store import IndexWriter
 
     with cli_errors(quiet):
@@ -174,6 +178,8 @@ def index(
                     index_type=index_type,
                     commit_rows=commit_every,
                     progress=progress,
+                    rules=resolved_rules(writer.settings.get("scan_rules"), include_hidden, exclude or None),
+                    prune_excluded=prune_excluded,
                 )
             finally:
                 progress.stop()
@@ -227,6 +233,9 @@ def query(
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T."),
     under: Optional[Path] = typer.Option(None, "--under", help="Only images inside this folder."),
+    after: Optional[str] = typer.Option(None, "--after", help="Only images taken on this day (YYYY-MM-DD) or later: EXIF capture date, else file mtime."),
+    before: Optional[str] = typer.Option(None, "--before", help="Only images taken on this day (YYYY-MM-DD) or earlier (same rule as --after)."),
+    sort: str = typer.Option("relevance", "--sort", help="Order of the top K: relevance, or date (oldest first; ranks stay relevance ranks)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
     null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML contact sheet of the results to this file."),
@@ -236,6 +245,7 @@ def query(
     quiet: bool = QuietOpt,
 ) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
+    from .capture import check_sort, date_filter, dated_hits, parse_day
     from .output import check_format, default_format, render
     from .scan import canonical_path
     from .search import Searcher
@@ -243,6 +253,8 @@ def query(
     with cli_errors(quiet):
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
         check_format(fmt, null)  # before the model loads
+        where = date_filter(parse_day(after, "--after"), parse_day(before, "--before"))
+        check_sort(sort)
         queries = _collect_queries(texts or [], queries_file, image)
         under = None if under is None else Path(canonical_path(under))  # the index stores canonical paths
         text_only = no_rerank and image is None  # cosine search needs neither the vision tower nor fusion
@@ -254,11 +266,12 @@ def query(
             on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
         )
         if image is not None:
-            results = [searcher.similar_images(str(image), top_k=top_k, under=_opt_str(under))]
+            results = [searcher.similar_images(str(image), top_k=top_k, under=_opt_str(under), where=where)]
         else:
             results = searcher.search(
-                queries, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under)
+                queries, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under), where=where
             )
+        results = [dated_hits(hits, sort) for hits in results]
         sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names go out as their original bytes
         for position, hits in enumerate(results):
             render(hits, fmt, sys.stdout, null_separated=null, include_header=position == 0)
@@ -342,6 +355,34 @@ def _check_same_space(reader, engine) -> None:
             f"(embedding size {reader.identity.embedding_dim}); {engine.model_id} embeds into another space. "
             "Drop --model to use the index's own model, or build another index with --index DIR"
         )
+
+
+@app.command()
+def info(
+    index: Optional[Path] = IndexOpt,
+    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+) -> None:
+    """What an index holds: model, embedding size, counts, index type, recall, size on disk, last update."""
+    from .inspect import index_info, render_info
+
+    with cli_errors():
+        render_info(index_info(_index_dir(index)), fmt, sys.stdout)
+
+
+@app.command()
+def failed(
+    index: Optional[Path] = IndexOpt,
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
+    null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
+) -> None:
+    """Files that could not be indexed, with their reasons."""
+    from .inspect import failed_records, render_failed
+    from .output import default_format
+
+    with cli_errors():
+        fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
+        sys.stdout.reconfigure(errors="surrogateescape")
+        render_failed(failed_records(_index_dir(index)), fmt, sys.stdout, null_separated=null)
 
 
 @app.command("eval")

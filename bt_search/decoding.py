@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import config
+from .capture import Capture, read_capture
 from .errors import ImageDecodeError
 from .images import Preprocessing, load_rgb, resize_and_crop
 from .scan import FileRecord
@@ -34,6 +35,7 @@ class Decoded:
     width: int
     height: int
     sha256: str
+    capture: Capture = Capture()
 
 
 def exit_with_parent(parent_pid: int) -> None:
@@ -70,7 +72,8 @@ def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decod
         pixels = resize_and_crop(img, prep)
     except ImageDecodeError as err:
         return record.path, err.reason
-    return Decoded(record, pixels, width, height, hashlib.sha256(data).hexdigest())
+    capture = read_capture(io.BytesIO(data))
+    return Decoded(record, pixels, width, height, hashlib.sha256(data).hexdigest(), capture)
 
 
 def _too_large(limit: int) -> str:

@@ -13,3 +13,4 @@ class Hit:
     score: float  # ITM match probability; the cosine itself when not reranked
     similarity: float  # cosine similarity of the ITC embeddings
     shortlist_rank: int  # 1-based rank in the cosine shortlist, before reranking
+    taken_at: str | None = None  # capture time (EXIF, ISO 8601), filled by capture.dated_hits

@@ -20,6 +20,20 @@ from PIL import Image, ImageOps
 
 from .errors import ImageDecodeError
 
+
+def _register_heif() -> None:
+    """Teach Pillow HEIC/HEIF (iPhone photos) once per process: decode workers import this module too.
+
+    libheif applies the container's rotation while decoding, and pillow-heif resets the EXIF orientation to
+    1 to match, so `exif_transpose` below never turns a HEIC twice; the bomb guard sees the size first.
+    """
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+_register_heif()
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_PIXELS = 89_478_485  # Pillow's own bomb threshold; anything larger is refused, not decoded

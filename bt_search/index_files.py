@@ -32,7 +32,8 @@ TMP_SUFFIX = ".tmp"
 
 OP_IMAGE, OP_FAILED, OP_REMOVED = "image", "failed", "removed"
 
-IMAGE_META_COLUMNS = ["path", "size", "mtime_ns", "sha256", "width", "height"]
+CAPTURE_COLUMNS = ["taken_at", "camera_make", "camera_model"]  # nullable; absent from files of older runs
+IMAGE_META_COLUMNS = ["path", "size", "mtime_ns", "sha256", "width", "height", *CAPTURE_COLUMNS]
 FAILED_COLUMNS = ["path", "reason", "size", "mtime_ns"]
 FAILED_SCHEMA = pa.schema(
     [("path", pa.string()), ("reason", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())]
@@ -48,6 +49,9 @@ OPS_META_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("reason", pa.string()),
+        ("taken_at", pa.string()),
+        ("camera_make", pa.string()),
+        ("camera_model", pa.string()),
     ]
 )
 _SEGMENT_NAME = re.compile(r"seg-(\d+)\.parquet")

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import ModelMismatchError
-from .index_files import GENERATION_KEY, OP_FAILED, OP_IMAGE, OP_REMOVED, OPS_META_SCHEMA, segment_schema
+from .index_files import CAPTURE_COLUMNS, GENERATION_KEY, OP_FAILED, OP_IMAGE, OP_REMOVED, OPS_META_SCHEMA, segment_schema
 
 _NORM_TOLERANCE = 1e-3
 
@@ -26,6 +26,9 @@ class ImageRow:
     width: int
     height: int
     embedding: np.ndarray  # float32 [D], L2-normalised
+    taken_at: str | None = None  # EXIF DateTimeOriginal as ISO 8601, with its offset when known (capture.py)
+    camera_make: str | None = None
+    camera_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def segment_table(rows: Sequence[ImageRow], failed: Sequence[FailedRow], removed
         "width": [row.width for row in rows] + no_failed + no_removed,
         "height": [row.height for row in rows] + no_failed + no_removed,
         "reason": [None] * len(rows) + [failure.reason for failure in failed] + no_removed,
+        **{name: [getattr(row, name) for row in rows] + no_failed + no_removed for name in CAPTURE_COLUMNS},
     }
     arrays = [pa.array(columns[field.name], field.type) for field in OPS_META_SCHEMA]
     return pa.Table.from_arrays([*arrays, _embedding_column(rows, len(paths), dim)], schema=segment_schema(dim))

@@ -80,7 +80,8 @@ def load_snapshot(directory: Path, manifest: dict[str, Any]) -> Snapshot:
 def _load_snapshot_once(directory: Path, manifest: dict[str, Any]) -> Snapshot:
     dim = int(manifest["embedding_dim"])
     base = _open_images_file(directory, manifest)
-    base_images = base.read(columns=IMAGE_META_COLUMNS) if base else images_schema(dim).empty_table()
+    # Files written before a column existed lack it: _as_ops fills it with nulls.
+    base_images = base.read(columns=[c for c in IMAGE_META_COLUMNS if c in base.schema_arrow.names]) if base else images_schema(dim).empty_table()
     base_failed = _read_failed_file(directory, manifest)
     segments = [_read_parquet(path, _DAMAGED_SEGMENT_HINT) for path in segment_paths(directory)]
 

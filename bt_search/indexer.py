@@ -22,9 +22,11 @@ import numpy as np
 import torch
 
 from . import config
+from .capture import read_capture
 from .decoding import Decoded, decoded_batches
 from .model import BridgeTowerEngine
-from .scan import FileRecord, Listing, ScanProblem, scan
+from .scan import FileRecord, Listing, ScanProblem, canonical_path, scan
+from .scan_rules import ScanRules
 from .store import FailedRow, ImageRow, IndexWriter
 
 
@@ -131,29 +133,37 @@ def index_paths(
     prune: bool = False,
     index_type: str = "auto",
     commit_rows: int = COMMIT_ROWS,
-    progress: IndexProgress | None = None,
+    progress: IndexProgress | bool | None = None,
+    rules: ScanRules | None = None,
+    prune_excluded: bool = False,
 ) -> IndexReport:
     """Bring the index up to date with `roots`. Committed work survives any interruption.
 
     `workers` decode processes (None: `config.default_workers` for the engine's device; 0: inline).
+    `rules`: what the scan leaves out (None: the rules recorded by earlier runs, else the defaults); they are
+    recorded for later runs. `--prune` keeps files that still exist but the rules now leave out, unless
+    `prune_excluded`. `progress=True` draws a `tqdm.auto` bar (a widget in notebooks).
     """
     if workers is None:
         workers = config.default_workers(engine.device.type)
-    progress = progress or IndexProgress()
+    progress = _progress(progress)
     started = time.perf_counter()
     report = IndexReport()
+    rules = rules or ScanRules.from_settings(writer.settings.get("scan_rules"))
+    writer.record_settings(scan_rules=rules.as_settings())
     listed: Listing = {}
-    records, problems = _scan(roots, skip=[writer.directory], listed=listed)
+    records, problems = _scan(roots, skip=[writer.directory], listed=listed, rules=rules)
     known = writer.known_files()
     failures = Failures(known, report, progress)
     work = plan(records, known, writer.known_failures())
     report.unchanged, report.failed_before = work.unchanged, work.failed_before
     seen = {r.path for r in records} | {p.path for p in problems}
-    gone = vanished(known, seen, listed) if prune else []
+    gone = _pruned([*known, *writer.known_failures()], seen, listed, roots, rules, prune_excluded) if prune else []
     progress.started(len(work.to_embed), work.unchanged)
 
     pending = PendingCommit(writer, commit_rows)
     pending.add(_refreshed_rows(writer, work.touched), failures.to_record([(p.path, p.reason, 0, 0) for p in problems]))
+    _capture_upgrade(writer, pending, {r.path for r in work.to_embed} | {r.path for r, _ in work.touched} | {p.path for p in problems})
     by_path = {record.path: record for record in work.to_embed}
     with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
         for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
@@ -236,15 +246,51 @@ def _refreshed_rows(writer: IndexWriter, touched: list[tuple[FileRecord, str]]) 
         return []
     stored = writer.rows_by_sha256(sha for _, sha in touched)
     return [
-        replace(stored[sha], path=record.path, size=record.size, mtime_ns=record.mtime_ns)
+        replace(stored[sha], path=record.path, size=record.size, mtime_ns=record.mtime_ns, **read_capture(record.path).as_fields())
         for record, sha in touched
         if sha in stored
     ]
 
 
-def _scan(roots, skip, listed: Listing) -> tuple[list[FileRecord], list[ScanProblem]]:
+def _capture_upgrade(writer: IndexWriter, pending: PendingCommit, busy: set[str]) -> None:
+    """Once per index: give rows indexed before capture info existed their EXIF columns, embeddings kept.
+
+    O(N) header reads and one read of the stored rows, on the first run after the upgrade only (then the
+    manifest says capture info is present). Paths this run embeds or refreshes anyway are left to it.
+    """
+    if writer.settings.get("capture_info"):
+        return
+    known = {path: entry for path, entry in writer.known_files().items() if path not in busy}
+    stored = writer.rows_by_sha256(sha for _, _, sha in known.values())
+    for path, (size, mtime_ns, sha) in known.items():
+        if sha in stored and os.path.isfile(path):
+            row = replace(stored[sha], path=path, size=size, mtime_ns=mtime_ns, **read_capture(path).as_fields())
+            pending.add([row], [])
+    pending.flush()
+    writer.record_settings(capture_info=True)
+
+
+def _pruned(known, seen: set[str], listed: Listing, roots, rules: ScanRules, prune_excluded: bool) -> list[str]:
+    """Paths the scan positively saw gone; with `prune_excluded`, also files the scan rules now leave out
+    (they are still in their folder's listing, so `vanished` alone keeps them)."""
+    gone = set(vanished(known, seen, listed))
+    if prune_excluded:
+        absolute = [canonical_path(r) for r in roots]
+        gone.update(p for p in known if p not in seen and rules.covers(p, absolute))
+    return sorted(gone)
+
+
+def _progress(progress: IndexProgress | bool | None) -> IndexProgress:
+    if progress is True:
+        from .progress import TqdmProgress
+
+        return TqdmProgress()
+    return progress or IndexProgress()
+
+
+def _scan(roots, skip, listed: Listing, rules: ScanRules) -> tuple[list[FileRecord], list[ScanProblem]]:
     records, problems = [], []
-    for item in scan(roots, skip=skip, listed=listed):
+    for item in scan(roots, skip=skip, listed=listed, rules=rules):
         (records if isinstance(item, FileRecord) else problems).append(item)
     return records, problems
 
@@ -262,6 +308,7 @@ def _embed(engine: BridgeTowerEngine, batch: list[Decoded]) -> list[ImageRow]:
             width=d.width,
             height=d.height,
             embedding=embedding,
+            **d.capture.as_fields(),
         )
         for d, embedding in zip(batch, embeddings)
     ]

@@ -1,13 +1,12 @@
 """Resolve a model string (hub id or local directory) and load it once into a `BridgeTowerEngine`.
 
 The checkpoint is loaded as `BridgeTowerForContrastiveLearning` (backbone + ITC heads) and the ITM head's two
-tensors are read from the same safetensors files: one backbone serves ITC and ITM. Weights come only from
-safetensors, and no remote code is ever run.
+tensors are read from the same weight files: one backbone serves ITC and ITM. Weights come from safetensors,
+or from PyTorch `.bin` files read by torch's weights-only unpickler (weights.py); no remote code is ever run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -17,12 +16,10 @@ from .config import DEFAULT_MODEL
 from .errors import MissingHeadError, ModelLoadError, UsageError
 from .images import preprocessing_from_checkpoint
 from .model import BridgeTowerEngine, Heads
+from .weights import HUB_BASE_PATTERNS, HUB_BIN_PATTERNS, Weights, checkpoint_weights, missing_safetensors
 
-WEIGHTS_FILE = "model.safetensors"
-WEIGHTS_INDEX = "model.safetensors.index.json"
 ITC_KEYS = ("itc_text_head.fc.weight", "itc_image_head.fc.weight")
 ITM_PREFIX = "itm_score.fc."
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -63,7 +60,9 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_BASE_PATTERNS))
+        if missing_safetensors(path):  # older repos ship only pytorch_model.bin: fetch it, and only then
+            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_BIN_PATTERNS))
     except RepositoryNotFoundError:
         raise ModelLoadError(
             f"model {repo_id!r} was not found on the Hugging Face hub; check the id, or pass --model DIR for a "
@@ -84,24 +83,6 @@ def _offline_advice(repo_id: str, err: Exception) -> str:
     )
 
 
-def checkpoint_keys(checkpoint: Path) -> dict[str, Path]:
-    """Tensor name -> safetensors file holding it. Refuses checkpoints without safetensors weights."""
-    index = checkpoint / WEIGHTS_INDEX
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return {name: checkpoint / file for name, file in weight_map.items()}
-    single = checkpoint / WEIGHTS_FILE
-    if not single.is_file():
-        raise ModelLoadError(
-            f"{checkpoint} has no {WEIGHTS_FILE}: bt-search loads safetensors weights only "
-            "(convert with `transformers` save_pretrained(safe_serialization=True))"
-        )
-    from safetensors import safe_open
-
-    with safe_open(str(single), framework="pt") as handle:
-        return {name: single for name in handle.keys()}
-
-
 def load_engine(
     model: str = DEFAULT_MODEL,
     *,
@@ -119,7 +100,8 @@ def load_engine(
     dtype = resolve_dtype(precision, torch_device)
     checkpoint, resolved_revision = resolve_checkpoint(model, revision)
     config = _read_config(checkpoint)
-    keys = checkpoint_keys(checkpoint)
+    weights = checkpoint_weights(checkpoint)
+    keys = weights.files
     missing = [k for k in ITC_KEYS if k not in keys]
     if missing or not hasattr(config, "contrastive_hidden_size"):
         raise MissingHeadError(
@@ -127,11 +109,11 @@ def load_engine(
             f"{DEFAULT_MODEL} (the bridgetower-base* repos ship only the ITM/MLM heads)"
         )
     if text_only:
-        backbone, heads = _load_text_tower(keys, config, dtype)
+        backbone, heads = _load_text_tower(weights, config, dtype)
     else:
-        contrastive = _load_contrastive(checkpoint, dtype)
+        contrastive = _load_contrastive(weights, config, dtype)
         backbone = contrastive.bridgetower
-        heads = Heads(contrastive.itc_text_head, contrastive.itc_image_head, _load_itm_head(keys, config, dtype))
+        heads = Heads(contrastive.itc_text_head, contrastive.itc_image_head, _load_itm_head(weights, config, dtype))
     return BridgeTowerEngine(
         backbone.to(torch_device),
         heads.to(torch_device),
@@ -157,7 +139,7 @@ def _read_config(checkpoint: Path):
     return config
 
 
-def _load_contrastive(checkpoint: Path, dtype: torch.dtype):
+def _load_contrastive(weights: Weights, config, dtype: torch.dtype):
     from transformers import BridgeTowerForContrastiveLearning
     from transformers.utils import logging as hf_logging
 
@@ -165,22 +147,27 @@ def _load_contrastive(checkpoint: Path, dtype: torch.dtype):
     hf_logging.set_verbosity_error()  # the ITM/MLM keys this class does not hold are expected, not news
     hf_logging.disable_progress_bar()  # stderr belongs to bt-search's own progress
     try:
-        model = BridgeTowerForContrastiveLearning.from_pretrained(
-            str(checkpoint), dtype=dtype, use_safetensors=True, trust_remote_code=False
-        )
+        if weights.format == "safetensors":  # memory-mapped by transformers itself
+            model = BridgeTowerForContrastiveLearning.from_pretrained(
+                str(weights.directory), config=config, dtype=dtype, use_safetensors=True, trust_remote_code=False
+            )
+        else:  # tensors already read by the weights-only unpickler; transformers never opens the pickle
+            model = BridgeTowerForContrastiveLearning.from_pretrained(
+                None, config=config, state_dict=weights.read(), dtype=dtype, trust_remote_code=False
+            )
     except (OSError, ValueError, RuntimeError) as err:
-        raise ModelLoadError(f"could not load weights from {checkpoint}: {err}") from None
+        raise ModelLoadError(f"could not load weights from {weights.directory}: {err}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.eval()
 
 
-def _load_itm_head(keys: dict[str, Path], config, dtype: torch.dtype):
+def _load_itm_head(weights: Weights, config, dtype: torch.dtype):
     from transformers.models.bridgetower.modeling_bridgetower import BridgeTowerITMHead
 
-    if not any(name.startswith(ITM_PREFIX) for name in keys):
+    if not any(name.startswith(ITM_PREFIX) for name in weights.files):
         return None
-    return _load_module(BridgeTowerITMHead(config.hidden_size * 2), "itm_score.", keys, dtype)
+    return _load_module(BridgeTowerITMHead(config.hidden_size * 2), "itm_score.", weights, dtype)
 
 
 class TextTower(torch.nn.Module):
@@ -192,16 +179,16 @@ class TextTower(torch.nn.Module):
         self.text_model = text_model
 
 
-def _load_text_tower(keys: dict[str, Path], config, dtype: torch.dtype):
+def _load_text_tower(weights: Weights, config, dtype: torch.dtype):
     from transformers.models.bridgetower.modeling_bridgetower import BridgeTowerContrastiveHead, BridgeTowerTextModel
 
     with torch.device("meta"):  # no random initialisation of weights that are about to be replaced
         text_model = BridgeTowerTextModel(config.text_config, add_pooling_layer=False)
         text_head = BridgeTowerContrastiveHead(config.hidden_size, config.contrastive_hidden_size)
-    text_model = _load_module(text_model, "bridgetower.text_model.", keys, dtype)
+    text_model = _load_module(text_model, "bridgetower.text_model.", weights, dtype)
     _restore_text_buffers(text_model, config.text_config)
     config._attn_implementation = config.text_config._attn_implementation  # as the full model sets it
-    heads = Heads(_load_module(text_head, "itc_text_head.", keys, dtype), None, None)
+    heads = Heads(_load_module(text_head, "itc_text_head.", weights, dtype), None, None)
     return TextTower(config, text_model).eval(), heads
 
 
@@ -212,17 +199,12 @@ def _restore_text_buffers(text_model: torch.nn.Module, text_config) -> None:
     text_model.embeddings.register_buffer("token_type_ids", torch.zeros_like(positions), persistent=False)
 
 
-def _load_module(module: torch.nn.Module, prefix: str, keys: dict[str, Path], dtype: torch.dtype) -> torch.nn.Module:
+def _load_module(module: torch.nn.Module, prefix: str, weights: Weights, dtype: torch.dtype) -> torch.nn.Module:
     """Fill `module` with the checkpoint tensors under `prefix`, reading only those from disk."""
-    from safetensors import safe_open
-
-    state = {}
-    names = [name for name in keys if name.startswith(prefix)]
-    for file in {keys[name] for name in names}:
-        with safe_open(str(file), framework="pt") as handle:
-            state.update({n[len(prefix) :]: handle.get_tensor(n) for n in names if keys[n] == file})
+    state = weights.read([name for name in weights.files if name.startswith(prefix)])
     wanted = set(module.state_dict())
-    module.load_state_dict({k: v.to(dtype) for k, v in state.items() if k in wanted}, strict=True, assign=True)
+    local = {name[len(prefix) :]: tensor for name, tensor in state.items()}
+    module.load_state_dict({k: v.to(dtype) for k, v in local.items() if k in wanted}, strict=True, assign=True)
     return module.eval()
 
 

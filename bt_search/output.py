@@ -29,7 +29,7 @@ from bt_search.errors import UsageError
 from bt_search.hits import Hit
 
 FORMATS = ("table", "jsonl", "csv", "tsv", "paths")
-COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank")
+COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at")
 
 
 def default_format(stdout_is_tty: bool) -> str:
@@ -75,7 +75,7 @@ def check_format(fmt: str, null_separated: bool = False) -> None:
         raise UsageError(f"-0 (NUL-separated output) only applies to the 'paths' format, not {fmt!r}")
 
 
-def hit_record(hit: Hit) -> dict[str, str | int | float]:
+def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
     """The hit as plain Python values in COLUMNS order (numpy scalars become int/float)."""
     return {
         "query": hit.query,
@@ -84,6 +84,7 @@ def hit_record(hit: Hit) -> dict[str, str | int | float]:
         "score": float(hit.score),
         "similarity": float(hit.similarity),
         "shortlist_rank": int(hit.shortlist_rank),
+        "taken_at": hit.taken_at,
     }
 
 

@@ -18,12 +18,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .scan_rules import ScanRules
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {
         ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo",
         ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
-        ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".avif",
+        ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".avif", ".heic", ".heif", ".hif",
     }
 )  # fmt: skip
 
@@ -70,6 +71,7 @@ def scan(
     roots: Iterable[str | os.PathLike[str]],
     skip: Iterable[str | os.PathLike[str]] = (),
     listed: Listing | None = None,
+    rules: ScanRules = ScanRules(),
 ) -> Iterator[ScanItem]:
     """Yield the image files under `roots` (recursively), in a deterministic order, under canonical paths.
 
@@ -77,11 +79,12 @@ def scan(
     directory is listed once (no loops); files in them get their real folder path. Directories in
     `skip` (e.g. the index itself) are not entered. When `listed` is given, every directory listed is
     recorded there with the names it held: what was positively seen, as opposed to a folder that
-    could not be read. Raises UsageError, before yielding anything, when a root does not exist.
+    could not be read. Entries `rules` leave out (hidden names, excludes) are neither yielded nor
+    reported; roots are taken as given. Raises UsageError, before yielding anything, when a root does not exist.
     """
     root_paths = [_checked_root(root) for root in roots]
     skip_paths = [canonical_path(s) for s in skip]
-    return _walk_roots(root_paths, skip=skip_paths, listed={} if listed is None else listed)
+    return _walk_roots(root_paths, skip=skip_paths, listed={} if listed is None else listed, rules=rules)
 
 
 def _checked_root(root: str | os.PathLike[str]) -> str:
@@ -92,9 +95,9 @@ def _checked_root(root: str | os.PathLike[str]) -> str:
     return canonical_path(path)
 
 
-def _walk_roots(roots: list[str], skip: list[str], listed: Listing) -> Iterator[ScanItem]:
+def _walk_roots(roots: list[str], skip: list[str], listed: Listing, rules: ScanRules) -> Iterator[ScanItem]:
     file_roots = {root for root in roots if not os.path.isdir(root)}
-    walk = _TreeWalk(skip_paths=set(skip), skip_ids=_dir_ids(skip), file_roots=file_roots, listed=listed)
+    walk = _TreeWalk(skip_paths=set(skip), skip_ids=_dir_ids(skip), file_roots=file_roots, listed=listed, rules=rules)
     yielded_file_roots: set[str] = set()
     for root in roots:
         if root not in file_roots:
@@ -129,12 +132,15 @@ def _file_root_item(path: str) -> ScanItem:
 class _TreeWalk:
     """Walk state shared by all roots, so a directory reached again (from any root) is not re-listed."""
 
-    def __init__(self, skip_paths: set[str], skip_ids: set[DirId], file_roots: set[str], listed: Listing):
+    def __init__(
+        self, skip_paths: set[str], skip_ids: set[DirId], file_roots: set[str], listed: Listing, rules: ScanRules
+    ):
         self._skip_paths = skip_paths
         self._listed = listed
         self._visited: set[DirId] = set(skip_ids)  # skip dirs count as already seen
         self._file_roots = file_roots  # yielded as roots; never again from a walk
         self._symlinked_dirs: deque[str] = deque()
+        self._rules = rules
 
     def tree(self, top: str) -> Iterator[ScanItem]:
         stack = [top]
@@ -163,6 +169,8 @@ class _TreeWalk:
             return
         self._listed[directory] = frozenset(entry.name for entry in entries)
         for entry in entries:
+            if self._rules.skips(entry.path, entry.name, is_dir=_is_real_dir(entry) or _is_symlinked_dir(entry)):
+                continue
             if _is_real_dir(entry):
                 subdirs.append(entry.path)
             elif _is_symlinked_dir(entry):

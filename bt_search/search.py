@@ -69,15 +69,19 @@ def rank_hits(
 
 
 def cosine_shortlists(
-    reader, queries: Sequence[str], query_embeddings: np.ndarray, size: int, under: str | None = None
+    reader, queries: Sequence[str], query_embeddings: np.ndarray, size: int, under: str | None = None, where=None
 ) -> list[Shortlist]:
-    """The `size` nearest images by cosine for each query; exact over the subset when `under` is given."""
-    if under is None:
+    """The `size` nearest images by cosine for each query; exact over the subset when `under` or `where`
+    (a pyarrow.compute expression over the rows' columns, e.g. capture.date_filter) is given."""
+    if under is None and where is None:
         similarities, rows = reader.search(query_embeddings, size)
         return [Shortlist(q, r, s, reader.paths_for(r)) for q, r, s in zip(queries, rows, similarities)]
-    subset = reader.ids_under(under)
+    subset = reader.ids_under(under) if under is not None else None
+    if where is not None:
+        matching = reader.ids_where(where)
+        subset = matching if subset is None else np.intersect1d(subset, matching)
     if subset.size == 0:
-        raise UsageError(f"no indexed images under {under}")
+        raise UsageError(f"no indexed images under {under}" if where is None else "no indexed images match the filters")
     sims = query_embeddings @ reader.embeddings_for(subset).T
     shortlists = []
     for query, row_sims in zip(queries, sims):
@@ -104,25 +108,26 @@ class Searcher:
         rerank: bool = True,
         threshold: float | None = None,
         under: str | None = None,
+        where=None,
     ) -> list[list[Hit]]:
-        """Hits per query, queries in input order, each ranked best first."""
+        """Hits per query, queries in input order, each ranked best first; `where` filters before the shortlist."""
         if not queries or any(not q.strip() for q in queries):
             raise UsageError("empty query: give some text to search for")
         embeddings = self.engine.encode_texts(list(queries))
-        shortlists = cosine_shortlists(self.reader, queries, embeddings, max(shortlist, top_k), under)
+        shortlists = cosine_shortlists(self.reader, queries, embeddings, max(shortlist, top_k), under, where)
         shortlists = [self._drop_missing(s) for s in shortlists]
         if not rerank:
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
         return self._reranked(shortlists, top_k, threshold)
 
-    def similar_images(self, image_path: str, *, top_k: int = 10, under: str | None = None) -> list[Hit]:
+    def similar_images(self, image_path: str, *, top_k: int = 10, under: str | None = None, where=None) -> list[Hit]:
         """Images nearest to `image_path` by ITC image embedding (no rerank: ITM scores text against images)."""
         try:
             pixels, _ = load_pixels(image_path, self.engine.preprocessing, draft=False)
         except ImageDecodeError as err:
             raise UsageError(f"--image {err}") from None
         embedding = self.engine.encode_images(pixels[None])
-        (found,) = cosine_shortlists(self.reader, [image_path], embedding, top_k, under)
+        (found,) = cosine_shortlists(self.reader, [image_path], embedding, top_k, under, where)
         return rank_hits(self._drop_missing(found), None, top_k)
 
     def _drop_missing(self, shortlist: Shortlist) -> Shortlist:

@@ -280,6 +280,12 @@ class IndexReader:
         inside = pc.starts_with(self._snapshot.images.column("path"), prefix)
         return np.flatnonzero(inside.to_numpy(zero_copy_only=False)).astype(np.int64)
 
+    def ids_where(self, expression: pc.Expression) -> np.ndarray:
+        """Ascending row ids of the live images matching `expression` over their columns (mtime_ns, taken_at, ...)."""
+        images = self._snapshot.images
+        numbered = images.append_column("_row_id", pa.array(np.arange(images.num_rows, dtype=np.int64)))
+        return numbered.filter(expression).column("_row_id").to_numpy().astype(np.int64)
+
     def indexed_paths(self, paths: Iterable[str]) -> set[str]:
         """Those of `paths` that are live image rows."""
         wanted = pa.array(list(dict.fromkeys(paths)), pa.string())

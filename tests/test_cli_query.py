@@ -45,7 +45,7 @@ def test_csv_and_tsv_round_trip_awkward_names(index):
         result = query(index, QUERY, "--top-k", "6", "--format", fmt)
         rows = list(csv.DictReader(io.StringIO(result.stdout, newline=""), delimiter=delimiter))
         assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == sorted(index[2])
-        assert list(rows[0]) == ["query", "rank", "path", "score", "similarity", "shortlist_rank"]
+        assert list(rows[0]) == ["query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at"]
 
 
 def test_paths_null_separated_survive_newlines(index):

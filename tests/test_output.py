@@ -39,7 +39,7 @@ def rendered(hits, fmt: str, **kwargs) -> str:
 
 
 def as_row(hit: Hit) -> list[str]:
-    numbers = [str(hit.rank), hit.path, repr(hit.score), repr(hit.similarity), str(hit.shortlist_rank)]
+    numbers = [str(hit.rank), hit.path, repr(hit.score), repr(hit.similarity), str(hit.shortlist_rank), hit.taken_at or ""]
     return [hit.query, *numbers]
 
 
@@ -74,6 +74,7 @@ def test_jsonl_converts_numpy_like_scalars():
     hit = Hit("q", rank=1, path="/a.jpg", score=FloatLike(0.5), similarity=FloatLike(0.25), shortlist_rank=3)
     assert json.loads(rendered([hit], "jsonl")) == {
         "query": "q", "rank": 1, "path": "/a.jpg", "score": 0.5, "similarity": 0.25, "shortlist_rank": 3,
+        "taken_at": None,
     }
 
 
@@ -98,7 +99,7 @@ def test_delimited_without_header_for_later_queries(fmt):
 
 def test_tsv_plain_names_are_not_quoted():
     hit = make_hits(["/photos/a b.jpg"], query="cat")[0]
-    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\r\n"
+    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\r\n"
     assert rendered([hit], "tsv", include_header=False) == expected
 
 

@@ -118,7 +118,7 @@ def test_files_are_readable_with_plain_pyarrow(tmp_path):
         writer.finish()
 
     images = pq.read_table(tmp_path / "images.parquet")
-    assert images.column_names == ["path", "size", "mtime_ns", "sha256", "width", "height", "embedding"]
+    assert images.column_names == ["path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "camera_make", "camera_model", "embedding"]
     assert images.column("path").to_pylist() == [row.path for row in rows]
     assert np.array_equal(np.array(images.column("embedding").to_pylist(), dtype=np.float32), embeddings)
     assert str(images.schema.field("embedding").type) == f"fixed_size_list<element: float>[{DIM}]"
