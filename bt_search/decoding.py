@@ -52,7 +52,17 @@ def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decod
         with open(record.path, "rb") as handle:
             data = handle.read()
     except OSError as err:
-        return record.path, f"cannot read file ({err.strerror or err})"
+        return record.path, read_failure(err)
+    return decode_bytes(record, data, prep, draft)
+
+
+def read_failure(err: OSError) -> str:
+    """The reason recorded for a file that cannot be read."""
+    return f"cannot read file ({err.strerror or err})"
+
+
+def decode_bytes(record: FileRecord, data: bytes, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
+    """Hash, decode, preprocess a file's bytes (read by any means). A failure comes back as (path, reason)."""
     if not data:
         return record.path, "empty file"
     try:
