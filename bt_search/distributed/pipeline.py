@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,7 +136,9 @@ def ray_session(address: str | None) -> Iterator[None]:
 def _embedded_batches(records, engine, device, precision, batch_size, actors, decode_cpus, draft):
     import ray
 
-    context = ray.data.DataContext.get_current()
+    with warnings.catch_warnings():  # Ray's own deprecation notices about options this code never sets
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller draws its own progress
     cluster = ray.cluster_resources()
     actor_plan = plan_actors(device, actors, cluster)
