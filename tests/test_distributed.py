@@ -130,7 +130,6 @@ def test_cli_from_list_of_file_urls_matches_local(ray_cluster, tiny_checkpoint, 
 DRIVER = """
 import sys, time
 from pathlib import Path
-import ray
 from bt_search.distributed import index_with_ray
 from bt_search.indexer import IndexProgress, identity_for
 from bt_search.loading import load_engine
@@ -149,10 +148,9 @@ class HangAfterCommits(IndexProgress):
             time.sleep(600)
 
 
-ray.init(address=address)
 engine = load_engine(checkpoint, device="cpu")
 with IndexWriter.open(index, identity_for(engine)) as writer:
-    index_with_ray([photos], writer, engine, batch_size=4, commit_rows=4, progress=HangAfterCommits())
+    index_with_ray([photos], writer, engine, batch_size=4, commit_rows=4, progress=HangAfterCommits(), address=address)
 """
 
 
