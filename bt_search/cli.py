@@ -131,7 +131,7 @@ class RichIndexProgress:
 
 @app.command()
 def index(
-    paths: List[Path] = typer.Argument(..., help="Folders (searched recursively) or image files."),
+    paths: List[str] = typer.Argument(None, help="Folders (searched recursively), image files, or URLs (s3://, gs://, file://; --executor ray)."),
     index: Optional[Path] = IndexOpt,
     model: Optional[str] = typer.Option(None, "--model", help=f"Hub id or local checkpoint dir (env {config.ENV_MODEL})."),
     device: Optional[str] = DeviceOpt,
@@ -146,6 +146,9 @@ def index(
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
     index_type: str = typer.Option("auto", "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf."),
     commit_every: int = typer.Option(256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."),
+    executor: str = typer.Option("local", "--executor", help="local (this process) or ray (Ray Data; docs/distributed.md)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray (default: RAY_ADDRESS, else a local Ray)."),
+    from_list: Optional[Path] = typer.Option(None, "--from-list", help="Also index the paths/URLs listed in FILE (text, or Parquet/CSV with a path column)."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
@@ -157,36 +160,49 @@ def index(
     with cli_errors(quiet):
         if index_type not in ("auto", "flat", "hnsw", "ivf"):
             raise UsageError(f"--index-type must be auto, flat, hnsw or ivf, not {index_type!r}")
-        for path in paths:
-            if not path.exists() and not path.is_symlink():
-                raise UsageError(f"no such file or directory: {path}")
+        sources = _index_sources(paths or [], from_list, executor)
         directory = _index_dir(index)
         model = model or _existing_model(directory) or config.default_model()
         _say(quiet, f"loading model {model} ...")
-        engine = load_engine(model, device=device or config.default_device(), precision=precision)
+        on_ray = executor == "ray"  # the driver needs the identity only: actors load the vision tower
+        engine = load_engine(model, device="cpu" if on_ray else device or config.default_device(), precision=precision, text_only=on_ray)
         progress = RichIndexProgress(quiet)
         with IndexWriter.open(directory, identity_for(engine)) as writer:
             try:
-                report = index_paths(
-                    [str(p) for p in paths],
-                    writer,
-                    engine,
-                    batch_size=batch_size or config.default_batch_size(),
-                    workers=workers,
-                    draft=draft,
-                    prune=prune,
-                    index_type=index_type,
-                    commit_rows=commit_every,
-                    progress=progress,
-                    rules=resolved_rules(writer.settings.get("scan_rules"), include_hidden, exclude or None),
-                    prune_excluded=prune_excluded,
-                )
+                rules = resolved_rules(writer.settings.get("scan_rules"), include_hidden, exclude or None)
+                common = dict(batch_size=batch_size or config.default_batch_size(), draft=draft, prune=prune,
+                              index_type=index_type, commit_rows=commit_every, progress=progress, rules=rules,
+                              prune_excluded=prune_excluded)  # fmt: skip
+                if on_ray:
+                    from .distributed import index_with_ray
+
+                    device = device or config.default_device()
+                    report = index_with_ray(sources, writer, engine, device=device, precision=precision, address=ray_address, **common)
+                else:
+                    report = index_paths(sources, writer, engine, workers=workers, **common)
             finally:
                 progress.stop()
         if not quiet:
             _print_index_summary(report, directory)
         if strict and (report.skipped or report.kept):
             raise typer.Exit(EXIT_SKIPPED)
+
+
+def _index_sources(paths: List[str], from_list: Optional[Path], executor: str) -> List[str]:
+    """PATHS plus the --from-list entries; every local one must exist, URLs need the Ray executor."""
+    from .distributed.sources import is_url, read_source_list
+
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, not {executor!r}")
+    sources = list(paths) + (read_source_list(from_list) if from_list else [])
+    if not sources:
+        raise UsageError("nothing to index: give PATHS or --from-list FILE")
+    for source in sources:
+        if is_url(source) and executor != "ray":
+            raise UsageError(f"{source} is a URL: URLs are read by --executor ray")
+        if not is_url(source) and not os.path.lexists(source):
+            raise UsageError(f"no such file or directory: {source}")
+    return sources
 
 
 def _existing_model(directory: Path) -> Optional[str]:

@@ -62,9 +62,19 @@ def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decod
                 return record.path, _too_large(limit)
             data = handle.read(limit + 1)  # the file may have grown since fstat
     except OSError as err:
-        return record.path, f"cannot read file ({err.strerror or err})"
+        return record.path, read_failure(err)
     if len(data) > limit:
         return record.path, _too_large(limit)
+    return decode_bytes(record, data, prep, draft)
+
+
+def read_failure(err: OSError) -> str:
+    """The reason recorded for a file that cannot be read."""
+    return f"cannot read file ({err.strerror or err})"
+
+
+def decode_bytes(record: FileRecord, data: bytes, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
+    """Hash, decode, preprocess a file's bytes (read by any means). A failure comes back as (path, reason)."""
     if not data:
         return record.path, "empty file"
     try:

@@ -118,8 +118,8 @@ def segment_table(rows: Sequence[ImageRow], failed: Sequence[FailedRow], removed
     if len(set(paths)) != len(paths):
         raise ValueError("a path appears more than once in one commit")
     for path in paths:
-        if not os.path.isabs(path):
-            raise ValueError(f"index paths must be absolute, got {path!r}")
+        if not (os.path.isabs(path) or "://" in path):  # URLs (s3://, file://) are stored as given
+            raise ValueError(f"index paths must be absolute or URLs, got {path!r}")
     no_failed, no_removed = [None] * len(failed), [None] * len(removed)
     columns = {
         "path": paths,

@@ -147,37 +147,68 @@ def index_paths(
     if workers is None:
         workers = config.default_workers(engine.device.type)
     progress = _progress(progress)
-    started = time.perf_counter()
-    report = IndexReport()
-    rules = rules or ScanRules.from_settings(writer.settings.get("scan_rules"))
-    writer.record_settings(scan_rules=rules.as_settings())
+    run = IndexRun.begin(writer, progress, commit_rows, rules)
     listed: Listing = {}
-    records, problems = _scan(roots, skip=[writer.directory], listed=listed, rules=rules)
-    known = writer.known_files()
-    failures = Failures(known, report, progress)
-    work = plan(records, known, writer.known_failures())
-    report.unchanged, report.failed_before = work.unchanged, work.failed_before
-    seen = {r.path for r in records} | {p.path for p in problems}
-    gone = _pruned([*known, *writer.known_failures()], seen, listed, roots, rules, prune_excluded) if prune else []
-    progress.started(len(work.to_embed), work.unchanged)
-
-    pending = PendingCommit(writer, commit_rows)
-    pending.add(_refreshed_rows(writer, work.touched), failures.to_record([(p.path, p.reason, 0, 0) for p in problems]))
-    _capture_upgrade(writer, pending, {r.path for r in work.to_embed} | {r.path for r, _ in work.touched} | {p.path for p in problems})
+    records, problems = _scan(roots, skip=[writer.directory], listed=listed, rules=run.rules)
+    work = run.plan(records, problems, listed, roots, prune, prune_excluded)
     by_path = {record.path: record for record in work.to_embed}
     with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
         for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
-            rows = _embed(engine, batch)
             stamped = [(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures]
-            pending.add(rows, failures.to_record(stamped))
-            report.indexed += len(rows)
-            progress.advanced(len(rows) + len(batch_failures))
-    pending.flush(removed=gone)
-    stats = writer.finish(index_type=index_type)
-    report.removed = len(gone)
-    report.total_images = stats.images
-    report.seconds = time.perf_counter() - started
-    return report
+            run.add(_embed(engine, batch), stamped)
+    return run.finish(index_type)
+
+
+class IndexRun:
+    """What every executor shares: scan rules, the plan against the index, failures, commits, prune, finish.
+
+    The local indexer and the Ray pipeline differ only in how they turn `plan().to_embed` into rows.
+    """
+
+    def __init__(self, writer: IndexWriter, progress: IndexProgress, commit_rows: int, rules: ScanRules):
+        self.writer, self.progress, self.rules = writer, progress, rules
+        self.report = IndexReport()
+        self.pending = PendingCommit(writer, commit_rows)
+        self.failures = Failures({}, self.report, progress)
+        self.gone: list[str] = []
+        self.started = time.perf_counter()
+
+    @classmethod
+    def begin(cls, writer: IndexWriter, progress: IndexProgress, commit_rows: int, rules: ScanRules | None) -> IndexRun:
+        """Start a run; `rules` None means the rules recorded by earlier runs (else the defaults)."""
+        rules = rules or ScanRules.from_settings(writer.settings.get("scan_rules"))
+        writer.record_settings(scan_rules=rules.as_settings())
+        return cls(writer, progress, commit_rows, rules)
+
+    def plan(self, records, problems, listed: Listing, roots, prune: bool, prune_excluded: bool = False) -> Plan:
+        """Plan the run against the index; record scan problems and refreshed rows; choose what to prune."""
+        writer, report = self.writer, self.report
+        known = writer.known_files()
+        self.failures = Failures(known, report, self.progress)
+        work = plan(records, known, writer.known_failures())
+        report.unchanged, report.failed_before = work.unchanged, work.failed_before
+        seen = {r.path for r in records} | {p.path for p in problems}
+        if prune:
+            self.gone = _pruned([*known, *writer.known_failures()], seen, listed, roots, self.rules, prune_excluded)
+        self.progress.started(len(work.to_embed), work.unchanged)
+        self.pending.add(_refreshed_rows(writer, work.touched), self.failures.to_record([(p.path, p.reason, 0, 0) for p in problems]))
+        busy = {r.path for r in work.to_embed} | {r.path for r, _ in work.touched} | {p.path for p in problems}
+        _capture_upgrade(writer, self.pending, busy)
+        return work
+
+    def add(self, rows: list[ImageRow], failures: list[tuple[str, str, int, int]]) -> None:
+        """Embedded rows and (path, reason, size, mtime_ns) failures of one batch."""
+        self.pending.add(rows, self.failures.to_record(failures))
+        self.report.indexed += len(rows)
+        self.progress.advanced(len(rows) + len(failures))
+
+    def finish(self, index_type: str) -> IndexReport:
+        self.pending.flush(removed=self.gone)
+        stats = self.writer.finish(index_type=index_type)
+        self.report.removed = len(self.gone)
+        self.report.total_images = stats.images
+        self.report.seconds = time.perf_counter() - self.started
+        return self.report
 
 
 class Failures:

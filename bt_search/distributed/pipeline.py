@@ -1,0 +1,156 @@
+"""`bt-search index --executor ray`: the local indexer's plan and writer, with decode and embed on Ray Data.
+
+Driver: list sources, plan against the index (skip committed and known-failed files), commit rows as
+they stream back, finish (compaction + ANN build). Cluster: decode in CPU tasks, embed in an actor pool
+(one GPU per actor on CUDA; the model is loaded once per actor). See docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+from ..indexer import COMMIT_ROWS, IndexProgress, IndexReport, IndexRun
+from ..model import BridgeTowerEngine
+from ..scan import FileRecord, Listing
+from ..scan_rules import ScanRules
+from ..store import FailedRow, ImageRow, IndexWriter
+from .sources import is_url, list_sources
+from .stages import LISTING_COLUMNS, Embedder, decode_batch
+
+MAX_ROWS_PER_BLOCK = 1024  # listing rows per Ray block: small enough to spread, few enough blocks at 100M
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    actors: int
+    gpus_per_actor: float
+    device: str  # what each actor loads the model onto
+    torch_threads: int
+
+
+def plan_actors(device: str, actors: int | None, cluster: dict[str, float]) -> ActorPlan:
+    """One actor per GPU on CUDA (1 torch thread: the GPU does the work); else one CPU actor using the CPUs."""
+    gpus, cpus = int(cluster.get("GPU", 0)), max(1, int(cluster.get("CPU", 1)))
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {device} is not available with --executor ray; use auto, cpu or cuda")
+    if device == "cuda" and gpus == 0:
+        raise UsageError("--device cuda, but the Ray cluster has no GPUs")
+    if device == "cuda" or (device == "auto" and gpus > 0):
+        return ActorPlan(actors or gpus, 1.0, "cuda", 1)
+    count = actors or 1
+    return ActorPlan(count, 0.0, "cpu", max(1, cpus // count))
+
+
+def rows_per_block(n_rows: int, cpus: int) -> int:
+    """Listing rows per block: about two blocks per CPU, so every decode core gets work, capped for 100M runs."""
+    return max(1, min(MAX_ROWS_PER_BLOCK, math.ceil(n_rows / (2 * max(1, cpus)))))
+
+
+def index_with_ray(
+    sources: Sequence[str],
+    writer: IndexWriter,
+    engine: BridgeTowerEngine,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 16,
+    actors: int | None = None,
+    decode_cpus: float = 1.0,
+    draft: bool = True,
+    prune: bool = False,
+    index_type: str = "auto",
+    commit_rows: int = COMMIT_ROWS,
+    address: str | None = None,
+    progress: IndexProgress | None = None,
+    rules: ScanRules | None = None,
+    prune_excluded: bool = False,
+) -> IndexReport:
+    """Bring the index up to date with `sources` (folders, files, URLs), embedding on a Ray cluster.
+
+    `engine` names the checkpoint and gives the preprocessing; a text-only engine is enough, since the
+    actors load their own. `address`: a running cluster (default: RAY_ADDRESS, else a local Ray for the
+    run); a Ray already initialised in this process is used as it is.
+    """
+    run = IndexRun.begin(writer, progress or IndexProgress(), commit_rows, rules)
+    listed: Listing = {}
+    records, problems = list_sources(sources, skip=[writer.directory], listed=listed, rules=run.rules)
+    work = run.plan(records, problems, listed, [s for s in sources if not is_url(s)], prune, prune_excluded)
+    if work.to_embed:
+        with ray_session(address):
+            for batch in _embedded_batches(work.to_embed, engine, device, precision, batch_size, actors, decode_cpus, draft):
+                rows, failed = rows_and_failures(batch)
+                run.add(rows, [(f.path, f.reason, f.size, f.mtime_ns) for f in failed])
+    return run.finish(index_type)
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Use the Ray this process already joined, else join `address` (None: RAY_ADDRESS or a new local Ray)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _embedded_batches(records, engine, device, precision, batch_size, actors, decode_cpus, draft):
+    import ray
+
+    with warnings.catch_warnings():  # Ray's own deprecation notices about options this code never sets
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the caller draws its own progress
+    cluster = ray.cluster_resources()
+    actor_plan = plan_actors(device, actors, cluster)
+    listing = [{"path": r.path, "size": r.size, "mtime_ns": r.mtime_ns} for r in records]
+    blocks = math.ceil(len(records) / rows_per_block(len(records), int(cluster.get("CPU", 1))))
+    dataset = ray.data.from_items(listing, override_num_blocks=blocks)
+    decoded = dataset.map_batches(
+        decode_batch,
+        fn_kwargs={"prep": engine.preprocessing, "draft": draft},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=decode_cpus,
+    )
+    embedded = decoded.map_batches(
+        Embedder,
+        fn_constructor_kwargs={
+            "model": engine.model_id,
+            "revision": engine.revision,
+            "device": actor_plan.device,
+            "precision": precision,
+            "fingerprint": engine.embedding_fingerprint(),
+            "threads": actor_plan.torch_threads,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actor_plan.actors),
+        num_gpus=actor_plan.gpus_per_actor,
+        num_cpus=1,
+    )
+    yield from embedded.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def rows_and_failures(batch: dict[str, np.ndarray]) -> tuple[list[ImageRow], list[FailedRow]]:
+    """One embedded batch -> index rows for the images and failure rows (same reasons as local) for the rest."""
+    rows, failed = [], []
+    columns = zip(*(batch[c] for c in (*LISTING_COLUMNS, "sha256", "width", "height", "error", "embedding")))
+    for path, size, mtime_ns, sha256, width, height, error, embedding in columns:
+        record = FileRecord(str(path), int(size), int(mtime_ns))
+        if error:
+            failed.append(FailedRow(record.path, str(error), record.size, record.mtime_ns))
+        else:
+            rows.append(ImageRow(record.path, record.size, record.mtime_ns, str(sha256), int(width), int(height), embedding))
+    return rows, failed

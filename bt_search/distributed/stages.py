@@ -1,0 +1,72 @@
+"""The two per-batch stages Ray Data runs: decode (CPU tasks) and embed (actors holding the model).
+
+Neither imports Ray: they are plain functions of numpy batches (dict of column -> array), testable alone.
+Decode imports only numpy and Pillow, so its worker processes start fast; the embedder loads torch and the
+model once, in its actor's constructor. Both record a failure as its reason in the `error` column (empty
+when the row is fine) with zero pixels or a zero embedding, so failures ride the same stream to the writer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..decoding import Decoded, decode_bytes, read_failure
+from ..images import Preprocessing
+from ..scan import FileRecord
+from .sources import read_bytes
+
+LISTING_COLUMNS = ("path", "size", "mtime_ns")
+
+
+def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
+    """As decoding.decode_record, for a local path or a URL: same bytes, same reasons."""
+    try:
+        data = read_bytes(record.path)
+    except OSError as err:
+        return record.path, read_failure(err)
+    return decode_bytes(record, data, prep, draft)
+
+
+def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool) -> dict[str, np.ndarray]:
+    """Listing rows -> rows with sha256, size in pixels, uint8 crops [B, crop, crop, 3] and an error column."""
+    records = [FileRecord(str(p), int(s), int(m)) for p, s, m in zip(*(batch[c] for c in LISTING_COLUMNS))]
+    results = [decode_record(record, prep, draft) for record in records]
+    ok = [isinstance(result, Decoded) for result in results]
+    pixels = np.zeros((len(records), prep.crop, prep.crop, 3), np.uint8)
+    for i, result in enumerate(results):
+        if ok[i]:
+            pixels[i] = result.pixels
+    return {
+        "path": np.array([r.path for r in records], dtype=object),
+        "size": np.array([r.size for r in records], dtype=np.int64),
+        "mtime_ns": np.array([r.mtime_ns for r in records], dtype=np.int64),
+        "sha256": np.array([res.sha256 if good else "" for res, good in zip(results, ok)], dtype=object),
+        "width": np.array([res.width if good else 0 for res, good in zip(results, ok)], dtype=np.int64),
+        "height": np.array([res.height if good else 0 for res, good in zip(results, ok)], dtype=np.int64),
+        "error": np.array(["" if good else res[1] for res, good in zip(results, ok)], dtype=object),
+        "pixels": pixels,
+    }
+
+
+class Embedder:
+    """Actor-side image tower: loads the checkpoint once, then embeds every batch it is handed."""
+
+    def __init__(self, model: str, revision: str | None, device: str, precision: str, fingerprint: str, threads: int):
+        import torch
+
+        from ..errors import ModelMismatchError
+        from ..loading import load_engine
+
+        torch.set_num_threads(threads)
+        self.engine = load_engine(model, revision=revision, device=device, precision=precision)
+        if self.engine.embedding_fingerprint() != fingerprint:  # another checkpoint under that name on this node
+            raise ModelMismatchError(f"{model} on this Ray node is not the checkpoint the index was opened with")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = np.asarray(batch["error"] == "", dtype=bool)
+        embeddings = np.zeros((len(ok), self.engine.embedding_dim), np.float32)
+        if ok.any():
+            embeddings[ok] = self.engine.encode_images(np.ascontiguousarray(batch["pixels"][ok]))
+        out = {name: column for name, column in batch.items() if name != "pixels"}
+        out["embedding"] = embeddings
+        return out
