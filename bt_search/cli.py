@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import config
-from .errors import EXIT_SKIPPED, BtSearchError, UsageError
+from .errors import EXIT_FAILURE, EXIT_SKIPPED, BtSearchError, IndexMissingError, UsageError, describe_os_error
 
 app = typer.Typer(
     help="Search your images by text with BridgeTower: `index` folders, then `query` them.",
@@ -37,11 +37,12 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on 
 
 
 @contextmanager
-def cli_errors() -> Iterator[None]:
-    """Typed library errors -> one line on stderr and the documented exit code; Python warnings -> one line."""
+def cli_errors(quiet: bool = False) -> Iterator[None]:
+    """Typed library errors -> one line on stderr and the documented exit code; each distinct Python
+    warning -> one line, none with --quiet."""
     with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = lambda message, *args, **kwargs: err_console.print(f"[yellow]warning:[/] {message}")
+        warnings.simplefilter("ignore" if quiet else "always")
+        warnings.showwarning = _once_per_message(lambda message: err_console.print(f"[yellow]warning:[/] {message}"))
         try:
             yield
         except BtSearchError as err:
@@ -57,6 +58,9 @@ def cli_errors() -> Iterator[None]:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as err:  # noqa: BLE001 - the one place that turns surprises into a message
+            if isinstance(err, OSError) and (message := describe_os_error(err)):
+                err_console.print(f"[red]error:[/] {message}")  # disk full, read-only: the user can act
+                raise typer.Exit(EXIT_FAILURE) from None
             if os.environ.get(config.ENV_DEBUG):
                 raise
             err_console.print(
@@ -66,8 +70,24 @@ def cli_errors() -> Iterator[None]:
             raise typer.Exit(1) from None
 
 
+def _once_per_message(show):
+    """A warnings.showwarning that shows each distinct message once (the "once" filter forgets what it
+    showed whenever a nested catch_warnings exits, as image decoding does)."""
+    shown: set[str] = set()
+
+    def showwarning(message, *args, **kwargs) -> None:
+        if str(message) not in shown:
+            shown.add(str(message))
+            show(message)
+
+    return showwarning
+
+
 def _index_dir(index: Optional[Path]) -> Path:
-    return (index or config.default_index_dir()).expanduser()
+    directory = (index or config.default_index_dir()).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--index {directory} is a file, not an index directory; give --index a directory")
+    return directory
 
 
 class RichIndexProgress:
@@ -134,7 +154,7 @@ def index(
     from .scan_rules import resolved_rules
     from .store import IndexWriter
 
-    with cli_errors():
+    with cli_errors(quiet):
         if index_type not in ("auto", "flat", "hnsw", "ivf"):
             raise UsageError(f"--index-type must be auto, flat, hnsw or ivf, not {index_type!r}")
         for path in paths:
@@ -165,17 +185,18 @@ def index(
                 progress.stop()
         if not quiet:
             _print_index_summary(report, directory)
-        if strict and report.skipped:
+        if strict and (report.skipped or report.kept):
             raise typer.Exit(EXIT_SKIPPED)
 
 
 def _existing_model(directory: Path) -> Optional[str]:
-    """The model an existing index was built with, so re-runs need no --model."""
+    """The model an existing index was built with, so re-runs need no --model. A damaged index is
+    reported here, before any model loads (or downloads)."""
     from .store import IndexReader
 
     try:
         return IndexReader.open(directory).identity.model
-    except BtSearchError:
+    except IndexMissingError:
         return None
 
 
@@ -193,6 +214,8 @@ def _print_index_summary(report, directory: Path) -> None:
     )
     if report.failed_before:
         err_console.print(f"  {report.failed_before} file(s) that failed before are unchanged and were not retried")
+    if report.kept:
+        err_console.print(f"  {len(report.kept)} indexed file(s) could not be read this run; their rows are kept")
     reasons = Counter(reason.split(" (")[0] for _, reason in report.skipped)
     for reason, count in reasons.most_common():
         err_console.print(f"  skipped {count:>5} x {reason}")
@@ -223,14 +246,17 @@ def query(
 ) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
     from .capture import check_sort, date_filter, dated_hits, parse_day
-    from .output import default_format, render
+    from .output import check_format, default_format, render
+    from .scan import canonical_path
     from .search import Searcher
 
-    with cli_errors():
+    with cli_errors(quiet):
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
+        check_format(fmt, null)  # before the model loads
         where = date_filter(parse_day(after, "--after"), parse_day(before, "--before"))
         check_sort(sort)
         queries = _collect_queries(texts or [], queries_file, image)
+        under = None if under is None else Path(canonical_path(under))  # the index stores canonical paths
         text_only = no_rerank and image is None  # cosine search needs neither the vision tower nor fusion
         reader, engine = _open_index_and_model(index, model, device, precision, text_only=text_only)
         searcher = Searcher(
@@ -266,7 +292,7 @@ def _collect_queries(texts: List[str], queries_file: Optional[str], image: Optio
         if texts or queries_file:
             raise UsageError("--image searches by an image; give no query text with it")
         return []
-    queries = list(texts)
+    queries = [_utf8_argument(text) for text in texts]
     if queries_file is not None:
         queries += _read_queries(queries_file)
     if not queries:
@@ -277,12 +303,28 @@ def _collect_queries(texts: List[str], queries_file: Optional[str], image: Optio
 
 
 def _read_queries(source: str) -> List[str]:
-    """One query per line; blank lines are ignored."""
+    """One query per line, UTF-8 with or without a byte-order mark; blank lines are ignored."""
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        text = data.decode("utf-8-sig")  # Windows editors start files with a BOM: not part of the query
     except OSError as err:
         raise UsageError(f"cannot read --queries-file {source}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        where = "stdin" if source == "-" else source
+        raise UsageError(
+            f"--queries-file {where} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} "
+            f"({err.reason}); save it as UTF-8"
+        ) from None
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _utf8_argument(text: str) -> str:
+    """A query argument; bytes that were not UTF-8 reach Python as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UsageError(f"query {text!r} is not UTF-8 text ({err.reason}); pass the query in UTF-8") from None
+    return text
 
 
 def _open_index_and_model(

@@ -13,10 +13,12 @@ ENV_DEVICE = "BT_SEARCH_DEVICE"
 ENV_BATCH_SIZE = "BT_SEARCH_BATCH_SIZE"
 ENV_WORKERS = "BT_SEARCH_WORKERS"
 ENV_DEBUG = "BT_SEARCH_DEBUG"  # set to show tracebacks of internal errors
+ENV_MAX_FILE_MB = "BT_SEARCH_MAX_FILE_MB"
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_SHORTLIST = 50
 DEFAULT_TOP_K = 10
+DEFAULT_MAX_FILE_MB = 256  # bigger files are skipped unread: a decoder holds the whole file in memory
 
 
 def default_model() -> str:
@@ -33,6 +35,11 @@ def default_index_dir() -> Path:
         return Path(os.environ[ENV_INDEX]).expanduser()
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home).expanduser() / "bt-search" / "default"
+
+
+def max_file_bytes() -> int:
+    """Files larger than this are not read for indexing (env BT_SEARCH_MAX_FILE_MB, in MiB)."""
+    return int(float(os.environ.get(ENV_MAX_FILE_MB) or DEFAULT_MAX_FILE_MB) * (1 << 20))
 
 
 def default_batch_size() -> int:

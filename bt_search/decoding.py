@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import config
 from .capture import Capture, read_capture
 from .errors import ImageDecodeError
 from .images import Preprocessing, load_rgb, resize_and_crop
@@ -49,12 +50,21 @@ def exit_with_parent(parent_pid: int) -> None:
 
 
 def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
-    """Worker job: read once, hash, decode, preprocess. A failure comes back as (path, reason), not raised."""
+    """Worker job: read once, hash, decode, preprocess. A failure comes back as (path, reason), not raised.
+
+    At most `config.max_file_bytes()` are read: a bigger file (a 64 GB sparse TIFF) is skipped with a
+    reason instead of exhausting memory.
+    """
+    limit = config.max_file_bytes()
     try:
         with open(record.path, "rb") as handle:
-            data = handle.read()
+            if os.fstat(handle.fileno()).st_size > limit:
+                return record.path, _too_large(limit)
+            data = handle.read(limit + 1)  # the file may have grown since fstat
     except OSError as err:
         return record.path, f"cannot read file ({err.strerror or err})"
+    if len(data) > limit:
+        return record.path, _too_large(limit)
     if not data:
         return record.path, "empty file"
     try:
@@ -64,6 +74,10 @@ def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decod
         return record.path, err.reason
     capture = read_capture(io.BytesIO(data))
     return Decoded(record, pixels, width, height, hashlib.sha256(data).hexdigest(), capture)
+
+
+def _too_large(limit: int) -> str:
+    return f"file too large (over {limit / (1 << 20):g} MB; raise {config.ENV_MAX_FILE_MB} to index it)"
 
 
 def decoded_batches(

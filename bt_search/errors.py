@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -49,3 +51,19 @@ class ImageDecodeError(BtSearchError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+def describe_os_error(err: OSError) -> str | None:
+    """A one-line message for the OS errors a user can act on (disk full, read-only, permission, I/O);
+    None for the rest, which are surprises."""
+    where = err.filename2 or err.filename
+    at = f" ({where})" if where else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{at}: free some space and run the command again (committed work is kept)"
+    if err.errno == errno.EROFS:
+        return f"the file system is read-only{at}: give --index a folder you can write to"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{at}: check the folder's owner and mode, or give --index a folder you can write to"
+    if err.errno == errno.EIO:
+        return f"input/output error{at}: the disk or network mount may be failing"
+    return None

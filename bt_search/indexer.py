@@ -3,6 +3,10 @@
 Embeddings are committed to the index as atomic segments every COMMIT_ROWS rows (or COMMIT_SECONDS), so a
 crash or Ctrl-C loses at most that much, and a re-run skips everything committed (same size and mtime, or
 same content hash). Files that failed before and have not changed since are not retried.
+
+A run never drops an indexed row because its file could not be read this time (an unmounted drive, a
+permission, a half-written file): the row keeps its embedding and the run reports it in `kept`. Only
+`prune` removes rows, and only of files the scan positively saw gone from a folder it listed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from . import config
 from .capture import read_capture
 from .decoding import Decoded, decoded_batches
 from .model import BridgeTowerEngine
-from .scan import FileRecord, ScanProblem, scan
+from .scan import FileRecord, Listing, ScanProblem, canonical_path, scan
 from .scan_rules import ScanRules
 from .store import FailedRow, ImageRow, IndexWriter
 
@@ -42,7 +46,8 @@ class IndexReport:
     unchanged: int = 0
     failed_before: int = 0  # files that failed on an earlier run and were not retried (unchanged since)
     removed: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # not indexed: (path, reason)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # indexed earlier, unreadable this run: row kept
     seconds: float = 0.0
     total_images: int = 0
 
@@ -101,10 +106,20 @@ def _sha256_or_none(path: str) -> str | None:
         return None
 
 
-def vanished(known: Iterable[str], seen: set[str], roots: Sequence[str]) -> list[str]:
-    """Indexed paths under the scanned roots that the scan no longer found."""
-    prefixes = tuple(root if root.endswith(os.sep) else root + os.sep for root in roots)
-    return sorted(p for p in known if p not in seen and (p in roots or p.startswith(prefixes)))
+def vanished(known: Iterable[str], seen: set[str], listed: Listing) -> list[str]:
+    """Indexed paths the scan positively saw gone: the nearest folder above each that was listed lacks
+    the next name on the way to it. A path under a folder that could not be listed is never gone."""
+    return sorted(p for p in known if p not in seen and _missing_from_listing(p, listed))
+
+
+def _missing_from_listing(path: str, listed: Listing) -> bool:
+    child, folder = path, os.path.dirname(path)
+    while folder != child:
+        names = listed.get(folder)
+        if names is not None:
+            return os.path.basename(child) not in names
+        child, folder = folder, os.path.dirname(folder)
+    return False  # no folder above it was listed: outside this scan
 
 
 def index_paths(
@@ -136,27 +151,25 @@ def index_paths(
     report = IndexReport()
     rules = rules or ScanRules.from_settings(writer.settings.get("scan_rules"))
     writer.record_settings(scan_rules=rules.as_settings())
-    records, problems = _scan(roots, skip=[writer.directory], rules=rules)
-    for problem in problems:
-        report.skipped.append((problem.path, problem.reason))
-        progress.skipped(problem.path, problem.reason)
+    listed: Listing = {}
+    records, problems = _scan(roots, skip=[writer.directory], listed=listed, rules=rules)
     known = writer.known_files()
+    failures = Failures(known, report, progress)
     work = plan(records, known, writer.known_failures())
     report.unchanged, report.failed_before = work.unchanged, work.failed_before
-    gone = _pruned([*known, *writer.known_failures()], records, roots, rules, prune_excluded) if prune else []
+    seen = {r.path for r in records} | {p.path for p in problems}
+    gone = _pruned([*known, *writer.known_failures()], seen, listed, roots, rules, prune_excluded) if prune else []
     progress.started(len(work.to_embed), work.unchanged)
 
     pending = PendingCommit(writer, commit_rows)
-    pending.add(_refreshed_rows(writer, work.touched), [FailedRow(p.path, p.reason, 0, 0) for p in problems])
+    pending.add(_refreshed_rows(writer, work.touched), failures.to_record([(p.path, p.reason, 0, 0) for p in problems]))
     _capture_upgrade(writer, pending, {r.path for r in work.to_embed} | {r.path for r, _ in work.touched} | {p.path for p in problems})
     by_path = {record.path: record for record in work.to_embed}
     with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
         for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
-            for path, reason in batch_failures:
-                report.skipped.append((path, reason))
-                progress.skipped(path, reason)
             rows = _embed(engine, batch)
-            pending.add(rows, [FailedRow(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures])
+            stamped = [(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures]
+            pending.add(rows, failures.to_record(stamped))
             report.indexed += len(rows)
             progress.advanced(len(rows) + len(batch_failures))
     pending.flush(removed=gone)
@@ -167,25 +180,52 @@ def index_paths(
     return report
 
 
+class Failures:
+    """Sorts files that could not be indexed: new ones are recorded as failed rows; an indexed file keeps
+    its row (and embedding) and is reported as unreadable this run, whatever the reason."""
+
+    def __init__(self, known: dict[str, tuple[int, int, str]], report: IndexReport, progress: IndexProgress):
+        self.known, self.report, self.progress = known, report, progress
+
+    def to_record(self, failures: Iterable[tuple[str, str, int, int]]) -> list[FailedRow]:
+        recorded = []
+        for path, reason, size, mtime_ns in failures:
+            if path in self.known:
+                self.report.kept.append((path, reason))
+                self.progress.skipped(path, f"{reason}; unreadable this run, its indexed row is kept")
+            else:
+                self.report.skipped.append((path, reason))
+                self.progress.skipped(path, reason)
+                recorded.append(FailedRow(path, reason, size, mtime_ns))
+        return recorded
+
+
 class PendingCommit:
-    """Rows and failures waiting for the next atomic commit: every `rows` rows or COMMIT_SECONDS."""
+    """Rows and failures waiting for the next atomic commit: every `rows` rows or COMMIT_SECONDS.
+
+    Keyed by path, so one commit never names a path twice (the later entry for a path wins).
+    """
 
     def __init__(self, writer: IndexWriter, rows: int):
         self.writer, self.limit = writer, max(1, rows)
-        self.rows: list[ImageRow] = []
-        self.failed: list[FailedRow] = []
+        self.entries: dict[str, ImageRow | FailedRow] = {}
         self.since = time.monotonic()
 
     def add(self, rows: list[ImageRow], failed: list[FailedRow]) -> None:
-        self.rows += rows
-        self.failed += failed
-        if len(self.rows) >= self.limit or time.monotonic() - self.since >= COMMIT_SECONDS:
+        for entry in [*rows, *failed]:
+            self.entries.pop(entry.path, None)  # re-inserted last: the order of operations is kept
+            self.entries[entry.path] = entry
+        if len(self.entries) >= self.limit or time.monotonic() - self.since >= COMMIT_SECONDS:
             self.flush()
 
     def flush(self, removed: Sequence[str] = ()) -> None:
-        if self.rows or self.failed or removed:
-            self.writer.commit(self.rows, failed=self.failed, removed=removed)
-        self.rows, self.failed, self.since = [], [], time.monotonic()
+        for path in removed:
+            self.entries.pop(path, None)
+        rows = [e for e in self.entries.values() if isinstance(e, ImageRow)]
+        failed = [e for e in self.entries.values() if isinstance(e, FailedRow)]
+        if rows or failed or removed:
+            self.writer.commit(rows, failed=failed, removed=removed)
+        self.entries, self.since = {}, time.monotonic()
 
 
 @contextmanager
@@ -230,13 +270,14 @@ def _capture_upgrade(writer: IndexWriter, pending: PendingCommit, busy: set[str]
     writer.record_settings(capture_info=True)
 
 
-def _pruned(known, records, roots, rules: ScanRules, prune_excluded: bool) -> list[str]:
-    """Vanished paths to drop; files merely left out by the scan rules stay unless `prune_excluded`."""
-    absolute = [os.path.abspath(r) for r in roots]
-    gone = vanished(known, {r.path for r in records}, absolute)
+def _pruned(known, seen: set[str], listed: Listing, roots, rules: ScanRules, prune_excluded: bool) -> list[str]:
+    """Paths the scan positively saw gone; with `prune_excluded`, also files the scan rules now leave out
+    (they are still in their folder's listing, so `vanished` alone keeps them)."""
+    gone = set(vanished(known, seen, listed))
     if prune_excluded:
-        return gone
-    return [p for p in gone if not (rules.covers(p, absolute) and os.path.lexists(p))]
+        absolute = [canonical_path(r) for r in roots]
+        gone.update(p for p in known if p not in seen and rules.covers(p, absolute))
+    return sorted(gone)
 
 
 def _progress(progress: IndexProgress | bool | None) -> IndexProgress:
@@ -247,9 +288,9 @@ def _progress(progress: IndexProgress | bool | None) -> IndexProgress:
     return progress or IndexProgress()
 
 
-def _scan(roots, skip, rules: ScanRules) -> tuple[list[FileRecord], list[ScanProblem]]:
+def _scan(roots, skip, listed: Listing, rules: ScanRules) -> tuple[list[FileRecord], list[ScanProblem]]:
     records, problems = [], []
-    for item in scan(roots, skip=skip, rules=rules):
+    for item in scan(roots, skip=skip, listed=listed, rules=rules):
         (records if isinstance(item, FileRecord) else problems).append(item)
     return records, problems
 

@@ -187,7 +187,8 @@ class BridgeTowerEngine:
         return TextStates(text=text, streams=torch.stack(streams, dim=1)[0])
 
     def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        encoded = self.tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
+        # verbose=False: our own TruncatedQueryWarning (one line per query) replaces transformers' log line.
+        encoded = self.tokenizer(texts, padding=True, truncation=False, return_tensors="pt", verbose=False)
         input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
         if input_ids.shape[1] > self.max_text_len:
             input_ids, attention_mask = self._truncate(texts, input_ids, attention_mask)

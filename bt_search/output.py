@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -55,10 +56,7 @@ def render(
     newline, for `xargs -0`. Raises UsageError for an unknown format, for -0 with another format, and
     in newline "paths" mode for a path holding a newline (it would read back as two paths).
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    if null_separated and fmt != "paths":
-        raise UsageError(f"-0 (NUL-separated output) only applies to the 'paths' format, not {fmt!r}")
+    check_format(fmt, null_separated)
     if fmt == "jsonl":
         _render_jsonl(hits, stream)
     elif fmt in ("csv", "tsv"):
@@ -67,6 +65,14 @@ def render(
         _render_paths(hits, stream, terminator="\0" if null_separated else "\n")
     else:
         _render_table(hits, stream, header=include_header)
+
+
+def check_format(fmt: str, null_separated: bool = False) -> None:
+    """Raise UsageError unless `fmt` (with -0 or not) can be rendered: callers check before any work."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if null_separated and fmt != "paths":
+        raise UsageError(f"-0 (NUL-separated output) only applies to the 'paths' format, not {fmt!r}")
 
 
 def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
@@ -123,6 +129,16 @@ def _render_table(hits: Iterable[Hit], stream: TextIO, *, header: bool) -> None:
             str(hit.rank),
             f"{hit.score:.4f}",
             f"{hit.similarity:.4f}",
-            Text(hit.path),
+            Text(visible_path(hit.path)),
         )
     Console(file=stream, highlight=False).print(table)
+
+
+def visible_path(path: str) -> str:
+    """`path` for a person's eyes: control characters, which a terminal acts on or rich drops (a
+    carriage return), shown as escapes; a newline stays a line break, which the table folds visibly."""
+    return "".join(_escaped(char) if unicodedata.category(char) == "Cc" and char != "\n" else char for char in path)
+
+
+def _escaped(char: str) -> str:
+    return {"\r": "\\r", "\t": "\\t"}.get(char, f"\\x{ord(char):02x}")

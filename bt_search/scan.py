@@ -3,6 +3,9 @@
 Only names are judged here (by extension); the decoder confirms the content later. Problems that
 stop a would-be image from being indexed (dangling symlink, unreadable directory, ...) are yielded
 as `ScanProblem`s in the stream instead of raised, so one bad corner never stops a scan.
+
+Paths are canonical (`canonical_path`): a file's folder part is its real path, so one file has one
+name whatever folder name (a symlink, `imgs` vs `imgslink`) reached it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ DirId = tuple[int, int]  # (st_dev, st_ino): what makes a directory the same one
 
 @dataclass(frozen=True)
 class FileRecord:
-    path: str  # absolute, symlinks not resolved
+    path: str  # canonical: the folder's real path (symlinks resolved) + the file's own name
     size: int
     mtime_ns: int
 
@@ -48,19 +51,40 @@ def has_image_extension(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+Listing = dict[str, frozenset[str]]  # directory -> the names it held when it was listed
+
+
+def canonical_path(path: str | os.PathLike[str]) -> str:
+    """The one name the index uses for `path`: a folder's real path, or a file's name in its folder's real path.
+
+    The file's own name is kept (a symlink to a photo stays an entry of its own), but every folder
+    on the way is resolved, so `imgs/a.jpg` and `imgslink/a.jpg` are the same file.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        return os.path.realpath(path)
+    folder, name = os.path.split(path)
+    return os.path.join(os.path.realpath(folder), name)
+
+
 def scan(
-    roots: Iterable[str | os.PathLike[str]], skip: Iterable[str | os.PathLike[str]] = (), rules: ScanRules = ScanRules()
+    roots: Iterable[str | os.PathLike[str]],
+    skip: Iterable[str | os.PathLike[str]] = (),
+    listed: Listing | None = None,
+    rules: ScanRules = ScanRules(),
 ) -> Iterator[ScanItem]:
-    """Yield the image files under `roots` (recursively), in a deterministic order.
+    """Yield the image files under `roots` (recursively), in a deterministic order, under canonical paths.
 
     A root that is a file is taken as is. Symlinked directories are followed, but each real
-    directory is listed once (no loops); they are walked after the real tree, so a file reachable
-    both ways keeps its real path. Directories in `skip` (e.g. the index itself) are not entered.
-    Entries `rules` leave out (hidden names, excludes) are neither yielded nor reported; roots are taken as given.
-    Raises UsageError, before yielding anything, when a root does not exist.
+    directory is listed once (no loops); files in them get their real folder path. Directories in
+    `skip` (e.g. the index itself) are not entered. When `listed` is given, every directory listed is
+    recorded there with the names it held: what was positively seen, as opposed to a folder that
+    could not be read. Entries `rules` leave out (hidden names, excludes) are neither yielded nor
+    reported; roots are taken as given. Raises UsageError, before yielding anything, when a root does not exist.
     """
     root_paths = [_checked_root(root) for root in roots]
-    return _walk_roots(root_paths, skip=[os.path.abspath(os.fspath(s)) for s in skip], rules=rules)
+    skip_paths = [canonical_path(s) for s in skip]
+    return _walk_roots(root_paths, skip=skip_paths, listed={} if listed is None else listed, rules=rules)
 
 
 def _checked_root(root: str | os.PathLike[str]) -> str:
@@ -68,12 +92,12 @@ def _checked_root(root: str | os.PathLike[str]) -> str:
     if not os.path.exists(path):
         what = "is a dangling symlink" if os.path.lexists(path) else "does not exist"
         raise UsageError(f"{os.fspath(root)} {what}; give an existing folder or image file")
-    return path
+    return canonical_path(path)
 
 
-def _walk_roots(roots: list[str], skip: list[str], rules: ScanRules) -> Iterator[ScanItem]:
+def _walk_roots(roots: list[str], skip: list[str], listed: Listing, rules: ScanRules) -> Iterator[ScanItem]:
     file_roots = {root for root in roots if not os.path.isdir(root)}
-    walk = _TreeWalk(skip_paths=set(skip), skip_ids=_dir_ids(skip), file_roots=file_roots, rules=rules)
+    walk = _TreeWalk(skip_paths=set(skip), skip_ids=_dir_ids(skip), file_roots=file_roots, listed=listed, rules=rules)
     yielded_file_roots: set[str] = set()
     for root in roots:
         if root not in file_roots:
@@ -108,8 +132,11 @@ def _file_root_item(path: str) -> ScanItem:
 class _TreeWalk:
     """Walk state shared by all roots, so a directory reached again (from any root) is not re-listed."""
 
-    def __init__(self, skip_paths: set[str], skip_ids: set[DirId], file_roots: set[str], rules: ScanRules):
+    def __init__(
+        self, skip_paths: set[str], skip_ids: set[DirId], file_roots: set[str], listed: Listing, rules: ScanRules
+    ):
         self._skip_paths = skip_paths
+        self._listed = listed
         self._visited: set[DirId] = set(skip_ids)  # skip dirs count as already seen
         self._file_roots = file_roots  # yielded as roots; never again from a walk
         self._symlinked_dirs: deque[str] = deque()
@@ -125,7 +152,7 @@ class _TreeWalk:
 
     def deferred_symlinked_dirs(self) -> Iterator[ScanItem]:
         while self._symlinked_dirs:  # walking one may defer more
-            yield from self.tree(self._symlinked_dirs.popleft())
+            yield from self.tree(os.path.realpath(self._symlinked_dirs.popleft()))
 
     def _directory(self, directory: str, subdirs: list[str]) -> Iterator[ScanItem]:
         """Yield the image files directly in `directory`; append its real subdirectories to `subdirs`."""
@@ -140,6 +167,7 @@ class _TreeWalk:
         except OSError as exc:
             yield ScanProblem(directory, _os_error_reason(exc, "directory"))
             return
+        self._listed[directory] = frozenset(entry.name for entry in entries)
         for entry in entries:
             if self._rules.skips(entry.path, entry.name, is_dir=_is_real_dir(entry) or _is_symlinked_dir(entry)):
                 continue
