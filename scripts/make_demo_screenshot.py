@@ -1,15 +1,19 @@
 """Render the demo contact sheet headless and save docs/demo-contact-sheet.png (shown in README).
 
-Indexes sample_data/images with the demo model into a temporary index, runs a few queries through the same
-code as `bt-search query --html`, and screenshots the page in headless Chromium (tests/cdp.py).
+Indexes sample_data/images with the demo model into a temporary index, runs a few queries (README's
+quickstart query first) through the same code as `bt-search query --html`, and screenshots the page in
+headless Chromium (tests/cdp.py). Paths are shown relative to the repository, as a clone would have them,
+not as the absolute paths of the machine that made the picture.
 
     python scripts/make_demo_screenshot.py
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +26,7 @@ from bt_search.search import Searcher  # noqa: E402
 from bt_search.store import IndexReader, IndexWriter  # noqa: E402
 from tests.cdp import screenshot  # noqa: E402
 
-QUERIES = ["a red circle left of a blue square", "a blue circle left of a red square", "two green triangles"]
+QUERIES = ["a yellow square below a blue triangle", "a red circle above a purple square", "two green triangles"]
 
 
 def main() -> None:
@@ -31,7 +35,9 @@ def main() -> None:
         with IndexWriter.open(Path(work) / "index", identity_for(engine)) as writer:
             index_paths([str(ROOT / "sample_data" / "images")], writer, engine, workers=0)
         searcher = Searcher(IndexReader.open(Path(work) / "index"), engine)
-        hits = [hit for hits in searcher.search(QUERIES, top_k=6, shortlist=20) for hit in hits]
+        hits = [hit for hits in searcher.search(QUERIES, top_k=5, shortlist=20) for hit in hits]
+        os.chdir(ROOT)  # the sheet opens relative paths from here
+        hits = [replace(hit, path=os.path.relpath(hit.path, ROOT)) for hit in hits]
         page = Path(work) / "results.html"
         write_contact_sheet(hits, page, title="bt-search demo: reranked results")
         target = ROOT / "docs" / "demo-contact-sheet.png"

@@ -14,6 +14,7 @@ from bt_search.search import Searcher
 from bt_search.store import IndexReader, IndexWriter
 
 from .test_cli_index import bt_search
+from .test_readme import readme_quickstart
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "sample_data" / "demo-model"
@@ -44,11 +45,15 @@ def test_shipped_model_reproduces_its_card(demo_index):
     assert f"{card['reranked_recall']['R@5']:.3f}" in card_text, "the card's table shows the measured numbers"
 
 
-def test_readme_quickstart_query_runs(tmp_path):
+def test_readme_quickstart_query_finds_the_image_readme_names(tmp_path):
+    query, expected = readme_quickstart()
+    captions = {Path(c.path).name: c.text for c in read_captions(SAMPLES / "captions.csv")}
+    assert captions[Path(expected).name] == query, "README's query is that image's own caption: an exact answer"
     index = ["--index", tmp_path / "index"]
     built = bt_search("index", SAMPLES, "--model", DEMO_MODEL, *index, "--quiet")
     assert built.returncode == 0, built.stderr
-    found = bt_search("query", "a red circle left of a blue square", "--top-k", "5", "-f", "jsonl", *index)
+    found = bt_search("query", query, "--top-k", "5", "-f", "jsonl", *index)
     rows = [json.loads(line) for line in found.stdout.splitlines()]
     assert found.returncode == 0 and len(rows) == 5
     assert all(Path(r["path"]).parent == SAMPLES for r in rows)
+    assert rows[0]["path"] == str(ROOT / expected)
