@@ -228,7 +228,7 @@ def query(
             on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
         )
         if image is not None:
-            results = [searcher.similar_images(str(image), top_k=top_k, under=_opt_str(under))]
+            results = [searcher.similar_images(str(image), top_k=top_k, threshold=threshold, under=_opt_str(under))]
         else:
             results = searcher.search(
                 queries, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under)

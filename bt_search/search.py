@@ -6,6 +6,7 @@ states stay cached only while a query still to come needs them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -108,25 +109,44 @@ class Searcher:
         """Hits per query, queries in input order, each ranked best first."""
         if not queries or any(not q.strip() for q in queries):
             raise UsageError("empty query: give some text to search for")
+        check_threshold(threshold)
         embeddings = self.engine.encode_texts(list(queries))
-        shortlists = cosine_shortlists(self.reader, queries, embeddings, max(shortlist, top_k), under)
-        shortlists = [self._drop_missing(s) for s in shortlists]
+        shortlists = self._live_shortlists(queries, embeddings, max(shortlist, top_k), under)
         if not rerank:
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
         return self._reranked(shortlists, top_k, threshold)
 
-    def similar_images(self, image_path: str, *, top_k: int = 10, under: str | None = None) -> list[Hit]:
+    def similar_images(
+        self, image_path: str, *, top_k: int = 10, threshold: float | None = None, under: str | None = None
+    ) -> list[Hit]:
         """Images nearest to `image_path` by ITC image embedding (no rerank: ITM scores text against images)."""
+        check_threshold(threshold)
         try:
             pixels, _ = load_pixels(image_path, self.engine.preprocessing, draft=False)
         except ImageDecodeError as err:
             raise UsageError(f"--image {err}") from None
         embedding = self.engine.encode_images(pixels[None])
-        (found,) = cosine_shortlists(self.reader, [image_path], embedding, top_k, under)
-        return rank_hits(self._drop_missing(found), None, top_k)
+        (found,) = self._live_shortlists([image_path], embedding, top_k, under)
+        return rank_hits(found, None, top_k, threshold)
 
-    def _drop_missing(self, shortlist: Shortlist) -> Shortlist:
-        return shortlist.subset([i for i, path in enumerate(shortlist.paths) if self._exists(path)])
+    def _live_shortlists(self, queries: Sequence[str], embeddings: np.ndarray, size: int, under: str | None) -> list[Shortlist]:
+        """Each query's `size` nearest candidates whose files still exist. A file deleted since indexing is
+        replaced by the next candidate (the search is repeated twice as deep) until `size` are live or the
+        index runs out, so deleted files never shrink the results below K."""
+        exists = _memoized(self._exists)  # each vanished file is reported once
+        results: list[Shortlist | None] = [None] * len(queries)
+        pending, depth = list(range(len(queries))), size
+        while pending:
+            found = cosine_shortlists(self.reader, [queries[i] for i in pending], embeddings[pending], depth, under)
+            still_short = []
+            for i, shortlist in zip(pending, found):
+                live = [j for j, path in enumerate(shortlist.paths) if exists(path)]
+                if len(live) >= size or len(shortlist.rows) < depth:  # enough, or the index ran out
+                    results[i] = shortlist.subset(live[:size])
+                else:
+                    still_short.append(i)
+            pending, depth = still_short, depth * 2
+        return results
 
     def _exists(self, path: str) -> bool:
         if os.path.isfile(path):
@@ -142,6 +162,16 @@ class Searcher:
             scores = self.engine.itm_scores(self.engine.text_states(shortlist.query), states) if states is not None else np.zeros(0)
             results.append(rank_hits(kept, scores, top_k, threshold))
         return results
+
+
+def check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"--threshold must be a finite number, not {threshold}")
+
+
+def _memoized(fn: Callable[[str], bool]) -> Callable[[str], bool]:
+    seen: dict[str, bool] = {}
+    return lambda key: seen[key] if key in seen else seen.setdefault(key, fn(key))
 
 
 class VisionStateCache:
