@@ -204,6 +204,10 @@ def query(
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T."),
     under: Optional[Path] = typer.Option(None, "--under", help="Only images inside this folder."),
+    nots: List[str] = typer.Option([], "--not", help="Steer away from this text (repeatable; TEXT::WEIGHT sets a weight)."),
+    likes: List[str] = typer.Option([], "--like", help="Steer toward this image (repeatable; shapes the shortlist)."),
+    unlikes: List[str] = typer.Option([], "--unlike", help="Steer away from this image (repeatable; shapes the shortlist)."),
+    score: str = typer.Option("itm", "--score", help="Rank reranked results by itm, cosine or blend (ITM + cosine)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
     null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML contact sheet of the results to this file."),
@@ -219,7 +223,9 @@ def query(
     with cli_errors():
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
         queries = _collect_queries(texts or [], queries_file, image)
-        text_only = no_rerank and image is None  # cosine search needs neither the vision tower nor fusion
+        terms = _query_terms(queries, nots, likes, unlikes)
+        uses_images = image is not None or any(t.likes or t.unlikes for t in terms)
+        text_only = (no_rerank or score == "cosine") and not uses_images  # no vision tower, no fusion needed
         reader, engine = _open_index_and_model(index, model, device, precision, text_only=text_only)
         searcher = Searcher(
             reader,
@@ -231,7 +237,8 @@ def query(
             results = [searcher.similar_images(str(image), top_k=top_k, threshold=threshold, under=_opt_str(under))]
         else:
             results = searcher.search(
-                queries, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under)
+                terms, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold,
+                under=_opt_str(under), score=score,
             )
         sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names go out as their original bytes
         for position, hits in enumerate(results):
@@ -242,6 +249,14 @@ def query(
 
             write_contact_sheet([hit for hits in results for hit in hits], html)
             _say(quiet, f"wrote {html}")
+
+
+def _query_terms(queries: List[str], nots: List[str], likes: List[str], unlikes: List[str]):
+    """Each query (TEXT or file line, same syntax: terms.py) plus the --not/--like/--unlike given to the call."""
+    from .terms import parse_line, parse_query
+
+    shared = parse_query("-", nots, likes, unlikes)
+    return [parse_line(q).with_terms(shared.nots, shared.likes, shared.unlikes) for q in queries]
 
 
 def _opt_str(path: Optional[Path]) -> Optional[str]:

@@ -19,8 +19,10 @@ from .errors import ImageDecodeError, UsageError
 from .hits import Hit
 from .images import load_pixels
 from .model import BridgeTowerEngine
+from .terms import Terms, Weighted, query_vector, rerank_with_negatives, signed_image_terms, signed_text_terms
 
 MissingCallback = Callable[[str, str], None]
+SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
 
 
 @dataclass(frozen=True)
@@ -98,23 +100,53 @@ class Searcher:
 
     def search(
         self,
-        queries: Sequence[str],
+        queries: Sequence[str | Terms],
         *,
         top_k: int = 10,
         shortlist: int = 50,
         rerank: bool = True,
         threshold: float | None = None,
         under: str | None = None,
+        score: str = "itm",
     ) -> list[list[Hit]]:
-        """Hits per query, queries in input order, each ranked best first."""
-        if not queries or any(not q.strip() for q in queries):
+        """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
+        with negatives and example images: see terms.py). `score` ranks reranked candidates (see blend_scores);
+        "cosine", like rerank=False, skips the rerank."""
+        terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
+        if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
+        if score not in SCORES:
+            raise UsageError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
         check_threshold(threshold)
-        embeddings = self.engine.encode_texts(list(queries))
-        shortlists = self._live_shortlists(queries, embeddings, max(shortlist, top_k), under)
-        if not rerank:
+        labels = [t.label for t in terms]
+        shortlists = self._live_shortlists(labels, self._query_vectors(terms), max(shortlist, top_k), under)
+        if not rerank or score == "cosine":
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
-        return self._reranked(shortlists, top_k, threshold)
+        return self._reranked(shortlists, terms, top_k, threshold, score)
+
+    def _query_vectors(self, terms: list[Terms]) -> np.ndarray:
+        """Unit query vectors [Q, D]; each distinct text and image is encoded once for the whole batch."""
+        if all(t.is_plain for t in terms):
+            return self.engine.encode_texts([t.text.value for t in terms])
+        texts = sorted({value for t in terms for value in signed_text_terms(t)[0]})
+        text_rows = dict(zip(texts, self.engine.encode_texts(texts)))
+        paths = sorted({value for t in terms for value in signed_image_terms(t)[0]})
+        image_rows = dict(zip(paths, self._encode_term_images(paths))) if paths else {}
+        vectors = []
+        for t in terms:
+            (text_values, text_weights), (image_values, image_weights) = signed_text_terms(t), signed_image_terms(t)
+            images = np.stack([image_rows[p] for p in image_values]) if image_values else None
+            vectors.append(query_vector(np.stack([text_rows[v] for v in text_values]), text_weights, images, image_weights))
+        return np.stack(vectors)
+
+    def _encode_term_images(self, paths: list[str]) -> np.ndarray:
+        pixels = []
+        for path in paths:
+            try:
+                pixels.append(load_pixels(path, self.engine.preprocessing, draft=False)[0])
+            except ImageDecodeError as err:
+                raise UsageError(f"--like/--unlike {err}") from None
+        return self.engine.encode_images(np.stack(pixels))
 
     def similar_images(
         self, image_path: str, *, top_k: int = 10, threshold: float | None = None, under: str | None = None
@@ -154,14 +186,32 @@ class Searcher:
         self.on_missing(path, "no longer exists (moved or deleted since indexing)")
         return False
 
-    def _reranked(self, shortlists: list[Shortlist], top_k: int, threshold: float | None) -> list[list[Hit]]:
+    def _reranked(
+        self, shortlists: list[Shortlist], terms: list[Terms], top_k: int, threshold: float | None, score: str
+    ) -> list[list[Hit]]:
         cache = VisionStateCache(self, Counter(int(r) for s in shortlists for r in s.rows))
+        text_states = {}  # each distinct text (query or negative) runs the text tower once per call
         results = []
-        for shortlist in shortlists:
+        for shortlist, query in zip(shortlists, terms):
             kept, states = cache.take(shortlist)
-            scores = self.engine.itm_scores(self.engine.text_states(shortlist.query), states) if states is not None else np.zeros(0)
+            scores = np.zeros(0, dtype=np.float32)
+            if states is not None:
+                itm = [self._itm(text_states, t.value, states) for t in (query.text, *query.nots)]
+                scores = rerank_with_negatives(itm[0], np.array(itm[1:]), np.array([t.weight for t in query.nots]))
+                scores = blend_scores(scores, kept.similarities) if score == "blend" else scores
             results.append(rank_hits(kept, scores, top_k, threshold))
         return results
+
+    def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:
+        if text not in text_states:
+            text_states[text] = self.engine.text_states(text)
+        return self.engine.itm_scores(text_states[text], states)
+
+
+def blend_scores(itm: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+    """ITM probability + ITC cosine: the sum BLIP and BLIP-2 rank their retrieval candidates by (LAVIS), here
+    with the probability rather than the raw logit, so both terms live on comparable scales."""
+    return (np.asarray(itm, dtype=np.float32) + np.asarray(cosine, dtype=np.float32)).astype(np.float32)
 
 
 def check_threshold(threshold: float | None) -> None:
