@@ -360,6 +360,7 @@ def _print_eval_table(report, ks) -> None:
     rows = [
         ("ITC shortlist", report.shortlist_recall, report.shortlist_seconds_per_query),
         ("+ ITM rerank", report.reranked_recall, report.reranked_seconds_per_query),
+        ("+ ITM + cosine (blend)", report.blended_recall, report.reranked_seconds_per_query),
     ]
     for name, recall, seconds in rows:
         table.add_row(name, *(f"{recall[k]:.3f}" for k in ks), f"{seconds * 1000:.1f}")
