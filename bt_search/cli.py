@@ -200,8 +200,9 @@ def query(
     index: Optional[Path] = IndexOpt,
     model: Optional[str] = typer.Option(None, "--model", help="Default: the model recorded in the index."),
     top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="Results per query."),
-    shortlist: int = typer.Option(config.DEFAULT_SHORTLIST, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM."),
+    shortlist: Optional[int] = typer.Option(None, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (default: 50 on CUDA, 20 elsewhere)."),
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
+    rerank_budget: Optional[float] = typer.Option(None, "--rerank-budget", help="Rerank only the best candidates that fit in SECONDS; leave the rest out."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T."),
     under: Optional[Path] = typer.Option(None, "--under", help="Only images inside this folder."),
     nots: List[str] = typer.Option([], "--not", help="Steer away from this text (repeatable; TEXT::WEIGHT sets a weight)."),
@@ -218,6 +219,7 @@ def query(
 ) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
     from .output import default_format, render
+    from .rerank_budget import default_shortlist
     from .search import Searcher
 
     with cli_errors():
@@ -232,13 +234,14 @@ def query(
             engine,
             batch_size=batch_size or config.default_batch_size(),
             on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
+            on_note=lambda message: _say(quiet, message),
         )
         if image is not None:
             results = [searcher.similar_images(str(image), top_k=top_k, threshold=threshold, under=_opt_str(under))]
         else:
             results = searcher.search(
-                terms, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold,
-                under=_opt_str(under), score=score,
+                terms, top_k=top_k, shortlist=shortlist or default_shortlist(engine.device.type), rerank=not no_rerank,
+                threshold=threshold, under=_opt_str(under), score=score, rerank_budget=rerank_budget,
             )
         sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names go out as their original bytes
         for position, hits in enumerate(results):

@@ -19,6 +19,7 @@ from .errors import ImageDecodeError, UsageError
 from .hits import Hit
 from .images import load_pixels
 from .model import BridgeTowerEngine
+from .rerank_budget import RerankClock
 from .terms import Terms, Weighted, query_vector, rerank_with_negatives, signed_image_terms, signed_text_terms
 
 MissingCallback = Callable[[str, str], None]
@@ -92,11 +93,20 @@ def cosine_shortlists(
 class Searcher:
     """Text (or image) queries against one index with one engine."""
 
-    def __init__(self, reader, engine: BridgeTowerEngine, *, batch_size: int = 16, on_missing: MissingCallback | None = None):
+    def __init__(
+        self,
+        reader,
+        engine: BridgeTowerEngine,
+        *,
+        batch_size: int = 16,
+        on_missing: MissingCallback | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ):
         self.reader = reader
         self.engine = engine
         self.batch_size = batch_size
         self.on_missing = on_missing or (lambda path, reason: None)
+        self.on_note = on_note or (lambda message: None)  # talk for stderr: rerank estimates, budget cuts
 
     def search(
         self,
@@ -108,10 +118,12 @@ class Searcher:
         threshold: float | None = None,
         under: str | None = None,
         score: str = "itm",
+        rerank_budget: float | None = None,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
         with negatives and example images: see terms.py). `score` ranks reranked candidates (see blend_scores);
-        "cosine", like rerank=False, skips the rerank."""
+        "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks only the best candidates
+        that fit and leaves the rest out (rerank_budget.py)."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
@@ -122,7 +134,11 @@ class Searcher:
         shortlists = self._live_shortlists(labels, self._query_vectors(terms), max(shortlist, top_k), under)
         if not rerank or score == "cosine":
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
-        return self._reranked(shortlists, terms, top_k, threshold, score)
+        clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
+        results = self._reranked(shortlists, terms, top_k, threshold, score, clock)
+        if clock.summary():
+            self.on_note(clock.summary())
+        return results
 
     def _query_vectors(self, terms: list[Terms]) -> np.ndarray:
         """Unit query vectors [Q, D]; each distinct text and image is encoded once for the whole batch."""
@@ -187,18 +203,29 @@ class Searcher:
         return False
 
     def _reranked(
-        self, shortlists: list[Shortlist], terms: list[Terms], top_k: int, threshold: float | None, score: str
+        self, shortlists: list[Shortlist], terms: list[Terms], top_k: int, threshold: float | None, score: str, clock: RerankClock
     ) -> list[list[Hit]]:
         cache = VisionStateCache(self, Counter(int(r) for s in shortlists for r in s.rows))
         text_states = {}  # each distinct text (query or negative) runs the text tower once per call
         results = []
-        for shortlist, query in zip(shortlists, terms):
-            kept, states = cache.take(shortlist)
-            scores = np.zeros(0, dtype=np.float32)
-            if states is not None:
-                itm = [self._itm(text_states, t.value, states) for t in (query.text, *query.nots)]
-                scores = rerank_with_negatives(itm[0], np.array(itm[1:]), np.array([t.weight for t in query.nots]))
-                scores = blend_scores(scores, kept.similarities) if score == "blend" else scores
+        for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
+            kept_parts, score_parts, position = [], [], 0
+            while position < len(shortlist.rows):
+                size = clock.chunk_size(number, position, len(shortlist.rows) - position, self.batch_size)
+                if size == 0:
+                    clock.skip(len(shortlist.rows) - position)
+                    break
+                kept, states = cache.take(shortlist.subset(range(position, position + size)))
+                if states is not None:
+                    itm = [self._itm(text_states, t.value, states) for t in (query.text, *query.nots)]
+                    weights = np.array([t.weight for t in query.nots])
+                    kept_parts.append(kept)
+                    score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
+                position += size
+                clock.record(size)
+            kept = _concatenated(shortlist.query, kept_parts)
+            scores = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
+            scores = blend_scores(scores, kept.similarities) if score == "blend" else scores
             results.append(rank_hits(kept, scores, top_k, threshold))
         return results
 
@@ -212,6 +239,17 @@ def blend_scores(itm: np.ndarray, cosine: np.ndarray) -> np.ndarray:
     """ITM probability + ITC cosine: the sum BLIP and BLIP-2 rank their retrieval candidates by (LAVIS), here
     with the probability rather than the raw logit, so both terms live on comparable scales."""
     return (np.asarray(itm, dtype=np.float32) + np.asarray(cosine, dtype=np.float32)).astype(np.float32)
+
+
+def _concatenated(query: str, parts: list[Shortlist]) -> Shortlist:
+    if not parts:
+        return Shortlist(query, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), [])
+    return Shortlist(
+        query,
+        np.concatenate([p.rows for p in parts]),
+        np.concatenate([p.similarities for p in parts]),
+        [path for p in parts for path in p.paths],
+    )
 
 
 def check_threshold(threshold: float | None) -> None:
