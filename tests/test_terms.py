@@ -140,3 +140,26 @@ def test_cli_queries_file_line_equals_the_options(library, tmp_path):
     rows = [json.loads(line) for line in from_file.stdout.splitlines()]
     assert [r["path"] for r in rows] == [json.loads(line)["path"] for line in from_options.stdout.splitlines()]
     assert len(rows) == 5
+
+
+def test_draft_decoding_of_rerank_candidates_keeps_itm_within_0_01(tmp_path):
+    """Rerank decodes candidates in JPEG draft mode; on large JPEGs that must move ITM by at most 0.01."""
+    from bt_search.images import load_pixels
+    from bt_search.search import RERANK_DRAFT_DECODE
+
+    from .test_demo_model import DEMO_MODEL
+
+    assert RERANK_DRAFT_DECODE
+    demo = load_engine(str(DEMO_MODEL), device="cpu")
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"big{i}.jpg"
+        noise_image(950 + i, 200, 150).resize((1600, 1200), Image.Resampling.BICUBIC).save(path, quality=90)
+        paths.append(path)
+    full = np.stack([load_pixels(p, demo.preprocessing, draft=False)[0] for p in paths])
+    draft = np.stack([load_pixels(p, demo.preprocessing, draft=True)[0] for p in paths])
+    assert not np.array_equal(full, draft), "draft mode really decoded differently"
+    for caption in ("a red circle left of a blue square", "three small blue circles in a row"):
+        text = demo.text_states(caption)
+        deltas = demo.itm_scores(text, demo.vision_states(full)) - demo.itm_scores(text, demo.vision_states(draft))
+        assert np.abs(deltas).max() <= 0.01
