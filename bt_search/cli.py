@@ -245,13 +245,18 @@ def query(
     index: Optional[Path] = IndexOpt,
     model: Optional[str] = typer.Option(None, "--model", help="Default: the model recorded in the index."),
     top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="Results per query."),
-    shortlist: int = typer.Option(config.DEFAULT_SHORTLIST, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM."),
+    shortlist: Optional[int] = typer.Option(None, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (default: 50 on CUDA, 20 elsewhere)."),
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
+    rerank_budget: Optional[float] = typer.Option(None, "--rerank-budget", help="Rerank only the best candidates that fit in SECONDS; leave the rest out."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T."),
     under: Optional[Path] = typer.Option(None, "--under", help="Only images inside this folder."),
     after: Optional[str] = typer.Option(None, "--after", help="Only images taken on this day (YYYY-MM-DD) or later: EXIF capture date, else file mtime."),
     before: Optional[str] = typer.Option(None, "--before", help="Only images taken on this day (YYYY-MM-DD) or earlier (same rule as --after)."),
     sort: str = typer.Option("relevance", "--sort", help="Order of the top K: relevance, or date (oldest first; ranks stay relevance ranks)."),
+    nots: List[str] = typer.Option([], "--not", help="Steer away from this text (repeatable; TEXT::WEIGHT sets a weight)."),
+    likes: List[str] = typer.Option([], "--like", help="Steer toward this image (repeatable; shapes the shortlist)."),
+    unlikes: List[str] = typer.Option([], "--unlike", help="Steer away from this image (repeatable; shapes the shortlist)."),
+    score: str = typer.Option("itm", "--score", help="Rank reranked results by itm, cosine or blend (ITM + cosine)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
     null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML contact sheet of the results to this file."),
@@ -263,6 +268,7 @@ def query(
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
     from .capture import check_sort, date_filter, dated_hits, parse_day
     from .output import check_format, default_format, render
+    from .rerank_budget import default_shortlist
     from .scan import canonical_path
     from .search import Searcher
 
@@ -273,19 +279,23 @@ def query(
         check_sort(sort)
         queries = _collect_queries(texts or [], queries_file, image)
         under = None if under is None else Path(canonical_path(under))  # the index stores canonical paths
-        text_only = no_rerank and image is None  # cosine search needs neither the vision tower nor fusion
+        terms = _query_terms(queries, nots, likes, unlikes)
+        uses_images = image is not None or any(t.likes or t.unlikes for t in terms)
+        text_only = (no_rerank or score == "cosine") and not uses_images  # no vision tower, no fusion needed
         reader, engine = _open_index_and_model(index, model, device, precision, text_only=text_only)
         searcher = Searcher(
             reader,
             engine,
             batch_size=batch_size or config.default_batch_size(),
             on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
+            on_note=lambda message: _say(quiet, message),
         )
         if image is not None:
-            results = [searcher.similar_images(str(image), top_k=top_k, under=_opt_str(under), where=where)]
+            results = [searcher.similar_images(str(image), top_k=top_k, threshold=threshold, under=_opt_str(under), where=where)]
         else:
             results = searcher.search(
-                queries, top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under), where=where
+                terms, top_k=top_k, shortlist=shortlist or default_shortlist(engine.device.type), rerank=not no_rerank,
+                threshold=threshold, under=_opt_str(under), score=score, rerank_budget=rerank_budget, where=where,
             )
         results = [dated_hits(hits, sort) for hits in results]
         sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names go out as their original bytes
@@ -297,6 +307,14 @@ def query(
 
             write_contact_sheet([hit for hits in results for hit in hits], html)
             _say(quiet, f"wrote {html}")
+
+
+def _query_terms(queries: List[str], nots: List[str], likes: List[str], unlikes: List[str]):
+    """Each query (TEXT or file line, same syntax: terms.py) plus the --not/--like/--unlike given to the call."""
+    from .terms import parse_line, parse_query
+
+    shared = parse_query("-", nots, likes, unlikes)
+    return [parse_line(q).with_terms(shared.nots, shared.likes, shared.unlikes) for q in queries]
 
 
 def _opt_str(path: Optional[Path]) -> Optional[str]:
@@ -444,6 +462,7 @@ def _print_eval_table(report, ks) -> None:
     rows = [
         ("ITC shortlist", report.shortlist_recall, report.shortlist_seconds_per_query),
         ("+ ITM rerank", report.reranked_recall, report.reranked_seconds_per_query),
+        ("+ ITM + cosine (blend)", report.blended_recall, report.reranked_seconds_per_query),
     ]
     for name, recall, seconds in rows:
         table.add_row(name, *(f"{recall[k]:.3f}" for k in ks), f"{seconds * 1000:.1f}")

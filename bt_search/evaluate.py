@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import UsageError
-from .search import Searcher
+from .search import Searcher, blend_scores
 
 KS = (1, 5, 10)
 
@@ -38,10 +38,11 @@ class EvalReport:
     reranked_seconds_per_query: float
     skipped_captions: int = 0
     failures: list[dict] = field(default_factory=list)  # captions whose image did not rank first
+    blended_recall: dict[int, float] = field(default_factory=dict)  # --score blend over the same shortlist
 
     def as_dict(self) -> dict:
         data = asdict(self)
-        for key in ("shortlist_recall", "reranked_recall"):
+        for key in ("shortlist_recall", "reranked_recall", "blended_recall"):
             data[key] = {f"R@{k}": v for k, v in data[key].items()}
         return data
 
@@ -130,6 +131,7 @@ def evaluate(searcher: Searcher, captions: Sequence[Caption], shortlist: int = 2
 
     cosine_ranks = [_rank_of(c.path, hits) for c, hits in zip(usable, cosine)]
     reranked_ranks = [_rank_of(c.path, hits) for c, hits in zip(usable, reranked)]
+    blended_ranks = [_blended_rank_of(c.path, hits) for c, hits in zip(usable, reranked)]
     failures = [
         {"caption": c.text, "expected": c.path, "rank": r, "winner": hits[0].path if hits else None}
         for c, r, hits in zip(usable, reranked_ranks, reranked)
@@ -140,6 +142,7 @@ def evaluate(searcher: Searcher, captions: Sequence[Caption], shortlist: int = 2
         shortlist_size=shortlist,
         shortlist_recall=recall_at_k(cosine_ranks),
         reranked_recall=recall_at_k(reranked_ranks),
+        blended_recall=recall_at_k(blended_ranks),
         shortlist_seconds_per_query=shortlist_seconds / len(usable),
         reranked_seconds_per_query=reranked_seconds / len(usable),
         skipped_captions=len(captions) - len(usable),
@@ -149,3 +152,9 @@ def evaluate(searcher: Searcher, captions: Sequence[Caption], shortlist: int = 2
 
 def _rank_of(path: str, hits) -> int | None:
     return next((hit.rank for hit in hits if hit.path == path), None)
+
+
+def _blended_rank_of(path: str, hits) -> int | None:
+    """The rank `--score blend` gives, from the reranked hits (every shortlisted candidate, with both scores)."""
+    order = sorted(hits, key=lambda h: (-float(blend_scores(h.score, h.similarity)), -h.similarity, h.path))
+    return next((rank for rank, hit in enumerate(order, start=1) if hit.path == path), None)

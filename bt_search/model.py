@@ -243,16 +243,46 @@ class BridgeTowerEngine:
         return torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
 
     def _fuse(self, text_streams: torch.Tensor, image_streams: torch.Tensor, mask) -> torch.Tensor:
+        """The cross-modal encoder as BridgeTowerModel.forward runs it, then the poolers. The last layer computes
+        its CLS rows alone: the poolers, and so the ITM head, read nothing else."""
         bb = self.backbone
+        last = self.num_cross_layers - 1
         text_in, image_in = text_streams[:, 0], image_streams[:, 0]
-        text_out = bb.cross_modal_text_layers[0](text_in, image_in, attention_mask=mask)[0]
-        image_out = bb.cross_modal_image_layers[0](image_in, text_in, encoder_attention_mask=mask)[0]
-        for link in range(self.num_cross_layers - 1):
-            text_in = bb.cross_modal_text_link_tower[link](text_streams[:, link + 1], text_out, mask)
-            image_in = bb.cross_modal_image_link_tower[link](image_streams[:, link + 1], image_out, None)
-            text_out = bb.cross_modal_text_layers[link + 1](text_in, image_in, attention_mask=mask)[0]
-            image_out = bb.cross_modal_image_layers[link + 1](image_in, text_in, encoder_attention_mask=mask)[0]
+        for layer in range(self.num_cross_layers):
+            if layer > 0:
+                text_in = bb.cross_modal_text_link_tower[layer - 1](text_streams[:, layer], text_out, mask)
+                image_in = bb.cross_modal_image_link_tower[layer - 1](image_streams[:, layer], image_out, None)
+            cls_only = layer == last
+            text_out = _cross_layer(bb.cross_modal_text_layers[layer], text_in, image_in, mask, None, cls_only)
+            image_out = _cross_layer(bb.cross_modal_image_layers[layer], image_in, text_in, None, mask, cls_only)
         return bb.get_cls_features(text_out, image_out)
+
+
+def _cross_layer(layer: nn.Module, hidden: torch.Tensor, other: torch.Tensor, self_mask, cross_mask, cls_only: bool):
+    """`BridgeTowerBertCrossLayer.forward` (eager attention, which never applies its `is_causal` flag) with SDPA.
+
+    With `cls_only` the output is the CLS row alone ([B, 1, D]): keys and values still come from every token.
+    """
+    rows = hidden[:, :1] if cls_only else hidden
+    attended = _bert_attention(layer.attention.self, rows, hidden, self_mask)
+    hidden = layer.attention.output(attended, rows)
+    crossed = _bert_attention(layer.crossattention.self, hidden, other, cross_mask)
+    hidden = layer.crossattention.output(crossed, hidden)
+    return layer.output(layer.intermediate(hidden), hidden)
+
+
+def _bert_attention(attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, mask) -> torch.Tensor:
+    """BERT-style attention of `queries` rows over `keys` rows, with the module's weights; `mask` is the additive
+    [B, 1, 1, L] mask (or None) that eager attention adds to the scores, so SDPA computes the same thing."""
+    batch, heads = queries.shape[0], attn.num_attention_heads
+    query = attn.query(queries).view(batch, -1, heads, attn.attention_head_size).transpose(1, 2)
+    weight = torch.cat([attn.key.weight, attn.value.weight])
+    bias = torch.cat([attn.key.bias, attn.value.bias])
+    key, value = nn.functional.linear(keys, weight, bias).view(batch, -1, 2, heads, attn.attention_head_size).unbind(2)
+    out = nn.functional.scaled_dot_product_attention(
+        query, key.transpose(1, 2), value.transpose(1, 2), attn_mask=mask, scale=attn.scaling
+    )
+    return out.transpose(1, 2).reshape(batch, queries.shape[1], -1)
 
 
 def _vision_block(block: nn.Module, hidden: torch.Tensor, cls_only: bool = False) -> torch.Tensor:

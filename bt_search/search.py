@@ -6,6 +6,7 @@ states stay cached only while a query still to come needs them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -18,8 +19,12 @@ from .errors import ImageDecodeError, UsageError
 from .hits import Hit
 from .images import load_pixels
 from .model import BridgeTowerEngine
+from .rerank_budget import RerankClock
+from .terms import Terms, Weighted, query_vector, rerank_with_negatives, signed_image_terms, signed_text_terms
 
 MissingCallback = Callable[[str, str], None]
+RERANK_DRAFT_DECODE = True
+SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
 
 
 @dataclass(frozen=True)
@@ -93,45 +98,112 @@ def cosine_shortlists(
 class Searcher:
     """Text (or image) queries against one index with one engine."""
 
-    def __init__(self, reader, engine: BridgeTowerEngine, *, batch_size: int = 16, on_missing: MissingCallback | None = None):
+    def __init__(
+        self,
+        reader,
+        engine: BridgeTowerEngine,
+        *,
+        batch_size: int = 16,
+        on_missing: MissingCallback | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ):
         self.reader = reader
         self.engine = engine
         self.batch_size = batch_size
         self.on_missing = on_missing or (lambda path, reason: None)
+        self.on_note = on_note or (lambda message: None)  # talk for stderr: rerank estimates, budget cuts
 
     def search(
         self,
-        queries: Sequence[str],
+        queries: Sequence[str | Terms],
         *,
         top_k: int = 10,
         shortlist: int = 50,
         rerank: bool = True,
         threshold: float | None = None,
         under: str | None = None,
+        score: str = "itm",
+        rerank_budget: float | None = None,
         where=None,
     ) -> list[list[Hit]]:
-        """Hits per query, queries in input order, each ranked best first; `where` filters before the shortlist."""
-        if not queries or any(not q.strip() for q in queries):
+        """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
+        with negatives and example images: see terms.py). `score` ranks reranked candidates (see blend_scores);
+        "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks only the best candidates
+        that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow expression on the index's
+        columns) filters before the shortlist."""
+        terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
+        if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
-        embeddings = self.engine.encode_texts(list(queries))
-        shortlists = cosine_shortlists(self.reader, queries, embeddings, max(shortlist, top_k), under, where)
-        shortlists = [self._drop_missing(s) for s in shortlists]
-        if not rerank:
+        if score not in SCORES:
+            raise UsageError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
+        check_threshold(threshold)
+        labels = [t.label for t in terms]
+        shortlists = self._live_shortlists(labels, self._query_vectors(terms), max(shortlist, top_k), under, where)
+        if not rerank or score == "cosine":
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
-        return self._reranked(shortlists, top_k, threshold)
+        clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
+        results = self._reranked(shortlists, terms, top_k, threshold, score, clock)
+        if clock.summary():
+            self.on_note(clock.summary())
+        return results
 
-    def similar_images(self, image_path: str, *, top_k: int = 10, under: str | None = None, where=None) -> list[Hit]:
+    def _query_vectors(self, terms: list[Terms]) -> np.ndarray:
+        """Unit query vectors [Q, D]; each distinct text and image is encoded once for the whole batch."""
+        if all(t.is_plain for t in terms):
+            return self.engine.encode_texts([t.text.value for t in terms])
+        texts = sorted({value for t in terms for value in signed_text_terms(t)[0]})
+        text_rows = dict(zip(texts, self.engine.encode_texts(texts)))
+        paths = sorted({value for t in terms for value in signed_image_terms(t)[0]})
+        image_rows = dict(zip(paths, self._encode_term_images(paths))) if paths else {}
+        vectors = []
+        for t in terms:
+            (text_values, text_weights), (image_values, image_weights) = signed_text_terms(t), signed_image_terms(t)
+            images = np.stack([image_rows[p] for p in image_values]) if image_values else None
+            vectors.append(query_vector(np.stack([text_rows[v] for v in text_values]), text_weights, images, image_weights))
+        return np.stack(vectors)
+
+    def _encode_term_images(self, paths: list[str]) -> np.ndarray:
+        pixels = []
+        for path in paths:
+            try:
+                pixels.append(load_pixels(path, self.engine.preprocessing, draft=False)[0])
+            except ImageDecodeError as err:
+                raise UsageError(f"--like/--unlike {err}") from None
+        return self.engine.encode_images(np.stack(pixels))
+
+    def similar_images(
+        self, image_path: str, *, top_k: int = 10, threshold: float | None = None, under: str | None = None, where=None
+    ) -> list[Hit]:
         """Images nearest to `image_path` by ITC image embedding (no rerank: ITM scores text against images)."""
+        check_threshold(threshold)
         try:
             pixels, _ = load_pixels(image_path, self.engine.preprocessing, draft=False)
         except ImageDecodeError as err:
             raise UsageError(f"--image {err}") from None
         embedding = self.engine.encode_images(pixels[None])
-        (found,) = cosine_shortlists(self.reader, [image_path], embedding, top_k, under, where)
-        return rank_hits(self._drop_missing(found), None, top_k)
+        (found,) = self._live_shortlists([image_path], embedding, top_k, under, where)
+        return rank_hits(found, None, top_k, threshold)
 
-    def _drop_missing(self, shortlist: Shortlist) -> Shortlist:
-        return shortlist.subset([i for i, path in enumerate(shortlist.paths) if self._exists(path)])
+    def _live_shortlists(
+        self, queries: Sequence[str], embeddings: np.ndarray, size: int, under: str | None, where=None
+    ) -> list[Shortlist]:
+        """Each query's `size` nearest candidates whose files still exist. A file deleted since indexing is
+        replaced by the next candidate (the search is repeated twice as deep) until `size` are live or the
+        index runs out, so deleted files never shrink the results below K."""
+        exists = _memoized(self._exists)  # each vanished file is reported once
+        results: list[Shortlist | None] = [None] * len(queries)
+        pending, depth = list(range(len(queries))), size
+        while pending:
+            found = cosine_shortlists(self.reader, [queries[i] for i in pending], embeddings[pending], depth, under, where)
+            still_short = []
+            for i, shortlist in zip(pending, found):
+                live = [j for j, path in enumerate(shortlist.paths) if exists(path)]
+                if len(live) >= size or len(shortlist.rows) < depth:  # enough, or the index ran out
+                    results[i] = shortlist.subset(live[:size])
+                else:
+                    still_short.append(i)
+            pending, depth = still_short, depth * 2
+        return results
 
     def _exists(self, path: str) -> bool:
         if os.path.isfile(path):
@@ -139,14 +211,64 @@ class Searcher:
         self.on_missing(path, "no longer exists (moved or deleted since indexing)")
         return False
 
-    def _reranked(self, shortlists: list[Shortlist], top_k: int, threshold: float | None) -> list[list[Hit]]:
+    def _reranked(
+        self, shortlists: list[Shortlist], terms: list[Terms], top_k: int, threshold: float | None, score: str, clock: RerankClock
+    ) -> list[list[Hit]]:
         cache = VisionStateCache(self, Counter(int(r) for s in shortlists for r in s.rows))
+        text_states = {}  # each distinct text (query or negative) runs the text tower once per call
         results = []
-        for shortlist in shortlists:
-            kept, states = cache.take(shortlist)
-            scores = self.engine.itm_scores(self.engine.text_states(shortlist.query), states) if states is not None else np.zeros(0)
+        for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
+            kept_parts, score_parts, position = [], [], 0
+            while position < len(shortlist.rows):
+                size = clock.chunk_size(number, position, len(shortlist.rows) - position, self.batch_size)
+                if size == 0:
+                    clock.skip(len(shortlist.rows) - position)
+                    break
+                kept, states = cache.take(shortlist.subset(range(position, position + size)))
+                if states is not None:
+                    itm = [self._itm(text_states, t.value, states) for t in (query.text, *query.nots)]
+                    weights = np.array([t.weight for t in query.nots])
+                    kept_parts.append(kept)
+                    score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
+                position += size
+                clock.record(size)
+            kept = _concatenated(shortlist.query, kept_parts)
+            scores = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
+            scores = blend_scores(scores, kept.similarities) if score == "blend" else scores
             results.append(rank_hits(kept, scores, top_k, threshold))
         return results
+
+    def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:
+        if text not in text_states:
+            text_states[text] = self.engine.text_states(text)
+        return self.engine.itm_scores(text_states[text], states)
+
+
+def blend_scores(itm: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+    """ITM probability + ITC cosine: the sum BLIP and BLIP-2 rank their retrieval candidates by (LAVIS), here
+    with the probability rather than the raw logit, so both terms live on comparable scales."""
+    return (np.asarray(itm, dtype=np.float32) + np.asarray(cosine, dtype=np.float32)).astype(np.float32)
+
+
+def _concatenated(query: str, parts: list[Shortlist]) -> Shortlist:
+    if not parts:
+        return Shortlist(query, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), [])
+    return Shortlist(
+        query,
+        np.concatenate([p.rows for p in parts]),
+        np.concatenate([p.similarities for p in parts]),
+        [path for p in parts for path in p.paths],
+    )
+
+
+def check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"--threshold must be a finite number, not {threshold}")
+
+
+def _memoized(fn: Callable[[str], bool]) -> Callable[[str], bool]:
+    seen: dict[str, bool] = {}
+    return lambda key: seen[key] if key in seen else seen.setdefault(key, fn(key))
 
 
 class VisionStateCache:
@@ -176,7 +298,9 @@ class VisionStateCache:
         decoded = []
         for row, path in paths_by_row.items():
             try:
-                decoded.append((row, load_pixels(path, engine.preprocessing, draft=False)[0]))
+                # Draft JPEG decoding (DCT scaling, as at index time): ~9x faster to decode a large photo, ITM within
+                # 0.01 of the full decode (docs/performance.md; tests/test_terms.py checks the bound).
+                decoded.append((row, load_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)[0]))
             except ImageDecodeError as err:
                 self.failed.add(row)
                 self.searcher.on_missing(path, err.reason)

@@ -69,3 +69,28 @@ def test_caption_formats(tmp_path):
     (tmp_path / "bad.csv").write_text("name,text\nx,y\n")
     with pytest.raises(UsageError, match="file,caption"):
         read_captions(tmp_path / "bad.csv")
+
+
+class BlendSearcher(ScriptedSearcher):
+    """Reranked hits whose cosine (similarity) disagrees with ITM, so `blend` reorders them."""
+
+    def __init__(self, paths, ranking, similarity):
+        super().__init__(paths, ranking, ranking)
+        self.similarity = similarity
+
+    def search(self, queries, *, top_k, shortlist, rerank):
+        return [
+            [Hit(q, r + 1, p, 0.9 - r / 10, self.similarity[p], r + 1) for r, p in enumerate(self.rankings[rerank][q][:top_k])]
+            for q in queries
+        ]
+
+
+def test_blended_recall_reorders_by_itm_plus_cosine():
+    paths = ["/img/0.png", "/img/1.png", "/img/2.png"]
+    # ITM 0.9, 0.8, 0.7 in this order; cosines move /img/0 from rank 2 (ITM) to rank 1 (0.8+0.3 > 0.9+0.1).
+    ranking = {"zero": ["/img/1.png", "/img/0.png", "/img/2.png"]}
+    similarity = {"/img/1.png": 0.1, "/img/0.png": 0.3, "/img/2.png": 0.35}
+    report = evaluate(BlendSearcher(paths, ranking, similarity), [Caption("/img/0.png", "zero")], shortlist=3)
+    assert report.reranked_recall[1] == 0.0
+    assert report.blended_recall == {1: 1.0, 5: 1.0, 10: 1.0}
+    assert report.as_dict()["blended_recall"]["R@1"] == 1.0

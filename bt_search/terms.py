@@ -1,0 +1,142 @@
+"""Query terms: a positive text plus optional negative texts and example images, each with a weight. Pure.
+
+Syntax (CLI options and `--queries-file` lines alike):
+
+    TEXT [--not TEXT]... [--like IMAGE]... [--unlike IMAGE]...
+
+Any term may end in `::WEIGHT`, a finite number > 0 (default 1): `"a beach::2" --not "people::0.5"`.
+The option names set the sign; the weight only scales.
+
+- Shortlist (and `--no-rerank` ranking): the query vector is
+  `normalize(Σ w·t(TEXT) + Σ w·i(like) − Σ w·t(not) − Σ w·i(unlike))` over unit ITC embeddings, and the
+  shortlist is ranked by cosine to it. A plain TEXT gives exactly its own text embedding.
+- Rerank: ITM scores text against images, so the positive TEXT and the `--not` texts take part, the images
+  only through the shortlist. A candidate's score is `ITM(TEXT) · Π (1 − ITM(not))^w`: the probability
+  that it matches the text and none of the negatives, treating them as independent. It stays in [0, 1], so
+  `--threshold` keeps its meaning; each `--not` text costs one more fusion pass per candidate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UsageError
+
+WEIGHT_SEPARATOR = "::"
+LINE_OPTION = re.compile(r"(?:^|\s+)--(not|like|unlike)(?:\s+|$)")
+
+
+@dataclass(frozen=True)
+class Weighted:
+    value: str  # a text, or an image path
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Terms:
+    """One query: its positive text and the terms that shape it."""
+
+    text: Weighted
+    nots: tuple[Weighted, ...] = ()
+    likes: tuple[Weighted, ...] = ()
+    unlikes: tuple[Weighted, ...] = ()
+
+    @property
+    def is_plain(self) -> bool:
+        return not (self.nots or self.likes or self.unlikes)
+
+    @property
+    def label(self) -> str:
+        """How the query is shown in results: the TEXT, then its terms in the line syntax."""
+        options = [("not", self.nots), ("like", self.likes), ("unlike", self.unlikes)]
+        return " ".join([_show(self.text)] + [f"--{name} {_show(t)}" for name, terms in options for t in terms])
+
+    def with_terms(self, nots=(), likes=(), unlikes=()) -> Terms:
+        """These terms plus shared ones (the CLI's options apply to every query of the call)."""
+        return Terms(self.text, self.nots + tuple(nots), self.likes + tuple(likes), self.unlikes + tuple(unlikes))
+
+
+def parse_weighted(spec: str) -> Weighted:
+    """`VALUE` or `VALUE::WEIGHT` -> Weighted. A tail after `::` that is not a number stays part of the value."""
+    value, separator, tail = spec.rpartition(WEIGHT_SEPARATOR)
+    if not separator:
+        return Weighted(spec.strip())
+    try:
+        weight = float(tail)
+    except ValueError:
+        return Weighted(spec.strip())
+    if not math.isfinite(weight) or weight <= 0:
+        raise UsageError(f"term weight must be a finite number > 0, not {tail!r} in {spec!r}")
+    if not value.strip():
+        raise UsageError(f"empty term before {WEIGHT_SEPARATOR}{tail}")
+    return Weighted(value.strip(), weight)
+
+
+def parse_query(text: str, nots=(), likes=(), unlikes=()) -> Terms:
+    """A positional TEXT with the option values given beside it."""
+    return Terms(
+        parse_weighted(text),
+        tuple(parse_weighted(t) for t in nots),
+        tuple(parse_weighted(t) for t in likes),
+        tuple(parse_weighted(t) for t in unlikes),
+    )
+
+
+def parse_line(line: str) -> Terms:
+    """One `--queries-file` line: `TEXT [--not TEXT]... [--like IMAGE]... [--unlike IMAGE]...`.
+
+    Split on the option words alone (no shell quoting), so apostrophes and quotes in a caption stay as typed.
+    """
+    pieces = LINE_OPTION.split(line.strip())
+    text, rest = pieces[0], pieces[1:]
+    if not text.strip():
+        raise UsageError(f"query line {line.strip()!r} has no TEXT before its options")
+    grouped: dict[str, list[str]] = {"not": [], "like": [], "unlike": []}
+    for name, value in zip(rest[::2], rest[1::2]):
+        if not value.strip():
+            raise UsageError(f"--{name} needs a value in query line {line.strip()!r}")
+        grouped[name].append(value)
+    return parse_query(text, grouped["not"], grouped["like"], grouped["unlike"])
+
+
+def query_vector(
+    texts: np.ndarray,
+    text_weights: np.ndarray,
+    images: np.ndarray | None = None,
+    image_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """normalize(Σ w·e) over unit embeddings; negative terms carry negative weights. -> [D] float32."""
+    total = np.asarray(text_weights, dtype=np.float64) @ np.asarray(texts, dtype=np.float64)
+    if images is not None and len(images):
+        total = total + np.asarray(image_weights, dtype=np.float64) @ np.asarray(images, dtype=np.float64)
+    norm = np.linalg.norm(total)
+    if norm < 1e-9:
+        raise UsageError("the query's terms cancel out (their weighted sum is zero); change a weight")
+    return (total / norm).astype(np.float32)
+
+
+def signed_text_terms(terms: Terms) -> tuple[list[str], np.ndarray]:
+    """The texts of a query and their signed weights: positive TEXT first, then each `--not`."""
+    texts = [terms.text] + list(terms.nots)
+    return [t.value for t in texts], np.array([terms.text.weight] + [-t.weight for t in terms.nots])
+
+
+def signed_image_terms(terms: Terms) -> tuple[list[str], np.ndarray]:
+    images = list(terms.likes) + list(terms.unlikes)
+    return [t.value for t in images], np.array([t.weight for t in terms.likes] + [-t.weight for t in terms.unlikes])
+
+
+def rerank_with_negatives(positive: np.ndarray, negatives: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ITM(TEXT) · Π (1 − ITM(not))^w per candidate. positive [K], negatives [n, K], weights [n]."""
+    score = np.asarray(positive, dtype=np.float64)
+    for itm, weight in zip(negatives, weights):
+        score = score * np.power(np.clip(1.0 - np.asarray(itm, dtype=np.float64), 0.0, 1.0), weight)
+    return score.astype(np.float32)
+
+
+def _show(term: Weighted) -> str:
+    return term.value if term.weight == 1.0 else f"{term.value}{WEIGHT_SEPARATOR}{term.weight:g}"
