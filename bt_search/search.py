@@ -1,7 +1,8 @@
 """Shortlist by cosine (FAISS), rerank with the ITM head (fusion only), rank. Ranking helpers are pure.
 
 For a batch of queries, each distinct candidate image is decoded and run through the vision tower once; its
-states stay cached only while a query still to come needs them.
+states stay cached only while a query still to come needs them. A long-lived caller (the server) can pass a
+`state_store` that keeps them across calls, and a `progress` callback that sees the rerank advance.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,15 @@ from .images import load_pixels
 from .model import BridgeTowerEngine
 
 MissingCallback = Callable[[str, str], None]
+ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): one step per vision state or ITM pair
+
+
+class StateStore(Protocol):
+    """Vision-tower states kept across searches, by image path (the server's memory-bounded LRU)."""
+
+    def get(self, path: str) -> torch.Tensor | None: ...
+
+    def put(self, path: str, state: torch.Tensor) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -89,11 +99,22 @@ def cosine_shortlists(
 class Searcher:
     """Text (or image) queries against one index with one engine."""
 
-    def __init__(self, reader, engine: BridgeTowerEngine, *, batch_size: int = 16, on_missing: MissingCallback | None = None):
+    def __init__(
+        self,
+        reader,
+        engine: BridgeTowerEngine,
+        *,
+        batch_size: int = 16,
+        on_missing: MissingCallback | None = None,
+        state_store: StateStore | None = None,
+        progress: ProgressCallback | None = None,
+    ):
         self.reader = reader
         self.engine = engine
         self.batch_size = batch_size
         self.on_missing = on_missing or (lambda path, reason: None)
+        self.state_store = state_store
+        self.progress = progress
 
     def search(
         self,
@@ -135,21 +156,39 @@ class Searcher:
         return False
 
     def _reranked(self, shortlists: list[Shortlist], top_k: int, threshold: float | None) -> list[list[Hit]]:
-        cache = VisionStateCache(self, Counter(int(r) for s in shortlists for r in s.rows))
+        uses = Counter(int(r) for s in shortlists for r in s.rows)
+        tick = _Ticker(self.progress, total=len(uses) + sum(uses.values()))
+        cache = VisionStateCache(self, uses, tick)
         results = []
         for shortlist in shortlists:
             kept, states = cache.take(shortlist)
             scores = self.engine.itm_scores(self.engine.text_states(shortlist.query), states) if states is not None else np.zeros(0)
+            tick(len(shortlist.rows))
             results.append(rank_hits(kept, scores, top_k, threshold))
         return results
+
+
+class _Ticker:
+    """Counts rerank steps and reports (done, total) to an optional progress callback."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+        if callback:
+            callback(0, total)
+
+    def __call__(self, steps: int) -> None:
+        self.done += steps
+        if self.callback and steps:
+            self.callback(self.done, self.total)
 
 
 class VisionStateCache:
     """Vision-tower states per candidate row, computed once, dropped when no later query needs them."""
 
-    def __init__(self, searcher: Searcher, uses: Counter):
+    def __init__(self, searcher: Searcher, uses: Counter, tick: Callable[[int], None] = lambda steps: None):
         self.searcher = searcher
         self.uses = uses
+        self.tick = tick
         self.states: dict[int, torch.Tensor] = {}
         self.failed: set[int] = set()
 
@@ -167,17 +206,25 @@ class VisionStateCache:
         return shortlist.subset(usable), stacked
 
     def _compute(self, paths_by_row: dict[int, str]) -> None:
-        engine = self.searcher.engine
+        engine, store = self.searcher.engine, self.searcher.state_store
         decoded = []
         for row, path in paths_by_row.items():
+            stored = store.get(path) if store is not None else None
+            if stored is not None:
+                self.states[row] = stored
+                continue
             try:
-                decoded.append((row, load_pixels(path, engine.preprocessing, draft=False)[0]))
+                decoded.append((row, path, load_pixels(path, engine.preprocessing, draft=False)[0]))
             except ImageDecodeError as err:
                 self.failed.add(row)
                 self.searcher.on_missing(path, err.reason)
+        self.tick(len(paths_by_row) - len(decoded))
         size = self.searcher.batch_size
         for start in range(0, len(decoded), size):
             chunk = decoded[start : start + size]
-            states = engine.vision_states(np.stack([pixels for _, pixels in chunk]))
-            for (row, _), state in zip(chunk, states):
+            states = engine.vision_states(np.stack([pixels for _, _, pixels in chunk]))
+            for (row, path, _), state in zip(chunk, states):
                 self.states[row] = state
+                if store is not None:
+                    store.put(path, state)
+            self.tick(len(chunk))
