@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from ..errors import BtSearchError, UsageError
 from .page import CSP, PAGE_CSS, render_page
-from .service import Answer, Service
+from .service import Answer, Service, thumb_key
 
 MAX_BODY_BYTES = 1 << 20
 TOKEN_COOKIE = "bt_search_token"
@@ -56,6 +56,7 @@ def build_app(service: Service, *, allowed_hosts: set[str], token: str | None, m
             return await anyio.to_thread.run_sync(work, limiter=gate.model)
 
     async def health(request: Request) -> Response:
+        await anyio.to_thread.run_sync(service.refresh, limiter=gate.thumbs)  # counts and generation of the newest index
         return json_response(service.health())
 
     async def api_search(request: Request) -> Response:
@@ -255,8 +256,10 @@ def _options(params, *, rerank: bool) -> dict[str, Any]:
 
 
 def _hits_json(result: Answer) -> dict[str, Any]:
+    """GET answers: the hits as `--format jsonl` has them, each one's thumbnail URL, the files left out."""
     data = result.as_json()
-    return {"hits": [hit for hits in data["results"] for hit in hits], "missing": data["missing"]}
+    hits = [hit for hits in data["results"] for hit in hits]
+    return {"hits": hits, "thumbnails": [f"/thumb/{thumb_key(hit['path'])}" for hit in hits], "missing": data["missing"]}
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

@@ -11,40 +11,40 @@ import torch
 
 
 class StateLRU:
-    """Candidates' vision-tower states by image path, least recently used dropped first, under `budget_bytes`.
+    """Candidates' vision-tower states by key (generation, image path), least recently used dropped first, under `budget_bytes`.
 
-    Implements search.StateStore. Each state is cloned on the way in: a row of a batch tensor is a view that
+    Each state is cloned on the way in: a row of a batch tensor is a view that
     would keep the whole batch alive and make the byte count a lie.
     """
 
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
         self.used_bytes = 0
-        self._states: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._states: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._states)
 
-    def get(self, path: str) -> torch.Tensor | None:
+    def get(self, key: Hashable) -> torch.Tensor | None:
         with self._lock:
-            state = self._states.get(path)
+            state = self._states.get(key)
             if state is not None:
-                self._states.move_to_end(path)
+                self._states.move_to_end(key)
             return state
 
-    def put(self, path: str, state: torch.Tensor) -> None:
+    def put(self, key: Hashable, state: torch.Tensor) -> None:
         size = state.numel() * state.element_size()
         if size > self.budget_bytes:
             return
         with self._lock:
-            old = self._states.pop(path, None)
+            old = self._states.pop(key, None)
             if old is not None:
                 self.used_bytes -= old.numel() * old.element_size()
             while self._states and self.used_bytes + size > self.budget_bytes:
                 _, dropped = self._states.popitem(last=False)
                 self.used_bytes -= dropped.numel() * dropped.element_size()
-            self._states[path] = state.detach().clone()
+            self._states[key] = state.detach().clone()
             self.used_bytes += size
 
     def clear(self) -> None:

@@ -191,7 +191,7 @@ class Service:
             self.engine,
             batch_size=self.batch_size,
             on_missing=lambda path, reason: missing.append((path, reason)),
-            state_store=self.states,
+            state_store=_GenerationStore(self.states, self.reader.generation),
             progress=progress,
         )
 
@@ -204,6 +204,20 @@ class Service:
                 self.served.put(thumb_key(hit.path), hit.path)
         self.results.put(self._key(kind, queries, options), answer)
         return answer
+
+
+class _GenerationStore:
+    """The state LRU seen by one search: keys carry the generation it searches, so a search still running
+    on the old index while another request reloads cannot leave old states under a re-indexed path."""
+
+    def __init__(self, states: StateLRU, generation: int):
+        self.states, self.generation = states, generation
+
+    def get(self, path: str):
+        return self.states.get((self.generation, path))
+
+    def put(self, path: str, state) -> None:
+        self.states.put((self.generation, path), state)
 
 
 def _open_reader(index_dir: Path) -> IndexReader:
