@@ -23,6 +23,7 @@ form.search { display: flex; gap: .5rem; margin: 0 0 1rem; flex-wrap: wrap; }
 form.search input[type=search] { flex: 1 1 24rem; font: inherit; padding: .4rem .6rem; }
 form.search select, form.search button { font: inherit; padding: .4rem .6rem; }
 .error { color: #b00020; }
+.thumb img { width: 100%; height: 100%; }  /* small originals fill the card too (object-fit keeps the shape) */
 """
 
 
