@@ -202,6 +202,15 @@ def test_reload_after_reindexing(setup, tiny_checkpoint):
     assert query(setup, *repeat, served=True).stdout == query(setup, *repeat, served=False).stdout
 
 
+def test_idle_timeout_stops_the_server_cleanly(setup, tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    idle = ServerProcess(setup["index"], runtime, "--idle-timeout", "2s")
+    assert idle.get_json("/health")["images"] > 0
+    assert idle.process.wait(timeout=120) == 0
+    assert "no request for 2 s" in idle.process.stderr.read() and not idle.advert.exists()
+
+
 def test_sigterm_stops_cleanly_then_queries_fall_back(setup):
     server = setup["server"]
     advert = server.advert.read_text()

@@ -67,6 +67,10 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         value = options.get(name)
         if value is not None and (type(value) is not int or not 1 <= value <= MAX_RESULTS):
             raise UsageError(f"{name} must be an integer from 1 to {MAX_RESULTS}")
+    expected = {"rerank": (bool,), "threshold": (int, float, type(None)), "under": (str, type(None))}
+    for name, types in expected.items():
+        if name in options and type(options[name]) not in types:
+            raise UsageError(f"{name} has the wrong type")
     return options
 
 
@@ -126,20 +130,19 @@ class Service:
         """A stored answer for this very request, if the index is unchanged and its hits' files are still there."""
         if _dir_stamp(self.index_dir) != self._stamp:
             return None
-        answer = self.results.get(self._key(kind, queries, options))
+        answer = self.results.get(self._key(self.reader.generation, kind, queries, options))
         if answer is None or not all(os.path.isfile(hit.path) for hits in answer.results for hit in hits):
             return None
         return answer
 
-    def search(self, queries: list[str], options: dict[str, Any], progress=None) -> Answer:
+    def search(self, queries: list[str], options: dict[str, Any]) -> Answer:
         """Searcher.search on the current index (call from the one model thread)."""
         check_queries(queries)
         check_options(options)
         self.refresh()
-        missing: list[tuple[str, str]] = []
-        searcher = self._searcher(missing, progress)
-        answer = Answer(searcher.search(queries, **options), missing)
-        return self._remember("search", tuple(queries), options, answer)
+        reader, missing = self.reader, []  # this search's index, even if a reload swaps self.reader meanwhile
+        answer = Answer(self._searcher(reader, missing).search(queries, **options), missing)
+        return self._remember(reader.generation, "search", tuple(queries), options, answer)
 
     def similar(self, path: str, options: dict[str, Any]) -> Answer:
         """Images like the indexed image at `path`; any other path is refused without being opened."""
@@ -147,11 +150,11 @@ class Service:
         if set(options) - {"top_k", "under"}:
             raise UsageError("similar images take top_k and under only")
         self.refresh()
-        if self.served.get(thumb_key(path)) != path and not self.reader.indexed_paths([path]):
+        reader, missing = self.reader, []
+        if self.served.get(thumb_key(path)) != path and not reader.indexed_paths([path]):
             raise LookupError("not an indexed image")
-        missing: list[tuple[str, str]] = []
-        answer = Answer([self._searcher(missing).similar_images(path, **options)], missing)
-        return self._remember("similar", (path,), options, answer)
+        answer = Answer([self._searcher(reader, missing).similar_images(path, **options)], missing)
+        return self._remember(reader.generation, "similar", (path,), options, answer)
 
     def path_for_key(self, key: str) -> str | None:
         return self.served.get(key)
@@ -185,24 +188,24 @@ class Service:
                 for cache in (self.states, self.results, self.thumbs, self.served):
                     cache.clear()
 
-    def _searcher(self, missing: list[tuple[str, str]], progress=None) -> Searcher:
+    def _searcher(self, reader: IndexReader, missing: list[tuple[str, str]]) -> Searcher:
         return Searcher(
-            self.reader,
+            reader,
             self.engine,
             batch_size=self.batch_size,
             on_missing=lambda path, reason: missing.append((path, reason)),
-            state_store=_GenerationStore(self.states, self.reader.generation),
-            progress=progress,
+            state_store=_GenerationStore(self.states, reader.generation),
         )
 
-    def _key(self, kind: str, queries: tuple[str, ...], options: dict[str, Any]) -> tuple:
-        return (self.reader.generation, kind, queries, json.dumps(options, sort_keys=True))
+    @staticmethod
+    def _key(generation: int, kind: str, queries: tuple[str, ...], options: dict[str, Any]) -> tuple:
+        return (generation, kind, queries, json.dumps(options, sort_keys=True))
 
-    def _remember(self, kind: str, queries: tuple[str, ...], options: dict[str, Any], answer: Answer) -> Answer:
+    def _remember(self, generation: int, kind: str, queries: tuple[str, ...], options: dict[str, Any], answer: Answer) -> Answer:
         for hits in answer.results:
             for hit in hits:
                 self.served.put(thumb_key(hit.path), hit.path)
-        self.results.put(self._key(kind, queries, options), answer)
+        self.results.put(self._key(generation, kind, queries, options), answer)
         return answer
 
 
