@@ -169,3 +169,20 @@ def test_bad_requests_are_refused_with_400_not_500(service):
         assert client.post("/api/query", content=b"queries=red", headers={"content-type": "text/plain"}).status_code == 415
         assert client.post("/api/query", content=b"{" + b" " * (2 << 20), headers={"content-type": "application/json"}).status_code == 413
         assert client.delete("/api/search").status_code == 405
+
+
+def test_rerank_bar_appears_only_after_its_delay_and_goes_away():
+    import time
+
+    from bt_search.cli import _RerankBar
+
+    quick = _RerankBar(delay_s=0.3)
+    quick(0, 10), quick(10, 10)
+    time.sleep(0.5)
+    assert not quick.bar.live.is_started  # finished inside the delay: never drawn
+    slow = _RerankBar(delay_s=0.05)
+    slow(0, 10)
+    time.sleep(0.3)
+    assert slow.bar.live.is_started and slow.bar.tasks[0].total == 10
+    slow(4, 10), slow(10, 10)
+    assert not slow.bar.live.is_started and slow.bar.tasks[0].completed == 10
