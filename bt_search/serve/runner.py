@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import UsageError
+from ..errors import BtSearchError, UsageError
 
 Say = Callable[[str], None]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -77,9 +77,12 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 
 def serve_forever(settings: ServeSettings, say: Say) -> None:
     """Load the engine and index, then serve until SIGTERM/SIGINT or the idle timeout."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from .app import build_app
+        from .app import build_app
+    except ImportError as err:
+        raise BtSearchError(f"`bt-search serve` needs the serve extra ({err.name} is missing): pip install 'bt-search[serve]'") from None
     from .discovery import remove_server_file, write_server_file
     from .service import Service
 
