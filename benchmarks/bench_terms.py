@@ -27,7 +27,7 @@ from bt_search.images import load_pixels
 from bt_search.indexer import identity_for, index_paths
 from bt_search.loading import load_engine
 from bt_search.store import IndexReader, IndexWriter
-from bt_search.terms import query_vector, rerank_with_negatives
+from bt_search.term_vectors import query_vector, rerank_with_negatives
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {

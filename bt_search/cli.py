@@ -263,23 +263,35 @@ def query(
     device: Optional[str] = DeviceOpt,
     precision: str = PrecisionOpt,
     batch_size: Optional[int] = BatchOpt,
+    no_server: bool = typer.Option(False, "--no-server", envvar="BT_SEARCH_NO_SERVER", help="Search in-process even when a `bt-search serve` for this index is running."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
-    from .capture import check_sort, date_filter, dated_hits, parse_day
-    from .output import check_format, default_format, render
-    from .rerank_budget import default_shortlist
+    from .output import check_format, default_format
     from .scan import canonical_path
-    from .search import Searcher
 
     with cli_errors(quiet):
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
         check_format(fmt, null)  # before the model loads
-        where = date_filter(parse_day(after, "--after"), parse_day(before, "--before"))
-        check_sort(sort)
         queries = _collect_queries(texts or [], queries_file, image)
         under = None if under is None else Path(canonical_path(under))  # the index stores canonical paths
         terms = _query_terms(queries, nots, likes, unlikes)
+        # A warm server answers plain searches without loading torch here; terms, scores, budgets and date
+        # filters are searched in-process.
+        plain = all(t.is_plain and t.label == q for t, q in zip(terms, queries)) and score == "itm" and rerank_budget is None
+        if not no_server and plain and after is None and before is None and sort == "relevance":
+            options = dict(top_k=top_k, under=_opt_str(under))
+            if image is None:
+                options.update(shortlist=shortlist, rerank=not no_rerank, threshold=threshold)
+            served = _served_results(index, model, device, precision, queries, image, options, quiet)
+            if served is not None:
+                return _write_results(served, fmt, null, html, quiet)
+        from .capture import check_sort, date_filter, dated_hits, parse_day
+        from .rerank_budget import default_shortlist
+        from .search import Searcher
+
+        where = date_filter(parse_day(after, "--after"), parse_day(before, "--before"))
+        check_sort(sort)
         uses_images = image is not None or any(t.likes or t.unlikes for t in terms)
         text_only = (no_rerank or score == "cosine") and not uses_images  # no vision tower, no fusion needed
         reader, engine = _open_index_and_model(index, model, device, precision, text_only=text_only)
@@ -289,6 +301,7 @@ def query(
             batch_size=batch_size or config.default_batch_size(),
             on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
             on_note=lambda message: _say(quiet, message),
+            progress=_RerankBar() if not (quiet or no_rerank or image) and sys.stderr.isatty() else None,
         )
         if image is not None:
             results = [searcher.similar_images(str(image), top_k=top_k, threshold=threshold, under=_opt_str(under), where=where)]
@@ -298,20 +311,69 @@ def query(
                 threshold=threshold, under=_opt_str(under), score=score, rerank_budget=rerank_budget, where=where,
             )
         results = [dated_hits(hits, sort) for hits in results]
-        sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names go out as their original bytes
-        for position, hits in enumerate(results):
-            render(hits, fmt, sys.stdout, null_separated=null, include_header=position == 0)
-        sys.stdout.flush()
-        if html is not None:
-            from .html_sheet import write_contact_sheet
+        _write_results(results, fmt, null, html, quiet)
 
-            write_contact_sheet([hit for hits in results for hit in hits], html)
-            _say(quiet, f"wrote {html}")
+
+def _write_results(results, fmt: str, null: bool, html: Optional[Path], quiet: bool) -> None:
+    from .output import render
+
+    sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names go out as their original bytes
+    for position, hits in enumerate(results):
+        render(hits, fmt, sys.stdout, null_separated=null, include_header=position == 0)
+    sys.stdout.flush()
+    if html is not None:
+        from .html_sheet import write_contact_sheet
+
+        write_contact_sheet([hit for hits in results for hit in hits], html)
+        _say(quiet, f"wrote {html}")
+
+
+def _served_results(index, model, device, precision, queries, image, options, quiet):
+    """Results from a running `bt-search serve` for this index and model, or None (search in-process)."""
+    from .serve.client import served_results
+
+    return served_results(
+        str(_index_dir(index)),
+        model=model,
+        device=device or config.default_device(),
+        precision=precision,
+        queries=queries,
+        image=_opt_str(image),
+        options=options,
+        on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
+        notice=lambda message: _say(quiet, f"[yellow]note:[/] {message}"),
+    )
+
+
+class _RerankBar:
+    """The rerank's progress (vision states + ITM pairs) on stderr, shown only once it has taken a second."""
+
+    def __init__(self, delay_s: float = 1.0):
+        self.delay_s, self.timer, self.done, self.total = delay_s, None, 0, 0
+        self.bar = Progress(TextColumn("[bold]reranking[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True)
+        self.task = self.bar.add_task("rerank", total=None)
+
+    def __call__(self, done: int, total: int) -> None:
+        import threading
+
+        self.done, self.total = done, total
+        self.bar.update(self.task, completed=done, total=total)
+        if self.timer is None:
+            self.timer = threading.Timer(self.delay_s, self._show)
+            self.timer.daemon = True
+            self.timer.start()
+        if done >= total:
+            self.timer.cancel()
+            self.bar.stop()
+
+    def _show(self) -> None:
+        if self.done < self.total:
+            self.bar.start()
 
 
 def _query_terms(queries: List[str], nots: List[str], likes: List[str], unlikes: List[str]):
     """Each query (TEXT or file line, same syntax: terms.py) plus the --not/--like/--unlike given to the call."""
-    from .terms import parse_line, parse_query
+    from .terms import parse_line, parse_query  # pure Python: the server path stays light
 
     shared = parse_query("-", nots, likes, unlikes)
     return [parse_line(q).with_terms(shared.nots, shared.likes, shared.unlikes) for q in queries]
@@ -417,6 +479,43 @@ def failed(
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
         sys.stdout.reconfigure(errors="surrogateescape")
         render_failed(failed_records(_index_dir(index)), fmt, sys.stdout, null_separated=null)
+
+
+@app.command()
+def serve(
+    index: Optional[Path] = IndexOpt,
+    model: Optional[str] = typer.Option(None, "--model", help="Default: the model recorded in the index."),
+    device: Optional[str] = DeviceOpt,
+    precision: str = PrecisionOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but loopback needs --allow-remote and --token."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free one; the discovery file says which)."),
+    idle_timeout: Optional[str] = typer.Option(None, "--idle-timeout", help="Exit after this long without a request: 90s, 15m, 2h (default: never)."),
+    state_cache_mb: int = typer.Option(1024, "--state-cache-mb", min=0, help="Memory for candidates' vision states kept between queries."),
+    max_queue: int = typer.Option(8, "--max-queue", min=1, help="Searches that may wait for the model; more get 429."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a --host other machines can reach."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="BT_SEARCH_SERVE_TOKEN", help="Require this token (Authorization: Bearer, or /?token= once in a browser)."),
+    batch_size: Optional[int] = BatchOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Keep the model and index loaded and answer searches: a JSON API, a search page, and `query` auto-attach."""
+    from .serve.runner import ServeSettings, parse_duration, serve_forever
+
+    with cli_errors():
+        settings = ServeSettings(
+            index_dir=_index_dir(index),
+            model=model,
+            device=device or config.default_device(),
+            precision=precision,
+            host=host,
+            port=port,
+            idle_timeout=parse_duration(idle_timeout),
+            state_cache_mb=state_cache_mb,
+            allow_remote=allow_remote,
+            token=token,
+            max_queue=max_queue,
+            batch_size=batch_size or config.default_batch_size(),
+        )
+        serve_forever(settings, say=lambda message: _say(quiet, message))
 
 
 @app.command("eval")

@@ -124,7 +124,7 @@ def render_contact_sheet(
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_esc(title)}</title>\n"
-        f"<style>:root {{ --thumb: {int(thumb_px)}px; }}{_CSS}</style>\n"
+        f"<style>{sheet_css(thumb_px)}</style>\n"
         "</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
 
@@ -175,11 +175,16 @@ def _section(number: int, query: str, hits: list[Hit], thumbnail: Thumbnailer) -
 
 
 def _card(hit: Hit, thumbnail: Thumbnailer) -> str:
-    uri = _esc(Path(hit.path).absolute().as_uri())
+    return card_html(hit, _thumb_html(hit.path, thumbnail), Path(hit.path).absolute().as_uri())
+
+
+def card_html(hit: Hit, image_html: str, href: str) -> str:
+    """One result card (also the search page's): `image_html` is trusted markup, `href` is escaped here."""
+    uri = _esc(href)
     path = _esc(hit.path)
     return (
         f'<li class="card" data-rank="{int(hit.rank)}" data-shortlist-rank="{int(hit.shortlist_rank)}">'
-        f'<a class="thumb" href="{uri}">{_thumb_html(hit.path, thumbnail)}</a>'
+        f'<a class="thumb" href="{uri}">{image_html}</a>'
         f'<div><span class="rank">#{int(hit.rank)}</span> {_moved_html(hit)}</div>'
         f'<dl><dt>ITM score</dt><dd class="score">{float(hit.score):.4f}</dd>'
         f'<dt>cosine</dt><dd class="similarity">{float(hit.similarity):.4f}</dd></dl>'
@@ -227,6 +232,15 @@ def _encode_jpeg(im: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=quality, optimize=True)
     return buf.getvalue()
+
+
+def sheet_css(thumb_px: int) -> str:
+    """The sheet's style sheet, for pages that show the same cards."""
+    return f":root {{ --thumb: {int(thumb_px)}px; }}{_CSS}"
+
+
+def escape_html(text: str) -> str:
+    return _esc(text)
 
 
 def _esc(text: str) -> str:

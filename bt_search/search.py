@@ -1,7 +1,8 @@
 """Shortlist by cosine (FAISS), rerank with the ITM head (fusion only), rank. Ranking helpers are pure.
 
 For a batch of queries, each distinct candidate image is decoded and run through the vision tower once; its
-states stay cached only while a query still to come needs them.
+states stay cached only while a query still to come needs them. A long-lived caller (the server) can pass a
+`state_store` that keeps them across calls, and a `progress` callback that sees the rerank advance.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -20,11 +21,26 @@ from .hits import Hit
 from .images import load_pixels
 from .model import BridgeTowerEngine
 from .rerank_budget import RerankClock
-from .terms import Terms, Weighted, query_vector, rerank_with_negatives, signed_image_terms, signed_text_terms
+from .term_vectors import (
+    query_vector,
+    rerank_with_negatives,
+    signed_image_terms,
+    signed_text_terms,
+)
+from .terms import Terms, Weighted
 
 MissingCallback = Callable[[str, str], None]
 RERANK_DRAFT_DECODE = True
 SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
+ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): one step per vision state or ITM pair
+
+
+class StateStore(Protocol):
+    """Vision-tower states kept across searches, by image path (the server's memory-bounded LRU)."""
+
+    def get(self, path: str) -> torch.Tensor | None: ...
+
+    def put(self, path: str, state: torch.Tensor) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -106,12 +122,16 @@ class Searcher:
         batch_size: int = 16,
         on_missing: MissingCallback | None = None,
         on_note: Callable[[str], None] | None = None,
+        state_store: StateStore | None = None,
+        progress: ProgressCallback | None = None,
     ):
         self.reader = reader
         self.engine = engine
         self.batch_size = batch_size
         self.on_missing = on_missing or (lambda path, reason: None)
         self.on_note = on_note or (lambda message: None)  # talk for stderr: rerank estimates, budget cuts
+        self.state_store = state_store
+        self.progress = progress
 
     def search(
         self,
@@ -214,7 +234,10 @@ class Searcher:
     def _reranked(
         self, shortlists: list[Shortlist], terms: list[Terms], top_k: int, threshold: float | None, score: str, clock: RerankClock
     ) -> list[list[Hit]]:
-        cache = VisionStateCache(self, Counter(int(r) for s in shortlists for r in s.rows))
+        uses = Counter(int(r) for s in shortlists for r in s.rows)
+        # one step per vision state and one per ITM pass (negatives add passes)
+        tick = _Ticker(self.progress, total=len(uses) + sum(len(s.rows) * (1 + len(t.nots)) for s, t in zip(shortlists, terms)))
+        cache = VisionStateCache(self, uses, tick)
         text_states = {}  # each distinct text (query or negative) runs the text tower once per call
         results = []
         for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
@@ -230,6 +253,7 @@ class Searcher:
                     weights = np.array([t.weight for t in query.nots])
                     kept_parts.append(kept)
                     score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
+                tick(size * (1 + len(query.nots)))
                 position += size
                 clock.record(size)
             kept = _concatenated(shortlist.query, kept_parts)
@@ -271,12 +295,27 @@ def _memoized(fn: Callable[[str], bool]) -> Callable[[str], bool]:
     return lambda key: seen[key] if key in seen else seen.setdefault(key, fn(key))
 
 
+class _Ticker:
+    """Counts rerank steps and reports (done, total) to an optional progress callback."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+        if callback:
+            callback(0, total)
+
+    def __call__(self, steps: int) -> None:
+        self.done += steps
+        if self.callback and steps:
+            self.callback(self.done, self.total)
+
+
 class VisionStateCache:
     """Vision-tower states per candidate row, computed once, dropped when no later query needs them."""
 
-    def __init__(self, searcher: Searcher, uses: Counter):
+    def __init__(self, searcher: Searcher, uses: Counter, tick: Callable[[int], None] = lambda steps: None):
         self.searcher = searcher
         self.uses = uses
+        self.tick = tick
         self.states: dict[int, torch.Tensor] = {}
         self.failed: set[int] = set()
 
@@ -294,19 +333,27 @@ class VisionStateCache:
         return shortlist.subset(usable), stacked
 
     def _compute(self, paths_by_row: dict[int, str]) -> None:
-        engine = self.searcher.engine
+        engine, store = self.searcher.engine, self.searcher.state_store
         decoded = []
         for row, path in paths_by_row.items():
+            stored = store.get(path) if store is not None else None
+            if stored is not None:
+                self.states[row] = stored
+                continue
             try:
                 # Draft JPEG decoding (DCT scaling, as at index time): ~9x faster to decode a large photo, ITM within
                 # 0.01 of the full decode (docs/performance.md; tests/test_terms.py checks the bound).
-                decoded.append((row, load_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)[0]))
+                decoded.append((row, path, load_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)[0]))
             except ImageDecodeError as err:
                 self.failed.add(row)
                 self.searcher.on_missing(path, err.reason)
+        self.tick(len(paths_by_row) - len(decoded))
         size = self.searcher.batch_size
         for start in range(0, len(decoded), size):
             chunk = decoded[start : start + size]
-            states = engine.vision_states(np.stack([pixels for _, pixels in chunk]))
-            for (row, _), state in zip(chunk, states):
+            states = engine.vision_states(np.stack([pixels for _, _, pixels in chunk]))
+            for (row, path, _), state in zip(chunk, states):
                 self.states[row] = state
+                if store is not None:
+                    store.put(path, state)
+            self.tick(len(chunk))

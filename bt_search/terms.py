@@ -14,6 +14,8 @@ The option names set the sign; the weight only scales.
   only through the shortlist. A candidate's score is `ITM(TEXT) · Π (1 − ITM(not))^w`: the probability
   that it matches the text and none of the negatives, treating them as independent. It stays in [0, 1], so
   `--threshold` keeps its meaning; each `--not` text costs one more fusion pass per candidate.
+
+Parsing only (no numpy: `query` through a server imports this); the arithmetic is in term_vectors.py.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-
-import numpy as np
 
 from .errors import UsageError
 
@@ -101,41 +101,6 @@ def parse_line(line: str) -> Terms:
             raise UsageError(f"--{name} needs a value in query line {line.strip()!r}")
         grouped[name].append(value)
     return parse_query(text, grouped["not"], grouped["like"], grouped["unlike"])
-
-
-def query_vector(
-    texts: np.ndarray,
-    text_weights: np.ndarray,
-    images: np.ndarray | None = None,
-    image_weights: np.ndarray | None = None,
-) -> np.ndarray:
-    """normalize(Σ w·e) over unit embeddings; negative terms carry negative weights. -> [D] float32."""
-    total = np.asarray(text_weights, dtype=np.float64) @ np.asarray(texts, dtype=np.float64)
-    if images is not None and len(images):
-        total = total + np.asarray(image_weights, dtype=np.float64) @ np.asarray(images, dtype=np.float64)
-    norm = np.linalg.norm(total)
-    if norm < 1e-9:
-        raise UsageError("the query's terms cancel out (their weighted sum is zero); change a weight")
-    return (total / norm).astype(np.float32)
-
-
-def signed_text_terms(terms: Terms) -> tuple[list[str], np.ndarray]:
-    """The texts of a query and their signed weights: positive TEXT first, then each `--not`."""
-    texts = [terms.text] + list(terms.nots)
-    return [t.value for t in texts], np.array([terms.text.weight] + [-t.weight for t in terms.nots])
-
-
-def signed_image_terms(terms: Terms) -> tuple[list[str], np.ndarray]:
-    images = list(terms.likes) + list(terms.unlikes)
-    return [t.value for t in images], np.array([t.weight for t in terms.likes] + [-t.weight for t in terms.unlikes])
-
-
-def rerank_with_negatives(positive: np.ndarray, negatives: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ITM(TEXT) · Π (1 − ITM(not))^w per candidate. positive [K], negatives [n, K], weights [n]."""
-    score = np.asarray(positive, dtype=np.float64)
-    for itm, weight in zip(negatives, weights):
-        score = score * np.power(np.clip(1.0 - np.asarray(itm, dtype=np.float64), 0.0, 1.0), weight)
-    return score.astype(np.float32)
 
 
 def _show(term: Weighted) -> str:

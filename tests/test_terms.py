@@ -14,7 +14,8 @@ from bt_search.indexer import identity_for, index_paths
 from bt_search.loading import load_engine
 from bt_search.search import Searcher, blend_scores
 from bt_search.store import IndexReader, IndexWriter
-from bt_search.terms import Terms, Weighted, parse_line, parse_query, parse_weighted, query_vector
+from bt_search.term_vectors import query_vector
+from bt_search.terms import Terms, Weighted, parse_line, parse_query, parse_weighted
 
 from .conftest import noise_image
 from .reference import reference_embeddings, reference_itm

@@ -1,0 +1,160 @@
+"""`bt-search query` through a running server: find it, check it serves the same index and model, ask it.
+
+Standard library only (no torch, transformers, numpy or server stack), so a query through a warm server
+costs an interpreter start, the CLI's own imports and one HTTP round trip. Any doubt means None: the caller
+searches in-process, and the reason is given in one line when a server was advertised but not used.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from ..errors import UsageError
+from ..hits import Hit
+from .discovery import canonical_index, read_server_records
+
+HEALTH_TIMEOUT_S = 2.0
+SEARCH_TIMEOUT_S = 3600.0  # a large rerank on CPU is slow but legitimate
+_DTYPE_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+class ServerUnusable(Exception):
+    """This server cannot answer this request the way an in-process search would."""
+
+
+class ServerClient:
+    def __init__(self, url: str, token: str | None = None):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ServerUnusable(f"bad server address {url!r}")
+        self.url, self.token = url, token
+        self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=HEALTH_TIMEOUT_S)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/health")
+
+    def search(self, queries: list[str], options: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/api/query", {"queries": queries, "options": options})
+
+    def similar(self, path: str, options: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/api/similar", {"path": path, "options": options})
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body, ensure_ascii=True).encode()
+            headers["Content-Type"] = "application/json"
+            self._connection.timeout = SEARCH_TIMEOUT_S
+            if self._connection.sock is not None:
+                self._connection.sock.settimeout(SEARCH_TIMEOUT_S)
+        try:
+            self._connection.request(method, path, data, headers)
+            response = self._connection.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise ServerUnusable(f"no answer from {self.url}: {err}") from None
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise ServerUnusable(f"{self.url} answered {response.status} without JSON") from None
+        if response.status == 400:
+            raise UsageError(answer.get("error", "bad request"))  # what the same search in-process would raise
+        if response.status != 200:
+            raise ServerUnusable(f"{self.url} answered {response.status}: {answer.get('error', '')}".rstrip(": "))
+        return answer
+
+
+def mismatch(health: dict[str, Any], index_dir: str, model: str | None, device: str, precision: str) -> str | None:
+    """Why this server's answers could differ from an in-process search's (None: they cannot)."""
+    if health.get("index") != canonical_index(index_dir):
+        return f"it serves another index ({health.get('index')})"
+    wanted = _canonical_model(model or health.get("index_model") or "")
+    if wanted != health.get("model"):
+        return f"it runs model {health.get('model')}, not {wanted}"
+    if device not in (health.get("device_option"), health.get("device")):
+        return f"it runs on {health.get('device')}, not {device}"
+    if precision not in (health.get("precision_option"), _DTYPE_PRECISION.get(health.get("dtype", ""))):
+        return f"it computes in {health.get('dtype')}, not {precision}"
+    return None
+
+
+def served_results(
+    index_dir: str,
+    *,
+    model: str | None,
+    device: str,
+    precision: str,
+    queries: list[str],
+    image: str | None,
+    options: dict[str, Any],
+    on_missing: Callable[[str, str], None],
+    notice: Callable[[str], None],
+) -> list[list[Hit]] | None:
+    """Hits per query from a running server for `index_dir`, or None to search in-process.
+
+    `options` are Searcher.search's keyword arguments (for `image`: top_k and under). Paths in them and
+    `image` are made absolute here, as the in-process search would resolve them against this directory.
+    """
+    records = read_server_records(index_dir)
+    reasons = []
+    for record in records:
+        try:
+            client = ServerClient(record["url"], record.get("token"))
+        except ServerUnusable as err:
+            reasons.append(str(err))
+            continue
+        try:
+            reason = mismatch(client.health(), index_dir, model, device, precision)
+            if reason:
+                reasons.append(f"{record['url']}: {reason}")
+                continue
+            answer = _ask(client, queries, image, options)
+        except ServerUnusable as err:
+            reasons.append(str(err))
+            continue
+        finally:
+            client.close()
+        if answer is None:
+            return None  # the server may not open this image; in-process can: not worth a notice
+        for path, reason in answer["missing"]:
+            on_missing(path, reason)
+        return [[_hit(record, image) for record in hits] for hits in answer["results"]]
+    if reasons:
+        notice(f"server not used ({reasons[-1]}); searching in-process")
+    return None
+
+
+def _ask(client: ServerClient, queries: list[str], image: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
+    options = dict(options)
+    if options.get("under") is not None:
+        options["under"] = os.path.abspath(options["under"])
+    if image is None:
+        return client.search(queries, options)
+    try:
+        return client.similar(os.path.abspath(image), options)
+    except ServerUnusable as err:
+        if " 404" in str(err):
+            return None
+        raise
+
+
+def _hit(record: dict[str, Any], image: str | None) -> Hit:
+    if image is not None:
+        record = {**record, "query": image}  # in-process, an image query is named as the user typed it
+    return Hit(**record)
+
+
+def _canonical_model(model: str) -> str:
+    """As load_engine names a model: a local directory by its resolved path, a hub id as given."""
+    local = os.path.expanduser(model)
+    return os.path.realpath(local) if os.path.isdir(local) else model
