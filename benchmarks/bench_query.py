@@ -76,7 +76,7 @@ def main() -> None:
     def hf_docs(batch: list[str]) -> None:
         shortlists = reader.search(engine.encode_texts(batch), n)[1]
         for query, rows in zip(batch, shortlists):
-            images = [Image.open(reader.paths[r]).convert("RGB") for r in rows]
+            images = [Image.open(path).convert("RGB") for path in reader.paths_for(rows)]
             inputs = processor(images=images, text=[query] * len(images), padding=True, return_tensors="pt")
             torch.softmax(retrieval(**inputs.to(engine.device)).logits.float(), dim=-1)[:, 1].cpu()
 

@@ -121,7 +121,7 @@ def index(
     prune: bool = typer.Option(False, "--prune", help="Drop indexed images under PATHS whose files are gone (default: keep them)."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
-    index_type: str = typer.Option("auto", "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf."),
+    index_type: Optional[str] = typer.Option(None, "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf (default: the index's recorded choice, else auto)."),
     commit_every: int = typer.Option(256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."),
     quiet: bool = QuietOpt,
 ) -> None:
@@ -131,7 +131,7 @@ def index(
     from .store import IndexWriter
 
     with cli_errors():
-        if index_type not in ("auto", "flat", "hnsw", "ivf"):
+        if index_type is not None and index_type not in ("auto", "flat", "hnsw", "ivf"):
             raise UsageError(f"--index-type must be auto, flat, hnsw or ivf, not {index_type!r}")
         for path in paths:
             if not path.exists() and not path.is_symlink():

@@ -114,7 +114,7 @@ def index_paths(
     workers: int | None = None,
     draft: bool = True,
     prune: bool = False,
-    index_type: str = "auto",
+    index_type: str | None = None,
     commit_rows: int = COMMIT_ROWS,
     progress: IndexProgress | None = None,
 ) -> IndexReport:
@@ -131,10 +131,11 @@ def index_paths(
     for problem in problems:
         report.skipped.append((problem.path, problem.reason))
         progress.skipped(problem.path, problem.reason)
-    known = writer.known_files()
+    known = writer.known_files(r.path for r in records)  # lookups for the scanned paths only
     work = plan(records, known, writer.known_failures())
     report.unchanged, report.failed_before = work.unchanged, work.failed_before
-    gone = vanished(known, {r.path for r in records}, [os.path.abspath(r) for r in roots]) if prune else []
+    absolute_roots = [os.path.abspath(r) for r in roots]
+    gone = vanished(writer.paths_under(absolute_roots), {r.path for r in records}, absolute_roots) if prune else []
     progress.started(len(work.to_embed), work.unchanged)
 
     pending = PendingCommit(writer, commit_rows)
