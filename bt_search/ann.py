@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 
 from .errors import UsageError
-from .index_files import atomic_write
+from .store.files import atomic_write
 
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq")
 MEMORY_BUDGET_ENV = "BT_SEARCH_MEMORY_BUDGET"
