@@ -78,7 +78,7 @@ def add_ten(directory: Path, identity: IndexIdentity, dim: int, round_: int) -> 
 
 
 COLD_QUERY = """
-import resource, sys, time, numpy as np
+import sys, time, numpy as np
 started = time.perf_counter()
 from bt_search.store import IndexReader
 imported = time.perf_counter()
@@ -87,7 +87,9 @@ queries = np.load(sys.argv[2])
 _, ids = reader.search(queries, 50)
 paths = reader.paths_for(ids[0])
 done = time.perf_counter()
-print(done - imported, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, imported - started)
+# VmHWM, not ru_maxrss: ru_maxrss survives exec and would count the benchmark parent's memory at fork.
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(done - imported, peak_kb / 1024, imported - started)
 """
 
 
