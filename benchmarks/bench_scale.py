@@ -26,7 +26,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bt_search.store import ImageRow, IndexIdentity, IndexReader, IndexWriter, choose_index_type  # noqa: E402
+from bt_search.store import (
+    ImageRow,
+    IndexIdentity,
+    IndexReader,
+    IndexWriter,
+    choose_index_type,
+)
 
 DIM = 512
 CLUSTERS = 256

@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from bt_search.store import reader as reader_module
 from bt_search.errors import (
     IndexFormatError,
     IndexLockedError,
@@ -25,8 +24,6 @@ from bt_search.errors import (
     ModelMismatchError,
     UsageError,
 )
-from bt_search.store.ann_upkeep import build_index as build_ann_index
-from bt_search.store.ann_upkeep import ivf_list_count
 from bt_search.store import (
     FORMAT_VERSION,
     FailedRow,
@@ -37,6 +34,9 @@ from bt_search.store import (
     IndexWriter,
     choose_index_type,
 )
+from bt_search.store import reader as reader_module
+from bt_search.store.ann_upkeep import build_index as build_ann_index
+from bt_search.store.ann_upkeep import ivf_list_count
 
 DIM = 16
 IDENTITY = IndexIdentity("tiny/bridgetower", "abc123", DIM, {"size": 288, "mean": [0.5, 0.5, 0.5]})
@@ -296,8 +296,8 @@ CHILD_INDEXER = textwrap.dedent(
     identity = IndexIdentity(**{json_identity})
     vectors = np.load(vectors_file)
     rows = [ImageRow(f"/photos/{{i}}.jpg", i, i, f"sha{{i}}", 1, 1, v) for i, v in enumerate(vectors)]
-    print("ready", flush=True)
     with IndexWriter.open(directory, identity) as writer:
+        print("ready", flush=True)  # the index exists: a kill from now on leaves one to read
         known = writer.known_files()
         todo = [row for row in rows if row.path not in known]
         for start in range(0, len(todo), 5):

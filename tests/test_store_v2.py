@@ -19,7 +19,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from bt_search.store import FailedRow, ImageRow, IndexIdentity, IndexReader, IndexWriter, upgrade
+from bt_search.store import (
+    FailedRow,
+    ImageRow,
+    IndexIdentity,
+    IndexReader,
+    IndexWriter,
+    upgrade,
+)
 from bt_search.store.compaction import FANOUT, plan_merge
 
 DIM = 8
@@ -192,7 +199,7 @@ def models_after_each_commit() -> list[dict[str, ImageRow]]:
 def run_child(directory: Path, target: str, nth: int) -> list[str]:
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(directory), target, str(nth)],
-        capture_output=True, text=True, cwd=Path(__file__).parent.parent, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        check=False, capture_output=True, text=True, cwd=Path(__file__).parent.parent, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
     assert result.returncode in (0, -signal.SIGKILL), result.stderr
     return result.stdout.splitlines()
@@ -365,7 +372,7 @@ def test_cli_index_keeps_the_index_type_the_user_chose(tmp_path, tiny_checkpoint
 
     def index(*extra):
         args = [sys.executable, "-m", "bt_search", "index", photos, "--index", tmp_path / "idx", "--model", tiny_checkpoint, "-q", *extra]
-        result = subprocess.run(list(map(str, args)), capture_output=True, text=True, env=env)
+        result = subprocess.run(list(map(str, args)), check=False, capture_output=True, text=True, env=env)
         assert result.returncode == 0, result.stderr
         return json.loads((tmp_path / "idx" / "manifest.json").read_text())
 

@@ -108,7 +108,7 @@ def _write_tombstones(directory: Path, manifest: dict[str, Any], dead: np.ndarra
         return {**manifest, "tombstones": []}
     name = file_name(manifest, "tombstones")
     write_parquet(pa.table({"row_id": pa.array(dead, pa.int64())}), directory / name)
-    entry = {"file": name, "rows": int(len(dead))}
+    entry = {"file": name, "rows": len(dead)}
     return {**manifest, "tombstones": [entry], "next_file": manifest["next_file"] + 1}
 
 
@@ -127,7 +127,7 @@ def _absorb_into_ann_dead(directory: Path, manifest: dict[str, Any], snapshot: S
 def write_ann_dead(directory: Path, manifest: dict[str, Any], dead: np.ndarray) -> dict[str, Any]:
     """The manifest with the ANN file's dead-id list replaced by `dead` (a new file, or none)."""
     ann = dict(manifest["ann"])
-    ann["dead"] = int(len(dead))
+    ann["dead"] = len(dead)
     ann["dead_file"] = None
     if len(dead):
         ann["dead_file"] = file_name(manifest, "ann-dead")

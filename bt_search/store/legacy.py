@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import IndexFormatError, IndexLockedError
-from .parts import last_write_indices
 from .files import (
     FAILED_SCHEMA,
     META_COLUMNS,
@@ -28,6 +27,7 @@ from .files import (
     part_schema,
     rebuild_hint,
 )
+from .parts import last_write_indices
 
 _V1_META = ["path", "size", "mtime_ns", "sha256", "width", "height"]
 _SEGMENT_NAME = re.compile(r"seg-(\d+)\.parquet")

@@ -53,7 +53,7 @@ def file_name(manifest: dict[str, Any], kind: str) -> str:
 def part_entry(name: str, row_ids: np.ndarray, level: int) -> dict[str, Any]:
     return {
         "file": name,
-        "rows": int(len(row_ids)),
+        "rows": len(row_ids),
         "row_id_min": int(row_ids.min()),
         "row_id_max": int(row_ids.max()),
         "level": level,

@@ -7,7 +7,16 @@ from typing import Any
 
 import numpy as np
 
-from .ann_upkeep import AnnState, add_rows, build_index, choose_index_type, plan_upkeep, read_index, remove_rows, write_index
+from .ann_upkeep import (
+    AnnState,
+    add_rows,
+    build_index,
+    choose_index_type,
+    plan_upkeep,
+    read_index,
+    remove_rows,
+    write_index,
+)
 from .compaction import write_ann_dead
 from .manifest import file_name, live_count
 from .parts import Snapshot
@@ -48,7 +57,7 @@ def _rebuild(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, inde
         "type": index_type,
         "rows": int(index.ntotal),
         "covered_below": int(manifest["next_row_id"]),
-        "trained_rows": int(len(ids)),
+        "trained_rows": len(ids),
         "dead": 0,
         "dead_file": None,
     }
