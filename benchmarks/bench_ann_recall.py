@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bt_search.demo_data import random_scene, render  # noqa: E402
-from bt_search.faiss_index import build_faiss_index, exact_search, search_index  # noqa: E402
+from bt_search.store.ann_upkeep import build_index, exact_search, search_index  # noqa: E402
 from bt_search.images import preprocess  # noqa: E402
 from bt_search.loading import load_engine  # noqa: E402
 
@@ -64,10 +64,10 @@ def main() -> None:
     print(f"{'index':6} {'build s':>8} {'text recall@' + str(args.k):>18} {'image recall@' + str(args.k):>19} {'ms/query':>9}")
     for index_type in ("flat", "hnsw", "ivf"):
         started = time.perf_counter()
-        index = build_faiss_index(images, index_type)
+        index = build_index(images, np.arange(len(images)), index_type)
         built = time.perf_counter() - started
         started = time.perf_counter()
-        found = {name: search_index(index, q, args.k)[1] for name, q in (("text", text_queries), ("image", image_queries))}
+        found = {name: search_index(index, q, args.k, np.zeros(0, np.int64))[1] for name, q in (("text", text_queries), ("image", image_queries))}
         per_query = (time.perf_counter() - started) / (2 * args.queries) * 1000
         print(f"{index_type:6} {built:8.2f} {recall_at_k(found['text'], truth['text']):18.3f} "
               f"{recall_at_k(found['image'], truth['image']):19.3f} {per_query:9.3f}")

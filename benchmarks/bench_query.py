@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,7 +75,7 @@ def main() -> None:
     def hf_docs(batch: list[str]) -> None:
         shortlists = reader.search(engine.encode_texts(batch), n)[1]
         for query, rows in zip(batch, shortlists):
-            images = [Image.open(reader.paths[r]).convert("RGB") for r in rows]
+            images = [Image.open(path).convert("RGB") for path in reader.paths_for(rows)]
             inputs = processor(images=images, text=[query] * len(images), padding=True, return_tensors="pt")
             torch.softmax(retrieval(**inputs.to(engine.device)).logits.float(), dim=-1)[:, 1].cpu()
 

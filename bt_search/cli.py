@@ -144,7 +144,7 @@ def index(
     prune_excluded: bool = typer.Option(False, "--prune-excluded", help="With --prune, also drop indexed files that the hidden/--exclude rules now leave out."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
-    index_type: str = typer.Option("auto", "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf."),
+    index_type: Optional[str] = typer.Option(None, "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf (default: the index's recorded choice, else auto)."),
     commit_every: int = typer.Option(256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."),
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray (Ray Data; docs/distributed.md)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray (default: RAY_ADDRESS, else a local Ray)."),
@@ -158,7 +158,7 @@ def index(
     from .store import IndexWriter
 
     with cli_errors(quiet):
-        if index_type not in ("auto", "flat", "hnsw", "ivf"):
+        if index_type is not None and index_type not in ("auto", "flat", "hnsw", "ivf"):
             raise UsageError(f"--index-type must be auto, flat, hnsw or ivf, not {index_type!r}")
         sources = _index_sources(paths or [], from_list, executor)
         directory = _index_dir(index)

@@ -131,7 +131,7 @@ def index_paths(
     workers: int | None = None,
     draft: bool = True,
     prune: bool = False,
-    index_type: str = "auto",
+    index_type: str | None = None,
     commit_rows: int = COMMIT_ROWS,
     progress: IndexProgress | bool | None = None,
     rules: ScanRules | None = None,
@@ -183,13 +183,16 @@ class IndexRun:
     def plan(self, records, problems, listed: Listing, roots, prune: bool, prune_excluded: bool = False) -> Plan:
         """Plan the run against the index; record scan problems and refreshed rows; choose what to prune."""
         writer, report = self.writer, self.report
-        known = writer.known_files()
-        self.failures = Failures(known, report, self.progress)
-        work = plan(records, known, writer.known_failures())
-        report.unchanged, report.failed_before = work.unchanged, work.failed_before
         seen = {r.path for r in records} | {p.path for p in problems}
+        known = writer.known_files(seen)  # lookups for the scanned paths only, not the whole index
+        failed = writer.known_failures()
+        self.failures = Failures(known, report, self.progress)
+        work = plan(records, known, failed)
+        report.unchanged, report.failed_before = work.unchanged, work.failed_before
         if prune:
-            self.gone = _pruned([*known, *writer.known_failures()], seen, listed, roots, self.rules, prune_excluded)
+            canonical_roots = [r if "://" in r else canonical_path(r) for r in map(str, roots)]
+            candidates = [*writer.paths_under(canonical_roots), *failed]
+            self.gone = _pruned(candidates, seen, listed, roots, self.rules, prune_excluded)
         self.progress.started(len(work.to_embed), work.unchanged)
         self.pending.add(_refreshed_rows(writer, work.touched), self.failures.to_record([(p.path, p.reason, 0, 0) for p in problems]))
         busy = {r.path for r in work.to_embed} | {r.path for r, _ in work.touched} | {p.path for p in problems}

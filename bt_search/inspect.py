@@ -1,7 +1,7 @@
 """What an index holds, without reading Parquet by hand: `bt-search info` and `bt-search failed`.
 
-`index_info` reads the manifest and the live row counts (committed pending segments included); it never
-loads the model or the embeddings. Renderers write data to a stream; the CLI picks the stream and format.
+`index_info` reads the manifest (counts included) and the failure records; it never loads the model or
+the embeddings. Renderers write data to a stream; the CLI picks the stream and format.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ def index_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 def measured_recall(manifest: dict[str, Any]) -> Any:
     """The ANN recall measured at build time, where the manifest records one (else None: exact search)."""
-    faiss_info = manifest.get("faiss") or {}
-    for source in (faiss_info, manifest):
+    for source in (manifest.get("ann") or {}, manifest.get("faiss") or {}, manifest):
         for key in ("recall", "measured_recall"):
             if source.get(key) is not None:
                 return source[key]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import date, datetime
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from bt_search.capture import Capture, date_filter, iso_taken_at, read_capture
 from bt_search.cli import app
 from bt_search.errors import UsageError
-from bt_search.index_files import CAPTURE_COLUMNS, read_manifest, write_manifest
 from bt_search.indexer import identity_for, index_paths
 from bt_search.loading import load_engine
 from bt_search.search import Searcher
@@ -154,25 +153,25 @@ def test_old_index_gains_capture_columns_without_re_embedding(engine, tmp_path, 
     embeddings = {p: before.embeddings[i].copy() for i, p in enumerate(before.paths)}
     _make_it_an_index_from_before_capture_columns(index)
     old = IndexReader.open(index)
-    assert all(old.row(i).taken_at is None for i in range(len(old)))
+    assert all(old.row(int(i)).taken_at is None for i in old.ids())
 
     calls = []
     real = engine.encode_images
     monkeypatch.setattr(engine, "encode_images", lambda pixels: calls.append(len(pixels)) or real(pixels))
     upgraded = build(engine, folder, index)
     assert calls == [], "no embedding may be recomputed"
-    rows = {os.path.basename(upgraded.paths[i]): upgraded.row(i) for i in range(len(upgraded))}
+    rows = {os.path.basename(upgraded.row(int(i)).path): upgraded.row(int(i)) for i in upgraded.ids()}
     assert rows["beach-2021b.jpg"].taken_at == "2021-06-15T12:00:00-07:00" and rows["beach-2021b.jpg"].camera_make == "Apple"
     for i, path in enumerate(upgraded.paths):
         np.testing.assert_array_equal(upgraded.embeddings[i], embeddings[path])
     assert upgraded.manifest["settings"]["capture_info"] is True
-    assert pq.read_schema(index / "images.parquet").get_field_index("taken_at") >= 0
 
 
 def _make_it_an_index_from_before_capture_columns(index):
-    """Rewrite the files as the previous release wrote them: no capture columns, no capture_info setting."""
-    table = pq.read_table(index / "images.parquet")
-    pq.write_table(table.drop_columns(CAPTURE_COLUMNS), index / "images.parquet")
-    manifest = read_manifest(index)
-    manifest["settings"].pop("capture_info")
-    write_manifest(index, manifest)
+    """As an index written before capture columns existed: rows without capture info, no capture_info setting."""
+    reader = IndexReader.open(index)
+    rows = [replace(reader.row(int(i)), taken_at=None, camera_make=None, camera_model=None) for i in reader.ids()]
+    with IndexWriter.open(index, reader.identity) as writer:
+        writer.commit(rows)
+        writer.record_settings(capture_info=False)
+        writer.finish()

@@ -3,6 +3,7 @@ writing, exit codes. Each runs the real command in a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -60,7 +61,7 @@ def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(seed, photo_di
     process = subprocess.Popen([sys.executable, "-m", "bt_search", *map(str, args)], env=_env(), stderr=subprocess.PIPE)
     chance = random.Random(seed)
     segments_before_kill = chance.randint(1, 8)  # of 14 batches: the kill lands mid-run, at a random batch
-    _wait_for(lambda: len(list((index / "pending").glob("seg-*.parquet"))) >= segments_before_kill, process)
+    _wait_for(lambda: _committed_images(index) >= 3 * segments_before_kill, process)
     time.sleep(chance.uniform(0.0, 0.05))  # ... and at a random point inside the next batch
     workers = _children(process.pid)
     assert workers, "a decode worker must be running, to check that it dies with its parent"
@@ -79,6 +80,14 @@ def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(seed, photo_di
     assert sorted(clean) == sorted(resumed)
     for path, embedding in clean.items():
         np.testing.assert_allclose(resumed[path], embedding, atol=1e-5)
+
+
+def _committed_images(index) -> int:
+    """Images the manifest (the commit point, replaced atomically) says are committed."""
+    try:
+        return json.loads((index / "manifest.json").read_text())["counts"]["images"]
+    except FileNotFoundError:
+        return 0
 
 
 def _children(pid: int) -> list[int]:

@@ -82,7 +82,7 @@ def run_ray(engine, sources, directory, **kwargs):
 def rows_by_path(directory) -> dict[str, tuple]:
     reader = IndexReader.open(directory)
     return {
-        row.path: (row.sha256, row.width, row.height, row.embedding) for row in (reader.row(i) for i in range(len(reader)))
+        row.path: (row.sha256, row.width, row.height, row.embedding) for row in (reader.row(int(i)) for i in reader.ids())
     }
 
 

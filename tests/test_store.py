@@ -14,10 +14,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 import pytest
 
-from bt_search import index_snapshot, store
 from bt_search.errors import (
     IndexFormatError,
     IndexLockedError,
@@ -25,7 +24,6 @@ from bt_search.errors import (
     ModelMismatchError,
     UsageError,
 )
-from bt_search.faiss_index import build_faiss_index, ivf_list_count
 from bt_search.store import (
     FORMAT_VERSION,
     FailedRow,
@@ -36,6 +34,9 @@ from bt_search.store import (
     IndexWriter,
     choose_index_type,
 )
+from bt_search.store import reader as reader_module
+from bt_search.store.ann_upkeep import build_index as build_ann_index
+from bt_search.store.ann_upkeep import ivf_list_count
 
 DIM = 16
 IDENTITY = IndexIdentity("tiny/bridgetower", "abc123", DIM, {"size": 288, "mean": [0.5, 0.5, 0.5]})
@@ -69,7 +70,7 @@ def brute_force(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np
 
 def state(reader: IndexReader) -> dict[str, tuple]:
     """path -> (size, mtime_ns, sha256, width, height, embedding bytes), asserting paths are unique."""
-    rows = [reader.row(i) for i in range(len(reader))]
+    rows = [reader.row(i) for i in reader.ids()]
     assert len({row.path for row in rows}) == len(rows), "duplicate paths"
     return {r.path: (r.size, r.mtime_ns, r.sha256, r.width, r.height, r.embedding.tobytes()) for r in rows}
 
@@ -100,14 +101,13 @@ def test_commit_finish_reopen_round_trip_is_exact(tmp_path):
     assert reader.failed() == [failure]
     assert reader.identity == IDENTITY
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 1
+    assert manifest["format_version"] == FORMAT_VERSION == 2
     identity = (manifest["model"], manifest["model_revision"], manifest["embedding_dim"])
     assert identity == ("tiny/bridgetower", "abc123", DIM)
     assert manifest["preprocessing"] == IDENTITY.preprocessing
     assert manifest["counts"] == {"images": 5, "failed": 1}
     assert manifest["index_type"] == "flat"
     assert {"created", "updated", "tool_version"} <= manifest.keys()
-    assert list((tmp_path / "idx" / "pending").iterdir()) == []
 
 
 def test_files_are_readable_with_plain_pyarrow(tmp_path):
@@ -117,12 +117,14 @@ def test_files_are_readable_with_plain_pyarrow(tmp_path):
         writer.commit(rows, failed=[FailedRow("/photos/bad.png", "truncated", 1, 2)])
         writer.finish()
 
-    images = pq.read_table(tmp_path / "images.parquet")
-    assert images.column_names == ["path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "camera_make", "camera_model", "embedding"]
+    images = ds.dataset(str(tmp_path / "parts"), format="parquet").to_table()
+    assert images.column_names == [
+        "row_id", "path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "camera_make", "camera_model", "embedding"
+    ]
     assert images.column("path").to_pylist() == [row.path for row in rows]
     assert np.array_equal(np.array(images.column("embedding").to_pylist(), dtype=np.float32), embeddings)
     assert str(images.schema.field("embedding").type) == f"fixed_size_list<element: float>[{DIM}]"
-    failed = pq.read_table(tmp_path / "failed.parquet").to_pylist()
+    failed = ds.dataset(str(tmp_path / "failed"), format="parquet").to_table().to_pylist()
     assert failed == [{"path": "/photos/bad.png", "reason": "truncated", "size": 1, "mtime_ns": 2}]
 
 
@@ -145,11 +147,10 @@ def test_reader_sees_committed_segments_before_finish(tmp_path):
         writer.commit(rows[2:], removed=["/photos/a.jpg"])
         second = IndexReader.open(tmp_path)
 
-    assert not (tmp_path / "images.parquet").exists()
     assert state(first) == expected_state(rows[:2])
     assert state(second) == expected_state(rows[1:])
     _, ids = second.search(rows[2].embedding[None], k=1)
-    assert second.paths[ids[0, 0]] == "/photos/c.jpg"
+    assert second.paths_for(ids[0]) == ["/photos/c.jpg"]
 
 
 def test_upsert_replaces_the_row_of_a_changed_path(tmp_path):
@@ -214,9 +215,9 @@ def test_finish_without_changes_rewrites_nothing(tmp_path):
     with IndexWriter.open(tmp_path, IDENTITY) as writer:
         writer.commit(make_rows(["a.jpg"], unit_vectors(1, seed=10)))
         writer.finish()
-        before = {name: os.stat(tmp_path / name).st_ino for name in ("images.parquet", "manifest.json")}
+        before = {path: os.stat(path).st_ino for path in [tmp_path / "manifest.json", *tmp_path.glob("*/*")]}
         writer.finish()
-    assert before == {name: os.stat(tmp_path / name).st_ino for name in ("images.parquet", "manifest.json")}
+    assert before == {path: os.stat(path).st_ino for path in [tmp_path / "manifest.json", *tmp_path.glob("*/*")]}
 
 
 def test_a_reader_keeps_its_snapshot_while_a_writer_finishes(tmp_path):
@@ -227,25 +228,26 @@ def test_a_reader_keeps_its_snapshot_while_a_writer_finishes(tmp_path):
         writer.finish()
         reader = IndexReader.open(tmp_path)  # embeddings not read yet
         writer.commit(new)
-        writer.finish()  # replaces images.parquet under the reader
+        writer.finish()  # compacts: deletes the part the reader was opened on
 
     assert state(reader) == expected_state(old)
     assert state(IndexReader.open(tmp_path)) == expected_state(new)
 
 
-def test_a_segment_vanishing_mid_read_is_retried(tmp_path, monkeypatch):
+def test_a_part_vanishing_between_manifest_and_open_is_retried_with_the_new_manifest(tmp_path, monkeypatch):
     rows = make_rows(["a.jpg"], unit_vectors(1, seed=13))
     with IndexWriter.open(tmp_path, IDENTITY) as writer:
         writer.commit(rows)
-    real_segment_paths = index_snapshot.segment_paths
+    real_open_snapshot = reader_module.open_snapshot
     calls = []
 
-    def listing_with_a_ghost(directory):
-        calls.append(directory)
-        ghost = [directory / "pending" / "seg-00000000.parquet"] if len(calls) == 1 else []
-        return ghost + real_segment_paths(directory)
+    def compacted_meanwhile(directory, manifest):
+        calls.append(manifest["generation"])
+        if len(calls) == 1:
+            raise FileNotFoundError("parts/part-00000000.parquet")
+        return real_open_snapshot(directory, manifest)
 
-    monkeypatch.setattr(index_snapshot, "segment_paths", listing_with_a_ghost)
+    monkeypatch.setattr(reader_module, "open_snapshot", compacted_meanwhile)
     assert state(IndexReader.open(tmp_path)) == expected_state(rows)
     assert len(calls) == 2
 
@@ -263,76 +265,25 @@ def test_commit_rejects_bad_rows(tmp_path, bad_rows, message):
     with IndexWriter.open(tmp_path, IDENTITY) as writer:
         with pytest.raises(ValueError, match=message):
             writer.commit(bad_rows(unit_vectors(2, seed=14)))
-    assert list(tmp_path.glob("pending/*")) == []
+    assert list(tmp_path.glob("parts/*")) == []
 
 
 # --- crash safety -------------------------------------------------------------------------------
 
 
-class Crash(BaseException):
-    """Stands in for kill -9 at one point inside finish()."""
-
-
-def crash_on_call(monkeypatch, owner, name: str, call: int = 1) -> None:
-    real = getattr(owner, name)
-    calls = []
-
-    def crashing(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == call:
-            raise Crash(name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, crashing)
-
-
-CRASH_POINTS = {
-    "before failed.parquet": (store, "write_parquet", 2),
-    "before the FAISS file": (store, "write_faiss_index", 1),
-    "before the manifest": (store, "write_manifest", 1),
-    "after deleting one segment": (Path, "unlink", 2),
-}
-
-
-@pytest.mark.parametrize("point", CRASH_POINTS)
-def test_compaction_is_idempotent_after_a_crash_inside_finish(tmp_path, monkeypatch, point):
-    first = make_rows([f"{i}.jpg" for i in range(40)], clustered_unit_vectors(40, seed=15))
-    updated = make_rows(["3.jpg", "7.jpg"], unit_vectors(2, seed=16), version=1)
-    updated_again = make_rows(["3.jpg", "new.jpg"], unit_vectors(2, seed=29), version=2)
-    with IndexWriter.open(tmp_path, IDENTITY) as writer:
-        writer.commit(first[:20])
-        writer.commit(first[20:], failed=[FailedRow("/photos/bad.jpg", "broken", 1, 1)])
-        writer.finish("hnsw")
-        writer.commit(updated, removed=["/photos/0.jpg"])
-        writer.commit(updated_again, removed=["/photos/bad.jpg"])  # replaying only the first would undo 3.jpg
-        with monkeypatch.context() as patch:
-            crash_on_call(patch, *CRASH_POINTS[point])
-            with pytest.raises(Crash):
-                writer.finish("hnsw")
-
-    unchanged = [row for row in first[1:] if row.path not in {"/photos/3.jpg", "/photos/7.jpg"}]
-    expected = expected_state(unchanged + [updated[1], *updated_again])
-    assert state(IndexReader.open(tmp_path)) == expected  # the half-finished index reads correctly
-    with IndexWriter.open(tmp_path, IDENTITY) as writer:
-        assert set(writer.known_files()) == set(expected)
-        writer.finish("hnsw")
-    reader = IndexReader.open(tmp_path)
-    assert state(reader) == expected and reader.failed() == []
-    assert reader.uses_faiss_file
-    assert list((tmp_path / "pending").iterdir()) == []
-    assert pq.read_table(tmp_path / "images.parquet").num_rows == len(expected)
-
-
-def test_leftover_temporary_files_are_ignored_and_cleaned(tmp_path):
+def test_leftover_temporary_and_orphan_files_are_ignored_and_cleaned(tmp_path):
     rows = make_rows(["a.jpg"], unit_vectors(1, seed=17))
     with IndexWriter.open(tmp_path, IDENTITY) as writer:
         writer.commit(rows)
-    leftover = tmp_path / "pending" / ".seg-00000002.parquet.999.tmp"
-    leftover.write_bytes(b"half a parquet file")  # what kill -9 during a commit leaves
+    leftover = tmp_path / "parts" / ".part-00000002.parquet.999.tmp"
+    leftover.write_bytes(b"half a parquet file")  # what kill -9 during a write leaves
+    orphan = tmp_path / "parts" / "part-00000002.parquet"
+    shutil.copy(next((tmp_path / "parts").glob("part-*.parquet")), orphan)  # written, manifest not yet
 
     assert state(IndexReader.open(tmp_path)) == expected_state(rows)
     with IndexWriter.open(tmp_path, IDENTITY):
-        assert not leftover.exists()
+        assert not leftover.exists() and not orphan.exists()
+    assert state(IndexReader.open(tmp_path)) == expected_state(rows)
 
 
 CHILD_INDEXER = textwrap.dedent(
@@ -345,8 +296,8 @@ CHILD_INDEXER = textwrap.dedent(
     identity = IndexIdentity(**{json_identity})
     vectors = np.load(vectors_file)
     rows = [ImageRow(f"/photos/{{i}}.jpg", i, i, f"sha{{i}}", 1, 1, v) for i, v in enumerate(vectors)]
-    print("ready", flush=True)
     with IndexWriter.open(directory, identity) as writer:
+        print("ready", flush=True)  # the index exists: a kill from now on leaves one to read
         known = writer.known_files()
         todo = [row for row in rows if row.path not in known]
         for start in range(0, len(todo), 5):
@@ -446,16 +397,10 @@ def test_damaged_manifest_is_a_format_error(tmp_path):
 def test_damaged_data_files_are_format_errors_with_a_way_out(tmp_path):
     with IndexWriter.open(tmp_path, IDENTITY) as writer:
         writer.commit(make_rows(["a.jpg"], unit_vectors(1, seed=30)))
-    (segment,) = (tmp_path / "pending").iterdir()
-    segment.write_bytes(b"PAR1 garbage")
-    with pytest.raises(IndexFormatError, match=r"seg-00000001\.parquet is damaged.*delete that file"):
-        IndexReader.open(tmp_path)
-    segment.unlink()
-    with IndexWriter.open(tmp_path, IDENTITY) as writer:
-        writer.finish()
-    (tmp_path / "images.parquet").write_bytes(b"not parquet")
-    with pytest.raises(IndexFormatError, match=r"images\.parquet is damaged.*bt-search index PATH --index"):
-        IndexReader.open(tmp_path)
+    (part,) = (tmp_path / "parts").iterdir()
+    part.write_bytes(b"PAR1 garbage")
+    with pytest.raises(IndexFormatError, match=rf"{part.name} is damaged.*bt-search index PATH --index"):
+        IndexReader.open(tmp_path).paths_for([0])
 
 
 def test_missing_index_says_how_to_build_one(tmp_path):
@@ -517,7 +462,7 @@ def test_flat_search_equals_brute_force(tmp_path):
     similarities, ids = reader.search(queries, k=10)
     expected_similarities, expected_ids = brute_force(embeddings, queries, 10)
 
-    assert not reader.uses_faiss_file and reader.manifest["index_type"] == "flat"
+    assert reader.uses_faiss_file and reader.manifest["index_type"] == "flat"  # exact, memory-mapped
     assert np.array_equal(ids, expected_ids)
     np.testing.assert_allclose(similarities, expected_similarities, atol=1e-5)
     all_similarities, all_ids = reader.search(queries, k=10_000)  # k clipped to N
@@ -544,41 +489,29 @@ def test_approximate_indexes_recall_and_complete_results(tmp_path, index_type):
     assert (many >= 0).all() and all(len(set(row)) == 3000 for row in many.tolist())
 
 
-def test_stale_or_missing_faiss_files_are_not_trusted(tmp_path):
-    first, second = clustered_unit_vectors(300, seed=22), clustered_unit_vectors(300, seed=23)
-    queries = unit_vectors(5, seed=24)
-    build_index(tmp_path, first, "hnsw")
-    old_manifest = (tmp_path / "manifest.json").read_bytes()
-    old_faiss = (tmp_path / "images.1.faiss").read_bytes()
-    reader = build_index(tmp_path, second, "hnsw")  # same paths, new embeddings: generation 2
-    assert reader.uses_faiss_file
-
-    # A crash after images.parquet was replaced but before the manifest: the manifest names the old index.
-    (tmp_path / "manifest.json").write_bytes(old_manifest)
-    (tmp_path / "images.1.faiss").write_bytes(old_faiss)
-    stale = IndexReader.open(tmp_path)
-    assert not stale.uses_faiss_file
-    assert np.array_equal(stale.search(queries, 5)[1], brute_force(second, queries, 5)[1])
-
-    for path in tmp_path.glob("images.*.faiss"):
+def test_a_deleted_ann_file_falls_back_to_exact_search(tmp_path):
+    embeddings, queries = clustered_unit_vectors(300, seed=22), unit_vectors(5, seed=24)
+    assert build_index(tmp_path, embeddings, "hnsw").uses_faiss_file
+    for path in (tmp_path / "ann").glob("*.faiss"):
         path.unlink()
-    (tmp_path / "manifest.json").write_bytes(old_manifest.replace(b'"generation": 1', b'"generation": 2'))
     missing = IndexReader.open(tmp_path)
     assert not missing.uses_faiss_file
-    assert np.array_equal(missing.search(queries, 5)[1], brute_force(second, queries, 5)[1])
+    assert np.array_equal(missing.search(queries, 5)[1], brute_force(embeddings, queries, 5)[1])
 
 
-def test_pending_segments_switch_search_to_exact(tmp_path):
+def test_committed_rows_are_searched_before_finish_next_to_the_ann_file(tmp_path):
     embeddings = clustered_unit_vectors(200, seed=25)
     build_index(tmp_path, embeddings, "hnsw")
     changed = make_rows(["0.jpg"], unit_vectors(1, seed=26), version=1)  # same row count, new content
     with IndexWriter.open(tmp_path, IDENTITY) as writer:
         writer.commit(changed)
     reader = IndexReader.open(tmp_path)
-    assert len(reader) == 200 and not reader.uses_faiss_file
+    assert len(reader) == 200 and reader.uses_faiss_file
     similarities, ids = reader.search(changed[0].embedding[None], k=1)
-    assert reader.paths[ids[0, 0]] == "/photos/0.jpg"
+    assert reader.paths_for(ids[0]) == ["/photos/0.jpg"]
     assert similarities[0, 0] == pytest.approx(1.0, abs=1e-5)
+    _, old = reader.search(embeddings[:1], k=200)
+    assert 0 not in old  # the replaced row's old id is masked in the ANN file
 
 
 @pytest.mark.parametrize(
@@ -595,12 +528,14 @@ def test_ivf_list_count_follows_sqrt_n_within_trainable_bounds(n_vectors, lists)
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
-def test_build_faiss_index_uses_inner_product(index_type):
+def test_build_ann_index_uses_inner_product_and_row_ids(index_type):
     embeddings = unit_vectors(100, seed=27)
-    index = build_faiss_index(embeddings, index_type)
+    index = build_ann_index(embeddings, np.arange(1000, 1100), index_type)
     assert index.metric_type == faiss.METRIC_INNER_PRODUCT and index.ntotal == 100
+    _, ids = index.search(embeddings[:3], 1)
+    assert ids[:, 0].tolist() == [1000, 1001, 1002]
     with pytest.raises(ValueError, match="unknown index type"):
-        build_faiss_index(embeddings, "lsh")
+        build_ann_index(embeddings, np.arange(100), "lsh")
 
 
 def test_index_directory_can_be_copied_and_moved(tmp_path):

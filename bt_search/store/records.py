@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import ModelMismatchError
-from .index_files import CAPTURE_COLUMNS, GENERATION_KEY, OP_FAILED, OP_IMAGE, OP_REMOVED, OPS_META_SCHEMA, segment_schema
+from ..errors import ModelMismatchError
+from .files import FAILED_SCHEMA, META_COLUMNS, part_schema
 
 _NORM_TOLERANCE = 1e-3
 
@@ -26,7 +26,7 @@ class ImageRow:
     width: int
     height: int
     embedding: np.ndarray  # float32 [D], L2-normalised
-    taken_at: str | None = None  # EXIF DateTimeOriginal as ISO 8601, with its offset when known (capture.py)
+    taken_at: str | None = None  # ISO 8601 capture time from EXIF, when known
     camera_make: str | None = None
     camera_model: str | None = None
 
@@ -99,50 +99,59 @@ class IndexIdentity:
             )
 
 
-def image_row(images: pa.Table, embeddings: np.ndarray, i: int) -> ImageRow:
-    record = images.slice(i, 1).to_pylist()[0]
-    return ImageRow(**record, embedding=np.array(embeddings[i]))
+def image_rows(table: pa.Table) -> list[ImageRow]:
+    """ImageRows of a part-shaped table (row_id and extra columns ignored)."""
+    embeddings = embeddings_matrix(table.column("embedding"), table.schema.field("embedding").type.list_size)
+    meta = table.select([name for name in META_COLUMNS if name in table.column_names]).to_pylist()
+    return [ImageRow(**record, embedding=np.array(embeddings[i])) for i, record in enumerate(meta)]
 
 
-def images_table(meta: pa.Table, embeddings: np.ndarray, generation: int) -> pa.Table:
-    """images.parquet's table: the rows' metadata, their embeddings, and the generation it belongs to."""
-    values = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1))
-    column = pa.FixedSizeListArray.from_arrays(values, embeddings.shape[1])
-    table = meta.append_column("embedding", column)
-    return table.replace_schema_metadata({GENERATION_KEY: str(generation).encode()})
+def embeddings_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """[N, dim] float32 of a fixed-size-list column (zero-copy when it is one chunk without nulls)."""
+    if isinstance(column, pa.ChunkedArray):
+        chunks = [chunk for chunk in column.chunks if len(chunk)]
+        if not chunks:
+            return np.zeros((0, dim), dtype=np.float32)
+        column = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
-def segment_table(rows: Sequence[ImageRow], failed: Sequence[FailedRow], removed: Sequence[str], dim: int) -> pa.Table:
-    removed = list(removed)
-    paths = [row.path for row in rows] + [failure.path for failure in failed] + removed
+def part_table(rows: Sequence[ImageRow], first_row_id: int, dim: int) -> pa.Table:
+    """A part's table: `rows` with row ids first_row_id, first_row_id + 1, ..."""
+    schema = part_schema(dim)
+    columns = {"row_id": np.arange(first_row_id, first_row_id + len(rows), dtype=np.int64)}
+    for name in META_COLUMNS:
+        columns[name] = pa.array([getattr(row, name) for row in rows], schema.field(name).type)
+    values = np.zeros((len(rows), dim), dtype=np.float32)
+    for i, row in enumerate(rows):
+        values[i] = _checked_embedding(row, dim)
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), dim)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def failure_table(failed: Sequence[FailedRow], cleared: Sequence[str]) -> pa.Table:
+    """A failure part: the failures, then null-reason rows that clear the failures of `cleared` paths."""
+    none = [None] * len(cleared)
+    return pa.Table.from_pydict(
+        {
+            "path": [f.path for f in failed] + list(cleared),
+            "reason": [f.reason for f in failed] + none,
+            "size": [f.size for f in failed] + none,
+            "mtime_ns": [f.mtime_ns for f in failed] + none,
+        },
+        schema=FAILED_SCHEMA,
+    )
+
+
+def check_commit_paths(rows: Sequence[ImageRow], failed: Sequence[FailedRow], removed: Sequence[str]) -> list[str]:
+    """All paths of one commit; ValueError if one repeats or is not absolute."""
+    paths = [row.path for row in rows] + [failure.path for failure in failed] + list(removed)
     if len(set(paths)) != len(paths):
         raise ValueError("a path appears more than once in one commit")
     for path in paths:
         if not (os.path.isabs(path) or "://" in path):  # URLs (s3://, file://) are stored as given
             raise ValueError(f"index paths must be absolute or URLs, got {path!r}")
-    no_failed, no_removed = [None] * len(failed), [None] * len(removed)
-    columns = {
-        "path": paths,
-        "op": [OP_IMAGE] * len(rows) + [OP_FAILED] * len(failed) + [OP_REMOVED] * len(removed),
-        "size": [row.size for row in rows] + [failure.size for failure in failed] + no_removed,
-        "mtime_ns": [row.mtime_ns for row in rows] + [failure.mtime_ns for failure in failed] + no_removed,
-        "sha256": [row.sha256 for row in rows] + no_failed + no_removed,
-        "width": [row.width for row in rows] + no_failed + no_removed,
-        "height": [row.height for row in rows] + no_failed + no_removed,
-        "reason": [None] * len(rows) + [failure.reason for failure in failed] + no_removed,
-        **{name: [getattr(row, name) for row in rows] + no_failed + no_removed for name in CAPTURE_COLUMNS},
-    }
-    arrays = [pa.array(columns[field.name], field.type) for field in OPS_META_SCHEMA]
-    return pa.Table.from_arrays([*arrays, _embedding_column(rows, len(paths), dim)], schema=segment_schema(dim))
-
-
-def _embedding_column(rows: Sequence[ImageRow], length: int, dim: int) -> pa.Array:
-    """Rows' embeddings first, then nulls for the failed/removed entries."""
-    values = np.zeros((length, dim), dtype=np.float32)
-    for i, row in enumerate(rows):
-        values[i] = _checked_embedding(row, dim)
-    is_null = pa.array(np.arange(length) >= len(rows))
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), dim, mask=is_null)
+    return paths
 
 
 def _checked_embedding(row: ImageRow, dim: int) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""The index directory's files: names, schemas, atomic writes, manifest, pending segments, writer lock.
+"""The index directory's files: names, schemas, atomic writes, the manifest and the writer lock.
 
-`store.py` builds the public reader/writer on top of this; docs/format.md describes the layout.
 Every file is written to a temporary name in its final directory, fsynced and renamed over the
 target, so a reader (or a process killed at any moment) sees either the old file or the new one.
+Data files (parts, tombstones, failure parts, ANN files) are never rewritten once named by a
+manifest: a new version gets a new name, and manifest.json is the single commit point.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,57 +18,48 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import IndexFormatError, IndexLockedError, UsageError
+from ..errors import IndexFormatError, IndexLockedError, UsageError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 MANIFEST_FILE = "manifest.json"
-IMAGES_FILE = "images.parquet"
-FAILED_FILE = "failed.parquet"
-PENDING_DIR = "pending"
 LOCK_FILE = "lock"
-GENERATION_KEY = b"bt_search.generation"  # Parquet schema metadata of images.parquet
 TMP_SUFFIX = ".tmp"
+PARTS_DIR, TOMBSTONES_DIR, FAILED_DIR, ANN_DIR = "parts", "tombstones", "failed", "ann"
+DATA_DIRS = (PARTS_DIR, TOMBSTONES_DIR, FAILED_DIR, ANN_DIR)
 
-OP_IMAGE, OP_FAILED, OP_REMOVED = "image", "failed", "removed"
+# Format 1 names: read by legacy.py, removed after an upgrade.
+V1_IMAGES_FILE, V1_FAILED_FILE, V1_PENDING_DIR = "images.parquet", "failed.parquet", "pending"
 
-CAPTURE_COLUMNS = ["taken_at", "camera_make", "camera_model"]  # nullable; absent from files of older runs
-IMAGE_META_COLUMNS = ["path", "size", "mtime_ns", "sha256", "width", "height", *CAPTURE_COLUMNS]
-FAILED_COLUMNS = ["path", "reason", "size", "mtime_ns"]
+META_COLUMNS = ["path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "camera_make", "camera_model"]
+OPTIONAL_COLUMNS = ("taken_at", "camera_make", "camera_model")  # nullable; null in upgraded v1 rows
+_META_TYPES = {
+    "path": pa.string(),
+    "size": pa.int64(),
+    "mtime_ns": pa.int64(),
+    "sha256": pa.string(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "taken_at": pa.string(),
+    "camera_make": pa.string(),
+    "camera_model": pa.string(),
+}
+TOMBSTONE_SCHEMA = pa.schema([("row_id", pa.int64())])
+# A failure part row records a failure, or (reason null) clears the failure of that path.
 FAILED_SCHEMA = pa.schema(
     [("path", pa.string()), ("reason", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())]
 )
-# A segment row is one operation on one path; columns an operation does not use are null.
-OPS_META_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("op", pa.string()),
-        ("size", pa.int64()),
-        ("mtime_ns", pa.int64()),
-        ("sha256", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("reason", pa.string()),
-        ("taken_at", pa.string()),
-        ("camera_make", pa.string()),
-        ("camera_model", pa.string()),
-    ]
-)
-_SEGMENT_NAME = re.compile(r"seg-(\d+)\.parquet")
+ROW_GROUP_ROWS = 8192  # a lookup by row id reads one row group of the columns it needs
 
 
 def embedding_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 
 
-def images_schema(dim: int) -> pa.Schema:
-    return pa.schema(
-        [(name, OPS_META_SCHEMA.field(name).type) for name in IMAGE_META_COLUMNS] + [("embedding", embedding_type(dim))]
-    )
-
-
-def segment_schema(dim: int) -> pa.Schema:
-    return OPS_META_SCHEMA.append(pa.field("embedding", embedding_type(dim)))
+def part_schema(dim: int) -> pa.Schema:
+    fields = [("row_id", pa.int64())] + [(name, _META_TYPES[name]) for name in META_COLUMNS]
+    return pa.schema(fields + [("embedding", embedding_type(dim))])
 
 
 def rebuild_hint(directory: Path) -> str:
@@ -80,6 +71,7 @@ def rebuild_hint(directory: Path) -> str:
 
 def atomic_write(target: Path, write: Callable[[str], None]) -> None:
     """Run `write(tmp_path)`, then make the result durable and visible at `target` in one rename."""
+    target.parent.mkdir(exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
         write(str(tmp))
@@ -100,14 +92,8 @@ def _fsync(path: Path) -> None:
 
 
 def write_parquet(table: pa.Table, target: Path) -> None:
-    atomic_write(target, lambda tmp: pq.write_table(table, tmp))
-
-
-def remove_tmp_files(directory: Path) -> None:
-    """Delete leftovers of writes interrupted by a crash (call only while holding the writer lock)."""
-    for folder in (directory, directory / PENDING_DIR):
-        for leftover in folder.glob(f".*{TMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
+    # Uncompressed: embeddings do not compress, and plain pages read straight from a memory map.
+    atomic_write(target, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="none"))
 
 
 # --- manifest ----------------------------------------------------------------------------------
@@ -116,7 +102,7 @@ _MANIFEST_KEYS = ("format_version", "model", "model_revision", "embedding_dim", 
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
-    """The manifest, or None when there is none; IndexFormatError when damaged or of another version."""
+    """The manifest, or None when there is none; IndexFormatError when damaged or of an unknown version."""
     path = directory / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -127,10 +113,10 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     if not isinstance(manifest, dict) or any(key not in manifest for key in _MANIFEST_KEYS):
         raise IndexFormatError(f"{path} is damaged (missing fields); {rebuild_hint(directory)}")
     version = manifest["format_version"]
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise IndexFormatError(
-            f"index {directory} has format version {version!r}, this bt-search reads version "
-            f"{FORMAT_VERSION}; use the bt-search that wrote it, or {rebuild_hint(directory)}"
+            f"index {directory} has format version {version!r}, this bt-search reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; use the bt-search that wrote it, or {rebuild_hint(directory)}"
         )
     return manifest
 
@@ -140,29 +126,50 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     atomic_write(directory / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-# --- pending segments --------------------------------------------------------------------------
+def named_files(manifest: dict[str, Any]) -> set[str]:
+    """Every data file a v2 manifest names, relative to the index directory."""
+    names = {entry["file"] for key in ("parts", "failed_parts", "tombstones") for entry in manifest.get(key, [])}
+    ann = manifest.get("ann")
+    if ann:
+        names.add(ann["file"])
+        if ann.get("dead_file"):
+            names.add(ann["dead_file"])
+    return names
 
 
-def segment_paths(directory: Path) -> list[Path]:
-    """Committed segments, oldest first (by sequence number, which orders their operations)."""
-    numbered = []
-    for path in (directory / PENDING_DIR).glob("seg-*.parquet"):
-        match = _SEGMENT_NAME.fullmatch(path.name)
-        if match:
-            numbered.append((int(match.group(1)), path))
-    return [path for _, path in sorted(numbered)]
+def remove_orphans(directory: Path, manifest: dict[str, Any]) -> None:
+    """Delete what a v2 manifest does not name: crash leftovers, superseded files, format 1 files.
+
+    Call only while holding the writer lock. A reader that still needs a superseded file either holds
+    it open already or re-reads the manifest (see reader.py).
+    """
+    keep = named_files(manifest)
+    for folder in DATA_DIRS:
+        for path in (directory / folder).glob("*") if (directory / folder).is_dir() else ():
+            if f"{folder}/{path.name}" not in keep:
+                path.unlink(missing_ok=True)
+    for leftover in directory.glob(f".*{TMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+    for name in (V1_IMAGES_FILE, V1_FAILED_FILE):
+        (directory / name).unlink(missing_ok=True)
+    for path in directory.glob("images.*.faiss"):
+        path.unlink(missing_ok=True)
+    pending = directory / V1_PENDING_DIR
+    if pending.is_dir():
+        for path in pending.iterdir():
+            path.unlink(missing_ok=True)
+        pending.rmdir()
 
 
-def segment_number(path: Path) -> int:
-    match = _SEGMENT_NAME.fullmatch(path.name)
-    assert match, path
-    return int(match.group(1))
-
-
-def write_segment(directory: Path, number: int, table: pa.Table) -> None:
-    pending = directory / PENDING_DIR
-    pending.mkdir(exist_ok=True)
-    write_parquet(table, pending / f"seg-{number:08d}.parquet")
+def remove_v2_leftovers(directory: Path) -> None:
+    """Before a format 1 index is upgraded: drop the files of an upgrade that crashed before its manifest."""
+    for folder in DATA_DIRS:
+        if (directory / folder).is_dir():
+            for path in (directory / folder).iterdir():
+                path.unlink(missing_ok=True)
+    for folder in (directory, directory / V1_PENDING_DIR):
+        for leftover in folder.glob(f".*{TMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
 
 
 # --- directory and writer lock -----------------------------------------------------------------
@@ -184,7 +191,7 @@ def prepare_directory(directory: Path) -> None:
 
 def _is_index_file_name(name: str) -> bool:
     return (
-        name in (LOCK_FILE, PENDING_DIR, IMAGES_FILE, FAILED_FILE)
+        name in (LOCK_FILE, *DATA_DIRS, V1_PENDING_DIR, V1_IMAGES_FILE, V1_FAILED_FILE)
         or (name.startswith(".") and name.endswith(TMP_SUFFIX))
         or (name.startswith("images.") and name.endswith(".faiss"))
     )

@@ -1,0 +1,24 @@
+"""The index directory (format 2: docs/format.md): a locked, crash-safe writer and a lock-free reader.
+
+Layout of this package: files.py (names, atomic writes, lock, manifest I/O), manifest.py (manifest
+values), records.py (rows <-> Arrow), parts.py (a pinned view of one manifest's files), writer.py,
+reader.py, compaction.py (size-tiered merges), ann_upkeep.py + upkeep.py (the ANN file), legacy.py +
+upgrade.py (format 1).
+"""
+
+from .ann_upkeep import choose_index_type
+from .files import FORMAT_VERSION
+from .reader import IndexReader
+from .records import FailedRow, ImageRow, IndexIdentity, IndexStats
+from .writer import IndexWriter
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FailedRow",
+    "ImageRow",
+    "IndexIdentity",
+    "IndexReader",
+    "IndexStats",
+    "IndexWriter",
+    "choose_index_type",
+]

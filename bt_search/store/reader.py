@@ -1,0 +1,201 @@
+"""A lock-free, consistent reader: one manifest, the files it names pinned, rows read on demand.
+
+open() reads the manifest, memory-maps the parts, tombstones and the ANN file it names (O(parts), no
+Parquet scan), and retries from a fresh manifest when a named file vanished meanwhile (a writer
+compacted): a reader never mixes one manifest with another's files. Queries read only the rows and
+columns they need; search() combines the ANN file (its dead rows excluded by an IDSelector) with an
+exact search of the fresh rows the ANN file does not cover yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import IndexFormatError, IndexLockedError, IndexMissingError
+from .ann_upkeep import exact_search, read_index, search_index
+from .files import META_COLUMNS, read_manifest, rebuild_hint
+from .legacy import load_v1
+from .parts import Snapshot, in_memory_snapshot, open_snapshot
+from .records import FailedRow, ImageRow, IndexIdentity, embeddings_matrix, image_rows
+
+_OPEN_ATTEMPTS = 20
+
+
+def _read_ann(directory: Path, manifest: dict[str, Any]) -> Any:
+    """The memory-mapped ANN file, or None without one, or when it is gone or damaged: the ANN file
+    is derived data, and search() is exact without it (slower, never wrong)."""
+    ann = manifest.get("ann")
+    if not ann:
+        return None
+    try:
+        return read_index(directory / ann["file"], mmap=True)
+    except (FileNotFoundError, RuntimeError):
+        return None
+
+
+class IndexReader:
+    """A consistent view of an index as of open(); takes no lock, sees every committed batch."""
+
+    def __init__(self, directory: Path, snapshot: Snapshot, ann: Any):
+        self.directory = directory
+        self.manifest = snapshot.manifest
+        self.identity = IndexIdentity.from_manifest(self.manifest)
+        self._snapshot = snapshot
+        self._ann = ann
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> IndexReader:
+        directory = Path(directory)
+        previous = None
+        for _ in range(_OPEN_ATTEMPTS):
+            manifest = read_manifest(directory)
+            if manifest is None:
+                hint = f"build one with `bt-search index PATH --index {directory}`"
+                raise IndexMissingError(f"no index at {directory}; {hint}")
+            if manifest["format_version"] == 1:
+                return cls(directory, in_memory_snapshot(directory, manifest, *load_v1(directory, manifest)), None)
+            try:
+                snapshot = open_snapshot(directory, manifest)
+            except FileNotFoundError as exc:
+                if previous == manifest:
+                    raise IndexFormatError(f"{exc.filename or exc} is missing; {rebuild_hint(directory)}") from None
+                previous = manifest  # a writer replaced a file this manifest names: read the newer manifest
+                continue
+            index = _read_ann(directory, manifest)
+            if index is None and manifest.get("ann") and read_manifest(directory) != manifest:
+                previous = manifest  # replaced by a newer ANN file meanwhile
+                continue
+            return cls(directory, snapshot, index)
+        raise IndexLockedError(f"index {directory} is being rewritten by a bt-search index run; try again")
+
+    def __len__(self) -> int:
+        return int(self.manifest["counts"]["images"]) if self.manifest["format_version"] > 1 else self._snapshot.parts[0].entry["rows"]
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever a commit or finish changes the index (readers and caches key on it)."""
+        return int(self.manifest["generation"])
+
+    @property
+    def uses_faiss_file(self) -> bool:
+        """Whether search() uses the stored ANN file (else an exact scan of the embeddings)."""
+        return self._ann is not None
+
+    # --- rows ------------------------------------------------------------------------------------
+
+    def ids(self) -> np.ndarray:
+        """Ascending row ids of every live row (O(N) int64s; reads the row_id column only)."""
+        return self._snapshot.where(["row_id"]).column("row_id").to_numpy()
+
+    @cached_property
+    def paths(self) -> list[str]:
+        """The path of every live row, aligned with ids(): O(N) Python strings, for tests and small tools."""
+        return self._snapshot.where(["path"]).column("path").to_pylist()
+
+    @cached_property
+    def embeddings(self) -> np.ndarray:
+        """[N, D] float32, aligned with ids(). O(N) memory: prefer embeddings_for()."""
+        return embeddings_matrix(self._snapshot.where(["embedding"]).column("embedding"), self.identity.embedding_dim)
+
+    def paths_for(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        """The paths of rows `ids`, in that order (reads only the row groups holding them)."""
+        return self._snapshot.take(np.asarray(ids, dtype=np.int64), ["path"]).column("path").to_pylist()
+
+    def embeddings_for(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """[len(ids), D] float32 embeddings of rows `ids`, in that order."""
+        table = self._snapshot.take(np.asarray(ids, dtype=np.int64), ["embedding"])
+        return np.array(embeddings_matrix(table.column("embedding"), self.identity.embedding_dim))
+
+    def row(self, i: int) -> ImageRow:
+        """The row with row id `i`."""
+        return image_rows(self._snapshot.take(np.array([i], np.int64), [*META_COLUMNS, "embedding"]))[0]
+
+    def ids_where(self, expression: pc.Expression) -> np.ndarray:
+        """Ascending ids of the live rows matching an Arrow expression on the parts' columns.
+
+        Example: `pc.field("camera_make") == "Canon"`; reads only the columns the expression uses.
+        """
+        return self._snapshot.where(["row_id"], expression).column("row_id").to_numpy()
+
+    def ids_under(self, directory: str | os.PathLike[str]) -> np.ndarray:
+        """Ascending row ids of the images inside `directory` (recursively)."""
+        prefix = os.path.join(os.path.abspath(directory), "")
+        return self.ids_where(pc.starts_with(pc.field("path"), prefix))
+
+    def indexed_paths(self, paths: Iterable[str]) -> set[str]:
+        """Those of `paths` that are live image rows."""
+        wanted = pa.array(list(dict.fromkeys(paths)), pa.string())
+        if not len(wanted):
+            return set()
+        return set(self._snapshot.where(["path"], pc.field("path").isin(wanted)).column("path").to_pylist())
+
+    def failed(self) -> list[FailedRow]:
+        return [FailedRow(**record) for record in self._snapshot.failures().to_pylist()]
+
+    # --- search ----------------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities [Q, k'], row ids [Q, k']) best first, with k' = min(k, len(self)); never -1."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        dim = self.identity.embedding_dim
+        if queries.ndim != 2 or queries.shape[1] != dim:
+            raise ValueError(f"queries must have shape [Q, {dim}], got {list(queries.shape)}")
+        k = min(k, len(self))
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        results = [self._fresh_search(queries, k)]
+        if self._ann is not None:
+            results.append(search_index(self._ann, queries, k, self._excluded))
+        similarities, ids = _best_of(results, k)
+        short = (ids < 0).any(axis=1)  # an approximate index can come back short: search those exactly
+        if short.any():
+            similarities[short], ids[short] = self._exact_search(queries[short], k)
+        return similarities, ids
+
+    @cached_property
+    def _excluded(self) -> np.ndarray:
+        return np.union1d(self._snapshot.dead, self._snapshot.ann_dead)
+
+    @cached_property
+    def _fresh(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row ids, embeddings) of the live rows the ANN file does not hold (all rows without one)."""
+        ann = self.manifest.get("ann") if self._ann is not None else None
+        table = self._snapshot.where(["row_id", "embedding"], min_row_id=ann["covered_below"] if ann else 0)
+        return table.column("row_id").to_numpy(), embeddings_matrix(table.column("embedding"), self.identity.embedding_dim)
+
+    def _fresh_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, embeddings = self._fresh
+        if not len(ids):
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        similarities, positions = exact_search(embeddings, queries, min(k, len(ids)))
+        return similarities, ids[positions]
+
+    def _exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        table = self._snapshot.where(["row_id", "embedding"])
+        embeddings = embeddings_matrix(table.column("embedding"), self.identity.embedding_dim)
+        similarities, positions = exact_search(embeddings, queries, k)
+        return similarities, table.column("row_id").to_numpy()[positions]
+
+
+def _best_of(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-source top-k lists (ids -1 = none) into one top-k, best first."""
+    similarities = np.concatenate([s for s, _ in results], axis=1)
+    ids = np.concatenate([i for _, i in results], axis=1)
+    similarities = np.where(ids < 0, -np.inf, similarities)
+    order = np.argsort(-similarities, axis=1, kind="stable")[:, :k]
+    best_ids = np.take_along_axis(ids, order, axis=1)
+    best = np.take_along_axis(similarities, order, axis=1).astype(np.float32)
+    if best_ids.shape[1] < k:
+        pad = k - best_ids.shape[1]
+        best_ids = np.pad(best_ids, ((0, 0), (0, pad)), constant_values=-1)
+        best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
+    best_ids[~np.isfinite(best)] = -1
+    return best, best_ids.astype(np.int64)
