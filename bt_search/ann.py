@@ -43,10 +43,12 @@ IVF_HNSW_QUANTIZER_MIN_LISTS = 4096  # from here an HNSW graph over the centroid
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 QUANTIZER_HNSW_M = 32
+KMEANS_ITERATIONS = 10  # FAISS's 25 more than doubles training time; the tuned nprobe absorbs the rest
 TRAIN_POINTS_PER_LIST = 64  # FAISS k-means wants >= 39 per centroid
 PQ_TRAIN_MIN = 256 * 64  # PQ's 256 centroids per sub-quantizer want ~64 points each
 PQ_CODE_SIZES = (128, 64, 32, 16, 8)  # bytes per vector, best first
 OPQ_ITERATIONS = 8  # FAISS's 50 cost minutes of training for a rotation that has converged by ~10
+OPQ_TRAIN_POINTS = 16_384  # a 512 x 512 rotation is well determined by 16k points (FAISS: 65k)
 PQ_MIN_DIMS_PER_CODE = 4  # finer sub-quantizers cost OPQ training time for little recall
 ID_BYTES = 8  # an IVF list stores each row id as int64
 
@@ -259,10 +261,12 @@ def read_index(path: Path, mmap: bool = True) -> faiss.Index:
 
 def _set_build_knobs(index: faiss.Index) -> None:
     if isinstance(index, faiss.IndexPreTransform):
-        faiss.downcast_VectorTransform(index.chain.at(0)).niter = OPQ_ITERATIONS
+        opq = faiss.downcast_VectorTransform(index.chain.at(0))
+        opq.niter, opq.max_train_points = OPQ_ITERATIONS, OPQ_TRAIN_POINTS
     ivf = ivf_part(index)
     if ivf is not None:
         ivf.cp.min_points_per_centroid = 1  # small sets: train anyway rather than warn on stderr
+        ivf.cp.niter = KMEANS_ITERATIONS
         if isinstance(ivf, faiss.IndexIVFPQ):
             ivf.do_polysemous_training = False  # only for Hamming-filtered search, which we do not use
         quantizer = faiss.downcast_index(ivf.quantizer)
