@@ -24,9 +24,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bt_search import ann  # noqa: E402
-from bt_search.ann_tuning import exact_search, probe_queries, recall_at_k, tune_search  # noqa: E402
-from tests.ann_data import clustered_image_vectors, gap_shifted_queries, image_like_queries  # noqa: E402
+from bt_search import ann
+from bt_search.ann_tuning import exact_search, probe_queries, recall_at_k, tune_search
+from tests.ann_data import (
+    clustered_image_vectors,
+    gap_shifted_queries,
+    image_like_queries,
+)
 
 DIM, K, CHUNK = 512, 50, 50_000
 COLD_QUERY = """
@@ -52,18 +56,35 @@ print(json.dumps({"seconds": seconds, "rss_mb": (status("VmHWM:") - base) / 1024
 
 def kinds_for(n: int, budget: int) -> list[str]:
     chosen = ann.plan_index(n, DIM, budget).kind
-    alternatives = ["flat", "ivf_flat", "ivf_pq"] + (["hnsw"] if n <= 20_000 else [])  # HNSW builds slowly
+    alternatives = ["flat", "ivf_flat", "ivf_pq"] + (
+        ["hnsw"] if n <= 20_000 else []
+    )  # HNSW builds slowly
     return [chosen] + [kind for kind in alternatives if kind != chosen]
 
 
-def measure(kind: str, vectors: np.ndarray, vectors_path: Path, queries: dict, truth: dict, workdir: Path) -> dict:
+def measure(
+    kind: str,
+    vectors: np.ndarray,
+    vectors_path: Path,
+    queries: dict,
+    truth: dict,
+    workdir: Path,
+) -> dict:
     n = len(vectors)
     ids = np.arange(n, dtype=np.int64)
     plan = ann.plan_index(n, DIM, kind=kind)
     rng = np.random.default_rng(1)
-    sample = vectors[np.sort(rng.choice(n, size=plan.train_size, replace=False))] if plan.train_size else None
+    sample = (
+        vectors[np.sort(rng.choice(n, size=plan.train_size, replace=False))]
+        if plan.train_size
+        else None
+    )
     started = time.perf_counter()
-    index = ann.build_index(plan, sample, ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)))
+    index = ann.build_index(
+        plan,
+        sample,
+        ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)),
+    )
     build_s = time.perf_counter() - started
     path = workdir / f"{kind}-{n}.faiss"
     ann.write_index(index, path)
@@ -71,13 +92,21 @@ def measure(kind: str, vectors: np.ndarray, vectors_path: Path, queries: dict, t
     exact = (lambda wanted: vectors[wanted]) if kind == "ivf_pq" else None
     probe_sample = vectors[rng.choice(n, size=min(n, 20_000), replace=False)]
     probes = probe_queries(probe_sample, 200, rng)
-    probe_truth = exact_search(probes, ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)), K)[1]
-    params, tuned_recall = tune_search(index, probes, probe_truth, k=K, exact_vectors=exact)
+    probe_truth = exact_search(
+        probes,
+        ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)),
+        K,
+    )[1]
+    params, tuned_recall = tune_search(
+        index, probes, probe_truth, k=K, exact_vectors=exact
+    )
     recalls = {name: recall_at_k(ann.search(index, q, K, params=params, exact_vectors=exact)[1], truth[name])
                for name, q in queries.items()}  # fmt: skip
 
     new = clustered_image_vectors(10, DIM, np.random.default_rng(5))
-    started = time.perf_counter()  # what an incremental run does: read, add, atomic rewrite
+    started = (
+        time.perf_counter()
+    )  # what an incremental run does: read, add, atomic rewrite
     grown = ann.read_index(path, mmap=False)
     ann.add_vectors(grown, new, np.arange(n, n + 10, dtype=np.int64))
     ann.write_index(grown, workdir / "grown.faiss")
@@ -95,10 +124,16 @@ def measure(kind: str, vectors: np.ndarray, vectors_path: Path, queries: dict, t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000]
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--budget", default=str(ann.DEFAULT_MEMORY_BUDGET))
-    parser.add_argument("--kinds", nargs="*", help="only these kinds (default: the budget's pick + alternatives)")
+    parser.add_argument(
+        "--kinds",
+        nargs="*",
+        help="only these kinds (default: the budget's pick + alternatives)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / ".bench" / "ann_scale.json")
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
@@ -118,11 +153,19 @@ def main() -> None:
             truth = {name: exact_search(q, ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)), K)[1]
                      for name, q in queries.items()}  # fmt: skip
             for kind in args.kinds or kinds_for(n, budget):
-                row = measure(kind, vectors, workdir / "vectors.npy", queries, truth, workdir)
+                row = measure(
+                    kind, vectors, workdir / "vectors.npy", queries, truth, workdir
+                )
                 row["chosen"] = kind == ann.plan_index(n, DIM, budget).kind
-                results = [r for r in results if (r["n"], r["kind"]) != (n, kind)] + [row]
+                results = [r for r in results if (r["n"], r["kind"]) != (n, kind)] + [
+                    row
+                ]
                 args.json.write_text(json.dumps(results, indent=1))
-                params = ",".join(f"{key}={value}" for key, value in row["params"].items() if value and value != 1)
+                params = ",".join(
+                    f"{key}={value}"
+                    for key, value in row["params"].items()
+                    if value and value != 1
+                )
                 print(f"{n:9d} {kind + ('*' if row['chosen'] else ''):8} {row['build_s']:8.1f} {row['add10_s']:8.2f} "
                       f"{row['file_mb']:8.1f} {row['cold_s']:7.3f} {row['rss_mb']:7.0f} {params or '-':>26} "
                       f"{row['recall_image']:8.3f} {row['recall_gap']:8.3f}", flush=True)  # fmt: skip
@@ -141,8 +184,12 @@ def plot(results: list[dict], target: Path) -> None:
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     for axis, (key, label) in zip(axes, panels):
         for kind in sorted({r["kind"] for r in results}):
-            rows = sorted((r for r in results if r["kind"] == kind), key=lambda r: r["n"])
-            axis.plot([r["n"] for r in rows], [r[key] for r in rows], marker="o", label=kind)
+            rows = sorted(
+                (r for r in results if r["kind"] == kind), key=lambda r: r["n"]
+            )
+            axis.plot(
+                [r["n"] for r in rows], [r[key] for r in rows], marker="o", label=kind
+            )
         axis.set_xscale("log")
         if key != "recall_gap":
             axis.set_yscale("log")

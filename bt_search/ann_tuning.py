@@ -15,10 +15,14 @@ import numpy as np
 
 from .ann import ExactVectors, SearchParams, index_kind, ivf_part, search
 
-DEFAULT_RECALL_TARGET = 0.96  # 0.95 promised, plus a margin for queries unlike the held-out ones
+DEFAULT_RECALL_TARGET = (
+    0.96  # 0.95 promised, plus a margin for queries unlike the held-out ones
+)
 HNSW_EF_LADDER = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 PQ_REFINE_LADDER = (2, 4, 8, 16)  # shortlist k * factor re-scored exactly
-MAX_PROBE_SHARE = 1 / 8  # a PQ index probing more lists than this should widen its shortlist instead
+MAX_PROBE_SHARE = (
+    1 / 8
+)  # a PQ index probing more lists than this should widen its shortlist instead
 
 
 def recall_at_k(found_ids: np.ndarray, exact_ids: np.ndarray) -> float:
@@ -41,7 +45,9 @@ def exact_search(
     for ids, vectors in chunks:
         scores, rows = faiss.knn(queries, np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(ids)),
                                  metric=faiss.METRIC_INNER_PRODUCT)  # fmt: skip
-        found = np.where(rows >= 0, np.asarray(ids, dtype=np.int64)[np.maximum(rows, 0)], -1)
+        found = np.where(
+            rows >= 0, np.asarray(ids, dtype=np.int64)[np.maximum(rows, 0)], -1
+        )
         scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
         merged_scores = np.concatenate([best_scores, scores], axis=1)
         merged_ids = np.concatenate([best_ids, found], axis=1)
@@ -51,7 +57,9 @@ def exact_search(
     return best_scores, best_ids
 
 
-def probe_queries(sample: np.ndarray, n: int, rng: np.random.Generator, looseness: float = 1.0) -> np.ndarray:
+def probe_queries(
+    sample: np.ndarray, n: int, rng: np.random.Generator, looseness: float = 1.0
+) -> np.ndarray:
     """`n` held-out queries harder than the collection's own vectors: moved out of its cone.
 
     Each is a sample vector minus the sample's mean direction plus isotropic noise of norm `looseness`,
@@ -91,13 +99,21 @@ def tune_search(
     if kind == "flat":
         return SearchParams(), measure(SearchParams())
     if kind == "hnsw":
-        ladder = [SearchParams(ef_search=ef) for ef in HNSW_EF_LADDER if ef >= min(k, HNSW_EF_LADDER[-1])]
+        ladder = [
+            SearchParams(ef_search=ef)
+            for ef in HNSW_EF_LADDER
+            if ef >= min(k, HNSW_EF_LADDER[-1])
+        ]
         return _first_reaching(ladder, measure, target)
     nlist = ivf_part(index).nlist
     if kind == "ivf_flat" or exact_vectors is None:
         return _lowest_nprobe(nlist, 1, measure, target, nlist)
-    for factor in PQ_REFINE_LADDER:  # widen the shortlist before probing a large share of the lists
-        found = _lowest_nprobe(nlist, factor, measure, target, max(1, int(nlist * MAX_PROBE_SHARE)))
+    for factor in (
+        PQ_REFINE_LADDER
+    ):  # widen the shortlist before probing a large share of the lists
+        found = _lowest_nprobe(
+            nlist, factor, measure, target, max(1, int(nlist * MAX_PROBE_SHARE))
+        )
         if found[1] >= target:
             return found
     return _lowest_nprobe(nlist, PQ_REFINE_LADDER[-1], measure, target, nlist)
@@ -113,8 +129,11 @@ def _first_reaching(ladder, measure, target) -> tuple[SearchParams, float]:
     return best
 
 
-def _lowest_nprobe(nlist: int, factor: int, measure, target: float, limit: int) -> tuple[SearchParams, float]:
+def _lowest_nprobe(
+    nlist: int, factor: int, measure, target: float, limit: int
+) -> tuple[SearchParams, float]:
     """Double nprobe until the target is met (or `limit`), then bisect back to the smallest that meets it."""
+
     def at(nprobe: int) -> SearchParams:
         return SearchParams(nprobe=nprobe, refine_factor=factor)
 
@@ -125,7 +144,9 @@ def _lowest_nprobe(nlist: int, factor: int, measure, target: float, limit: int) 
         recall = measure(at(nprobe))
     if recall < target:
         return at(nprobe), recall
-    while nprobe - low > max(1, nprobe // 8):  # bisect to within 1/8: finer steps are noise
+    while nprobe - low > max(
+        1, nprobe // 8
+    ):  # bisect to within 1/8: finer steps are noise
         middle = (low + nprobe) // 2
         middle_recall = measure(at(middle))
         if middle_recall >= target:
