@@ -185,7 +185,7 @@ def plot(results: list[dict], target: Path) -> None:
     for axis, (key, label) in zip(axes, panels):
         for kind in sorted({r["kind"] for r in results}):
             rows = sorted(
-                (r for r in results if r["kind"] == kind), key=lambda r: r["n"]
+                (r for r in results if r["kind"] == kind and r[key] > 0), key=lambda r: r["n"]
             )
             axis.plot(
                 [r["n"] for r in rows], [r[key] for r in rows], marker="o", label=kind
