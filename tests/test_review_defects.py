@@ -178,6 +178,25 @@ def test_item12_never_suggests_deleting_a_file_given_as_index(tmp_path):
     assert afile.read_text() == "my notes\n"
 
 
+def test_item12_a_folder_with_someone_elses_manifest_is_not_called_damaged(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "manifest.json").write_text('{"name": "my-web-app", "version": "1.0"}\n')
+    result = cli("query", "cats", "--index", project)
+    assert result.exit_code != 0 and "not a bt-search index" in result.stderr
+    assert "delete" not in result.stderr and "rebuild" not in result.stderr
+    assert (project / "manifest.json").exists()
+
+
+def test_item12_a_damaged_index_is_moved_aside_never_deleted(small_index, tmp_path):
+    index_dir = tmp_path / "index"
+    shutil.copytree(small_index[0], index_dir)
+    (index_dir / "manifest.json").write_text("{ not json")
+    result = cli("query", "cats", "--index", index_dir)
+    assert result.exit_code != 0 and "move" in result.stderr and "aside" in result.stderr
+    assert "delete" not in result.stderr
+
+
 @pytest.mark.parametrize(("code", "says"), [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only")])
 def test_item14_disk_full_and_read_only_index_say_what_happened(code, says, small_index, tiny_checkpoint, tmp_path, monkeypatch):
     def fail(src, dst, *args, **kwargs):  # every atomic write ends in a rename

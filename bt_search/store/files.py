@@ -63,7 +63,8 @@ def part_schema(dim: int) -> pa.Schema:
 
 
 def rebuild_hint(directory: Path) -> str:
-    return f"rebuild it: delete {directory} and run `bt-search index PATH --index {directory}`"
+    """How to rebuild a damaged index: never "delete", since a mistaken --index may name someone's folder."""
+    return f"rebuild it: move {directory} aside (e.g. `mv {directory} {directory}.damaged`) and run `bt-search index PATH --index {directory}`"
 
 
 # --- atomic writes -----------------------------------------------------------------------------
@@ -111,7 +112,8 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         raise IndexFormatError(f"{path} cannot be read ({exc}); {rebuild_hint(directory)}") from exc
     if not isinstance(manifest, dict) or any(key not in manifest for key in _MANIFEST_KEYS):
-        raise IndexFormatError(f"{path} is damaged (missing fields); {rebuild_hint(directory)}")
+        # someone else's manifest.json (a web app's, say): no rebuild advice for a folder that is not ours
+        raise IndexFormatError(f"{directory} is not a bt-search index ({path} lacks bt-search's fields); check --index")
     version = manifest["format_version"]
     if version not in READABLE_VERSIONS:
         raise IndexFormatError(
