@@ -63,8 +63,6 @@ def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decod
             data = handle.read(limit + 1)  # the file may have grown since fstat
     except OSError as err:
         return record.path, read_failure(err)
-    if len(data) > limit:
-        return record.path, _too_large(limit)
     return decode_bytes(record, data, prep, draft)
 
 
@@ -74,7 +72,13 @@ def read_failure(err: OSError) -> str:
 
 
 def decode_bytes(record: FileRecord, data: bytes, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
-    """Hash, decode, preprocess a file's bytes (read by any means). A failure comes back as (path, reason)."""
+    """Hash, decode, preprocess a file's bytes (read by any means). A failure comes back as (path, reason).
+
+    Readers read at most `config.max_file_bytes()` + 1 bytes; one more than the cap means too large.
+    """
+    limit = config.max_file_bytes()
+    if len(data) > limit:
+        return record.path, _too_large(limit)
     if not data:
         return record.path, "empty file"
     try:

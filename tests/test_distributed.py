@@ -229,3 +229,26 @@ def test_actor_plan_refuses_cuda_without_gpus_and_other_devices():
 @pytest.mark.parametrize("rows, cpus, expected", [(100, 2, 25), (1, 8, 1), (10**8, 512, 1024), (0, 2, 1)])
 def test_rows_per_block_spreads_over_cpus_and_caps_block_size(rows, cpus, expected):
     assert rows_per_block(rows, cpus) == expected
+
+
+def test_ray_decode_caps_bytes_read_like_the_local_one(engine, tmp_path, monkeypatch):
+    """Issue 11 item 4 on the Ray path: a huge file is skipped with the local reason, never read whole."""
+    from bt_search.decoding import decode_record as local_decode
+    from bt_search.distributed.stages import decode_record as ray_decode
+    from bt_search.scan import FileRecord
+
+    monkeypatch.setenv("BT_SEARCH_MAX_FILE_MB", "1")
+    huge = tmp_path / "huge.tif"
+    with open(huge, "wb") as handle:
+        os.truncate(handle.fileno(), 8 << 20)  # 8 MiB, sparse, over the 1 MiB cap
+    small = tmp_path / "small.png"
+    noise_image(7, 64, 64).save(small)
+    for path in (huge, small):
+        record = FileRecord(str(path), path.stat().st_size, path.stat().st_mtime_ns)
+        local = local_decode(record, engine.preprocessing, draft=True)
+        for source in (str(path), path.as_uri()):
+            remote = ray_decode(FileRecord(source, record.size, record.mtime_ns), engine.preprocessing, draft=True)
+            if path is huge:
+                assert remote == (source, local[1]) and "too large" in local[1]
+            else:
+                assert remote.sha256 == local.sha256 and np.array_equal(remote.pixels, local.pixels)

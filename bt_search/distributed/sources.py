@@ -119,11 +119,12 @@ def _url_record(url: str, info) -> FileRecord:
     return FileRecord(path=url, size=int(info.size or 0), mtime_ns=int(info.mtime_ns or 0))
 
 
-def read_bytes(path: str) -> bytes:
-    """A file's bytes, from a local path or a URL. Raises OSError (pyarrow's errors are OSErrors too)."""
+def read_bytes(path: str, limit: int) -> bytes:
+    """A file's first `limit` + 1 bytes (all of it when smaller), from a local path or a URL, so a huge file
+    costs no more memory than the cap. Raises OSError (pyarrow's errors are OSErrors too)."""
     if not is_url(path):
         with open(path, "rb") as handle:
-            return handle.read()
+            return handle.read(limit + 1)
     from pyarrow import fs
 
     try:
@@ -131,4 +132,4 @@ def read_bytes(path: str) -> bytes:
     except ValueError as err:  # an unknown scheme: a reason to record, not a crash
         raise OSError(str(err)) from None
     with filesystem.open_input_stream(inner) as stream:
-        return stream.read()
+        return stream.read(limit + 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import config
 from ..decoding import Decoded, decode_bytes, read_failure
 from ..images import Preprocessing
 from ..scan import FileRecord
@@ -21,7 +22,7 @@ LISTING_COLUMNS = ("path", "size", "mtime_ns")
 def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
     """As decoding.decode_record, for a local path or a URL: same bytes, same reasons."""
     try:
-        data = read_bytes(record.path)
+        data = read_bytes(record.path, config.max_file_bytes())  # capped as locally (decode_bytes checks)
     except OSError as err:
         return record.path, read_failure(err)
     return decode_bytes(record, data, prep, draft)
