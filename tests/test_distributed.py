@@ -252,3 +252,28 @@ def test_ray_decode_caps_bytes_read_like_the_local_one(engine, tmp_path, monkeyp
                 assert remote == (source, local[1]) and "too large" in local[1]
             else:
                 assert remote.sha256 == local.sha256 and np.array_equal(remote.pixels, local.pixels)
+
+
+def test_ray_stages_keep_capture_info_as_the_local_indexer_does(engine, tmp_path):
+    """EXIF capture columns travel through decode_batch and the embedder's output into the index rows."""
+    from bt_search.capture import read_capture
+    from bt_search.distributed.pipeline import rows_and_failures
+    from bt_search.distributed.stages import decode_batch
+
+    from .test_capture import write_photos
+
+    folder = tmp_path / "photos"
+    write_photos(folder)
+    paths = sorted(folder.iterdir())
+    listing = {
+        "path": np.array([str(p) for p in paths], dtype=object),
+        "size": np.array([p.stat().st_size for p in paths], dtype=np.int64),
+        "mtime_ns": np.array([p.stat().st_mtime_ns for p in paths], dtype=np.int64),
+    }
+    batch = decode_batch(listing, engine.preprocessing, draft=True)
+    batch["embedding"] = np.eye(len(paths), engine.embedding_dim, dtype=np.float32)
+    rows, failed = rows_and_failures(batch)
+    assert not failed and len(rows) == len(paths)
+    captured = {row.path: (row.taken_at, row.camera_make, row.camera_model) for row in rows}
+    expected = {str(p): tuple(read_capture(p).as_fields().values()) for p in paths}
+    assert captured == expected and any(value[0] for value in expected.values())

@@ -22,7 +22,7 @@ from ..scan import FileRecord, Listing
 from ..scan_rules import ScanRules
 from ..store import FailedRow, ImageRow, IndexWriter
 from .sources import is_url, list_sources
-from .stages import LISTING_COLUMNS, Embedder, decode_batch
+from .stages import CAPTURE_COLUMNS, LISTING_COLUMNS, Embedder, decode_batch
 
 MAX_ROWS_PER_BLOCK = 1024  # listing rows per Ray block: small enough to spread, few enough blocks at 100M
 
@@ -146,11 +146,13 @@ def _embedded_batches(records, engine, device, precision, batch_size, actors, de
 def rows_and_failures(batch: dict[str, np.ndarray]) -> tuple[list[ImageRow], list[FailedRow]]:
     """One embedded batch -> index rows for the images and failure rows (same reasons as local) for the rest."""
     rows, failed = [], []
-    columns = zip(*(batch[c] for c in (*LISTING_COLUMNS, "sha256", "width", "height", "error", "embedding")))
-    for path, size, mtime_ns, sha256, width, height, error, embedding in columns:
+    names = (*LISTING_COLUMNS, "sha256", "width", "height", "error", "embedding", *CAPTURE_COLUMNS)
+    for path, size, mtime_ns, sha256, width, height, error, embedding, *capture in zip(*(batch[c] for c in names)):
         record = FileRecord(str(path), int(size), int(mtime_ns))
         if error:
             failed.append(FailedRow(record.path, str(error), record.size, record.mtime_ns))
         else:
-            rows.append(ImageRow(record.path, record.size, record.mtime_ns, str(sha256), int(width), int(height), embedding))
+            taken_at, make, model = (None if value is None else str(value) for value in capture)
+            rows.append(ImageRow(record.path, record.size, record.mtime_ns, str(sha256), int(width), int(height), embedding,
+                                 taken_at=taken_at, camera_make=make, camera_model=model))  # fmt: skip
     return rows, failed

@@ -17,6 +17,7 @@ from ..scan import FileRecord
 from .sources import read_bytes
 
 LISTING_COLUMNS = ("path", "size", "mtime_ns")
+CAPTURE_COLUMNS = ("taken_at", "camera_make", "camera_model")  # as the local indexer stores them
 
 
 def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
@@ -29,7 +30,8 @@ def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decod
 
 
 def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool) -> dict[str, np.ndarray]:
-    """Listing rows -> rows with sha256, size in pixels, uint8 crops [B, crop, crop, 3] and an error column."""
+    """Listing rows -> rows with sha256, size in pixels, capture info, uint8 crops [B, crop, crop, 3] and an
+    error column."""
     records = [FileRecord(str(p), int(s), int(m)) for p, s, m in zip(*(batch[c] for c in LISTING_COLUMNS))]
     results = [decode_record(record, prep, draft) for record in records]
     ok = [isinstance(result, Decoded) for result in results]
@@ -45,6 +47,8 @@ def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool)
         "width": np.array([res.width if good else 0 for res, good in zip(results, ok)], dtype=np.int64),
         "height": np.array([res.height if good else 0 for res, good in zip(results, ok)], dtype=np.int64),
         "error": np.array(["" if good else res[1] for res, good in zip(results, ok)], dtype=object),
+        **{name: np.array([res.capture.as_fields()[name] if good else None for res, good in zip(results, ok)], dtype=object)
+           for name in CAPTURE_COLUMNS},  # fmt: skip
         "pixels": pixels,
     }
 
