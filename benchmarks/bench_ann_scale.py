@@ -1,6 +1,6 @@
 """ANN indexes at 10k-1M synthetic 512-d embeddings: build, add 10, file size, cold open + search, recall@50.
 
-For each N the memory budget picks a kind (bt_search.ann.plan_index); affordable alternatives run too.
+For each N the memory budget picks a kind (bt_search.store.ann.plan_index); affordable alternatives run too.
 Tuning uses `probe_queries` from a sample (what the store can do at build time, knowing no text queries);
 recall@50 against exact search is then measured on image-like and on gap-shifted (text-like) queries.
 The cold open + one search runs in a fresh subprocess (FAISS file memory-mapped; the OS page cache may be
@@ -24,8 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bt_search import ann
-from bt_search.ann_tuning import exact_search, probe_queries, recall_at_k, tune_search
+from bt_search.store import ann
+from bt_search.store.ann_tuning import exact_search, probe_queries, recall_at_k, tune_search
 from tests.ann_data import (
     clustered_image_vectors,
     gap_shifted_queries,
@@ -40,7 +40,7 @@ import faiss
 def status(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
 base = status("VmRSS:")
-from bt_search import ann
+from bt_search.store import ann
 path, vectors_path, params, k = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 started = time.perf_counter()
 index = ann.read_index(path, mmap=True)

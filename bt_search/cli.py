@@ -144,7 +144,8 @@ def index(
     prune_excluded: bool = typer.Option(False, "--prune-excluded", help="With --prune, also drop indexed files that the hidden/--exclude rules now leave out."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
-    index_type: Optional[str] = typer.Option(None, "--index-type", help="FAISS index: auto (flat up to 100k images), flat, hnsw, ivf (default: the index's recorded choice, else auto)."),
+    index_type: Optional[str] = typer.Option(None, "--index-type", help="FAISS index: auto (flat up to 100k images, then ivf_flat, then ivf_pq past --memory-budget), flat, hnsw, ivf_flat, ivf_pq (default: the index's recorded choice, else auto)."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the FAISS index may take, e.g. 512MB, 4GiB; picks the index type for auto (default: the recorded budget, else env BT_SEARCH_MEMORY_BUDGET, else 1GiB)."),
     commit_every: int = typer.Option(256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."),
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray (Ray Data; docs/distributed.md)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray (default: RAY_ADDRESS, else a local Ray)."),
@@ -158,8 +159,7 @@ def index(
     from .store import IndexWriter
 
     with cli_errors(quiet):
-        if index_type is not None and index_type not in ("auto", "flat", "hnsw", "ivf"):
-            raise UsageError(f"--index-type must be auto, flat, hnsw or ivf, not {index_type!r}")
+        ann_choice = _ann_choice(index_type, memory_budget)
         sources = _index_sources(paths or [], from_list, executor)
         directory = _index_dir(index)
         model = model or _existing_model(directory) or config.default_model()
@@ -168,10 +168,11 @@ def index(
         engine = load_engine(model, device="cpu" if on_ray else device or config.default_device(), precision=precision, text_only=on_ray)
         progress = RichIndexProgress(quiet)
         with IndexWriter.open(directory, identity_for(engine)) as writer:
+            writer.choose_ann(**ann_choice)
             try:
                 rules = resolved_rules(writer.settings.get("scan_rules"), include_hidden, exclude or None)
                 common = dict(batch_size=batch_size or config.default_batch_size(), draft=draft, prune=prune,
-                              index_type=index_type, commit_rows=commit_every, progress=progress, rules=rules,
+                              commit_rows=commit_every, progress=progress, rules=rules,
                               prune_excluded=prune_excluded)  # fmt: skip
                 if on_ray:
                     from .distributed import index_with_ray
@@ -186,6 +187,15 @@ def index(
             _print_index_summary(report, directory)
         if strict and (report.skipped or report.kept):
             raise typer.Exit(EXIT_SKIPPED)
+
+
+def _ann_choice(index_type: Optional[str], memory_budget: Optional[str]) -> dict:
+    """--index-type and --memory-budget checked before any model loads (UsageError names the bad value)."""
+    from .store.ann import parse_bytes
+    from .store.ann_upkeep import normalise_choice
+
+    return {"index_type": None if index_type is None else normalise_choice(index_type),
+            "memory_budget": None if memory_budget is None else parse_bytes(memory_budget)}  # fmt: skip
 
 
 def _index_sources(paths: List[str], from_list: Optional[Path], executor: str) -> List[str]:

@@ -55,6 +55,15 @@ def measured_recall(manifest: dict[str, Any]) -> Any:
     return None
 
 
+def _recall_text(recall: Any) -> str:
+    if recall is None:
+        return "not measured (exact search)"
+    if isinstance(recall, dict) and "measured" in recall:
+        return (f"recall@{recall['at']} {recall['measured']:.3f} on {recall['queries']} held-out queries at build "
+                f"(target {recall['target']})")  # fmt: skip
+    return json.dumps(recall)
+
+
 def disk_usage(directory: Path) -> int:
     total = 0
     for folder, _, files in os.walk(directory):
@@ -90,7 +99,7 @@ def render_info(info: dict[str, Any], fmt: str, stream: TextIO) -> None:
         ("images", info["images"]),
         ("failed", f"{info['failed']}" + (" (list them: bt-search failed)" if info["failed"] else "")),
         ("index type", info["index_type"] or "none yet"),
-        ("measured recall", json.dumps(recall) if recall is not None else "not measured (exact search)"),
+        ("measured recall", _recall_text(recall)),
         ("size on disk", human_size(info["size_bytes"])),
         ("last update", info["updated"]),
         ("scan rules", _rules_text(rules) if rules else "defaults"),

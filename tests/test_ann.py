@@ -1,13 +1,13 @@
-"""bt_search.ann / ann_tuning: plans, builds, masked search, incremental adds, tuning, mmap, rebuild rules."""
+"""bt_search.store.ann / ann_tuning: plans, builds, masked search, incremental adds, tuning, mmap, rebuild rules."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bt_search import ann
-from bt_search.ann import IndexStats, SearchParams
-from bt_search.ann_tuning import exact_search, probe_queries, recall_at_k, tune_search
+from bt_search.store import ann
+from bt_search.store.ann import AnnStats, SearchParams
+from bt_search.store.ann_tuning import exact_search, probe_queries, recall_at_k, tune_search
 from bt_search.errors import UsageError
 from tests.ann_data import (
     clustered_image_vectors,
@@ -64,12 +64,13 @@ def exact_lookup(vectors, ids):
         (100_001, 512, GiB, None, "ivf_flat", "IVF1024,Flat"),
         (400_000, 512, GiB, None, "ivf_flat", "IVF2048,Flat"),
         (1_000_000, 512, 4 * GiB, None, "ivf_flat", "IVF4096_HNSW32,Flat"),
-        (1_000_000, 512, GiB, None, "ivf_pq", "OPQ128_512,IVF4096_HNSW32,PQ128"),
+        (1_000_000, 512, GiB, None, "ivf_pq", "OPQ64_512,IVF4096_HNSW32,PQ64"),
         (10_000_000, 512, GiB, None, "ivf_pq", "OPQ64_512,IVF16384_HNSW32,PQ64"),
         (100_000_000, 512, GiB, None, "ivf_pq", "OPQ8_512,IVF32768_HNSW32,PQ8"),
         (1_000, 512, GiB, "ivf_flat", "ivf_flat", "IVF8,Flat"),
         (1_000_000, 512, GiB, "hnsw", "hnsw", "IDMap,HNSW32"),
-        (50_000, 512, GiB, "ivf_pq", "ivf_pq", "OPQ128_512,IVF512_HNSW32,PQ128"),
+        (50_000, 512, GiB, "ivf_pq", "ivf_pq", "OPQ64_512,IVF512_HNSW32,PQ64"),
+        (300, 16, GiB, "ivf_pq", "ivf_pq", "IVF4_HNSW32,PQ8x6"),  # too few rows for 256 centroids or OPQ
     ],
 )
 def test_plan_follows_size_and_budget(n, dim, budget, kind, expected_kind, factory):
@@ -276,28 +277,28 @@ def test_exact_search_over_chunks_matches_numpy(collection):
 @pytest.mark.parametrize(
     ("stats", "reason_contains"),
     [
-        (IndexStats("ivf_flat", 1000, 100, 1000, "ivf_flat", 1.3, 1.2), None),
-        (IndexStats("ivf_flat", 1000, 260, 1000, "ivf_flat"), "removed or replaced"),
-        (IndexStats("flat", 1000, 250, 1000, "flat"), None),  # exactly at the limit
-        (IndexStats("ivf_flat", 2100, 0, 1000, "ivf_flat"), "grew 2.1x"),
+        (AnnStats("ivf_flat", 1000, 100, 1000, "ivf_flat", 1.3, 1.2), None),
+        (AnnStats("ivf_flat", 1000, 260, 1000, "ivf_flat"), "removed or replaced"),
+        (AnnStats("flat", 1000, 250, 1000, "flat"), None),  # exactly at the limit
+        (AnnStats("ivf_flat", 2100, 0, 1000, "ivf_flat"), "grew 2.1x"),
         (
-            IndexStats("hnsw", 5000, 0, 1000, "hnsw"),
+            AnnStats("hnsw", 5000, 0, 1000, "hnsw"),
             None,
         ),  # a graph does not degrade as it grows
         (
-            IndexStats("flat", 100_500, 0, 100_000, "ivf_flat"),
+            AnnStats("flat", 100_500, 0, 100_000, "ivf_flat"),
             None,
         ),  # kind changed, size barely
-        (IndexStats("flat", 110_000, 0, 100_000, "ivf_flat"), "call for ivf_flat"),
+        (AnnStats("flat", 110_000, 0, 100_000, "ivf_flat"), "call for ivf_flat"),
         (
-            IndexStats("ivf_flat", 200_000, 120_000, 200_000, "flat"),
+            AnnStats("ivf_flat", 200_000, 120_000, 200_000, "flat"),
             "removed or replaced",
         ),
         (
-            IndexStats("ivf_pq", 1_000_000, 0, 900_000, "ivf_pq", 2.0, 1.2),
+            AnnStats("ivf_pq", 1_000_000, 0, 900_000, "ivf_pq", 2.0, 1.2),
             "more uneven",
         ),
-        (IndexStats("ivf_pq", 1_000_000, 0, 900_000, "ivf_pq", 1.7, 1.2), None),
+        (AnnStats("ivf_pq", 1_000_000, 0, 900_000, "ivf_pq", 1.7, 1.2), None),
     ],
 )
 def test_needs_rebuild_thresholds(stats, reason_contains):

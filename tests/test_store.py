@@ -35,8 +35,6 @@ from bt_search.store import (
     choose_index_type,
 )
 from bt_search.store import reader as reader_module
-from bt_search.store.ann_upkeep import build_index as build_ann_index
-from bt_search.store.ann_upkeep import ivf_list_count
 
 DIM = 16
 IDENTITY = IndexIdentity("tiny/bridgetower", "abc123", DIM, {"size": 288, "mean": [0.5, 0.5, 0.5]})
@@ -471,7 +469,7 @@ def test_flat_search_equals_brute_force(tmp_path):
     assert reader.search(queries, k=0)[1].shape == (7, 0)
 
 
-@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf_flat", "ivf_pq"])
 def test_approximate_indexes_recall_and_complete_results(tmp_path, index_type):
     embeddings = clustered_unit_vectors(3000, seed=21)
     queries = clustered_unit_vectors(50, seed=21)[:50] + 0.01  # near the data, not on it
@@ -515,27 +513,12 @@ def test_committed_rows_are_searched_before_finish_next_to_the_ann_file(tmp_path
 
 
 @pytest.mark.parametrize(
-    "n_vectors, expected",
-    [(0, "flat"), (1, "flat"), (50_000, "flat"), (100_000, "flat"), (100_001, "hnsw"), (10_000_000, "hnsw")],
+    "n_vectors, budget, expected",
+    [(0, None, "flat"), (100_000, None, "flat"), (100_001, None, "ivf_flat"), (500_000, None, "ivf_flat"),
+     (1_000_000, None, "ivf_pq"), (1_000_000, 4 << 30, "ivf_flat"), (10_000_000, None, "ivf_pq")],
 )
-def test_choose_index_type(n_vectors, expected):
-    assert choose_index_type(n_vectors) == expected
-
-
-@pytest.mark.parametrize("n_vectors, lists", [(1, 1), (100, 2), (10_000, 256), (1_000_000, 4000)])
-def test_ivf_list_count_follows_sqrt_n_within_trainable_bounds(n_vectors, lists):
-    assert ivf_list_count(n_vectors) == lists
-
-
-@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
-def test_build_ann_index_uses_inner_product_and_row_ids(index_type):
-    embeddings = unit_vectors(100, seed=27)
-    index = build_ann_index(embeddings, np.arange(1000, 1100), index_type)
-    assert index.metric_type == faiss.METRIC_INNER_PRODUCT and index.ntotal == 100
-    _, ids = index.search(embeddings[:3], 1)
-    assert ids[:, 0].tolist() == [1000, 1001, 1002]
-    with pytest.raises(ValueError, match="unknown index type"):
-        build_ann_index(embeddings, np.arange(100), "lsh")
+def test_choose_index_type_follows_size_and_memory_budget(n_vectors, budget, expected):
+    assert choose_index_type(n_vectors, 512, budget) == expected
 
 
 def test_index_directory_can_be_copied_and_moved(tmp_path):

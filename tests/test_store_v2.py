@@ -72,7 +72,7 @@ def check_search(reader: IndexReader, model: dict[str, ImageRow], exact: bool) -
         np.testing.assert_allclose(similarities[0], embeddings @ queries[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("seed, index_type", [(1, "flat"), (2, "hnsw"), (3, "ivf"), (4, None)])
+@pytest.mark.parametrize("seed, index_type", [(1, "flat"), (2, "hnsw"), (3, "ivf_flat"), (4, None), (5, "ivf_pq")])
 def test_random_commits_match_a_brute_force_model(tmp_path, seed, index_type):
     chance = random.Random(seed)
     names = [f"{i}.jpg" for i in range(60)]
@@ -116,6 +116,7 @@ def test_random_commits_match_a_brute_force_model(tmp_path, seed, index_type):
     on_disk = {f"{d.name}/{f.name}" for d in tmp_path.iterdir() if d.is_dir() for f in d.iterdir()}
     named = {e["file"] for k in ("parts", "tombstones", "failed_parts") for e in manifest[k]}
     named |= {manifest["ann"]["file"], manifest["ann"]["dead_file"]} - {None} if manifest["ann"] else set()
+    named |= set(((manifest["ann"] or {}).get("exact_copy") or {}).values())
     assert on_disk == named, "finish() leaves no orphans"
 
 
@@ -158,12 +159,13 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    from bt_search.store import IndexIdentity, IndexWriter, files, compaction, upkeep, writer as writer_module
+    from bt_search.store import IndexIdentity, IndexWriter, ann, exact_copy, files, compaction, upkeep, writer as writer_module
     from tests.test_store_v2 import image_row, IDENTITY
 
     directory, target, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
     owner, name = target.split(":")
-    module = {"files": files, "compaction": compaction, "upkeep": upkeep, "writer": writer_module}[owner]
+    module = {"files": files, "compaction": compaction, "upkeep": upkeep, "writer": writer_module, "ann": ann,
+              "exact_copy": exact_copy}[owner]
     real, calls = getattr(module, name), []
 
     def dying(*args, **kwargs):
@@ -178,7 +180,7 @@ CHILD = textwrap.dedent(
             writer.commit([image_row(f"{i}.jpg", step) for i in range(4 * step - 1, 4 * step + 3)], removed=[f"/p/{4 * step - 6}.jpg"] if step % 3 == 2 else [])
             print("committed", step, flush=True)
             if step % 4 == 3:
-                writer.finish(["hnsw", "hnsw", "ivf"][step // 4])
+                writer.finish(["hnsw", "ivf_pq", "ivf_pq"][step // 4])
                 print("finished", step, flush=True)
     """
 )
@@ -212,8 +214,11 @@ def run_child(directory: Path, target: str, nth: int) -> list[str]:
         ("writer:write_manifest", 6),  # a commit's files written, its manifest not
         ("compaction:write_parquet", 1),  # a merged part half-done (compaction inside a commit)
         ("compaction:write_parquet", 3),  # the ANN's dead-row list, after a fold wrote its file
-        ("upkeep:add_rows", 1),  # a fold into the existing HNSW graph
-        ("upkeep:write_index", 2),  # the folded ANN file half-written
+        ("ann:add_vectors", 1),  # an HNSW build
+        ("ann:add_vectors", 3),  # a fold into the IVF-PQ index
+        ("ann:write_index", 2),  # the IVF-PQ file half-written
+        ("exact_copy:durable_replace", 2),  # the exact copy's ids renamed, its vectors not
+        ("exact_copy:durable_replace", 4),  # a fold's exact copy
         ("upkeep:write_ann_dead", 1),
         ("writer:remove_orphans", 3),  # manifest committed, superseded files not yet deleted
     ],
@@ -225,8 +230,9 @@ def test_kill_9_at_a_chosen_point_loses_nothing_committed_and_duplicates_nothing
     committed = sum(line.startswith("committed") for line in lines)
     reader = IndexReader.open(tmp_path / "idx")
     got = reader_state(reader)
-    assert got in (model_state(states[committed]), model_state(states[committed + 1])), "lost or half a commit"
-    check_search(reader, states[committed] if got == model_state(states[committed]) else states[committed + 1], False)
+    after = states[min(committed + 1, len(states) - 1)]  # a kill in the last finish() follows the last commit
+    assert got in (model_state(states[committed]), model_state(after)), "lost or half a commit"
+    check_search(reader, states[committed] if got == model_state(states[committed]) else after, False)
 
     assert run_child(tmp_path / "idx", "files:write_parquet", 0)[-1] == "finished 11"  # rerun, no kill
     reader = IndexReader.open(tmp_path / "idx")

@@ -65,7 +65,7 @@ def index_with_ray(
     decode_cpus: float = 1.0,
     draft: bool = True,
     prune: bool = False,
-    index_type: str = "auto",
+    index_type: str | None = None,
     commit_rows: int = COMMIT_ROWS,
     address: str | None = None,
     progress: IndexProgress | None = None,

@@ -2,11 +2,12 @@
 
 Layout of this package: files.py (names, atomic writes, lock, manifest I/O), manifest.py (manifest
 values), records.py (rows <-> Arrow), parts.py (a pinned view of one manifest's files), writer.py,
-reader.py, compaction.py (size-tiered merges), ann_upkeep.py + upkeep.py (the ANN file), legacy.py +
+reader.py, compaction.py (size-tiered merges), ann.py + ann_tuning.py (FAISS indexes sized to a memory
+budget, tuned to a recall target), ann_upkeep.py + upkeep.py + exact_copy.py (the ANN file), legacy.py +
 upgrade.py (format 1).
 """
 
-from .ann_upkeep import choose_index_type
+from .ann_upkeep import INDEX_CHOICES, choose_index_type
 from .files import FORMAT_VERSION
 from .reader import IndexReader
 from .records import FailedRow, ImageRow, IndexIdentity, IndexStats
@@ -14,6 +15,7 @@ from .writer import IndexWriter
 
 __all__ = [
     "FORMAT_VERSION",
+    "INDEX_CHOICES",
     "FailedRow",
     "ImageRow",
     "IndexIdentity",

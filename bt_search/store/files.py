@@ -72,15 +72,24 @@ def rebuild_hint(directory: Path) -> str:
 
 def atomic_write(target: Path, write: Callable[[str], None]) -> None:
     """Run `write(tmp_path)`, then make the result durable and visible at `target` in one rename."""
-    target.parent.mkdir(exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
+    tmp = temporary_path(target)
     try:
         write(str(tmp))
-        _fsync(tmp)
-        os.replace(tmp, target)
+        durable_replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temporary_path(target: Path) -> Path:
+    """Where `target` is written before its rename (a name remove_orphans() deletes after a crash)."""
+    target.parent.mkdir(exist_ok=True)
+    return target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def durable_replace(tmp: Path, target: Path) -> None:
+    _fsync(tmp)
+    os.replace(tmp, target)
     _fsync(target.parent)  # the rename itself must survive a power cut
 
 
@@ -136,6 +145,8 @@ def named_files(manifest: dict[str, Any]) -> set[str]:
         names.add(ann["file"])
         if ann.get("dead_file"):
             names.add(ann["dead_file"])
+        if ann.get("exact_copy"):
+            names.update(ann["exact_copy"].values())
     return names
 
 

@@ -39,13 +39,15 @@ def new_manifest(identity: IndexIdentity) -> dict[str, Any]:
 
 
 def file_name(manifest: dict[str, Any], kind: str) -> str:
-    """A new, never-used name for a data file of `kind` (part, tombstones, failed, ann, ann-dead)."""
+    """A new, never-used name for a data file of `kind` (part, tombstones, failed, ann, ann-dead, ann-copy...)."""
     folder, stem, ext = {
         "part": (PARTS_DIR, "part", "parquet"),
         "tombstones": (TOMBSTONES_DIR, "tomb", "parquet"),
         "failed": (FAILED_DIR, "failed", "parquet"),
         "ann": (ANN_DIR, "ann", "faiss"),
         "ann-dead": (ANN_DIR, "dead", "parquet"),
+        "ann-copy-ids": (ANN_DIR, "copy-ids", "npy"),
+        "ann-copy": (ANN_DIR, "copy", "npy"),
     }[kind]
     return f"{folder}/{stem}-{manifest['next_file']:08d}.{ext}"
 

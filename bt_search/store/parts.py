@@ -9,6 +9,7 @@ manifest (a writer compacted meanwhile) and opens again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ..errors import IndexFormatError
 from .files import FAILED_SCHEMA, part_schema, rebuild_hint
+from .records import embeddings_matrix
 
 _FORMAT = ds.ParquetFileFormat()
 
@@ -72,6 +74,16 @@ class Part:
         positions = np.minimum(np.searchsorted(row_ids, ids), max(len(row_ids) - 1, 0))
         found = positions[row_ids[positions] == ids] if len(row_ids) else positions[:0]
         return table.take(found).select(["row_id", *columns] if "row_id" not in columns else columns)
+
+    def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Every row of the part in row id order, `batch_rows` at a time (memory holds one batch)."""
+        if isinstance(self._source, pa.Table):
+            yield from self._source.select(columns).to_batches(max_chunksize=batch_rows)
+            return
+        try:
+            yield from self._parquet.iter_batches(batch_size=batch_rows, columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise _damaged(self._path, exc) from exc
 
     @property
     def _parquet(self) -> pq.ParquetFile:
@@ -143,6 +155,19 @@ class Snapshot:
         if len(self.dead):
             table = table.filter(pa.array(self.live(table.column("row_id").to_numpy())))
         return table.select(columns)
+
+    def live_vectors(self, min_row_id: int = 0, batch_rows: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row ids, [n, D] float32 embeddings) of the live rows with row_id >= min_row_id, ascending, in
+        batches: streams any number of rows in bounded memory (ANN builds and folds)."""
+        for part in self.parts:
+            if part.row_id_max < min_row_id:
+                continue
+            for batch in part.batches(["row_id", "embedding"], batch_rows):
+                ids = batch.column(0).to_numpy()
+                keep = (ids >= min_row_id) & self.live(ids)
+                if keep.any():
+                    vectors = embeddings_matrix(batch.column(1), self.dim)
+                    yield ids[keep], vectors[keep] if not keep.all() else vectors
 
     def failures(self) -> pa.Table:
         """path, reason, size, mtime_ns of every recorded failure (last record per path wins)."""

@@ -15,12 +15,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import IndexFormatError, IndexLockedError, IndexMissingError
-from .ann_upkeep import exact_search, read_index, search_index
+from . import ann
+from .ann_upkeep import search_params
+from .exact_copy import copy_names, exact_lookup, open_exact_copy
 from .files import META_COLUMNS, read_manifest, rebuild_hint
 from .legacy import load_v1
 from .parts import Snapshot, in_memory_snapshot, open_snapshot
@@ -29,27 +32,41 @@ from .records import FailedRow, ImageRow, IndexIdentity, embeddings_matrix, imag
 _OPEN_ATTEMPTS = 20
 
 
-def _read_ann(directory: Path, manifest: dict[str, Any]) -> Any:
-    """The memory-mapped ANN file, or None without one, or when it is gone or damaged: the ANN file
-    is derived data, and search() is exact without it (slower, never wrong)."""
-    ann = manifest.get("ann")
-    if not ann:
+class _AnnFile:
+    """The memory-mapped ANN file with its tuned knobs and, for IVF-PQ, its memory-mapped exact copy."""
+
+    def __init__(self, directory: Path, entry: dict[str, Any]):
+        self.index = ann.read_index(directory / entry["file"], mmap=True)
+        self.params = search_params(entry, self.index)
+        names = copy_names(entry)
+        self.exact_vectors = exact_lookup(*open_exact_copy(directory, names)) if names else None
+
+    def search(self, queries: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ann.search(self.index, queries, k, params=self.params, excluded_ids=excluded,
+                          exact_vectors=self.exact_vectors)  # fmt: skip
+
+
+def _read_ann(directory: Path, manifest: dict[str, Any]) -> _AnnFile | None:
+    """The ANN file, or None without one, or when it is gone or damaged: the ANN file is derived data,
+    and search() is exact without it (slower, never wrong)."""
+    entry = manifest.get("ann")
+    if not entry:
         return None
     try:
-        return read_index(directory / ann["file"], mmap=True)
-    except (FileNotFoundError, RuntimeError):
+        return _AnnFile(directory, entry)
+    except (FileNotFoundError, RuntimeError, ValueError, OSError):
         return None
 
 
 class IndexReader:
     """A consistent view of an index as of open(); takes no lock, sees every committed batch."""
 
-    def __init__(self, directory: Path, snapshot: Snapshot, ann: Any):
+    def __init__(self, directory: Path, snapshot: Snapshot, ann_file: _AnnFile | None):
         self.directory = directory
         self.manifest = snapshot.manifest
         self.identity = IndexIdentity.from_manifest(self.manifest)
         self._snapshot = snapshot
-        self._ann = ann
+        self._ann = ann_file
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> IndexReader:
@@ -153,7 +170,7 @@ class IndexReader:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         results = [self._fresh_search(queries, k)]
         if self._ann is not None:
-            results.append(search_index(self._ann, queries, k, self._excluded))
+            results.append(self._ann.search(queries, k, self._excluded))
         similarities, ids = _best_of(results, k)
         short = (ids < 0).any(axis=1)  # an approximate index can come back short: search those exactly
         if short.any():
@@ -167,21 +184,21 @@ class IndexReader:
     @cached_property
     def _fresh(self) -> tuple[np.ndarray, np.ndarray]:
         """(row ids, embeddings) of the live rows the ANN file does not hold (all rows without one)."""
-        ann = self.manifest.get("ann") if self._ann is not None else None
-        table = self._snapshot.where(["row_id", "embedding"], min_row_id=ann["covered_below"] if ann else 0)
+        entry = self.manifest.get("ann") if self._ann is not None else None
+        table = self._snapshot.where(["row_id", "embedding"], min_row_id=entry["covered_below"] if entry else 0)
         return table.column("row_id").to_numpy(), embeddings_matrix(table.column("embedding"), self.identity.embedding_dim)
 
     def _fresh_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         ids, embeddings = self._fresh
         if not len(ids):
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        similarities, positions = exact_search(embeddings, queries, min(k, len(ids)))
+        similarities, positions = _exact_search(embeddings, queries, min(k, len(ids)))
         return similarities, ids[positions]
 
     def _exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         table = self._snapshot.where(["row_id", "embedding"])
         embeddings = embeddings_matrix(table.column("embedding"), self.identity.embedding_dim)
-        similarities, positions = exact_search(embeddings, queries, k)
+        similarities, positions = _exact_search(embeddings, queries, k)
         return similarities, table.column("row_id").to_numpy()[positions]
 
 
@@ -199,3 +216,8 @@ def _best_of(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
         best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
     best_ids[~np.isfinite(best)] = -1
     return best, best_ids.astype(np.int64)
+
+
+def _exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner-product top-k (positions into `embeddings`) without copying them into an index."""
+    return faiss.knn(queries, np.ascontiguousarray(embeddings, dtype=np.float32), k, metric=faiss.METRIC_INNER_PRODUCT)

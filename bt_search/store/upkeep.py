@@ -1,78 +1,154 @@
-"""finish()'s ANN step: keep, fold fresh rows into, or rebuild the ANN file (thresholds: ann_upkeep.py)."""
+"""finish()'s ANN step: keep, fold fresh rows into, or rebuild the ANN file (decisions: ann_upkeep.py).
+
+A rebuild streams the live rows from the parts in bounded memory: one pass draws the training sample
+(and the tuning queries), a second fills the index, the exact copy (IVF-PQ) and the tuning queries'
+exact top-k together. The search knobs are then tuned to the recall target and recorded, with the
+recall they measured, in the manifest.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .ann_upkeep import (
-    AnnState,
-    add_rows,
-    build_index,
-    choose_index_type,
-    plan_upkeep,
-    read_index,
-    remove_rows,
-    write_index,
-)
+from . import ann
+from .ann_tuning import DEFAULT_RECALL_TARGET, ExactTopK, probe_queries, tune_search
+from .ann_upkeep import RECALL_AT, TUNING_QUERIES, normalise_choice, plan_upkeep
 from .compaction import write_ann_dead
+from .exact_copy import ExactCopyWriter, copy_chunks, exact_lookup, open_exact_copy
 from .manifest import file_name, live_count
 from .parts import Snapshot
-from .records import embeddings_matrix
+
+Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
 
 
 def update_ann(directory: Path, manifest: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
     """The manifest after bringing the ANN file up to date with the live rows (new files written)."""
+    choice = normalise_choice(manifest.get("index_choice") or "auto")
+    budget = manifest.get("memory_budget") or ann.memory_budget_from_env()
     live = live_count(manifest, len(snapshot.dead))
-    choice = manifest.get("index_choice") or "auto"
-    wanted = choose_index_type(live) if choice == "auto" else choice
-    ann = manifest.get("ann")
-    covered = ann["covered_below"] if ann else 0
+    plan = ann.plan_index(live, snapshot.dim, budget, kind=None if choice == "auto" else choice)
+    entry = manifest.get("ann")
+    covered = entry["covered_below"] if entry else 0
     fresh = snapshot.where(["row_id"], min_row_id=covered).num_rows
     # Every dead row the ANN file may hold: its list, plus rows tombstoned since it was written.
     held_dead = np.union1d(snapshot.ann_dead, snapshot.dead[snapshot.dead < covered])
-    state = AnnState(ann["type"], ann["rows"], ann["dead"], ann["trained_rows"]) if ann else None
-    action = plan_upkeep(state, wanted, live, fresh, len(held_dead), snapshot.dim)
-    if action == "rebuild":
-        return _rebuild(directory, manifest, snapshot, wanted)
-    if action == "fold":
-        return _fold(directory, manifest, snapshot, held_dead)
-    if ann and len(held_dead) != len(snapshot.ann_dead):
+    decision = plan_upkeep(entry, plan, choice, fresh, len(held_dead))
+    if decision.action == "rebuild":
+        notes = {"choice": choice, "memory_budget": budget, "built_because": decision.reason}
+        return _rebuild(directory, manifest, snapshot, plan, notes)
+    if decision.action == "fold":
+        return _fold(directory, manifest, snapshot, held_dead, fresh)
+    if entry and len(held_dead) != len(snapshot.ann_dead):
         return write_ann_dead(directory, manifest, held_dead)
     return manifest
 
 
-def _rebuild(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, index_type: str) -> dict[str, Any]:
-    table = snapshot.where(["row_id", "embedding"])
-    if not table.num_rows:
+def _rebuild(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, plan: ann.IndexPlan,
+             notes: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    if plan.n_vectors == 0:
         return {**manifest, "ann": None, "index_type": None}
-    ids = table.column("row_id").to_numpy()
-    index = build_index(embeddings_matrix(table.column("embedding"), snapshot.dim), ids, index_type)
+    rng = np.random.default_rng(int(manifest["next_row_id"]))  # the same rows give the same index
+    tuned = plan.kind != "flat"  # exact search needs no knobs
+    sample = _sample(snapshot.live_vectors(), plan.n_vectors, max(plan.train_size, TUNING_QUERIES * tuned), rng)
+    chunks: Chunks = snapshot.live_vectors()
+    copy_files, copy = None, None
+    if plan.kind == "ivf_pq":
+        copy_files = _copy_names(manifest)
+        copy = ExactCopyWriter(directory, copy_files, plan.n_vectors, plan.dim)
+        chunks = copy.add_chunks(chunks)
+    truth = ExactTopK(probe_queries(sample, TUNING_QUERIES, rng), min(RECALL_AT, plan.n_vectors)) if tuned else None
+    if truth is not None:
+        chunks = _observed(chunks, truth.add)
+    index = ann.build_index(plan, sample[: plan.train_size] if plan.needs_training else None, chunks)
+    if copy is not None:
+        copy.commit()
+    params, recall = _tune(directory, index, truth, copy_files)
     name = file_name(manifest, "ann")
-    write_index(index, directory / name)
-    ann = {
+    ann.write_index(index, directory / name)
+    imbalance = ann.list_imbalance(index)
+    entry = {
         "file": name,
-        "type": index_type,
+        "type": plan.kind,
+        "factory": plan.factory,
         "rows": int(index.ntotal),
         "covered_below": int(manifest["next_row_id"]),
-        "trained_rows": len(ids),
+        "trained_rows": plan.n_vectors,
         "dead": 0,
         "dead_file": None,
+        "exact_copy": copy_files,
+        "params": params.to_dict(),
+        "recall": recall,
+        "imbalance": imbalance,
+        "imbalance_at_build": imbalance,
+        **notes,
     }
-    return {**manifest, "ann": ann, "index_type": index_type, "next_file": manifest["next_file"] + 1}
+    return {**manifest, "ann": entry, "index_type": plan.kind, "next_file": manifest["next_file"] + 1}
 
 
-def _fold(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, held_dead: np.ndarray) -> dict[str, Any]:
+def _fold(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, held_dead: np.ndarray,
+          fresh_rows: int) -> dict[str, Any]:  # fmt: skip
     """Add the fresh rows to the existing index (its trained quantizer, its graph); drop dead rows where cheap."""
-    ann = manifest["ann"]
-    index = read_index(directory / ann["file"], mmap=False)
-    fresh = snapshot.where(["row_id", "embedding"], min_row_id=ann["covered_below"])
-    add_rows(index, embeddings_matrix(fresh.column("embedding"), snapshot.dim), fresh.column("row_id").to_numpy())
-    still_dead = np.zeros(0, np.int64) if remove_rows(index, held_dead) else held_dead
+    entry = manifest["ann"]
+    index = ann.read_index(directory / entry["file"], mmap=False)
+    fresh: Chunks = snapshot.live_vectors(min_row_id=entry["covered_below"])
+    copy_files, copy = entry.get("exact_copy"), None
+    if copy_files:
+        old_ids, old_vectors = open_exact_copy(directory, copy_files)
+        kept = ~np.isin(old_ids, held_dead)  # removed from the index below: no need to copy them on
+        copy_files = _copy_names(manifest)
+        copy = ExactCopyWriter(directory, copy_files, int(kept.sum()) + fresh_rows, snapshot.dim)
+        for ids, vectors in copy_chunks(old_ids, old_vectors):
+            live = ~np.isin(ids, held_dead)
+            copy.add(ids[live], vectors[live])
+        fresh = copy.add_chunks(fresh)
+    for ids, vectors in fresh:
+        ann.add_vectors(index, vectors, ids)
+    if copy is not None:
+        copy.commit()
+    still_dead = held_dead if not ann.remove_vectors(index, held_dead) else np.zeros(0, np.int64)
     name = file_name(manifest, "ann")
-    write_index(index, directory / name)
-    ann = {**ann, "file": name, "rows": int(index.ntotal), "covered_below": int(manifest["next_row_id"])}
-    manifest = {**manifest, "ann": ann, "next_file": manifest["next_file"] + 1}
+    ann.write_index(index, directory / name)
+    entry = {**entry, "file": name, "rows": int(index.ntotal), "covered_below": int(manifest["next_row_id"]),
+             "exact_copy": copy_files, "imbalance": ann.list_imbalance(index)}  # fmt: skip
+    manifest = {**manifest, "ann": entry, "next_file": manifest["next_file"] + 1}
     return write_ann_dead(directory, manifest, still_dead)
+
+
+def _sample(chunks: Chunks, total: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """`size` rows drawn uniformly without replacement from `total` streamed rows (one pass)."""
+    if size == 0:
+        return np.zeros((0, 0), np.float32)
+    wanted = np.sort(rng.choice(total, size=min(size, total), replace=False))
+    picked, seen = [], 0
+    for _, vectors in chunks:
+        inside = wanted[(wanted >= seen) & (wanted < seen + len(vectors))] - seen
+        picked.append(np.array(vectors[inside], dtype=np.float32))
+        seen += len(vectors)
+    sample = np.concatenate(picked) if picked else np.zeros((0, 0), np.float32)
+    return sample[rng.permutation(len(sample))]  # training takes a prefix: make any prefix uniform too
+
+
+def _observed(chunks: Chunks, observe: Callable[[np.ndarray, np.ndarray], None]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for ids, vectors in chunks:
+        observe(ids, vectors)
+        yield ids, vectors
+
+
+def _tune(directory: Path, index: Any, truth: ExactTopK | None,
+          copy_files: dict[str, str] | None) -> tuple[ann.SearchParams, dict[str, Any] | None]:  # fmt: skip
+    """The cheapest knobs reaching the recall target on the probe queries, and what they measured."""
+    if truth is None:
+        return ann.SearchParams(), None  # exact search: nothing to measure
+    lookup = exact_lookup(*open_exact_copy(directory, copy_files)) if copy_files else None
+    params, measured = tune_search(index, truth.queries, truth.ids, k=truth.k, exact_vectors=lookup)
+    recall = {"at": truth.k, "measured": round(measured, 4), "target": DEFAULT_RECALL_TARGET,
+              "queries": len(truth.queries)}  # fmt: skip
+    return params, recall
+
+
+def _copy_names(manifest: dict[str, Any]) -> dict[str, str]:
+    return {"ids_file": file_name(manifest, "ann-copy-ids"), "vectors_file": file_name(manifest, "ann-copy")}

@@ -18,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .ann_upkeep import INDEX_TYPES
+from ..errors import UsageError
+from .ann_upkeep import normalise_choice
 from .compaction import compact, due_for_compaction, merge_failures, merge_tombstones
 from .files import (
     acquire_lock,
@@ -43,8 +44,6 @@ from .records import (
 )
 from .upgrade import upgrade_v1
 from .upkeep import update_ann
-
-INDEX_CHOICES = ("auto", *INDEX_TYPES)
 
 
 class IndexWriter:
@@ -193,15 +192,15 @@ class IndexWriter:
         if due_for_compaction(self._manifest):  # keeps a long run's part count O(log N)
             self._publish(advanced(compact(self.directory, self._manifest, self._snapshot)))
 
-    def finish(self, index_type: str | None = None) -> IndexStats:
-        """Compact, bring the ANN file up to date, commit. `index_type` None keeps the recorded choice;
-        "auto" or a type records a new choice (kept by later runs until they choose again)."""
+    def finish(self, index_type: str | None = None, memory_budget: int | None = None) -> IndexStats:
+        """Compact, bring the ANN file up to date, commit.
+
+        `index_type` ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq") and `memory_budget` (bytes the ANN
+        index may take) are recorded and kept by later runs until given again; None keeps the recorded
+        ones (else auto, and $BT_SEARCH_MEMORY_BUDGET or 1 GiB).
+        """
         self._check_open()
-        if index_type is not None and index_type not in INDEX_CHOICES:
-            raise ValueError(f"unknown index type {index_type!r}; expected {', '.join(INDEX_CHOICES)}")
-        manifest = dict(self._manifest)
-        if index_type is not None:
-            manifest["index_choice"] = index_type
+        manifest = _with_ann_choice(self._manifest, index_type, memory_budget)
         snapshot = self._snapshot
         for step in (compact, merge_tombstones, merge_failures, update_ann):
             manifest = step(self.directory, manifest, snapshot)
@@ -210,6 +209,13 @@ class IndexWriter:
             self._publish(advanced(manifest))
         remove_orphans(self.directory, self._manifest)
         return IndexStats(images=self._manifest["counts"]["images"], failed=len(self._failures), removed=self._removed)
+
+    def choose_ann(self, index_type: str | None = None, memory_budget: int | None = None) -> None:
+        """Record the ANN index type and memory budget now, as finish() would (None keeps the recorded one)."""
+        self._check_open()
+        manifest = _with_ann_choice(self._manifest, index_type, memory_budget)
+        if manifest != self._manifest:
+            self._publish(advanced(manifest))
 
     def _publish(self, manifest: dict[str, Any]) -> None:
         """Commit `manifest` (its files are written): counts refreshed, then the atomic rename."""
@@ -225,3 +231,14 @@ class IndexWriter:
 
 
 _ROW_COLUMNS = ["path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "camera_make", "camera_model", "embedding"]
+
+
+def _with_ann_choice(manifest: dict[str, Any], index_type: str | None, memory_budget: int | None) -> dict[str, Any]:
+    manifest = dict(manifest)
+    if index_type is not None:
+        manifest["index_choice"] = normalise_choice(index_type)
+    if memory_budget is not None:
+        if memory_budget <= 0:
+            raise UsageError(f"the memory budget must be positive, not {memory_budget}")
+        manifest["memory_budget"] = int(memory_budget)
+    return manifest

@@ -28,8 +28,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import UsageError
-from .store.files import atomic_write
+from ..errors import UsageError
+from .files import atomic_write
 
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq")
 MEMORY_BUDGET_ENV = "BT_SEARCH_MEMORY_BUDGET"
@@ -52,6 +52,7 @@ KMEANS_ITERATIONS = (
 )
 TRAIN_POINTS_PER_LIST = 64  # FAISS k-means wants >= 39 per centroid
 PQ_TRAIN_MIN = 256 * 64  # PQ's 256 centroids per sub-quantizer want ~64 points each
+PQ_MIN_POINTS_PER_CENTROID = 4  # below 256 * 4 rows, PQ gets fewer centroids (bits per code)
 PQ_CODE_SIZES = (128, 64, 32, 16, 8)  # bytes per vector, best first
 OPQ_ITERATIONS = (
     8  # FAISS's 50 cost minutes of training for a rotation that has converged by ~10
@@ -59,9 +60,11 @@ OPQ_ITERATIONS = (
 OPQ_TRAIN_POINTS = (
     16_384  # a 512 x 512 rotation is well determined by 16k points (FAISS: 65k)
 )
-PQ_MIN_DIMS_PER_CODE = (
-    4  # finer sub-quantizers cost OPQ training time for little recall
-)
+# Sub-quantizers of 4 dims made one OPQ128 iteration on 16k x 512-d take 190 s on one core (OPQ64:
+# 13 s); the exact re-scoring of a wider shortlist recovers what coarser codes lose. Small embeddings
+# keep at least 8 codes (training is cheap there, and fewer codes rank too coarsely).
+PQ_MIN_DIMS_PER_CODE = 8
+PQ_MIN_CODES = 8
 ID_BYTES = 8  # an IVF list stores each row id as int64
 
 
@@ -127,7 +130,10 @@ def parse_bytes(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _UNITS:
         raise UsageError(f"not a size: {text!r} (use e.g. 512MB, 2GiB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size <= 0:
+        raise UsageError(f"a memory budget must be positive, not {text!r}")
+    return size
 
 
 def plan_index(
@@ -170,9 +176,8 @@ def plan_index(
         return IndexPlan("ivf_flat", f"{coarse},Flat", dim, n_vectors, nlist=nlist, hnsw_m=quantizer_m,
                          train_size=train_size, expected_bytes=flat_bytes + centroid_bytes,
                          over_budget=flat_bytes + centroid_bytes > memory_budget_bytes)  # fmt: skip
-    code_sizes = [
-        m for m in PQ_CODE_SIZES if dim % m == 0 and dim // m >= PQ_MIN_DIMS_PER_CODE
-    ] or [1]
+    dims_per_code = min(PQ_MIN_DIMS_PER_CODE, max(1, dim // PQ_MIN_CODES))
+    code_sizes = [m for m in PQ_CODE_SIZES if dim % m == 0 and dim // m >= dims_per_code] or [1]
     fits = [
         m
         for m in code_sizes
@@ -180,7 +185,12 @@ def plan_index(
     ]
     pq_m = fits[0] if fits else code_sizes[-1]
     size = n_vectors * (pq_m + ID_BYTES) + centroid_bytes + 4 * dim * dim
-    return IndexPlan("ivf_pq", f"OPQ{pq_m}_{dim},{coarse},PQ{pq_m}", dim, n_vectors, nlist=nlist,
+    # A few rows (a forced ivf_pq on a small index) cannot train 256 centroids per sub-quantizer or a
+    # rotation: fewer centroids, no OPQ. Scores are re-scored exactly anyway.
+    bits = min(8, max(1, int(math.log2(max(2, n_vectors // PQ_MIN_POINTS_PER_CENTROID)))))
+    codes = f"PQ{pq_m}" if bits == 8 else f"PQ{pq_m}x{bits}"
+    rotation = f"OPQ{pq_m}_{dim}," if n_vectors >= PQ_TRAIN_MIN else ""
+    return IndexPlan("ivf_pq", f"{rotation}{coarse},{codes}", dim, n_vectors, nlist=nlist,
                      hnsw_m=quantizer_m, pq_m=pq_m, train_size=min(n_vectors, max(train_size, PQ_TRAIN_MIN)),
                      expected_bytes=size, over_budget=not fits)  # fmt: skip
 
@@ -221,6 +231,16 @@ def add_vectors(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> Non
     index.add_with_ids(
         _as_vectors(vectors, index.d), np.ascontiguousarray(ids, dtype=np.int64)
     )
+
+
+def remove_vectors(index: faiss.Index, ids: np.ndarray) -> bool:
+    """Remove rows `ids` where FAISS can (flat, IVF); False for HNSW, whose graph cannot drop nodes
+    (the caller keeps masking them at search)."""
+    if index_kind(index) == "hnsw":
+        return False
+    if len(ids):
+        index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+    return True
 
 
 def index_kind(index: faiss.Index) -> str:
@@ -319,6 +339,7 @@ def _set_build_knobs(index: faiss.Index) -> None:
     if isinstance(index, faiss.IndexPreTransform):
         opq = faiss.downcast_VectorTransform(index.chain.at(0))
         opq.niter, opq.max_train_points = OPQ_ITERATIONS, OPQ_TRAIN_POINTS
+        opq.niter_pq_0 = KMEANS_ITERATIONS  # FAISS's 40 for the first PQ of the rotation's training
     ivf = ivf_part(index)
     if ivf is not None:
         ivf.cp.min_points_per_centroid = (
@@ -329,6 +350,8 @@ def _set_build_knobs(index: faiss.Index) -> None:
             ivf.do_polysemous_training = (
                 False  # only for Hamming-filtered search, which we do not use
             )
+            ivf.pq.cp.min_points_per_centroid = 1  # as for the lists: no stderr warning on small sets
+            ivf.pq.cp.niter = KMEANS_ITERATIONS
         quantizer = faiss.downcast_index(ivf.quantizer)
         if isinstance(quantizer, faiss.IndexHNSW):
             quantizer.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -413,7 +436,7 @@ MIN_KIND_CHANGE = (
 
 
 @dataclass(frozen=True)
-class IndexStats:
+class AnnStats:
     """What `needs_rebuild` looks at; the store keeps the `*_at_build` values in its manifest."""
 
     kind: str
@@ -429,7 +452,7 @@ class IndexStats:
         return self.n_indexed - self.n_excluded
 
 
-def needs_rebuild(stats: IndexStats) -> str | None:
+def needs_rebuild(stats: AnnStats) -> str | None:
     """Why the index should be rebuilt from the live rows now, or None to keep adding to it."""
     if stats.n_indexed and stats.n_excluded / stats.n_indexed > MAX_TOMBSTONE_SHARE:
         return (f"{stats.n_excluded / stats.n_indexed:.0%} of indexed rows are removed or replaced "

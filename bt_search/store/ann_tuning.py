@@ -16,7 +16,7 @@ import numpy as np
 from .ann import ExactVectors, SearchParams, index_kind, ivf_part, search
 
 DEFAULT_RECALL_TARGET = (
-    0.96  # 0.95 promised, plus a margin for queries unlike the held-out ones
+    0.98  # 0.95 promised for text queries; held-out probe queries run ~0.02 easier (tests/test_store_ann.py)
 )
 HNSW_EF_LADDER = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 PQ_REFINE_LADDER = (2, 4, 8, 16)  # shortlist k * factor re-scored exactly
@@ -35,26 +35,40 @@ def recall_at_k(found_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     return float(np.mean(shares)) if shares else 1.0
 
 
+class ExactTopK:
+    """Exact inner-product top-k of fixed queries over (ids, vectors) chunks fed one at a time.
+
+    Lets one streaming pass over the collection both fill an index and find the tuning queries' truth.
+    """
+
+    def __init__(self, queries: np.ndarray, k: int):
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.k = k
+        self.scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        self.ids = np.full((len(queries), k), -1, dtype=np.int64)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        scores, rows = faiss.knn(self.queries, np.ascontiguousarray(vectors, dtype=np.float32), min(self.k, len(ids)),
+                                 metric=faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        found = np.where(rows >= 0, np.asarray(ids, dtype=np.int64)[np.maximum(rows, 0)], -1)
+        scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+        merged_scores = np.concatenate([self.scores, scores], axis=1)
+        merged_ids = np.concatenate([self.ids, found], axis=1)
+        order = np.argsort(-merged_scores, axis=1, kind="stable")[:, : self.k]
+        self.scores = np.take_along_axis(merged_scores, order, axis=1)
+        self.ids = np.take_along_axis(merged_ids, order, axis=1)
+
+
 def exact_search(
     queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k over streamed (ids, vectors) chunks; memory holds one chunk at a time."""
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    top = ExactTopK(queries, k)
     for ids, vectors in chunks:
-        scores, rows = faiss.knn(queries, np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(ids)),
-                                 metric=faiss.METRIC_INNER_PRODUCT)  # fmt: skip
-        found = np.where(
-            rows >= 0, np.asarray(ids, dtype=np.int64)[np.maximum(rows, 0)], -1
-        )
-        scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
-        merged_scores = np.concatenate([best_scores, scores], axis=1)
-        merged_ids = np.concatenate([best_ids, found], axis=1)
-        order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
-        best_scores = np.take_along_axis(merged_scores, order, axis=1)
-        best_ids = np.take_along_axis(merged_ids, order, axis=1)
-    return best_scores, best_ids
+        top.add(ids, vectors)
+    return top.scores, top.ids
 
 
 def probe_queries(
