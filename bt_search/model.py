@@ -247,7 +247,8 @@ class BridgeTowerEngine:
         its CLS rows alone: the poolers, and so the ITM head, read nothing else."""
         bb = self.backbone
         last = self.num_cross_layers - 1
-        text_in, image_in = text_streams[:, 0], image_streams[:, 0]
+        # contiguous: given a strided or broadcast batch, a linear layer copies its weight once per batch row
+        text_in, image_in = text_streams[:, 0].contiguous(), image_streams[:, 0].contiguous()
         for layer in range(self.num_cross_layers):
             if layer > 0:
                 text_in = bb.cross_modal_text_link_tower[layer - 1](text_streams[:, layer], text_out, mask)
@@ -263,7 +264,7 @@ def _cross_layer(layer: nn.Module, hidden: torch.Tensor, other: torch.Tensor, se
 
     With `cls_only` the output is the CLS row alone ([B, 1, D]): keys and values still come from every token.
     """
-    rows = hidden[:, :1] if cls_only else hidden
+    rows = hidden[:, :1].contiguous() if cls_only else hidden  # contiguous: see _fuse
     hidden = _attention_block(layer.attention, rows, hidden, self_mask)
     hidden = _attention_block(layer.crossattention, hidden, other, cross_mask)
     return layer.output(layer.intermediate(hidden), hidden)
