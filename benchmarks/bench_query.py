@@ -122,6 +122,7 @@ def main() -> None:
     t_plain = timed(lambda: searchers[args.precisions[0]].search(QUERIES[:1], top_k=10, rerank=False), repeat=3)
     rows = []
     for label, batch, n in cases:
+        print(f"measuring {label} ...", file=sys.stderr, flush=True)
         hf = clocked(lambda: hf_docs(batch, n))[0] / len(batch)
         rows.append((label, hf, {p: clocked(lambda: ours(p, batch, n))[0] / len(batch) for p in args.precisions}))
 
