@@ -22,9 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -123,8 +123,8 @@ def main() -> None:
     rows = []
     for label, batch, n in cases:
         print(f"measuring {label} ...", file=sys.stderr, flush=True)
-        hf = clocked(lambda: hf_docs(batch, n))[0] / len(batch)
-        rows.append((label, hf, {p: clocked(lambda: ours(p, batch, n))[0] / len(batch) for p in args.precisions}))
+        hf = clocked(partial(hf_docs, batch, n))[0] / len(batch)
+        rows.append((label, hf, {p: clocked(partial(ours, p, batch, n))[0] / len(batch) for p in args.precisions}))
 
     print(f"base-shaped random checkpoint, CPU, threads={torch.get_num_threads()}, images={args.images}, "
           f"load average before/after: {_load(load_before)} / {_load(os.getloadavg())}")  # fmt: skip
