@@ -1,22 +1,28 @@
-"""Per-query latency: bt-search (no-rerank; rerank N; a batch of queries) against the HF-docs loop, in one run.
+"""Rerank latency: bt-search at fp32 and at bf16 against the HF-docs loop at fp32, side by side in one run.
 
-HF-docs loop: for each query, `BridgeTowerProcessor` + `BridgeTowerForImageAndTextRetrieval` over its N
-shortlisted (query, image) pairs (batched per query, images decoded from disk), score =
-softmax(logits)[:, 1]. bt-search: text tower once per query, vision tower once per distinct candidate,
-fusion-only ITM per pair. Same base-shaped random checkpoint, same index, same shortlists. Also prints the
-cold start (model load + first query) of both modes, each in a fresh process.
+HF-docs loop (what a user would write): for each query, `BridgeTowerProcessor` +
+`BridgeTowerForImageAndTextRetrieval` in fp32 over its N shortlisted (query, image) pairs (batched per query,
+images decoded from disk), score = softmax(logits)[:, 1]. bt-search: `Searcher.search` with rerank (text
+tower once per query, vision tower once per distinct candidate, fusion-only ITM per pair), once with an
+fp32 engine and once with `--precision bf16`. Same base-shaped random checkpoint, same index. Cases: one
+query at each --shortlists N, and a batch of --queries queries at --batch-shortlist. Each case runs once per
+contender, the contenders back to back, so machine load hits all of them alike. Also prints how far the
+ITM scores are from HF's (max |delta| over the pairs both scored), and optionally (--cold) cold starts.
 
-    python benchmarks/bench_query.py --images 40 --shortlist 20 --queries 10
+    python benchmarks/bench_query.py --images 60 --shortlists 20 50 --queries 10 --batch-shortlist 20
+    python benchmarks/bench_query.py --images 24 --shortlists 20 --queries 3    # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,7 +40,7 @@ QUERIES = [
     "a photo of two cats sleeping on a couch", "a red circle left of a blue square", "people walking on a beach",
     "a bowl of fruit on a wooden table", "a dog catching a frisbee", "a city street at night",
     "a plate of pasta", "mountains under a cloudy sky", "a child riding a bicycle", "a bird on a branch",
-]
+]  # fmt: skip
 
 
 def cold_start(index_dir: Path, extra: list[str]) -> float:
@@ -46,14 +52,31 @@ def cold_start(index_dir: Path, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def clocked(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def max_deviation(ours: dict, reference: dict) -> tuple[float, int]:
+    shared = ours.keys() & reference.keys()
+    return (max(abs(ours[k] - reference[k]) for k in shared) if shared else float("nan")), len(shared)
+
+
+def _load(averages) -> str:
+    return " ".join(f"{x:.2f}" for x in averages)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=40)
-    parser.add_argument("--shortlist", type=int, default=20)
-    parser.add_argument("--queries", type=int, default=10)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--images", type=int, default=60, help="photos in the index (at least the largest N)")
+    parser.add_argument("--shortlists", type=int, nargs="+", default=[20, 50], help="N for the single-query cases")
+    parser.add_argument("--queries", type=int, default=10, help="queries in the batch case (0: skip it)")
+    parser.add_argument("--batch-shortlist", type=int, default=20, help="N for the batch case")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--cold", action="store_true", help="also time cold starts (fresh processes)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     from PIL import Image
     from transformers import BridgeTowerForImageAndTextRetrieval, BridgeTowerProcessor
@@ -61,42 +84,64 @@ def main() -> None:
     checkpoint = base_shaped_checkpoint()
     work = Path(tempfile.mkdtemp(prefix="bt-bench-q-"))
     write_photos(work / "photos", args.images)
-    engine = load_engine(str(checkpoint), device=args.device, precision=args.precision)
+    engine = load_engine(str(checkpoint), device="cpu", precision="fp32")
     with IndexWriter.open(work / "index", identity_for(engine)) as writer:
         index_paths([str(work / "photos")], writer, engine, batch_size=8, workers=1)
     reader = IndexReader.open(work / "index")
-    searcher = Searcher(reader, engine, batch_size=8)
+    engines = {p: engine if p == "fp32" else load_engine(str(checkpoint), device="cpu", precision=p) for p in args.precisions}
+    searchers = {p: Searcher(reader, e, batch_size=8) for p, e in engines.items()}
     processor = BridgeTowerProcessor.from_pretrained(str(checkpoint))
-    retrieval = BridgeTowerForImageAndTextRetrieval.from_pretrained(str(checkpoint), dtype=engine.dtype).to(engine.device).eval()
-    queries = QUERIES[: args.queries]
-    n = args.shortlist
+    retrieval = BridgeTowerForImageAndTextRetrieval.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+    hf_scores: dict[tuple[str, str], float] = {}
+    our_scores: dict[str, dict[tuple[str, str], float]] = {p: {} for p in args.precisions}
 
     @torch.inference_mode()
-    def hf_docs(batch: list[str]) -> None:
+    def hf_docs(batch: list[str], n: int) -> None:
         shortlists = reader.search(engine.encode_texts(batch), n)[1]
         for query, rows in zip(batch, shortlists):
-            images = [Image.open(path).convert("RGB") for path in reader.paths_for(rows)]
+            paths = reader.paths_for(rows)
+            images = [Image.open(path).convert("RGB") for path in paths]
             inputs = processor(images=images, text=[query] * len(images), padding=True, return_tensors="pt")
-            torch.softmax(retrieval(**inputs.to(engine.device)).logits.float(), dim=-1)[:, 1].cpu()
+            scores = torch.softmax(retrieval(**inputs).logits.float(), dim=-1)[:, 1]
+            hf_scores.update({(query, path): float(s) for path, s in zip(paths, scores)})
 
-    one = queries[:1]
-    t_norerank = timed(lambda: searcher.search(one, top_k=10, shortlist=n, rerank=False), repeat=3)
-    t_rerank = timed(lambda: searcher.search(one, top_k=10, shortlist=n))
-    t_hf_one = timed(lambda: hf_docs(one))
-    t_batch = timed(lambda: searcher.search(queries, top_k=10, shortlist=n))
-    t_hf_batch = timed(lambda: hf_docs(queries))
-    shortlists = reader.search(engine.encode_texts(queries), n)[1]
-    distinct = len({int(r) for rows in shortlists for r in rows})
-    cold_plain = cold_start(work / "index", ["--no-rerank"])
-    cold_rerank = cold_start(work / "index", ["--shortlist", str(n)])
+    def ours(precision: str, batch: list[str], n: int) -> None:
+        for hits in searchers[precision].search(batch, top_k=n, shortlist=n):
+            our_scores[precision].update({(h.query, h.path): h.score for h in hits})
 
-    print(f"device={engine.device} dtype={str(engine.dtype).removeprefix('torch.')} images={args.images} N={n} "
-          f"queries={len(queries)} (distinct candidates {distinct} of {n * len(queries)}) threads={torch.get_num_threads()}")
-    print(f"no-rerank, 1 query:              {t_norerank * 1000:9.1f} ms/query")
-    print(f"rerank N={n}, 1 query:  bt-search {t_rerank:7.2f} s   hf-docs {t_hf_one:7.2f} s   speed-up {t_hf_one / t_rerank:.2f}x")
-    print(f"rerank N={n}, batch of {len(queries)}:  bt-search {t_batch / len(queries):7.2f} s/query   "
-          f"hf-docs {t_hf_batch / len(queries):7.2f} s/query   speed-up {t_hf_batch / t_batch:.2f}x")
-    print(f"cold start (fresh process, load + 1 query): --no-rerank {cold_plain:.1f} s, rerank N={n} {cold_rerank:.1f} s")
+    cases = [(f"rerank N={n}, 1 query", QUERIES[:1], n) for n in args.shortlists]
+    if args.queries:
+        batch = QUERIES[: args.queries]
+        shortlists = reader.search(engine.encode_texts(batch), args.batch_shortlist)[1]
+        distinct = len({int(r) for rows in shortlists for r in rows})
+        label = f"rerank N={args.batch_shortlist}, batch of {len(batch)} ({distinct} distinct of {shortlists.size} pairs), per query"
+        cases.append((label, batch, args.batch_shortlist))
+    hf_docs(QUERIES[:1], 1)  # warm-up: first calls pay one-off set-up
+    for precision in args.precisions:
+        ours(precision, QUERIES[:1], 1)
+    t_plain = timed(lambda: searchers[args.precisions[0]].search(QUERIES[:1], top_k=10, rerank=False), repeat=3)
+    rows = []
+    for label, batch, n in cases:
+        print(f"measuring {label} ...", file=sys.stderr, flush=True)
+        hf = clocked(partial(hf_docs, batch, n))[0] / len(batch)
+        rows.append((label, hf, {p: clocked(partial(ours, p, batch, n))[0] / len(batch) for p in args.precisions}))
+
+    print(f"base-shaped random checkpoint, CPU, threads={torch.get_num_threads()}, images={args.images}, "
+          f"load average before/after: {_load(load_before)} / {_load(os.getloadavg())}")  # fmt: skip
+    header = f"{'case':<72} {'hf-docs fp32':>12}" + "".join(f" {'bt ' + p:>9} {'speed-up':>8}" for p in args.precisions)
+    print(header)
+    for label, hf, by_precision in rows:
+        print(f"{label:<72} {hf:>10.2f} s" + "".join(f" {t:>7.2f} s {hf / t:>7.2f}x" for t in by_precision.values()))
+    print(f"no-rerank, 1 query ({args.precisions[0]}): {t_plain * 1000:.1f} ms")
+    for p in args.precisions:
+        deviation, count = max_deviation(our_scores[p], hf_scores)
+        print(f"max |ITM bt-search {p} - HF fp32| = {deviation:.2e} over {count} shared pairs "
+              "(bt-search draft-decodes candidate JPEGs: within 0.01 by design, docs/performance.md)")  # fmt: skip
+    if args.cold:
+        cold_plain = cold_start(work / "index", ["--no-rerank"])
+        cold_rerank = cold_start(work / "index", ["--shortlist", str(args.shortlists[0])])
+        print(f"cold start (fresh process, load + 1 query): --no-rerank {cold_plain:.1f} s, "
+              f"rerank N={args.shortlists[0]} {cold_rerank:.1f} s")  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
 
 

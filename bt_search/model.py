@@ -247,7 +247,8 @@ class BridgeTowerEngine:
         its CLS rows alone: the poolers, and so the ITM head, read nothing else."""
         bb = self.backbone
         last = self.num_cross_layers - 1
-        text_in, image_in = text_streams[:, 0], image_streams[:, 0]
+        # contiguous: given a strided or broadcast batch, a linear layer copies its weight once per batch row
+        text_in, image_in = text_streams[:, 0].contiguous(), image_streams[:, 0].contiguous()
         for layer in range(self.num_cross_layers):
             if layer > 0:
                 text_in = bb.cross_modal_text_link_tower[layer - 1](text_streams[:, layer], text_out, mask)
@@ -259,16 +260,30 @@ class BridgeTowerEngine:
 
 
 def _cross_layer(layer: nn.Module, hidden: torch.Tensor, other: torch.Tensor, self_mask, cross_mask, cls_only: bool):
-    """`BridgeTowerBertCrossLayer.forward` (eager attention, which never applies its `is_causal` flag) with SDPA.
+    """`BridgeTowerBertCrossLayer.forward` (eager attention, which never applies its `is_causal` flag).
 
     With `cls_only` the output is the CLS row alone ([B, 1, D]): keys and values still come from every token.
     """
-    rows = hidden[:, :1] if cls_only else hidden
-    attended = _bert_attention(layer.attention.self, rows, hidden, self_mask)
-    hidden = layer.attention.output(attended, rows)
-    crossed = _bert_attention(layer.crossattention.self, hidden, other, cross_mask)
-    hidden = layer.crossattention.output(crossed, hidden)
+    rows = hidden[:, :1].contiguous() if cls_only else hidden  # contiguous: see _fuse
+    hidden = _attention_block(layer.attention, rows, hidden, self_mask)
+    hidden = _attention_block(layer.crossattention, hidden, other, cross_mask)
     return layer.output(layer.intermediate(hidden), hidden)
+
+
+def _attention_block(block: nn.Module, rows: torch.Tensor, keys: torch.Tensor, mask) -> torch.Tensor:
+    """`BridgeTowerAttention` (attention, then dense + residual + LayerNorm) of `rows` over `keys`, in whichever
+    association of the same products is cheapest for the two lengths. Text queries are ~10 tokens and
+    images 325, so text-over-image attention projects far fewer rows with the projections moved to the
+    query side, and image-over-text attention does with them moved to the key side (fp32 results agree with
+    the plain order to ~1e-6; tests/test_model.py holds them to the HF classes)."""
+    attn = block.self
+    queries, length, width = rows.shape[1], keys.shape[1], rows.shape[-1]
+    heads = attn.num_attention_heads
+    if queries * (width + heads * length) < length * width:
+        return block.output(_few_query_attention(attn, rows, keys, mask), rows)
+    if length * (width + queries * heads) < queries * (width + length):
+        return _few_key_attention_block(block, rows, keys, mask)
+    return block.output(_bert_attention(attn, rows, keys, mask), rows)
 
 
 def _bert_attention(attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, mask) -> torch.Tensor:
@@ -283,6 +298,59 @@ def _bert_attention(attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, 
         query, key.transpose(1, 2), value.transpose(1, 2), attn_mask=mask, scale=attn.scaling
     )
     return out.transpose(1, 2).reshape(batch, queries.shape[1], -1)
+
+
+def _few_query_attention(attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, mask) -> torch.Tensor:
+    """`_bert_attention` for few queries over many keys, without projecting the keys:
+    q . (W_k x + b_k) = (W_k^T q) . x + q . b_k, and sum_j p_j (W_v x_j + b_v) = W_v (sum_j p_j x_j) + b_v
+    (each row of p sums to 1). Per head: Q rows x D products instead of two D x D projections of every key."""
+    batch, rows, width = queries.shape
+    heads, size = attn.num_attention_heads, attn.attention_head_size
+    query = attn.query(queries).view(batch * rows, heads, size).transpose(0, 1)  # [H, B*Q, d]
+    folded = torch.bmm(query, attn.key.weight.view(heads, size, width))  # [H, B*Q, D]
+    offset = torch.bmm(query, attn.key.bias.view(heads, size, 1))  # [H, B*Q, 1]
+    folded = folded.view(heads, batch, rows, width).transpose(0, 1).reshape(batch, heads * rows, width)
+    scores = torch.bmm(folded, keys.transpose(1, 2)).view(batch, heads, rows, -1)
+    scores = (scores + offset.view(heads, batch, rows, 1).transpose(0, 1)) * attn.scaling
+    probs = _softmax(scores, mask, queries.dtype)  # [B, H, Q, K]
+    mixed = torch.bmm(probs.view(batch, heads * rows, -1), keys).view(batch, heads, rows, width)
+    mixed = mixed.transpose(0, 1).reshape(heads, batch * rows, width)
+    value = attn.value.weight.view(heads, size, width).transpose(1, 2)  # [H, D, d]
+    out = torch.baddbmm(attn.value.bias.view(heads, 1, size), mixed, value)  # [H, B*Q, d]
+    return out.view(heads, batch, rows, size).permute(1, 2, 0, 3).reshape(batch, rows, heads * size)
+
+
+def _few_key_attention_block(block: nn.Module, rows: torch.Tensor, keys: torch.Tensor, mask) -> torch.Tensor:
+    """`BridgeTowerAttention` for many rows over few keys, without projecting the rows: per head,
+    (W_q x + b_q) . k = x . (W_q^T k) + b_q . k, and the output dense folds into the values,
+    W_o[:, h] (sum_j p_j v_j) = sum_j p_j (W_o[:, h] v_j). Per row: H x K products instead of two D x D."""
+    attn, output = block.self, block.output
+    batch, count, width = rows.shape
+    heads, size = attn.num_attention_heads, attn.attention_head_size
+    length = keys.shape[1]
+    weight = torch.cat([attn.key.weight, attn.value.weight])
+    bias = torch.cat([attn.key.bias, attn.value.bias])
+    projected = nn.functional.linear(keys, weight, bias).view(batch * length, 2, heads, size)
+    key, value = projected.permute(1, 2, 0, 3)  # each [H, B*K, d]
+    folded = torch.bmm(key, attn.query.weight.view(heads, size, width))  # [H, B*K, D]
+    offset = torch.bmm(key, attn.query.bias.view(heads, size, 1))  # [H, B*K, 1]
+    folded = folded.view(heads, batch, length, width).transpose(0, 1).reshape(batch, heads * length, width)
+    scores = torch.bmm(rows, folded.transpose(1, 2)).view(batch, count, heads, length)
+    scores = (scores + offset.view(heads, batch, length).transpose(0, 1).unsqueeze(1)) * attn.scaling
+    probs = _softmax(scores, mask, rows.dtype)  # [B, N, H, K]; mask [B, 1, 1, K] broadcasts over rows and heads
+    dense = output.dense.weight.view(width, heads, size).permute(1, 2, 0)  # [H, d, D]
+    mixed = torch.bmm(value, dense).view(heads, batch, length, width).transpose(0, 1)  # [B, H, K, D]
+    mixed = mixed.reshape(batch, heads * length, width)
+    attended = torch.baddbmm(output.dense.bias, probs.reshape(batch, count, heads * length), mixed)
+    return output.LayerNorm(attended + rows)
+
+
+def _softmax(scores: torch.Tensor, mask, dtype: torch.dtype) -> torch.Tensor:
+    """Softmax over the last axis in float32 (as SDPA accumulates), after eager's additive mask."""
+    scores = scores.float()
+    if mask is not None:
+        scores = scores + mask.float()
+    return torch.softmax(scores, dim=-1).to(dtype)
 
 
 def _vision_block(block: nn.Module, hidden: torch.Tensor, cls_only: bool = False) -> torch.Tensor:

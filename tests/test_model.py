@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch
 
 from bt_search.images import normalize, preprocess, resize_and_crop
 from bt_search.loading import load_engine
+from bt_search import model
 from bt_search.model import TruncatedQueryWarning
 
 from .conftest import CAPTIONS, SPECS
@@ -64,6 +66,31 @@ def test_itm_scores_equal_reference(spec, checkpoints, engines, sample_images):
         ours = engine.itm_scores(engine.text_states(text), states)
         np.testing.assert_allclose(ours, expected, atol=TOL)
         assert np.ptp(expected) > 1e-3, "random model gives distinct scores, so the comparison can fail"
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 0.05)], ids=["fp32", "bf16"])
+def test_reassociated_attention_equals_the_plain_order(engines, monkeypatch, dtype, tol):
+    """Text-over-image and image-over-text attention run with the projections moved to the short side; the
+    plain SDPA order is the reference, with padded keys on either side (a masked key must get no weight)."""
+    engine = engines[SPECS[3].name]
+    block = copy.deepcopy(engine.backbone.cross_modal_image_layers[1].crossattention).to(dtype)
+    width = engine.config.hidden_size
+    generator = torch.Generator().manual_seed(0)
+    many, few = (torch.randn(3, n, width, generator=generator).to(dtype) for n in (40, 6))
+    few_mask = torch.zeros(3, 1, 1, 6)
+    few_mask[1, ..., 4:] = torch.finfo(torch.float32).min  # query 1 padded to 6 tokens
+    many_mask = torch.zeros(3, 1, 1, 40)
+    many_mask[2, ..., 30:] = torch.finfo(torch.float32).min
+    with torch.inference_mode():
+        plain_few = block.output(model._bert_attention(block.self, few, many, many_mask), few)
+        plain_many = block.output(model._bert_attention(block.self, many, few, few_mask), many)
+        truncated = block.output(model._few_query_attention(block.self, few[2:], many[2:, :30], None), few[2:])
+        monkeypatch.setattr(model, "_bert_attention", None)  # the folds must be what runs for these lengths
+        folded_few = model._attention_block(block, few, many, many_mask)
+        folded_many = model._attention_block(block, many, few, few_mask)
+    torch.testing.assert_close(folded_few.float(), plain_few.float(), rtol=0, atol=tol)
+    torch.testing.assert_close(folded_many.float(), plain_many.float(), rtol=0, atol=tol)
+    torch.testing.assert_close(folded_few[2:].float(), truncated.float(), rtol=0, atol=tol)
 
 
 def test_rerank_reuses_vision_states_across_queries_and_subsets(engines, sample_images):
