@@ -152,3 +152,15 @@ def test_bad_ann_options_are_usage_errors_before_any_model_loads(tmp_path, flag,
     result = CliRunner().invoke(app, ["index", str(tmp_path), "--index", str(tmp_path / "idx"), "--model",
                                       str(tmp_path / "no-such-model"), flag, value])  # fmt: skip
     assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
+def test_the_faiss_recipe_in_docs_format_reads_the_ann_file_without_bt_search(tmp_path, kind):
+    import faiss
+
+    vectors = collection(2000)
+    manifest = build(tmp_path, vectors, kind)
+    index = faiss.read_index(str(tmp_path / manifest["ann"]["file"]), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    faiss.ParameterSpace().set_index_parameter(index, "nprobe", manifest["ann"]["params"]["nprobe"] or 1)
+    _, row_ids = index.search(vectors[:20], 1)
+    assert np.mean(row_ids[:, 0] == np.arange(20)) >= 0.9  # ids are row ids (PQ ranks approximately)
