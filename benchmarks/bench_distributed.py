@@ -61,30 +61,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_cluster(cpus: int | None) -> tuple[subprocess.Popen, str]:
-    """A local Ray head in its own process group (so stopping it touches no other Ray on the machine)."""
+def start_cluster(cpus: int | None, temp_dir: str) -> tuple[subprocess.Popen, str]:
+    """A local Ray head in its own process group (so stopping it touches no other Ray on the machine), with
+    its own temp dir (so its address file does not send other sessions' `ray.init()` to it)."""
     port = free_port()
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-               "--include-dashboard=false", "--disable-usage-stats"] + ([f"--num-cpus={cpus}"] if cpus else [])  # fmt: skip
+               f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
+    command += [f"--num-cpus={cpus}"] if cpus else []
     head = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return head, f"127.0.0.1:{port}"
 
 
 def stop_cluster(head: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    """SIGTERM to the head's group, then SIGKILL to whatever of it is left (`ray start --block` lingers)."""
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
         try:
             os.killpg(head.pid, sig)
         except ProcessLookupError:
             return
         try:
             head.wait(wait_s)
-            time.sleep(1)  # the group's other members (raylet, workers) get the same signal
         except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(head.pid, signal.SIGKILL)  # anything of the group still left
-    except ProcessLookupError:
-        pass
+            pass
 
 
 def join(address: str, timeout_s: float = 60) -> None:
@@ -117,6 +115,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=["base", "large"], default="base", help="random checkpoint shapes")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     args = parser.parse_args()
+    os.environ["RAY_AUTH_MODE"] = "token"  # `ray start` clusters require the token (~/.ray/auth_token): send it
 
     import numpy as np
     import ray
@@ -145,7 +144,8 @@ def main() -> None:
         assert report.indexed == args.images, report
         return clock.rates()
 
-    head, address = start_cluster(args.cpus)
+    temp_dir = tempfile.mkdtemp(prefix="btray-", dir="/tmp")  # short: Ray's socket paths live under it
+    head, address = start_cluster(args.cpus, temp_dir)
     try:
         local_total, local_steady = run("local", index_paths, workers=None)
         join(address)
@@ -156,6 +156,7 @@ def main() -> None:
         ray_cmd_s = timed_command(["index", *common, "--index", str(work / "ray-cmd"), "--executor", "ray", "--ray-address", address])
     finally:
         stop_cluster(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     local, distributed = IndexReader.open(work / "local"), IndexReader.open(work / "ray-cmd")
     by_path = dict(zip(local.paths, local.embeddings))
     max_diff = max(float(np.abs(by_path[p] - e).max()) for p, e in zip(distributed.paths, distributed.embeddings))
