@@ -1,4 +1,5 @@
-"""A checkpoint's weight files: safetensors (preferred) or PyTorch `.bin`, single or sharded, read safely.
+"""A checkpoint's weight files: safetensors (preferred) or PyTorch `.bin`, single or sharded, read safely;
+and the directory a model string names (local, or the HF cache). Importing this module imports no torch.
 
 `.bin` files are pickles. They are read with `torch.load(weights_only=True)`, whose unpickler accepts
 tensors and plain containers only, so a file that would run code is refused (ModelLoadError), never run.
