@@ -91,7 +91,8 @@ def index_with_ray(
     if work.to_embed:
         with ray_session(address):
             dataset = embedding_dataset(work.to_embed, engine, device, precision, batch_size, actors, decode_cpus, draft)
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            # prefetch_batches=0: each batch as soon as it is embedded (prefetching held one back until the next)
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
                 rows, failed = rows_and_failures(batch)
                 run.add(rows, [(f.path, f.reason, f.size, f.mtime_ns) for f in failed])
     return run.finish(index_type)
