@@ -153,8 +153,8 @@ def index(
     quiet: bool = QuietOpt,
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
+    from .distributed.model_facts import driver_model
     from .indexer import identity_for, index_paths
-    from .loading import load_engine
     from .scan_rules import resolved_rules
     from .store import IndexWriter
 
@@ -164,8 +164,8 @@ def index(
         directory = _index_dir(index)
         model = model or _existing_model(directory) or config.default_model()
         _say(quiet, f"loading model {model} ...")
-        on_ray = executor == "ray"  # the driver needs the identity only: actors load the vision tower
-        engine = load_engine(model, device="cpu" if on_ray else device or config.default_device(), precision=precision, text_only=on_ray)
+        on_ray = executor == "ray"  # the driver needs the identity only (no torch): actors load the model
+        engine = driver_model(model, precision) if on_ray else _load_engine(model, device or config.default_device(), precision)
         progress = RichIndexProgress(quiet)
         with IndexWriter.open(directory, identity_for(engine)) as writer:
             writer.choose_ann(**ann_choice)
@@ -196,6 +196,12 @@ def _ann_choice(index_type: Optional[str], memory_budget: Optional[str]) -> dict
 
     return {"index_type": None if index_type is None else normalise_choice(index_type),
             "memory_budget": None if memory_budget is None else parse_bytes(memory_budget)}  # fmt: skip
+
+
+def _load_engine(model: str, device: str, precision: str):
+    from .loading import load_engine  # imports torch: only where the model runs in this process
+
+    return load_engine(model, device=device, precision=precision)
 
 
 def _index_sources(paths: List[str], from_list: Optional[Path], executor: str) -> List[str]:

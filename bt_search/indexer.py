@@ -16,18 +16,19 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from . import config
 from .capture import read_capture
 from .decoding import Decoded, decoded_batches
-from .model import BridgeTowerEngine
 from .scan import FileRecord, Listing, ScanProblem, canonical_path, scan
 from .scan_rules import ScanRules
 from .store import FailedRow, ImageRow, IndexWriter
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module (the Ray driver never loads it)
+    from .model import BridgeTowerEngine
 
 
 class IndexProgress:
@@ -265,6 +266,8 @@ class PendingCommit:
 @contextmanager
 def torch_threads(count: int | None) -> Iterator[None]:
     """Run the block with `count` torch CPU threads (None: unchanged), then restore the previous count."""
+    import torch
+
     previous = torch.get_num_threads()
     if count is not None:
         torch.set_num_threads(count)

@@ -7,7 +7,6 @@ or from PyTorch `.bin` files read by torch's weights-only unpickler (weights.py)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from .config import DEFAULT_MODEL
 from .errors import MissingHeadError, ModelLoadError, UsageError
 from .images import preprocessing_from_checkpoint
 from .model import BridgeTowerEngine, Heads
-from .weights import HUB_BASE_PATTERNS, HUB_BIN_PATTERNS, Weights, checkpoint_weights, missing_safetensors
+from .weights import Weights, checkpoint_weights, resolve_checkpoint
 
 ITC_KEYS = ("itc_text_head.fc.weight", "itc_image_head.fc.weight")
 ITM_PREFIX = "itm_score.fc."
@@ -43,44 +42,6 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision not in choices:
         raise UsageError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
     return choices[precision]
-
-
-def resolve_checkpoint(model: str, revision: str | None = None) -> tuple[Path, str | None]:
-    """A local directory as is; a hub id through the HF cache (downloading if allowed). Returns (dir, revision)."""
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return local.resolve(), None
-    if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise ModelLoadError(f"model directory {model!r} does not exist (or is not a directory)")
-    return _download(model, revision)
-
-
-def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    try:
-        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_BASE_PATTERNS))
-        if missing_safetensors(path):  # older repos ship only pytorch_model.bin: fetch it, and only then
-            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_BIN_PATTERNS))
-    except RepositoryNotFoundError:
-        raise ModelLoadError(
-            f"model {repo_id!r} was not found on the Hugging Face hub; check the id, or pass --model DIR for a "
-            "local checkpoint directory"
-        ) from None
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
-        raise ModelLoadError(_offline_advice(repo_id, err)) from None
-    return path, path.name if len(path.name) == 40 else revision
-
-
-def _offline_advice(repo_id: str, err: Exception) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    why = "HF_HUB_OFFLINE=1 is set and it is not in the HF cache" if offline else f"it could not be downloaded ({type(err).__name__})"
-    return (
-        f"cannot load model {repo_id!r}: {why}. Point --model at a local checkpoint directory "
-        f"(e.g. --model sample_data/demo-model), or download it once on a connected machine "
-        f"(`huggingface-cli download {repo_id}`) so it sits in the HF cache (HF_HOME), then set HF_HUB_OFFLINE=1"
-    )
 
 
 def load_engine(

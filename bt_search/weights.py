@@ -1,4 +1,5 @@
-"""A checkpoint's weight files: safetensors (preferred) or PyTorch `.bin`, single or sharded, read safely.
+"""A checkpoint's weight files: safetensors (preferred) or PyTorch `.bin`, single or sharded, read safely;
+and the directory a model string names (local, or the HF cache). Importing this module imports no torch.
 
 `.bin` files are pickles. They are read with `torch.load(weights_only=True)`, whose unpickler accepts
 tensors and plain containers only, so a file that would run code is refused (ModelLoadError), never run.
@@ -14,10 +15,12 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -116,6 +119,8 @@ def _bin_weight_map(checkpoint: Path) -> dict[str, Path] | Path | None:
 
 def load_bin(path: Path) -> dict[str, torch.Tensor]:
     """One `.bin` state dict through torch's weights-only unpickler; anything that would run code is refused."""
+    import torch
+
     try:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -179,3 +184,41 @@ def _untie(tensors: dict[str, torch.Tensor]) -> None:
 def missing_safetensors(snapshot: Path) -> bool:
     """Whether a hub snapshot downloaded with HUB_BASE_PATTERNS lacks safetensors weights (so: fetch `.bin`)."""
     return not any(snapshot.glob("*.safetensors"))
+
+
+def resolve_checkpoint(model: str, revision: str | None = None) -> tuple[Path, str | None]:
+    """A local directory as is; a hub id through the HF cache (downloading if allowed). Returns (dir, revision)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return local.resolve(), None
+    if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelLoadError(f"model directory {model!r} does not exist (or is not a directory)")
+    return _download(model, revision)
+
+
+def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_BASE_PATTERNS))
+        if missing_safetensors(path):  # older repos ship only pytorch_model.bin: fetch it, and only then
+            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_BIN_PATTERNS))
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"model {repo_id!r} was not found on the Hugging Face hub; check the id, or pass --model DIR for a "
+            "local checkpoint directory"
+        ) from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise ModelLoadError(_offline_advice(repo_id, err)) from None
+    return path, path.name if len(path.name) == 40 else revision
+
+
+def _offline_advice(repo_id: str, err: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    why = "HF_HUB_OFFLINE=1 is set and it is not in the HF cache" if offline else f"it could not be downloaded ({type(err).__name__})"
+    return (
+        f"cannot load model {repo_id!r}: {why}. Point --model at a local checkpoint directory "
+        f"(e.g. --model sample_data/demo-model), or download it once on a connected machine "
+        f"(`huggingface-cli download {repo_id}`) so it sits in the HF cache (HF_HOME), then set HF_HUB_OFFLINE=1"
+    )

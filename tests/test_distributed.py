@@ -8,6 +8,7 @@ re-runs, --from-list with file:// URLs through the CLI, and a SIGKILLed driver r
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 import ray
+import torch
 from typer.testing import CliRunner
 
 from bt_search.cli import app
@@ -99,9 +101,7 @@ def failures(directory) -> dict[str, str]:
 
 
 def test_ray_index_equals_local_and_a_rerun_embeds_nothing(ray_cluster, engine, collection, local_index, tmp_path):
-    # decode_cpus=0.5 keeps decode in its own tasks (an equal CPU ask lets Ray fuse it into the actor),
-    # so crops travel through the object store as they do to GPU actors.
-    report = run_ray(engine, [collection["root"]], tmp_path / "index", decode_cpus=0.5)
+    report = run_ray(engine, [collection["root"]], tmp_path / "index")
 
     assert_same_rows(rows_by_path(tmp_path / "index"), rows_by_path(local_index))
     local_failures = failures(local_index)
@@ -125,6 +125,59 @@ def test_cli_from_list_of_file_urls_matches_local(ray_cluster, tiny_checkpoint, 
     assert_same_rows(rows_by_path(tmp_path / "index"), local, path_of=lambda url: url.removeprefix("file://"))
     truncated = "file://" + str(collection["truncated"])
     assert failures(tmp_path / "index") == {truncated: failures(local_index)[str(collection["truncated"])]}
+
+
+TORCH_FREE_CLI = """
+import atexit, sys
+atexit.register(lambda: print("driver imported torch:", "torch" in sys.modules, file=sys.stderr))
+from bt_search.cli import app
+app()
+"""
+
+
+def test_ray_cli_driver_never_imports_torch(ray_cluster, tiny_checkpoint, collection, local_index, tmp_path):
+    """The whole command as users run it, joining a running cluster: only the actors load torch and the model."""
+    address, env = ray_cluster
+    files = sorted(collection["photos"].iterdir())[:3]
+    args = ["index", *files, "--executor", "ray", "--ray-address", address, "--index", tmp_path / "index"]
+    command = [sys.executable, "-c", TORCH_FREE_CLI, *map(str, args), "--model", str(tiny_checkpoint), "-q"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "driver imported torch: False" in done.stderr
+    local = {path: row for path, row in rows_by_path(local_index).items() if path in set(map(str, files))}
+    assert_same_rows(rows_by_path(tmp_path / "index"), local)
+
+
+def test_decode_runs_in_tasks_of_its_own_not_fused_into_the_actors(ray_cluster, engine, collection, capsys):
+    """Fused, the actor would decode between batches, none of them while the model loads (issue 13's pattern)."""
+    from bt_search.distributed.pipeline import embedding_dataset
+    from bt_search.scan import FileRecord
+
+    records = [FileRecord(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(collection["photos"].iterdir())]
+    embedding_dataset(records, engine, "cpu", "auto", batch_size=8).explain()
+    optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
+    assert "ActorPoolMapOperator[MapBatches(Embedder)]" in optimized
+    assert "TaskPoolMapOperator[MapBatches(decode_batch)]" in optimized
+
+
+def test_driver_reads_the_index_identity_as_the_loader_does(checkpoints, tmp_path):
+    """model_facts (no torch) gives the identity a loaded engine gives, for every layout and for bf16 weights."""
+    from safetensors.torch import load_file, save_file
+
+    from bt_search.distributed.model_facts import driver_model, read_model_facts
+
+    for name, checkpoint in checkpoints.items():
+        assert identity_for(read_model_facts(str(checkpoint))) == identity_for(load_engine(str(checkpoint), device="cpu")), name
+    shutil.copytree(checkpoints["add-64-p16"], tmp_path / "bf16")
+    tensors = load_file(tmp_path / "bf16" / "model.safetensors")
+    save_file({k: v.bfloat16() for k, v in tensors.items()}, tmp_path / "bf16" / "model.safetensors", metadata={"format": "pt"})
+    facts, engine = read_model_facts(str(tmp_path / "bf16")), load_engine(str(tmp_path / "bf16"), device="cpu")
+    assert facts.fingerprint == engine.embedding_fingerprint() != read_model_facts(str(checkpoints["add-64-p16"])).fingerprint
+    shutil.copytree(checkpoints["add-64-p16"], tmp_path / "bin")
+    (tmp_path / "bin" / "model.safetensors").unlink()
+    torch.save(tensors, tmp_path / "bin" / "pytorch_model.bin")  # .bin weights: the text-only loader reads them
+    assert read_model_facts(str(tmp_path / "bin")) is None
+    assert identity_for(driver_model(str(tmp_path / "bin"))) == identity_for(load_engine(str(tmp_path / "bin"), device="cpu"))
 
 
 DRIVER = """
@@ -226,9 +279,11 @@ def test_actor_plan_refuses_cuda_without_gpus_and_other_devices():
         plan_actors("mps", None, {"CPU": 4})
 
 
-@pytest.mark.parametrize("rows, cpus, expected", [(100, 2, 25), (1, 8, 1), (10**8, 512, 1024), (0, 2, 1)])
-def test_rows_per_block_spreads_over_cpus_and_caps_block_size(rows, cpus, expected):
-    assert rows_per_block(rows, cpus) == expected
+@pytest.mark.parametrize(
+    "rows, cpus, batch, expected", [(100, 2, 1, 25), (100, 2, 8, 32), (1, 8, 4, 4), (10**8, 512, 16, 1024), (0, 2, 1, 1)]
+)
+def test_rows_per_block_spreads_over_cpus_caps_block_size_and_holds_whole_batches(rows, cpus, batch, expected):
+    assert rows_per_block(rows, cpus, batch) == expected
 
 
 def test_ray_decode_caps_bytes_read_like_the_local_one(engine, tmp_path, monkeypatch):

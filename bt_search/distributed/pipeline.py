@@ -1,6 +1,6 @@
 """`bt-search index --executor ray`: the local indexer's plan and writer, with decode and embed on Ray Data.
 
-Driver: list sources, plan against the index (skip committed and known-failed files), commit rows as
+Driver (no torch: model_facts.py reads what it needs of the model): list sources, plan against the index (skip committed and known-failed files), commit rows as
 they stream back, finish (compaction + ANN build). Cluster: decode in CPU tasks, embed in an actor pool
 (one GPU per actor on CUDA; the model is loaded once per actor). See docs/distributed.md.
 """
@@ -12,17 +12,21 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UsageError
 from ..indexer import COMMIT_ROWS, IndexProgress, IndexReport, IndexRun
-from ..model import BridgeTowerEngine
 from ..scan import FileRecord, Listing
 from ..scan_rules import ScanRules
 from ..store import FailedRow, ImageRow, IndexWriter
 from .sources import is_url, list_sources
 from .stages import CAPTURE_COLUMNS, LISTING_COLUMNS, Embedder, decode_batch
+
+if TYPE_CHECKING:
+    from ..model import BridgeTowerEngine
+    from .model_facts import ModelFacts
 
 MAX_ROWS_PER_BLOCK = 1024  # listing rows per Ray block: small enough to spread, few enough blocks at 100M
 
@@ -48,15 +52,17 @@ def plan_actors(device: str, actors: int | None, cluster: dict[str, float]) -> A
     return ActorPlan(count, 0.0, "cpu", max(1, cpus // count))
 
 
-def rows_per_block(n_rows: int, cpus: int) -> int:
-    """Listing rows per block: about two blocks per CPU, so every decode core gets work, capped for 100M runs."""
-    return max(1, min(MAX_ROWS_PER_BLOCK, math.ceil(n_rows / (2 * max(1, cpus)))))
+def rows_per_block(n_rows: int, cpus: int, batch_size: int) -> int:
+    """Listing rows per block: about two blocks per CPU, so every decode core gets work, capped for 100M runs;
+    a whole number of batches, so the actors never embed a short batch mid-run."""
+    rows = max(1, min(MAX_ROWS_PER_BLOCK, math.ceil(n_rows / (2 * max(1, cpus)))))
+    return math.ceil(rows / batch_size) * batch_size
 
 
 def index_with_ray(
     sources: Sequence[str],
     writer: IndexWriter,
-    engine: BridgeTowerEngine,
+    engine: BridgeTowerEngine | ModelFacts,
     *,
     device: str = "auto",
     precision: str = "auto",
@@ -74,8 +80,8 @@ def index_with_ray(
 ) -> IndexReport:
     """Bring the index up to date with `sources` (folders, files, URLs), embedding on a Ray cluster.
 
-    `engine` names the checkpoint and gives the preprocessing; a text-only engine is enough, since the
-    actors load their own. `address`: a running cluster (default: RAY_ADDRESS, else a local Ray for the
+    `engine` names the checkpoint and gives the preprocessing: `model_facts.driver_model` (no torch) or any
+    engine, since the actors load their own. `address`: a running cluster (default: RAY_ADDRESS, else a local Ray for the
     run); a Ray already initialised in this process is used as it is.
     """
     run = IndexRun.begin(writer, progress or IndexProgress(), commit_rows, rules)
@@ -84,7 +90,9 @@ def index_with_ray(
     work = run.plan(records, problems, listed, [s for s in sources if not is_url(s)], prune, prune_excluded)
     if work.to_embed:
         with ray_session(address):
-            for batch in _embedded_batches(work.to_embed, engine, device, precision, batch_size, actors, decode_cpus, draft):
+            dataset = embedding_dataset(work.to_embed, engine, device, precision, batch_size, actors, decode_cpus, draft)
+            # prefetch_batches=0: each batch as soon as it is embedded (prefetching held one back until the next)
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
                 rows, failed = rows_and_failures(batch)
                 run.add(rows, [(f.path, f.reason, f.size, f.mtime_ns) for f in failed])
     return run.finish(index_type)
@@ -105,7 +113,9 @@ def ray_session(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _embedded_batches(records, engine, device, precision, batch_size, actors, decode_cpus, draft):
+def embedding_dataset(records, engine, device, precision, batch_size, actors=None, decode_cpus=1.0, draft=True):
+    """The Ray Dataset of embedded rows for `records`: listing -> decode tasks -> embed actors (lazy: nothing
+    runs until it is iterated)."""
     import ray
 
     with warnings.catch_warnings():  # Ray's own deprecation notices about options this code never sets
@@ -115,7 +125,7 @@ def _embedded_batches(records, engine, device, precision, batch_size, actors, de
     cluster = ray.cluster_resources()
     actor_plan = plan_actors(device, actors, cluster)
     listing = [{"path": r.path, "size": r.size, "mtime_ns": r.mtime_ns} for r in records]
-    blocks = math.ceil(len(records) / rows_per_block(len(records), int(cluster.get("CPU", 1))))
+    blocks = math.ceil(len(records) / rows_per_block(len(records), int(cluster.get("CPU", 1)), batch_size))
     dataset = ray.data.from_items(listing, override_num_blocks=blocks)
     decoded = dataset.map_batches(
         decode_batch,
@@ -124,7 +134,7 @@ def _embedded_batches(records, engine, device, precision, batch_size, actors, de
         batch_format="numpy",
         num_cpus=decode_cpus,
     )
-    embedded = decoded.map_batches(
+    return decoded.map_batches(
         Embedder,
         fn_constructor_kwargs={
             "model": engine.model_id,
@@ -139,8 +149,12 @@ def _embedded_batches(records, engine, device, precision, batch_size, actors, de
         compute=ray.data.ActorPoolStrategy(size=actor_plan.actors),
         num_gpus=actor_plan.gpus_per_actor,
         num_cpus=1,
+        # OpenMP's pool as torch's (Ray would size it by num_cpus). It also keeps the stages apart: Ray Data fuses
+        # a task stage into the next actor stage whose options match, and fused, each actor would decode between
+        # its batches, none of them while the model loads. Its cost: the actor cannot take an idle worker
+        # (0.7-1 s more to start, measured at load 9 on 2 cores), against seconds of decoding moved off it.
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(actor_plan.torch_threads)}},
     )
-    yield from embedded.iter_batches(batch_size=None, batch_format="numpy")
 
 
 def rows_and_failures(batch: dict[str, np.ndarray]) -> tuple[list[ImageRow], list[FailedRow]]:

@@ -61,10 +61,12 @@ class Embedder:
 
         from ..errors import ModelMismatchError
         from ..loading import load_engine
+        from .model_facts import read_model_facts
 
         torch.set_num_threads(threads)
         self.engine = load_engine(model, revision=revision, device=device, precision=precision)
-        if self.engine.embedding_fingerprint() != fingerprint:  # another checkpoint under that name on this node
+        facts = read_model_facts(model, revision)  # of float32 values, as the driver's, at any precision
+        if (facts.fingerprint if facts else self.engine.embedding_fingerprint()) != fingerprint:  # another model
             raise ModelMismatchError(f"{model} on this Ray node is not the checkpoint the index was opened with")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
