@@ -72,6 +72,9 @@ def build(directory: Path, identity: IndexIdentity, n: int, dim: int, budget: in
             vectors = synthetic(min(CHUNK, n - start), seed=start + 1, dim=dim)
             everything.append(vectors)
             writer.commit(rows_for(vectors, start))
+        # As an index built by `bt-search index` records it; without it, the first CLI run below would do
+        # the one-time EXIF upgrade of an index from before capture columns (O(N) header reads).
+        writer.record_settings(capture_info=True)
         writer.finish(choose_index_type(n, dim, budget), budget)
     return time.perf_counter() - started, np.concatenate(everything)
 
