@@ -134,6 +134,14 @@ def served_results(
     return None
 
 
+def served_options(*, top_k: int, shortlist: int | None, rerank: bool, threshold: float | None, under: str | None, image: str | None) -> dict[str, Any]:
+    """The options `query` sends: Searcher.search's keyword arguments, or similar_images' (top_k, under) for `--image`."""
+    options: dict[str, Any] = {"top_k": top_k, "under": under}
+    if image is None:
+        options.update(shortlist=shortlist, rerank=rerank, threshold=threshold)
+    return options
+
+
 def _ask(client: ServerClient, queries: list[str], image: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
     options = dict(options)
     if options.get("under") is not None:
