@@ -89,9 +89,10 @@ def parse_args(argv: list[str]) -> dict[str, Any] | None:
             field, value = FLAGS[name], True
         elif name in VALUE_OPTIONS:
             field, read = VALUE_OPTIONS[name]
-            value = value if equals else next(tokens, None)
-            if value is None or (value.startswith("-") and (field, value) != ("queries_file", "-")):
-                return None
+            if not equals:  # the next token; one that looks like an option is left to typer
+                value = next(tokens, None)
+                if value is None or (value.startswith("-") and (field, value) != ("queries_file", "-")):
+                    return None
             try:
                 value = read(value)
             except ValueError:
