@@ -151,17 +151,6 @@ def test_api_search_equals_the_library_and_sets_strict_headers(service, index_di
     assert not any(name.startswith("access-control-") for name in response.headers)  # no CORS
 
 
-def test_cosine_only_search_runs_the_text_tower_on_one_thread_and_gives_the_library_results(service, index_dir, engine, monkeypatch):
-    expected = Searcher(IndexReader.open(index_dir), engine).search(QUERIES, top_k=4, shortlist=6, rerank=False)
-    threads, encode = [], service.engine.encode_texts
-    monkeypatch.setattr(service.engine, "encode_texts", lambda texts: threads.append(torch.get_num_threads()) or encode(texts))
-    before = torch.get_num_threads()
-    answer = service.search(list(QUERIES), {"top_k": 4, "shortlist": 6, "rerank": False})
-    assert answer.results == expected and threads == [1] and torch.get_num_threads() == before
-    service.search(["a blue square"], {"top_k": 2, "shortlist": 6, "rerank": True})  # a rerank keeps every thread
-    assert threads[-1] == before
-
-
 def test_token_guard(service):
     with client_for(service, token=TOKEN) as client:
         assert client.get("/health").status_code == 401

@@ -14,12 +14,9 @@ import inspect
 import json
 import os
 import threading
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
+from typing import Any
 
 from .. import __version__
 from ..errors import IndexMissingError, ModelMismatchError, UsageError
@@ -37,7 +34,6 @@ MAX_QUERIES = 256
 MAX_QUERY_CHARS = 1_000
 MAX_RESULTS = 1_000  # bound on top_k and shortlist
 THUMB_PX = 200
-FEW_QUERIES = 4  # a cosine-only search of at most this many texts runs on one torch thread (one_torch_thread)
 # The keyword options of Searcher.search a request may set (whatever the library grows, by name).
 SEARCH_OPTIONS = frozenset(
     name for name, p in inspect.signature(Searcher.search).parameters.items() if p.kind is p.KEYWORD_ONLY
@@ -56,19 +52,6 @@ class Answer:
             "results": [[dataclasses.asdict(hit) for hit in hits] for hits in self.results],
             "missing": [list(item) for item in self.missing],
         }
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Torch's intra-op threads cut to one for a small job: a few short texts through the text tower are too little
-    work to share out, and on a busy machine a team of threads waits for its slowest member (a cosine-only query
-    on the base-shaped model, 2 cores at load 7: 0.14 s on one thread, 1.8 s on two; docs/performance.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def thumb_key(path: str) -> str:
@@ -161,9 +144,7 @@ class Service:
         reader, missing = self.reader, []  # this search's index, even if a reload swaps self.reader meanwhile
         if options.get("shortlist") is None:  # as `query` in-process on this device
             options = {**options, "shortlist": default_shortlist(self.engine.device.type)}
-        small = not options.get("rerank", True) and self.engine.device.type == "cpu" and len(queries) <= FEW_QUERIES
-        with one_torch_thread() if small else nullcontext():
-            answer = Answer(self._searcher(reader, missing).search(queries, **options), missing)
+        answer = Answer(self._searcher(reader, missing).search(queries, **options), missing)
         return self._remember(reader.generation, "search", tuple(queries), options, answer)
 
     def similar(self, path: str, options: dict[str, Any]) -> Answer:
