@@ -4,6 +4,8 @@ test_serve.py.)"""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from typer.main import get_command
 
@@ -83,3 +85,13 @@ def test_unusual_arguments_are_left_to_typer(argv):
 def test_no_server_environment_variable_is_left_to_typer(monkeypatch):
     monkeypatch.setenv("BT_SEARCH_NO_SERVER", "0")  # however typer reads the value, it decides
     assert attach.attached_query(["a cat"]) is None
+
+
+def test_stdin_read_by_the_fast_path_is_read_again_by_typer_when_no_server_answers(tmp_path, monkeypatch):
+    lines = "a red circle\ntwo green triangles\n".encode()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines)))
+    assert attach.attached_query(["--queries-file", "-", "--index", str(tmp_path / "no-index")]) is None
+    from bt_search.query_input import read_queries
+
+    assert read_queries("-") == ["a red circle", "two green triangles"]

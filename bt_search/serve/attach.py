@@ -111,15 +111,18 @@ def attached_query(argv: list[str]) -> int | None:
     args = parse_args(argv)
     if args is None or any(name in os.environ for name in SLOW_ENVVARS):
         return None
+    replay = None
     try:
         if args["queries_file"] == "-":
-            _replayable_stdin()
+            replay = _replayable_stdin()
         answer = _served(args)
     except KeyboardInterrupt as err:
         return _as_the_cli_exits(err, args["quiet"])
     except Exception:  # noqa: BLE001 - any doubt: the full CLI runs and reports as it always does
-        return None
+        answer = None
     if answer is None:
+        if replay is not None:
+            replay.seek(0)  # the full CLI reads the same lines from the start
         return None
     try:
         write_query_output(*answer, sys.stdout, null_separated=args["null"])
@@ -161,10 +164,11 @@ def _plain(query: str) -> bool:
     return terms.is_plain and terms.label == query
 
 
-def _replayable_stdin() -> None:
-    """Read `--queries-file -` now and leave a copy in stdin's place, for the full CLI if it runs after all."""
-    data = sys.stdin.buffer.read()
-    sys.stdin = io.TextIOWrapper(io.BytesIO(data))
+def _replayable_stdin() -> io.BytesIO:
+    """Read `--queries-file -` now and put a copy in stdin's place, to read again if the full CLI runs after all."""
+    copy = io.BytesIO(sys.stdin.buffer.read())
+    sys.stdin = io.TextIOWrapper(copy)
+    return copy
 
 
 def _as_the_cli_exits(err: BaseException, quiet: bool) -> int:
