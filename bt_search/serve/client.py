@@ -1,7 +1,7 @@
 """`bt-search query` through a running server: find it, check it serves the same index and model, ask it.
 
 Standard library only (no torch, transformers, numpy or server stack), so a query through a warm server
-costs an interpreter start, the CLI's own imports and one HTTP round trip. Any doubt means None: the caller
+costs an interpreter start, light imports (the attach fast path, attach.py) and one HTTP round trip. Any doubt means None: the caller
 searches in-process, and the reason is given in one line when a server was advertised but not used.
 """
 
