@@ -452,6 +452,9 @@ def serve(
     quiet: bool = QuietOpt,
 ) -> None:
     """Keep the model and index loaded and answer searches: a JSON API, a search page, and `query` auto-attach."""
+    # Before torch loads: idle OpenMP threads sleep instead of spinning, so a short query's text tower does not
+    # fight its own team for busy cores (10x on 2 cores under load; same numerics; docs/performance.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .serve.runner import ServeSettings, parse_duration, serve_forever
 
     with cli_errors():
