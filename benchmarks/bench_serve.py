@@ -7,6 +7,9 @@ checkpoint of benchmarks/common.py, on CPU. Rows:
   cached candidates         a second, different rerank query whose candidates' states are all in the state
                             cache (the index holds N images, so every shortlist is the whole collection)
   identical repeat          the same query again: the result cache
+  --no-rerank, full typer CLI the same kind of query entering through cli.py's typer app, as every query did
+                            before the light attach path (launcher.py -> serve/attach.py): its cost is the
+                            imports of typer, pydantic and rich
 Warm rows are the best of --repeat runs (no-rerank: a different query each run, so none is a repeat).
 Besides wall time it prints CPU seconds (the query process's, plus the server's during a warm query): on a
 shared, oversubscribed machine wall time measures the neighbours, CPU time still measures the work.
@@ -53,9 +56,13 @@ def cpu_seconds() -> float:
 CPU: dict[float, float] = {}  # wall time of a run -> its CPU seconds
 
 
-def cli(env: dict, *args: str) -> tuple[float, str, str]:
+ENTRY = ("-m", "bt_search")  # the console script's path (launcher.py)
+TYPER_ENTRY = ("-c", "import sys; from bt_search.cli import app; app(sys.argv[1:], prog_name='bt-search')")
+
+
+def cli(env: dict, *args: str, entry: tuple[str, ...] = ENTRY) -> tuple[float, str, str]:
     start, cpu = time.perf_counter(), cpu_seconds()
-    done = subprocess.run([sys.executable, "-m", "bt_search", *args], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, *entry, *args], env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
     CPU[wall] = cpu_seconds() - cpu
     return wall, done.stdout, done.stderr
@@ -103,6 +110,11 @@ def main() -> None:
             warm_plain.append(seconds)
             if i == 0:
                 assert out == plain_out, "served output differs from in-process"
+        warm_typer = []
+        for i in range(args.repeat):
+            seconds, out, err = cli(env, *base, f"{QUERIES[i]}, again", "--no-rerank", entry=TYPER_ENTRY)
+            assert "server not used" not in err, err
+            warm_typer.append(seconds)
         first, out, _ = cli(env, *rerank, QUERIES[1])
         assert out == rerank_out, "served rerank output differs from in-process"
         cached = min(cli(env, *rerank, QUERIES[3 + i])[0] for i in range(args.repeat))
@@ -121,6 +133,7 @@ def main() -> None:
     print(f"{'case':<30}{'cold wall':>10}{'warm wall':>10}{'ratio':>7}{'cold CPU':>10}{'warm CPU':>10}{'ratio':>7}")
     rows = [
         ("--no-rerank", cold_plain, best_plain),
+        ("--no-rerank, full typer CLI", cold_plain, min(warm_typer)),
         (f"rerank N={n}, first", cold_rerank, first),
         ("2nd query, candidates cached", cold_rerank, cached),
         ("identical repeat", cold_rerank, repeat),
@@ -128,6 +141,8 @@ def main() -> None:
     for name, cold, warm in rows:
         print(f"{name:<30}{cold:>9.2f}s{warm:>9.2f}s{cold / warm:>6.1f}x{CPU[cold]:>9.2f}s{CPU[warm]:>9.2f}s{CPU[cold] / CPU[warm]:>6.1f}x")
     print(f"cached candidates vs the first rerank: wall {first / cached:.1f}x, CPU {CPU[first] / CPU[cached]:.1f}x")
+    typer = min(warm_typer)
+    print(f"warm --no-rerank, light path vs full typer CLI: wall {typer / best_plain:.1f}x, CPU {CPU[typer] / CPU[best_plain]:.1f}x")
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
-"""`python -m bt_search` runs the command line."""
+"""`python -m bt_search` runs the command line (the console script's entry: launcher.py)."""
 
-from .cli import app
+from .launcher import main
 
-app(prog_name="bt-search")
+main()

@@ -83,11 +83,7 @@ def _once_per_message(show):
     return showwarning
 
 
-def _index_dir(index: Optional[Path]) -> Path:
-    directory = (index or config.default_index_dir()).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"--index {directory} is a file, not an index directory; give --index a directory")
-    return directory
+_index_dir = config.index_dir  # shared with the attach fast path (serve/attach.py)
 
 
 class RichIndexProgress:
@@ -284,21 +280,22 @@ def query(
 ) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
     from .output import check_format, default_format
+    from .query_input import collect_queries
     from .scan import canonical_path
 
     with cli_errors(quiet):
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
         check_format(fmt, null)  # before the model loads
-        queries = _collect_queries(texts or [], queries_file, image)
+        queries = collect_queries(texts or [], queries_file, image)
         under = None if under is None else Path(canonical_path(under))  # the index stores canonical paths
         terms = _query_terms(queries, nots, likes, unlikes)
         # A warm server answers plain searches without loading torch here; terms, scores, budgets and date
         # filters are searched in-process.
         plain = all(t.is_plain and t.label == q for t, q in zip(terms, queries)) and score == "itm" and rerank_budget is None
         if not no_server and plain and after is None and before is None and sort == "relevance":
-            options = dict(top_k=top_k, under=_opt_str(under))
-            if image is None:
-                options.update(shortlist=shortlist, rerank=not no_rerank, threshold=threshold)
+            from .serve.client import served_options
+
+            options = served_options(top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under), image=_opt_str(image))
             served = _served_results(index, model, device, precision, queries, image, options, quiet)
             if served is not None:
                 return _write_results(served, fmt, null, html, quiet)
@@ -331,12 +328,9 @@ def query(
 
 
 def _write_results(results, fmt: str, null: bool, html: Optional[Path], quiet: bool) -> None:
-    from .output import render
+    from .output import write_query_output
 
-    sys.stdout.reconfigure(errors="surrogateescape")  # non-UTF-8 file names go out as their original bytes
-    for position, hits in enumerate(results):
-        render(hits, fmt, sys.stdout, null_separated=null, include_header=position == 0)
-    sys.stdout.flush()
+    write_query_output(results, fmt, sys.stdout, null_separated=null)
     if html is not None:
         from .html_sheet import write_contact_sheet
 
@@ -397,46 +391,6 @@ def _query_terms(queries: List[str], nots: List[str], likes: List[str], unlikes:
 
 def _opt_str(path: Optional[Path]) -> Optional[str]:
     return None if path is None else str(path)
-
-
-def _collect_queries(texts: List[str], queries_file: Optional[str], image: Optional[Path]) -> List[str]:
-    if image is not None:
-        if texts or queries_file:
-            raise UsageError("--image searches by an image; give no query text with it")
-        return []
-    queries = [_utf8_argument(text) for text in texts]
-    if queries_file is not None:
-        queries += _read_queries(queries_file)
-    if not queries:
-        raise UsageError("no query: give TEXT, --queries-file FILE (- for stdin) or --image PATH")
-    if any(not q.strip() for q in queries):
-        raise UsageError("empty query: give some text to search for")
-    return queries
-
-
-def _read_queries(source: str) -> List[str]:
-    """One query per line, UTF-8 with or without a byte-order mark; blank lines are ignored."""
-    try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-        text = data.decode("utf-8-sig")  # Windows editors start files with a BOM: not part of the query
-    except OSError as err:
-        raise UsageError(f"cannot read --queries-file {source}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        where = "stdin" if source == "-" else source
-        raise UsageError(
-            f"--queries-file {where} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} "
-            f"({err.reason}); save it as UTF-8"
-        ) from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _utf8_argument(text: str) -> str:
-    """A query argument; bytes that were not UTF-8 reach Python as lone surrogates."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise UsageError(f"query {text!r} is not UTF-8 text ({err.reason}); pass the query in UTF-8") from None
-    return text
 
 
 def _open_index_and_model(
@@ -514,6 +468,9 @@ def serve(
     quiet: bool = QuietOpt,
 ) -> None:
     """Keep the model and index loaded and answer searches: a JSON API, a search page, and `query` auto-attach."""
+    # Before torch loads: idle OpenMP threads sleep instead of spinning, so a short query's text tower does not
+    # fight its own team for busy cores (10x on 2 cores under load; same numerics; docs/performance.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .serve.runner import ServeSettings, parse_duration, serve_forever
 
     with cli_errors():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UsageError
+
 DEFAULT_MODEL = "BridgeTower/bridgetower-large-itm-mlm-itc"
 
 ENV_MODEL = "BT_SEARCH_MODEL"
@@ -35,6 +37,14 @@ def default_index_dir() -> Path:
         return Path(os.environ[ENV_INDEX]).expanduser()
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home).expanduser() / "bt-search" / "default"
+
+
+def index_dir(index: Path | None) -> Path:
+    """The index directory `--index` (or the default) names; UsageError if it is a file."""
+    directory = (index or default_index_dir()).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--index {directory} is a file, not an index directory; give --index a directory")
+    return directory
 
 
 def max_file_bytes() -> int:

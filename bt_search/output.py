@@ -21,10 +21,6 @@ import unicodedata
 from collections.abc import Iterable
 from typing import TextIO
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from bt_search.errors import UsageError
 from bt_search.hits import Hit
 
@@ -65,6 +61,15 @@ def render(
         _render_paths(hits, stream, terminator="\0" if null_separated else "\n")
     else:
         _render_table(hits, stream, header=include_header)
+
+
+def write_query_output(results: Iterable[Iterable[Hit]], fmt: str, stream: TextIO, *, null_separated: bool = False) -> None:
+    """What `bt-search query` prints: each query's hits in turn under one csv/tsv header. File names that are
+    not UTF-8 go out as their original bytes. Both the in-process search and the server fast path print this way."""
+    stream.reconfigure(errors="surrogateescape")
+    for position, hits in enumerate(results):
+        render(hits, fmt, stream, null_separated=null_separated, include_header=position == 0)
+    stream.flush()
 
 
 def check_format(fmt: str, null_separated: bool = False) -> None:
@@ -115,6 +120,11 @@ def _render_paths(hits: Iterable[Hit], stream: TextIO, *, terminator: str) -> No
 
 
 def _render_table(hits: Iterable[Hit], stream: TextIO, *, header: bool) -> None:
+    # rich only here: the other formats stay light for the attach fast path (serve/attach.py).
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_header=header, header_style="bold")
     table.add_column("query")
     table.add_column("rank", justify="right")

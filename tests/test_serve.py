@@ -33,27 +33,36 @@ def setup(tiny_checkpoint, tmp_path_factory):
     index = root / "index"
     built = run_cli(runtime, "index", photos, "--index", index, "--model", tiny_checkpoint, "--quiet")
     assert built.returncode == 0, built.stderr
-    # A poisoned torch/transformers on the path: the client side of a served query must never import them.
+    # Poisoned packages on the path: a served query never imports torch or transformers, and the attach fast
+    # path (serve/attach.py) not the full CLI's stack either; rich only for --format table.
     poison = root / "poison"
-    for name in ("torch", "transformers"):
-        (poison / name).mkdir(parents=True)
-        (poison / name / "__init__.py").write_text(f"raise ImportError('{name} imported on the client path')\n")
+    groups = {"model": ("torch", "transformers", "numpy"), "cli": ("typer", "pydantic"), "rich": ("rich",)}
+    for group, name in ((group, name) for group, names in groups.items() for name in names):
+        folder = poison / group / name
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text(f"raise ImportError('{name} imported on the client path')\n")
     server = ServerProcess(index, runtime, "--state-cache-mb", "1", "--max-queue", "2", "--batch-size", "4")
     yield {"root": root, "photos": photos, "index": index, "runtime": runtime, "poison": poison, "server": server}
     server.terminate()
 
 
-def run_cli(runtime, *args, poison=None, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(runtime, *args, poison=(), **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), BT_SEARCH_WORKERS="0")
-    if poison is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(poison), env.get("PYTHONPATH", "")])
+    if poison:
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, poison), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "bt_search", *map(str, args)], capture_output=True, env=env, **kwargs)
 
 
-def query(setup, *args, served: bool):
-    """`bt-search query ARGS`; served: through the server with torch poisoned, else --no-server."""
+def fast_path_poison(setup, args) -> list:
+    """Packages the attach fast path must not import for `query ARGS` (rich draws --format table)."""
+    return [setup["poison"] / group for group in ("model", "cli", "rich") if group != "rich" or "table" not in args]
+
+
+def query(setup, *args, served: bool, **kwargs):
+    """`bt-search query ARGS`; served: through the attach fast path with torch, typer, rich... poisoned, else --no-server."""
     extra = () if served else ("--no-server",)
-    result = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], *extra, poison=setup["poison"] if served else None)
+    poison = fast_path_poison(setup, args) if served else ()
+    result = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], *extra, poison=poison, **kwargs)
     assert result.returncode == 0, result.stderr.decode()
     return result
 
@@ -65,6 +74,8 @@ CASES = [
     ("a red circle", "-k", "12", "--threshold", "0.4", "--format", "paths", "-0"),
     (QUERY, "-k", "3", "--under", "{photos}/sub"),
     ("--image", "{photos}/p03.png", "-k", "4"),
+    ("a red circle", QUERY, "--format", "table", "-n", "5", "-k", "2"),
+    (QUERY, "--format=jsonl", "--top-k=3", "--quiet", "--device", "cpu", "--precision", "auto", "--batch-size", "3"),
 ]
 
 
@@ -82,6 +93,46 @@ def test_queries_file_batch_through_the_server(setup, tmp_path):
     served = query(setup, "--queries-file", queries, "-k", "3", served=True)
     assert served.stdout == query(setup, "--queries-file", queries, "-k", "3", served=False).stdout
     assert len(served.stdout.splitlines()) == 9
+
+
+def test_queries_from_stdin_through_the_fast_path(setup):
+    lines = "a red circle\n\ntwo green triangles\n".encode()
+    args = ("--queries-file", "-", "-k", "2", "--format", "csv")
+    served = query(setup, *args, served=True, input=lines)
+    assert served.stdout == query(setup, *args, served=False, input=lines).stdout and served.stdout.count(b"\r\n") == 5
+
+
+def test_the_fast_path_loads_neither_torch_nor_the_full_cli(setup):
+    code = (
+        "import sys\n"
+        "from bt_search.launcher import main\n"
+        "try:\n"
+        f"    main(['query', {QUERY!r}, '--index', {str(setup['index'])!r}, '-k', '1', '--no-rerank'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "heavy = ('torch', 'transformers', 'numpy', 'typer', 'click', 'rich', 'pydantic', 'starlette', 'uvicorn')\n"
+        "print(repr(sorted(m for m in sys.modules if m.split('.')[0] in heavy)), file=sys.stderr)\n"
+    )
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(setup["runtime"]))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "[]"
+    assert json.loads(result.stdout)["query"] == QUERY
+
+
+@pytest.mark.parametrize("args", [(QUERY, "--sort", "relevance", "-k", "3"), (QUERY, "-k3", "--no-rerank")], ids=["slow-option", "glued"])
+def test_arguments_the_fast_parser_leaves_go_to_typer_and_still_use_the_server(setup, args):
+    served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], poison=[setup["poison"] / "model"])
+    assert served.returncode == 0, served.stderr  # typer ran (not poisoned here), torch did not: the server answered
+    assert served.stdout == query(setup, *args, served=False).stdout and served.stderr == b""
+
+
+def test_an_error_answered_by_the_server_reads_as_in_process(setup, tmp_path):
+    args = ("a red circle", "--under", tmp_path, "-k", "3")  # an existing folder holding no indexed image
+    served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"])
+    local = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], "--no-server")
+    assert (served.returncode, served.stderr, served.stdout) == (local.returncode, local.stderr, local.stdout)
+    assert served.returncode == 2 and b"no indexed images under" in served.stderr
 
 
 def test_client_modules_in_a_subprocess_exclude_torch_and_the_server_stack(setup):
@@ -202,6 +253,22 @@ def test_reload_after_reindexing(setup, tiny_checkpoint):
     assert query(setup, *repeat, served=True).stdout == query(setup, *repeat, served=False).stdout
 
 
+def test_files_gone_since_indexing_are_reported_as_in_process(setup, tmp_path):
+    gone = setup["photos"] / "p05.png"
+    kept = shutil.move(gone, tmp_path / "p05.png")
+    try:
+        args = ("a red circle", "-k", "12", "--no-rerank", "--format", "tsv")
+        served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"])
+        local = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], "--no-server")
+        assert served.returncode == local.returncode == 0, served.stderr
+        assert (served.stdout, served.stderr) == (local.stdout, local.stderr)
+        assert served.stderr.count(b"skipped") == 1 and b"p05.png" in served.stderr and b"p05.png" not in served.stdout
+        quiet = query(setup, *args, "--quiet", served=True)  # nothing to say: the fast path prints it
+        assert quiet.stdout == served.stdout and quiet.stderr == b""
+    finally:
+        shutil.move(kept, gone)
+
+
 def test_idle_timeout_stops_the_server_cleanly(setup, tmp_path):
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
@@ -212,16 +279,16 @@ def test_idle_timeout_stops_the_server_cleanly(setup, tmp_path):
 
 
 def test_sigterm_stops_cleanly_then_queries_fall_back(setup):
-    server = setup["server"]
+    server, plain = setup["server"], (QUERY, "-k", "3", "--no-rerank")  # no rerank: no timing-dependent estimate note
     advert = server.advert.read_text()
     assert server.terminate() == 0
     assert not server.advert.exists()
     assert b"Traceback" not in server.process.stderr.read().encode()
-    silent = run_cli(setup["runtime"], "query", QUERY, "-k", "3", "--index", setup["index"])
+    silent = run_cli(setup["runtime"], "query", *plain, "--index", setup["index"])
     assert silent.returncode == 0 and silent.stderr == b""  # no server advertised: nothing to say
     server.advert.write_text(advert)  # a stale advert, as a killed server leaves behind
-    stale = run_cli(setup["runtime"], "query", QUERY, "-k", "3", "--index", setup["index"])
+    stale = run_cli(setup["runtime"], "query", *plain, "--index", setup["index"])
     assert stale.returncode == 0, stale.stderr
     assert stale.stderr.decode().count("\n") == 1 and "server not used" in stale.stderr.decode()
-    assert stale.stdout == silent.stdout == query(setup, QUERY, "-k", "3", served=False).stdout
+    assert stale.stdout == silent.stdout == query(setup, *plain, served=False).stdout
     shutil.rmtree(setup["runtime"] / "bt-search")

@@ -151,6 +151,24 @@ def test_api_search_equals_the_library_and_sets_strict_headers(service, index_di
     assert not any(name.startswith("access-control-") for name in response.headers)  # no CORS
 
 
+def test_serve_sets_a_passive_openmp_wait_policy_before_torch_loads(index_dir, monkeypatch):
+    import subprocess
+    import sys
+
+    # In a fresh process (torch is loaded in this one): when serving starts, the policy is set and torch is not
+    # loaded yet, so its OpenMP runtime reads the policy.
+    code = (
+        "import os, sys\n"
+        "import bt_search.serve.runner as runner\n"
+        "runner.serve_forever = lambda settings, say: print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)\n"
+        "raise SystemExit(__import__('bt_search.cli', fromlist=['app']).app(['serve', '--index', sys.argv[1]], standalone_mode=False))\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    result = subprocess.run([sys.executable, "-c", code, str(index_dir)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["PASSIVE", "False"]
+
+
 def test_token_guard(service):
     with client_for(service, token=TOKEN) as client:
         assert client.get("/health").status_code == 401

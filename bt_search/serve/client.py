@@ -1,7 +1,7 @@
 """`bt-search query` through a running server: find it, check it serves the same index and model, ask it.
 
 Standard library only (no torch, transformers, numpy or server stack), so a query through a warm server
-costs an interpreter start, the CLI's own imports and one HTTP round trip. Any doubt means None: the caller
+costs an interpreter start, light imports (the attach fast path, attach.py) and one HTTP round trip. Any doubt means None: the caller
 searches in-process, and the reason is given in one line when a server was advertised but not used.
 """
 
@@ -132,6 +132,14 @@ def served_results(
     if reasons:
         notice(f"server not used ({reasons[-1]}); searching in-process")
     return None
+
+
+def served_options(*, top_k: int, shortlist: int | None, rerank: bool, threshold: float | None, under: str | None, image: str | None) -> dict[str, Any]:
+    """The options `query` sends: Searcher.search's keyword arguments, or similar_images' (top_k, under) for `--image`."""
+    options: dict[str, Any] = {"top_k": top_k, "under": under}
+    if image is None:
+        options.update(shortlist=shortlist, rerank=rerank, threshold=threshold)
+    return options
 
 
 def _ask(client: ServerClient, queries: list[str], image: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
