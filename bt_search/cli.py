@@ -140,7 +140,7 @@ def index(
     prune_excluded: bool = typer.Option(False, "--prune-excluded", help="With --prune, also drop indexed files that the hidden/--exclude rules now leave out."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
     draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
-    index_type: Optional[str] = typer.Option(None, "--index-type", help="FAISS index: auto (flat up to 100k images, then ivf_flat, then ivf_pq past --memory-budget), flat, hnsw, ivf_flat, ivf_pq (default: the index's recorded choice, else auto)."),
+    index_type: Optional[str] = typer.Option(None, "--index-type", help="FAISS index: auto (flat up to 100k images, then ivf_flat, ivf_sq8, ivf_pq as --memory-budget requires), flat, hnsw, ivf_flat, ivf_sq8, ivf_pq (default: the index's recorded choice, else auto)."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the FAISS index may take, e.g. 512MB, 4GiB; picks the index type for auto (default: the recorded budget, else env BT_SEARCH_MEMORY_BUDGET, else 1GiB)."),
     commit_every: int = typer.Option(256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."),
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray (Ray Data; docs/distributed.md)."),

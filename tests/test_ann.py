@@ -64,7 +64,8 @@ def exact_lookup(vectors, ids):
         (100_001, 512, GiB, None, "ivf_flat", "IVF1024,Flat"),
         (400_000, 512, GiB, None, "ivf_flat", "IVF2048,Flat"),
         (1_000_000, 512, 4 * GiB, None, "ivf_flat", "IVF4096_HNSW32,Flat"),
-        (1_000_000, 512, GiB, None, "ivf_pq", "OPQ64_512,IVF4096_HNSW32,PQ64"),
+        (1_000_000, 512, GiB, None, "ivf_sq8", "IVF4096_HNSW32,SQ8"),
+        (2_100_000, 512, GiB, None, "ivf_pq", "OPQ64_512,IVF8192_HNSW32,PQ64"),
         (10_000_000, 512, GiB, None, "ivf_pq", "OPQ64_512,IVF16384_HNSW32,PQ64"),
         (100_000_000, 512, GiB, None, "ivf_pq", "OPQ8_512,IVF32768_HNSW32,PQ8"),
         (1_000, 512, GiB, "ivf_flat", "ivf_flat", "IVF8,Flat"),
@@ -132,7 +133,7 @@ def test_excluded_ids_are_never_returned(collection, indexes, kind):
     queries = vectors[np.isin(ids, excluded)][:30]  # each query's own row is excluded
     params = SearchParams(nprobe=16, ef_search=128, refine_factor=4)
     scores, found = ann.search(indexes[kind], queries, 40, params=params, excluded_ids=excluded,
-                               exact_vectors=exact_lookup(vectors, ids) if kind == "ivf_pq" else None)  # fmt: skip
+                               exact_vectors=exact_lookup(vectors, ids) if kind in ann.REFINED_KINDS else None)  # fmt: skip
     assert not np.isin(found, excluded).any()
     assert (found >= 0).all() and np.isin(found, ids).all()
     live = ~np.isin(ids, excluded)
@@ -184,7 +185,7 @@ def test_added_vectors_are_found(collection, kind):
         new_vectors,
         1,
         params=params,
-        exact_vectors=lookup if kind == "ivf_pq" else None,
+        exact_vectors=lookup if kind in ann.REFINED_KINDS else None,
     )
     np.testing.assert_array_equal(found[:, 0], new_ids)
 
@@ -235,7 +236,7 @@ def test_read_index_reports_a_missing_file(tmp_path):
         ann.read_index(tmp_path / "nothing.faiss")
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "ivf_pq", "hnsw"])
 def test_tune_search_reaches_the_target_on_gap_shifted_queries(
     collection, indexes, kind
 ):
@@ -243,7 +244,7 @@ def test_tune_search_reaches_the_target_on_gap_shifted_queries(
     rng = np.random.default_rng(8)
     held_out = gap_shifted_queries(vectors, 60, rng)
     exact = exact_top_k(vectors, ids, held_out, 50)
-    lookup = exact_lookup(vectors, ids) if kind == "ivf_pq" else None
+    lookup = exact_lookup(vectors, ids) if kind in ann.REFINED_KINDS else None
     params, recall = tune_search(
         indexes[kind], held_out, exact, k=50, target=0.95, exact_vectors=lookup
     )

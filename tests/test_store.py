@@ -469,7 +469,7 @@ def test_flat_search_equals_brute_force(tmp_path):
     assert reader.search(queries, k=0)[1].shape == (7, 0)
 
 
-@pytest.mark.parametrize("index_type", ["hnsw", "ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf_flat", "ivf_sq8", "ivf_pq"])
 def test_approximate_indexes_recall_and_complete_results(tmp_path, index_type):
     embeddings = clustered_unit_vectors(3000, seed=21)
     queries = clustered_unit_vectors(50, seed=21)[:50] + 0.01  # near the data, not on it
@@ -515,7 +515,8 @@ def test_committed_rows_are_searched_before_finish_next_to_the_ann_file(tmp_path
 @pytest.mark.parametrize(
     "n_vectors, budget, expected",
     [(0, None, "flat"), (100_000, None, "flat"), (100_001, None, "ivf_flat"), (500_000, None, "ivf_flat"),
-     (1_000_000, None, "ivf_pq"), (1_000_000, 4 << 30, "ivf_flat"), (10_000_000, None, "ivf_pq")],
+     (1_000_000, None, "ivf_sq8"), (1_000_000, 4 << 30, "ivf_flat"), (2_100_000, None, "ivf_pq"),
+     (10_000_000, None, "ivf_pq")],
 )
 def test_choose_index_type_follows_size_and_memory_budget(n_vectors, budget, expected):
     assert choose_index_type(n_vectors, 512, budget) == expected

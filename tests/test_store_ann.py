@@ -42,14 +42,14 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found.tolist(), truth.tolist(), strict=True)]))
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "ivf_pq", "hnsw"])
 def test_text_like_queries_keep_recall_and_exact_scores_through_the_store(tmp_path, kind):
     vectors = collection(4000)
     manifest = build(tmp_path, vectors, kind)
     entry = manifest["ann"]
     assert entry["type"] == kind and manifest["index_type"] == kind
     assert entry["recall"]["measured"] >= entry["recall"]["target"], entry  # tuned on held-out queries
-    assert (entry["exact_copy"] is not None) == (kind == "ivf_pq")
+    assert (entry["exact_copy"] is not None) == (kind in ("ivf_sq8", "ivf_pq"))
 
     queries = gap_shifted_queries(vectors, 100, np.random.default_rng(1))
     reader = IndexReader.open(tmp_path)
@@ -64,15 +64,16 @@ def test_auto_picks_ivf_pq_past_the_memory_budget_and_keeps_the_budget(tmp_path,
     vectors = collection(3000)
     flat_bytes = len(vectors) * (4 * DIM + ann.ID_BYTES)
     assert build(tmp_path / "roomy", vectors, memory_budget=2 * flat_bytes)["index_type"] == "ivf_flat"
-    tight = build(tmp_path / "tight", vectors, memory_budget=flat_bytes // 2)
-    assert tight["index_type"] == "ivf_pq" and tight["memory_budget"] == flat_bytes // 2
+    assert build(tmp_path / "snug", vectors, memory_budget=flat_bytes // 2)["index_type"] == "ivf_sq8"
+    tight = build(tmp_path / "tight", vectors, memory_budget=flat_bytes // 8)
+    assert tight["index_type"] == "ivf_pq" and tight["memory_budget"] == flat_bytes // 8
     with IndexWriter.open(tmp_path / "tight", IDENTITY) as writer:  # a later run without the flag
         writer.commit(rows(collection(3, seed=5), start=9000))
         writer.finish()
-        assert writer.manifest["index_type"] == "ivf_pq" and writer.manifest["memory_budget"] == flat_bytes // 2
+        assert writer.manifest["index_type"] == "ivf_pq" and writer.manifest["memory_budget"] == flat_bytes // 8
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "ivf_pq", "hnsw"])
 def test_small_changes_fold_in_without_retraining_and_dead_rows_never_return(tmp_path, kind):
     vectors = collection(3000)
     before = build(tmp_path, vectors, kind)["ann"]
@@ -154,7 +155,7 @@ def test_bad_ann_options_are_usage_errors_before_any_model_loads(tmp_path, flag,
     assert result.exit_code == 2 and message in result.output
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "ivf_pq"])
 def test_the_faiss_recipe_in_docs_format_reads_the_ann_file_without_bt_search(tmp_path, kind):
     import faiss
 

@@ -10,8 +10,10 @@ Tuning nprobe/efSearch to a recall target lives in `ann_tuning.py`.
 The choice follows autofaiss's, for an index that must be memory-mappable (the store opens it per query):
   flat      exact; while a scan of every vector is cheap (<= FLAT_MAX_VECTORS)
   ivf_flat  IVF with full vectors while they fit the budget (exact scores within the probed lists)
-  ivf_pq    OPQ rotation + IVF with an HNSW coarse quantizer + PQ codes, past what fits; exact
-            re-scoring of a wider shortlist (`exact_vectors`) restores the recall PQ loses
+  ivf_sq8   IVF with 8-bit scalar-quantized vectors (4x smaller) while those fit; near-exact ranking
+  ivf_pq    OPQ rotation + IVF with an HNSW coarse quantizer + PQ codes, past what fits
+            (ivf_sq8 and ivf_pq re-score a shortlist of k x refine_factor exactly through
+            `exact_vectors`, which restores the recall and the exact scores the codes lose)
   hnsw      only when asked for: its graph is read whole at open (O(N)) and building it is slow
             (225 s for 100k x 512-d on 2 cores), so the budget never picks it
 """
@@ -31,7 +33,8 @@ import numpy as np
 from ..errors import UsageError
 from .files import atomic_write
 
-KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq")
+KINDS = ("flat", "hnsw", "ivf_flat", "ivf_sq8", "ivf_pq")
+REFINED_KINDS = ("ivf_sq8", "ivf_pq")  # approximate codes: search re-scores a shortlist exactly
 MEMORY_BUDGET_ENV = "BT_SEARCH_MEMORY_BUDGET"
 # 1 GiB of index: 1M x 512-d vectors (2 GB) no longer fit, so 1M goes to PQ (136 MB), which keeps an
 # incremental add (read + add + atomic rewrite of the file) well under a second.
@@ -154,6 +157,8 @@ def plan_index(
             kind = "flat"
         elif flat_bytes <= memory_budget_bytes:
             kind = "ivf_flat"
+        elif n_vectors * (dim + ID_BYTES) <= memory_budget_bytes:
+            kind = "ivf_sq8"
         else:
             kind = "ivf_pq"
     if kind == "flat":
@@ -176,6 +181,10 @@ def plan_index(
         return IndexPlan("ivf_flat", f"{coarse},Flat", dim, n_vectors, nlist=nlist, hnsw_m=quantizer_m,
                          train_size=train_size, expected_bytes=flat_bytes + centroid_bytes,
                          over_budget=flat_bytes + centroid_bytes > memory_budget_bytes)  # fmt: skip
+    if kind == "ivf_sq8":
+        size = n_vectors * (dim + ID_BYTES) + centroid_bytes
+        return IndexPlan("ivf_sq8", f"{coarse},SQ8", dim, n_vectors, nlist=nlist, hnsw_m=quantizer_m,
+                         train_size=train_size, expected_bytes=size, over_budget=size > memory_budget_bytes)  # fmt: skip
     dims_per_code = min(PQ_MIN_DIMS_PER_CODE, max(1, dim // PQ_MIN_CODES))
     code_sizes = [m for m in PQ_CODE_SIZES if dim % m == 0 and dim // m >= dims_per_code] or [1]
     fits = [
@@ -248,7 +257,9 @@ def index_kind(index: faiss.Index) -> str:
     if isinstance(index, faiss.IndexPreTransform):
         return "ivf_pq"
     if isinstance(index, faiss.IndexIVF):
-        return "ivf_pq" if isinstance(index, faiss.IndexIVFPQ) else "ivf_flat"
+        if isinstance(index, faiss.IndexIVFPQ):
+            return "ivf_pq"
+        return "ivf_sq8" if isinstance(index, faiss.IndexIVFScalarQuantizer) else "ivf_flat"
     inner = (
         faiss.downcast_index(index.index)
         if isinstance(index, faiss.IndexIDMap)

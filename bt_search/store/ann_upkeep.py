@@ -12,7 +12,8 @@ rows the file covers and how to search it:
   training, list imbalance, a kind change after 10% growth) or when the user asks for another kind.
 
 The kind follows `ann.plan_index`: flat up to 100k rows, then IVF-Flat while the vectors fit the memory
-budget, then OPQ + IVF-PQ with exact re-scoring from a memory-mapped copy of the covered vectors.
+budget, then IVF-SQ8 while 8-bit codes fit, then OPQ + IVF-PQ; the last two re-score a shortlist exactly
+from a memory-mapped copy of the covered vectors (exact_copy.py).
 """
 
 from __future__ import annotations

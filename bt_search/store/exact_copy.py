@@ -1,6 +1,6 @@
-"""The exact vectors an IVF-PQ file re-scores its shortlist with.
+"""The exact vectors an IVF-SQ8 or IVF-PQ file re-scores its shortlist with.
 
-PQ codes rank approximately; the shortlist (k x refine_factor rows) is re-scored with the float32
+Their codes rank approximately; the shortlist (k x refine_factor rows) is re-scored with the float32
 embeddings. Reading those from the Parquet parts would read a whole row group per row, so the ANN file
 keeps a copy of the vectors it covers: two .npy files (ascending row ids, and the [n, D] vectors in that
 order), memory-mapped at search, so a query pages in only the rows of its shortlist.

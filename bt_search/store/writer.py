@@ -195,7 +195,7 @@ class IndexWriter:
     def finish(self, index_type: str | None = None, memory_budget: int | None = None) -> IndexStats:
         """Compact, bring the ANN file up to date, commit.
 
-        `index_type` ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq") and `memory_budget` (bytes the ANN
+        `index_type` ("auto", "flat", "hnsw", "ivf_flat", "ivf_sq8", "ivf_pq") and `memory_budget` (bytes the ANN
         index may take) are recorded and kept by later runs until given again; None keeps the recorded
         ones (else auto, and $BT_SEARCH_MEMORY_BUDGET or 1 GiB).
         """
