@@ -3,6 +3,7 @@ SIGTERM and the fallback after the server is gone. One server process for the wh
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -102,22 +103,28 @@ def test_queries_from_stdin_through_the_fast_path(setup):
     assert served.stdout == query(setup, *args, served=False, input=lines).stdout and served.stdout.count(b"\r\n") == 5
 
 
-def test_the_fast_path_loads_neither_torch_nor_the_full_cli(setup):
+def heavy_modules_after(setup, entry: str, heavy: tuple[str, ...], *options: str) -> list[str]:
+    """Run one served `query` through `entry` ("from M import F" as `run`) in a fresh interpreter; the
+    modules of `heavy` it imported."""
     code = (
         "import sys\n"
-        "from bt_search.launcher import main\n"
+        f"{entry} as run\n"
         "try:\n"
-        f"    main(['query', {QUERY!r}, '--index', {str(setup['index'])!r}, '-k', '1', '--no-rerank'])\n"
+        f"    run(['query', {QUERY!r}, '--index', {str(setup['index'])!r}, '-k', '1', *{options!r}])\n"
         "except SystemExit as exit:\n"
-        "    assert exit.code == 0, exit.code\n"
-        "heavy = ('torch', 'transformers', 'numpy', 'typer', 'click', 'rich', 'pydantic', 'starlette', 'uvicorn')\n"
-        "print(repr(sorted(m for m in sys.modules if m.split('.')[0] in heavy)), file=sys.stderr)\n"
+        "    assert not exit.code, exit.code\n"
+        f"print(repr(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})), file=sys.stderr)\n"
     )
     env = dict(os.environ, XDG_RUNTIME_DIR=str(setup["runtime"]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "[]"
     assert json.loads(result.stdout)["query"] == QUERY
+    return ast.literal_eval(result.stderr.strip().splitlines()[-1])
+
+
+def test_the_fast_path_loads_neither_torch_nor_the_full_cli(setup):
+    heavy = ("torch", "transformers", "numpy", "typer", "click", "rich", "pydantic", "starlette", "uvicorn")
+    assert heavy_modules_after(setup, "from bt_search.launcher import main", heavy, "--no-rerank") == []
 
 
 @pytest.mark.parametrize("args", [(QUERY, "--sort", "relevance", "-k", "3"), (QUERY, "-k3", "--no-rerank")], ids=["slow-option", "glued"])
@@ -136,21 +143,8 @@ def test_an_error_answered_by_the_server_reads_as_in_process(setup, tmp_path):
 
 
 def test_client_modules_in_a_subprocess_exclude_torch_and_the_server_stack(setup):
-    code = (
-        "import sys\n"
-        "from bt_search.cli import app\n"
-        "try:\n"
-        f"    app(['query', {QUERY!r}, '--index', {str(setup['index'])!r}, '-k', '1'])\n"
-        "except SystemExit as exit:\n"
-        "    assert not exit.code, exit.code\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numpy', 'starlette', 'uvicorn'))\n"
-        "print(repr(heavy), file=sys.stderr)\n"
-    )
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(setup["runtime"]))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "[]"
-    assert json.loads(result.stdout)["query"] == QUERY
+    heavy = ("torch", "transformers", "numpy", "starlette", "uvicorn")
+    assert heavy_modules_after(setup, "from bt_search.cli import app", heavy) == []
 
 
 def test_a_mismatched_server_is_not_used_and_says_so_once(setup, tiny_checkpoint, tmp_path):
