@@ -65,7 +65,7 @@ def main() -> None:
           f"mean image-image {float(np.mean(image_queries @ image_queries.T)):.3f}")
     print(f"{'index':8} {'build s':>8} {'text recall@' + str(args.k):>18} {'image recall@' + str(args.k):>19} {'ms/query':>9}  tuned at build")
     rows = [ImageRow(f"/demo/{i:07d}.png", 1, 1, f"{i:064x}", 64, 64, vector) for i, vector in enumerate(images)]
-    for kind in ("flat", "ivf_flat", "ivf_pq", "hnsw"):
+    for kind in ("flat", "ivf_flat", "ivf_sq8", "ivf_pq", "hnsw"):
         with tempfile.TemporaryDirectory() as directory:
             started = time.perf_counter()
             with IndexWriter.open(directory, identity_for(engine)) as writer:
@@ -77,7 +77,7 @@ def main() -> None:
             found = {name: reader.search(q, args.k)[1] for name, q in (("text", text_queries), ("image", image_queries))}
             per_query = (time.perf_counter() - started) / (2 * args.queries) * 1000
             entry = reader.manifest["ann"]
-            tuned = {key: value for key, value in entry["params"].items() if value} or "exact"
+            tuned = {key: value for key, value in entry["params"].items() if value > (key == "refine_factor")} or "exact"
             print(f"{kind:8} {built:8.2f} {recall_at_k(found['text'], truth['text']):18.3f} "
                   f"{recall_at_k(found['image'], truth['image']):19.3f} {per_query:9.3f}  {tuned}"
                   + (f", held-out recall {entry['recall']['measured']:.3f}" if entry.get("recall") else ""))
