@@ -111,6 +111,14 @@ def tiny_checkpoint(checkpoints) -> Path:
     return checkpoints[SPECS[0].name]
 
 
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint):
+    """The tiny checkpoint loaded on CPU, once per test module (modules may define their own `engine`)."""
+    from bt_search.loading import load_engine
+
+    return load_engine(str(tiny_checkpoint), device="cpu")
+
+
 def noise_image(seed: int, width: int, height: int, mode: str = "RGB") -> Image.Image:
     """A structured random picture (blocks + noise) so embeddings of different images differ."""
     rng = np.random.default_rng(seed)

@@ -17,7 +17,6 @@ from bt_search.capture import Capture, date_filter, iso_taken_at, read_capture
 from bt_search.cli import app
 from bt_search.errors import UsageError
 from bt_search.indexer import identity_for, index_paths
-from bt_search.loading import load_engine
 from bt_search.search import Searcher
 from bt_search.store import IndexReader, IndexWriter
 
@@ -35,11 +34,6 @@ PHOTOS = {
 }
 MTIMES = {"mtime-2021.png": datetime(2021, 3, 3, 12, 0), "mtime-2023.png": datetime(2023, 5, 5, 12, 0)}
 IN_2021 = {"beach-2021a.jpg", "beach-2021b.jpg", "beach-2021c.jpg", "mtime-2021.png"}
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    return load_engine(str(tiny_checkpoint), device="cpu")
 
 
 def write_photos(folder):

@@ -48,11 +48,6 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    return load_engine(str(tiny_checkpoint), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def collection(tmp_path_factory) -> dict[str, Path]:
     """About 100 files: photos (PNG and draft-sized JPEG), awkward valid images, hostile files, a dangling link."""
     root = tmp_path_factory.mktemp("collection")

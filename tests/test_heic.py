@@ -10,17 +10,11 @@ from bt_search import images
 from bt_search.decoding import decode_record
 from bt_search.errors import ImageDecodeError
 from bt_search.images import load_rgb, preprocess
-from bt_search.loading import load_engine
 from bt_search.scan import FileRecord, has_image_extension
 
 from .conftest import noise_image
 
 ORIENTATION = 0x0112
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    return load_engine(str(tiny_checkpoint), device="cpu")
 
 
 def _smooth_photo(seed: int, width: int, height: int) -> Image.Image:

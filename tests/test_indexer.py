@@ -20,11 +20,6 @@ from .hostile import write_hostile_files, write_real_world_files
 from .reference import reference_embeddings
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    return load_engine(str(tiny_checkpoint), device="cpu")
-
-
 def run_index(engine, roots, index_dir, **kwargs):
     kwargs.setdefault("workers", 0)
     kwargs.setdefault("batch_size", 4)

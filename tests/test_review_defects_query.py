@@ -10,7 +10,6 @@ import pytest
 
 from bt_search.errors import UsageError
 from bt_search.indexer import identity_for, index_paths
-from bt_search.loading import load_engine
 from bt_search.search import Searcher
 from bt_search.store import IndexReader, IndexWriter
 
@@ -18,11 +17,6 @@ from .conftest import noise_image
 from .test_cli_index import bt_search
 
 QUERY = "a red circle left of a blue square"
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    return load_engine(str(tiny_checkpoint), device="cpu")
 
 
 @pytest.fixture

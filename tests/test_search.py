@@ -8,7 +8,6 @@ from PIL import Image
 
 from bt_search.errors import UsageError
 from bt_search.indexer import identity_for, index_paths
-from bt_search.loading import load_engine
 from bt_search.search import Shortlist, Searcher, rank_hits
 from bt_search.store import IndexReader, IndexWriter
 
@@ -16,11 +15,6 @@ from .conftest import noise_image
 from .reference import reference_itm
 
 QUERIES = ["a red circle left of a blue square", "two green triangles", "a photo of two cats sleeping on a couch"]
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    return load_engine(str(tiny_checkpoint), device="cpu")
 
 
 @pytest.fixture(scope="module")

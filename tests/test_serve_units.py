@@ -9,7 +9,6 @@ from starlette.testclient import TestClient
 
 from bt_search.errors import UsageError
 from bt_search.indexer import identity_for, index_paths
-from bt_search.loading import load_engine
 from bt_search.search import Searcher
 from bt_search.serve.app import build_app
 from bt_search.serve.caches import SmallLRU, StateLRU
@@ -21,11 +20,6 @@ from .conftest import noise_image
 
 QUERIES = ["a red circle left of a blue square", "two green triangles"]
 TOKEN = "s3cret-token-0123456789"
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    return load_engine(str(tiny_checkpoint), device="cpu")
 
 
 @pytest.fixture(scope="module")

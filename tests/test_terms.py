@@ -59,11 +59,6 @@ def test_terms_that_cancel_are_a_usage_error():
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    return load_engine(str(tiny_checkpoint), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def library(engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("terms")
     photos = root / "photos"
