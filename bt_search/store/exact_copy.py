@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -52,10 +51,6 @@ class ExactCopyWriter:
             durable_replace(tmp, target)
 
 
-def copy_names(entry: dict[str, Any] | None) -> dict[str, str] | None:
-    return entry.get("exact_copy") if entry else None
-
-
 def open_exact_copy(directory: Path, names: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """(ascending row ids, vectors) memory-mapped read-only; FileNotFoundError when gone."""
     ids = np.load(directory / names["ids_file"], mmap_mode="r")
@@ -72,6 +67,8 @@ def exact_lookup(ids: np.ndarray, vectors: np.ndarray) -> ExactVectors:
     return lookup
 
 
-def copy_chunks(ids: np.ndarray, vectors: np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+def copy_chunks(ids: np.ndarray, vectors: np.ndarray, keep: np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """The rows of a memory-mapped copy where `keep` is true, a chunk at a time (bounded memory)."""
     for start in range(0, len(ids), COPY_CHUNK_ROWS):
-        yield np.asarray(ids[start : start + COPY_CHUNK_ROWS]), np.asarray(vectors[start : start + COPY_CHUNK_ROWS])
+        rows = slice(start, start + COPY_CHUNK_ROWS)
+        yield np.asarray(ids[rows])[keep[rows]], np.asarray(vectors[rows])[keep[rows]]

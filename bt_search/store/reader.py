@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from ..errors import IndexFormatError, IndexLockedError, IndexMissingError
 from . import ann
 from .ann_upkeep import search_params
-from .exact_copy import copy_names, exact_lookup, open_exact_copy
+from .exact_copy import exact_lookup, open_exact_copy
 from .files import META_COLUMNS, read_manifest, rebuild_hint
 from .legacy import load_v1
 from .parts import Snapshot, in_memory_snapshot, open_snapshot
@@ -33,12 +33,12 @@ _OPEN_ATTEMPTS = 20
 
 
 class _AnnFile:
-    """The memory-mapped ANN file with its tuned knobs and, for IVF-PQ, its memory-mapped exact copy."""
+    """The memory-mapped ANN file with its tuned knobs and, for IVF-SQ8/IVF-PQ, its memory-mapped exact copy."""
 
     def __init__(self, directory: Path, entry: dict[str, Any]):
         self.index = ann.read_index(directory / entry["file"], mmap=True)
         self.params = search_params(entry, self.index)
-        names = copy_names(entry)
+        names = entry.get("exact_copy")
         self.exact_vectors = exact_lookup(*open_exact_copy(directory, names)) if names else None
 
     def search(self, queries: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

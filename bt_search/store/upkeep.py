@@ -1,7 +1,7 @@
 """finish()'s ANN step: keep, fold fresh rows into, or rebuild the ANN file (decisions: ann_upkeep.py).
 
 A rebuild streams the live rows from the parts in bounded memory: one pass draws the training sample
-(and the tuning queries), a second fills the index, the exact copy (IVF-PQ) and the tuning queries'
+(and the tuning queries), a second fills the index, the exact copy (IVF-SQ8, IVF-PQ) and the tuning queries'
 exact top-k together. The search knobs are then tuned to the recall target and recorded, with the
 recall they measured, in the manifest.
 """
@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from . import ann
-from .ann_tuning import DEFAULT_RECALL_TARGET, ExactTopK, probe_queries, recall_at_k, tune_search
+from .ann_tuning import (
+    DEFAULT_RECALL_TARGET,
+    ExactTopK,
+    probe_queries,
+    recall_at_k,
+    tune_search,
+)
 from .ann_upkeep import RECALL_AT, TUNING_QUERIES, normalise_choice, plan_upkeep
 from .compaction import write_ann_dead
 from .exact_copy import ExactCopyWriter, copy_chunks, exact_lookup, open_exact_copy
@@ -26,6 +32,7 @@ Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
 # Looser than probe_queries' default: at 64-d and 512-d these probes came out harder than the gap-shifted
 # queries of tests/ann_data.py at every nprobe, so knobs tuned on them hold for text queries.
 TEXT_QUERY_LOOSENESS = 2.0
+TEXT_LIKE_QUERIES = TUNING_QUERIES - TUNING_QUERIES // 2  # the first ones; the rest are image-like
 IMAGE_QUERY_OFFSET = 0.5  # an image-like tuning query: a sample image plus noise of this norm (cosine ~0.9)
 
 
@@ -105,9 +112,8 @@ def _fold(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, held_de
         kept = ~np.isin(old_ids, held_dead)  # removed from the index below: no need to copy them on
         copy_files = _copy_names(manifest)
         copy = ExactCopyWriter(directory, copy_files, int(kept.sum()) + fresh_rows, snapshot.dim)
-        for ids, vectors in copy_chunks(old_ids, old_vectors):
-            live = ~np.isin(ids, held_dead)
-            copy.add(ids[live], vectors[live])
+        for ids, vectors in copy_chunks(old_ids, old_vectors, kept):
+            copy.add(ids, vectors)
         fresh = copy.add_chunks(fresh)
     for ids, vectors in fresh:
         ann.add_vectors(index, vectors, ids)
@@ -139,9 +145,9 @@ def _sample(chunks: Chunks, total: int, size: int, rng: np.random.Generator) -> 
 def _tuning_queries(sample: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Held-out queries of both kinds a search sees: text-like ones pushed out of the images' cone
     (`probe_queries`), and image-like ones (`--like`): sample images moved to a nearby new point."""
-    half = TUNING_QUERIES // 2
-    text_like = probe_queries(sample, TUNING_QUERIES - half, rng, looseness=TEXT_QUERY_LOOSENESS)
-    anchors = sample[rng.choice(len(sample), size=half, replace=len(sample) < half)]
+    text_like = probe_queries(sample, TEXT_LIKE_QUERIES, rng, looseness=TEXT_QUERY_LOOSENESS)
+    image_count = TUNING_QUERIES - TEXT_LIKE_QUERIES
+    anchors = sample[rng.choice(len(sample), size=image_count, replace=len(sample) < image_count)]
     noise = rng.standard_normal(anchors.shape).astype(np.float32)
     noise *= IMAGE_QUERY_OFFSET / np.linalg.norm(noise, axis=1, keepdims=True)
     image_like = anchors + noise
@@ -161,7 +167,7 @@ def _tune(directory: Path, index: Any, truth: ExactTopK | None,
     if truth is None:
         return ann.SearchParams(), None  # exact search: nothing to measure
     lookup = exact_lookup(*open_exact_copy(directory, copy_files)) if copy_files else None
-    groups = {"text_like": slice(0, TUNING_QUERIES - TUNING_QUERIES // 2), "image_like": slice(TUNING_QUERIES - TUNING_QUERIES // 2, None)}
+    groups = {"text_like": slice(0, TEXT_LIKE_QUERIES), "image_like": slice(TEXT_LIKE_QUERIES, None)}
     tuned = [tune_search(index, truth.queries[rows], truth.ids[rows], k=truth.k, exact_vectors=lookup)[0]
              for rows in groups.values()]  # fmt: skip
     params = ann.SearchParams(*(max(getattr(p, name) for p in tuned) for name in ("nprobe", "ef_search", "refine_factor")))
