@@ -8,7 +8,7 @@ from bt_search.errors import UsageError
 from bt_search.rerank_budget import RerankClock, default_shortlist
 from bt_search.search import Searcher
 
-from .test_terms import TEXT, engine, library  # noqa: F401  (module fixtures reused)
+from .test_terms import TEXT, library  # noqa: F401  (module fixture reused; `engine` comes from conftest)
 
 
 class FakeTime:
