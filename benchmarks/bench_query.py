@@ -1,10 +1,11 @@
-"""Rerank latency: bt-search at fp32 and at bf16 against the HF-docs loop at fp32, side by side in one run.
+"""Rerank latency: bt-search at fp32 and at its default precision against the HF-docs loop at fp32, side by side.
 
 HF-docs loop (what a user would write): for each query, `BridgeTowerProcessor` +
 `BridgeTowerForImageAndTextRetrieval` in fp32 over its N shortlisted (query, image) pairs (batched per query,
 images decoded from disk), score = softmax(logits)[:, 1]. bt-search: `Searcher.search` with rerank (text
 tower once per query, vision tower once per distinct candidate, fusion-only ITM per pair), once with an
-fp32 engine and once with `--precision bf16`. Same base-shaped random checkpoint, same index. Cases: one
+fp32 engine and once with `--precision auto`, the default (on a CPU with AVX512-BF16 or AMX: fp32 embeddings,
+bf16 rerank; elsewhere the same as fp32), and `bf16` on request. Same base-shaped random checkpoint, same index. Cases: one
 query at each --shortlists N, and a batch of --queries queries at --batch-shortlist. Each case runs once per
 contender, the contenders back to back, so machine load hits all of them alike. Also prints how far the
 ITM scores are from HF's (max |delta| over the pairs both scored), and optionally (--cold) cold starts.
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--shortlists", type=int, nargs="+", default=[20, 50], help="N for the single-query cases")
     parser.add_argument("--queries", type=int, default=10, help="queries in the batch case (0: skip it)")
     parser.add_argument("--batch-shortlist", type=int, default=20, help="N for the batch case")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "auto"], choices=["fp32", "auto", "bf16"])
     parser.add_argument("--cold", action="store_true", help="also time cold starts (fresh processes)")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -128,6 +129,8 @@ def main() -> None:
 
     print(f"base-shaped random checkpoint, CPU, threads={torch.get_num_threads()}, images={args.images}, "
           f"load average before/after: {_load(load_before)} / {_load(os.getloadavg())}")  # fmt: skip
+    for p, e in engines.items():
+        print(f"bt {p}: embeddings {str(e.dtype).removeprefix('torch.')}, rerank {str(e.rerank_dtype).removeprefix('torch.')}")
     header = f"{'case':<72} {'hf-docs fp32':>12}" + "".join(f" {'bt ' + p:>9} {'speed-up':>8}" for p in args.precisions)
     print(header)
     for label, hf, by_precision in rows:

@@ -31,7 +31,12 @@ EXIT_INTERRUPTED = 130
 
 IndexOpt = typer.Option(None, "--index", help=f"Index directory (env {config.ENV_INDEX}; default under XDG data dir).")
 DeviceOpt = typer.Option(None, "--device", help=f"auto, cpu, cuda or mps (env {config.ENV_DEVICE}).")
-PrecisionOpt = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16 (also fast on CPUs with AMX), fp16.")
+PrecisionOpt = typer.Option(
+    "auto",
+    "--precision",
+    help="auto (CUDA: bf16; CPU: fp32 embeddings, rerank in bf16 where the CPU has AVX512-BF16 or AMX, else fp32), "
+    "fp32 (the reference's numbers), bf16, fp16.",
+)
 BatchOpt = typer.Option(None, "--batch-size", min=1, help=f"Images per model batch (env {config.ENV_BATCH_SIZE}).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 

@@ -8,11 +8,14 @@
 
 Every path computes what `BridgeTowerModel.forward` in transformers computes, with the same weights (the
 vision blocks regroup the same math into fewer memory passes); the tests hold them to the HF classes' numbers.
+The rerank paths (`vision_states`, `itm_scores`) may run in a lower `rerank_dtype` than the embeddings, over
+the same weights (see loading.resolve_dtypes).
 Loading lives in `loading.py`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -68,6 +71,7 @@ class BridgeTowerEngine:
         device: torch.device,
         dtype: torch.dtype,
         max_text_len: int,
+        rerank_dtype: torch.dtype | None = None,
     ):
         self.backbone = backbone.eval()
         self.heads = heads
@@ -77,6 +81,7 @@ class BridgeTowerEngine:
         self.revision = revision
         self.device = device
         self.dtype = dtype
+        self.rerank_dtype = rerank_dtype or dtype
         self.max_text_len = max_text_len
         self.config = backbone.config
         num_text_layers = len(backbone.text_model.encoder.layer)
@@ -119,8 +124,19 @@ class BridgeTowerEngine:
     @torch.inference_mode()
     def vision_states(self, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] (or uint8 crops) -> [B, num_cross_layers, tokens, hidden]: what the fusion layers read."""
-        blocks = self._vision_blocks(pixel_values)
-        return self._image_streams(blocks[self.split - 1 :])
+        with self._rerank_precision():
+            blocks = self._vision_blocks(pixel_values)
+            return self._image_streams(blocks[self.split - 1 :])
+
+    def _rerank_precision(self):
+        """Rerank's products in `rerank_dtype` over the one set of weights (fp32 when the embeddings are).
+
+        Autocast casts each weight as a product reads it, without keeping the casts (cache_enabled=False), so no
+        second copy of the backbone is ever held.
+        """
+        if self.rerank_dtype == self.dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.rerank_dtype, cache_enabled=False)
 
     def _vision_blocks(self, pixel_values: np.ndarray | torch.Tensor, last_cls_only: bool = False) -> list[torch.Tensor]:
         """Outputs (batch-first, [B, L, D]) of the vision blocks that BridgeTowerModel uses: as many as text layers.
@@ -238,8 +254,9 @@ class BridgeTowerEngine:
         text_streams = text.streams.unsqueeze(0).expand(count, -1, -1, -1)
         ones = torch.ones(text_streams.shape[:1] + text_streams.shape[2:3], dtype=torch.long, device=self.device)
         mask = self._text_mask(text_streams[:, 0], ones)
-        pooled = self._fuse(text_streams, images, mask)
-        logits = self.heads.itm(pooled).float()
+        with self._rerank_precision():
+            pooled = self._fuse(text_streams, images, mask)
+            logits = self.heads.itm(pooled).float()
         return torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
 
     def _fuse(self, text_streams: torch.Tensor, image_streams: torch.Tensor, mask) -> torch.Tensor:

@@ -113,10 +113,11 @@ def tiny_checkpoint(checkpoints) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    """The tiny checkpoint loaded on CPU, once per test module (modules may define their own `engine`)."""
+    """The tiny checkpoint loaded on CPU in fp32, the precision whose numbers are the reference's (`auto` may
+    rerank in bf16 on this CPU; test_model covers it), once per test module."""
     from bt_search.loading import load_engine
 
-    return load_engine(str(tiny_checkpoint), device="cpu")
+    return load_engine(str(tiny_checkpoint), device="cpu", precision="fp32")
 
 
 def noise_image(seed: int, width: int, height: int, mode: str = "RGB") -> Image.Image:

@@ -24,7 +24,8 @@ def _pixels(engine, images):
 
 @pytest.fixture(scope="module")
 def engines(checkpoints):
-    return {name: load_engine(str(path), device="cpu") for name, path in checkpoints.items()}
+    """fp32: the reference's precision (`auto` is tested on its own below)."""
+    return {name: load_engine(str(path), device="cpu", precision="fp32") for name, path in checkpoints.items()}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
@@ -169,3 +170,53 @@ def test_bf16_stays_close_to_the_fp32_reference(checkpoints, sample_images):
     expected = reference_itm(path, sample_images, CAPTIONS[0])
     ours = engine.itm_scores(engine.text_states(CAPTIONS[0]), engine.vision_states(_pixels(engine, sample_images)))
     np.testing.assert_allclose(ours, expected, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "precision, device, native_bf16, expected",
+    [
+        ("auto", "cpu", True, (torch.float32, torch.bfloat16)),
+        ("auto", "cpu", False, (torch.float32, torch.float32)),
+        ("auto", "cuda", False, (torch.bfloat16, torch.bfloat16)),
+        ("auto", "mps", True, (torch.float32, torch.float32)),
+        ("fp32", "cpu", True, (torch.float32, torch.float32)),
+        ("bf16", "cpu", False, (torch.bfloat16, torch.bfloat16)),
+        ("fp16", "cuda", False, (torch.float16, torch.float16)),
+    ],
+)
+def test_precision_resolves_to_embedding_and_rerank_dtypes(monkeypatch, precision, device, native_bf16, expected):
+    from bt_search import loading
+
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native_bf16)
+    assert loading.resolve_dtypes(precision, torch.device(device)) == expected
+
+
+def test_unknown_precision_is_a_usage_error():
+    from bt_search.errors import UsageError
+    from bt_search.loading import resolve_dtypes
+
+    with pytest.raises(UsageError, match="unknown precision 'int8'"):
+        resolve_dtypes("int8", torch.device("cpu"))
+
+
+def test_auto_on_a_native_bf16_cpu_embeds_in_fp32_and_reranks_in_bf16_over_one_copy(
+    monkeypatch, checkpoints, engines, sample_images
+):
+    """`auto` on an AVX512-BF16/AMX CPU: ITC embeddings identical to fp32 (the index does not change), rerank in
+    bf16 within 0.02 of the HF reference, and the weights held once, in fp32 (autocast casts as it goes)."""
+    from bt_search import loading
+
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    spec = SPECS[0]
+    path, fp32 = checkpoints[spec.name], engines[spec.name]
+    auto = load_engine(str(path), device="cpu", precision="auto")
+    assert (auto.dtype, auto.rerank_dtype) == (torch.float32, torch.bfloat16)
+    assert {p.dtype for p in auto.backbone.parameters()} == {torch.float32}
+    assert _numel(auto.backbone) == _numel(fp32.backbone)
+    pixels = _pixels(auto, sample_images)
+    np.testing.assert_array_equal(auto.encode_images(pixels), fp32.encode_images(pixels))
+    np.testing.assert_array_equal(auto.encode_texts(CAPTIONS[:3]), fp32.encode_texts(CAPTIONS[:3]))
+    expected = reference_itm(path, sample_images, CAPTIONS[0])
+    ours = auto.itm_scores(auto.text_states(CAPTIONS[0]), auto.vision_states(pixels))
+    np.testing.assert_allclose(ours, expected, atol=0.02)
+    assert not np.allclose(ours, expected, atol=1e-5), "the rerank really ran in bf16 (else this test proves nothing)"

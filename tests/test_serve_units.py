@@ -124,7 +124,7 @@ def test_allowed_hosts_are_the_bound_address_only():
 
 @pytest.fixture(scope="module")
 def service(index_dir, tiny_checkpoint):
-    return Service.load(index_dir, str(tiny_checkpoint), device="cpu", precision="auto", state_cache_mb=8, batch_size=4)
+    return Service.load(index_dir, str(tiny_checkpoint), device="cpu", precision="fp32", state_cache_mb=8, batch_size=4)
 
 
 def client_for(service, token=None, max_queue=4) -> TestClient:
@@ -201,3 +201,27 @@ def test_rerank_bar_appears_only_after_its_delay_and_goes_away():
     assert slow.bar.live.is_started and slow.bar.tasks[0].total == 10
     slow(4, 10), slow(10, 10)
     assert not slow.bar.live.is_started and slow.bar.tasks[0].completed == 10
+
+
+@pytest.mark.parametrize(
+    "server_option, dtype, rerank_dtype, asked, served",
+    [
+        ("auto", "float32", "bfloat16", "auto", True),
+        ("auto", "float32", "bfloat16", "fp32", False),  # an fp32 request must not get a bf16 rerank
+        ("auto", "float32", "bfloat16", "bf16", False),  # nor bf16 embeddings
+        ("auto", "float32", "float32", "fp32", True),
+        ("fp32", "float32", "float32", "auto", False),
+        ("bf16", "bfloat16", "bfloat16", "bf16", True),
+    ],
+)
+def test_a_server_answers_only_requests_in_the_precision_it_computes(server_option, dtype, rerank_dtype, asked, served):
+    from bt_search.serve.client import canonical_index, mismatch
+
+    health = {
+        "index": canonical_index("/data/idx"), "model": "/models/bt", "device": "cpu", "device_option": "auto",
+        "dtype": dtype, "rerank_dtype": rerank_dtype, "precision_option": server_option,
+    }  # fmt: skip
+    reason = mismatch(health, "/data/idx", "/models/bt", "auto", asked)
+    assert (reason is None) == served, reason
+    if not served and server_option == "auto" and asked != "auto":
+        assert reason == f"it computes in {dtype} (rerank in {rerank_dtype}), not {asked}"

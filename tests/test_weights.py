@@ -45,7 +45,7 @@ def bin_checkpoint(safetensors_checkpoint, target, shards: int = 1):
 @pytest.mark.parametrize("shards", [1, 3], ids=["single", "sharded"])
 def test_bin_checkpoint_equals_reference(tiny_checkpoint, tmp_path, sample_images, shards):
     path = bin_checkpoint(tiny_checkpoint, tmp_path / "bin", shards)
-    engine = load_engine(str(path), device="cpu")
+    engine = load_engine(str(path), device="cpu", precision="fp32")  # the reference's precision
     texts = CAPTIONS[: len(sample_images)]
     ref_images, ref_texts = reference_embeddings(tiny_checkpoint, sample_images, texts)
     pixels = np.stack([preprocess(img, engine.preprocessing) for img in sample_images])

@@ -83,9 +83,21 @@ def mismatch(health: dict[str, Any], index_dir: str, model: str | None, device: 
         return f"it runs model {health.get('model')}, not {wanted}"
     if device not in (health.get("device_option"), health.get("device")):
         return f"it runs on {health.get('device')}, not {device}"
-    if precision not in (health.get("precision_option"), _DTYPE_PRECISION.get(health.get("dtype", ""))):
-        return f"it computes in {health.get('dtype')}, not {precision}"
+    if precision != health.get("precision_option") and not _computes_in(health, precision):
+        return f"it computes in {_computes(health)}, not {precision}"
     return None
+
+
+def _computes(health: dict[str, Any]) -> str:
+    dtype = health.get("dtype", "")
+    rerank = health.get("rerank_dtype", dtype)
+    return dtype if rerank == dtype else f"{dtype} (rerank in {rerank})"
+
+
+def _computes_in(health: dict[str, Any], precision: str) -> bool:
+    """An explicit precision is served only by a server that embeds and reranks in it."""
+    dtype = health.get("dtype", "")
+    return _DTYPE_PRECISION.get(dtype) == precision == _DTYPE_PRECISION.get(health.get("rerank_dtype", dtype))
 
 
 def served_results(

@@ -122,6 +122,7 @@ class Service:
             "generation": reader.generation,
             "device": self.engine.device.type,
             "dtype": str(self.engine.dtype).removeprefix("torch."),
+            "rerank_dtype": str(self.engine.rerank_dtype).removeprefix("torch."),
             **self.settings,
             "state_cache": {"entries": len(self.states), "bytes": self.states.used_bytes, "budget": self.states.budget_bytes},
         }
