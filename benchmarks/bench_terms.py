@@ -1,8 +1,10 @@
 """How should `--not` act on ITM rerank? Alternatives measured on the demo model and sample_data.
 
-Each caption c_i of image i becomes the query `c_i --not c_j`, where image j is the strongest confuser: the
-candidate other than i that plain ITM ranks highest in c_i's shortlist. A good rule keeps i on top (R@1) and
-pushes j out of the top 5 (j-out@5). Rules over the same N shortlisted candidates:
+Each caption c_i of image i becomes the query `c_i --not c_j`. With `--negative confuser` (default) image j
+is the strongest confuser: the candidate other than i that plain ITM ranks highest in c_i's shortlist, so
+c_j shares most of c_i's words (the hard case). With `--negative random` j is drawn at random (seeded): an
+unrelated negative, which should cost the target nothing. A good rule keeps i on top (R@1) and pushes j out
+of the top 5 (j-out@5). Rules over the same N shortlisted candidates:
 
 - none:      ITM(c_i)                      (the negative ignored by the rerank)
 - product:   ITM(c_i) · (1 − ITM(c_j))     (bt-search's rule: P(match c_i and not c_j), independence assumed)
@@ -12,6 +14,7 @@ pushes j out of the top 5 (j-out@5). Rules over the same N shortlisted candidate
 The shortlist is computed twice: from the positive text alone, and from normalize(t(c_i) − t(c_j)).
 
     python benchmarks/bench_terms.py --shortlist 20
+    python benchmarks/bench_terms.py --shortlist 20 --negative random
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def rank_of(target: int, rows: np.ndarray, scores: np.ndarray) -> int | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shortlist", type=int, default=20)
+    parser.add_argument("--negative", choices=["confuser", "random"], default="confuser")
     args = parser.parse_args()
     engine = load_engine(str(ROOT / "sample_data" / "demo-model"), device="cpu")
     captions = read_captions(ROOT / "sample_data" / "images" / "captions.csv")
@@ -69,12 +73,15 @@ def main() -> None:
     text_states = [engine.text_states(t) for t in texts]
 
     results: dict[tuple[str, str], list] = {}
+    rng = np.random.default_rng(0)
     for i, caption in enumerate(captions):
         target = row_of[caption.path]
         _, rows = reader.search(text_embeddings[i : i + 1], args.shortlist)
         itm = engine.itm_scores(text_states[i], states(rows[0]))
         confuser_rows = [r for r in rows[0][np.argsort(-itm, kind="stable")] if r != target]
         confuser = int(confuser_rows[0])
+        if args.negative == "random":
+            confuser = int(rng.choice([r for r in ids if r != target]))
         j = next(k for k, c in enumerate(captions) if row_of[c.path] == confuser)
         for shortlist_name in ("positive", "difference"):
             vector = text_embeddings[i]
@@ -90,7 +97,8 @@ def main() -> None:
                 results.setdefault((shortlist_name, rule), []).append(
                     (rank_of(target, cand[kept], scores[kept]), rank_of(confuser, cand[kept], scores[kept]))
                 )
-    print(f"{len(captions)} captions, N={args.shortlist}; query = caption --not (its strongest ITM confuser's caption)")
+    negative = "its strongest ITM confuser's caption" if args.negative == "confuser" else "a random other image's caption"
+    print(f"{len(captions)} captions, N={args.shortlist}; query = caption --not ({negative})")
     print("| shortlist | rule | R@1 | R@5 | confuser out of top 5 |")
     print("| --- | --- | --- | --- | --- |")
     for (shortlist_name, rule), ranks in results.items():

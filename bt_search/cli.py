@@ -265,7 +265,7 @@ def query(
     shortlist: Optional[int] = typer.Option(None, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (default: 50 on CUDA, 20 elsewhere)."),
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
     rerank_budget: Optional[float] = typer.Option(None, "--rerank-budget", help="Rerank only the best candidates that fit in SECONDS; leave the rest out."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T (the --score they are ranked by)."),
     under: Optional[Path] = typer.Option(None, "--under", help="Only images inside this folder."),
     after: Optional[str] = typer.Option(None, "--after", help="Only images taken on this day (YYYY-MM-DD) or later: EXIF capture date, else file mtime."),
     before: Optional[str] = typer.Option(None, "--before", help="Only images taken on this day (YYYY-MM-DD) or earlier (same rule as --after)."),
@@ -273,7 +273,7 @@ def query(
     nots: List[str] = typer.Option([], "--not", help="Steer away from this text (repeatable; TEXT::WEIGHT sets a weight)."),
     likes: List[str] = typer.Option([], "--like", help="Steer toward this image (repeatable; shapes the shortlist)."),
     unlikes: List[str] = typer.Option([], "--unlike", help="Steer away from this image (repeatable; shapes the shortlist)."),
-    score: str = typer.Option("itm", "--score", help="Rank reranked results by itm, cosine or blend (ITM + cosine)."),
+    score: str = typer.Option(config.DEFAULT_SCORE, "--score", help="Rank reranked results by blend (ITM probability + cosine), itm or cosine."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
     null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML contact sheet of the results to this file."),
@@ -296,7 +296,7 @@ def query(
         terms = _query_terms(queries, nots, likes, unlikes)
         # A warm server answers plain searches without loading torch here; terms, scores, budgets and date
         # filters are searched in-process.
-        plain = all(t.is_plain and t.label == q for t, q in zip(terms, queries)) and score == "itm" and rerank_budget is None
+        plain = all(t.is_plain and t.label == q for t, q in zip(terms, queries)) and score == config.DEFAULT_SCORE and rerank_budget is None
         if not no_server and plain and after is None and before is None and sort == "relevance":
             from .serve.client import served_options
 

@@ -20,6 +20,7 @@ ENV_MAX_FILE_MB = "BT_SEARCH_MAX_FILE_MB"
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_SHORTLIST = 50
 DEFAULT_TOP_K = 10
+DEFAULT_SCORE = "blend"  # R@1/5/10 >= ITM alone at every N measured on sample_data (docs/performance.md)
 DEFAULT_MAX_FILE_MB = 256  # bigger files are skipped unread: a decoder holds the whole file in memory
 
 

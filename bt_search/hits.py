@@ -10,7 +10,7 @@ class Hit:
     query: str  # the query text (or the query image's path for `--image`)
     rank: int  # 1-based rank after reranking
     path: str  # absolute path of the image, as stored in the index
-    score: float  # ITM match probability; the cosine itself when not reranked
+    score: float  # what ranks the hit: ITM probability + cosine (blend), ITM alone, or the cosine (no rerank)
     similarity: float  # cosine similarity of the ITC embeddings
     shortlist_rank: int  # 1-based rank in the cosine shortlist, before reranking
     taken_at: str | None = None  # capture time (EXIF, ISO 8601), filled by capture.dated_hits

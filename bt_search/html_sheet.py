@@ -2,7 +2,7 @@
 
 One page, no external resources: one section per query (in input order), one card per hit in rank
 order, each with an inline JPEG thumbnail (a `data:` URI), its rank and cosine-shortlist rank (so the
-rerank's effect shows), the ITM score, the cosine and a `file://` link to the image.
+rerank's effect shows), the score (ITM + cosine by default), the cosine and a `file://` link to the image.
 
 `render_contact_sheet` is the pure part: thumbnails come from a function argument. `write_contact_sheet`
 makes real thumbnails with Pillow, keeps the whole page under a size budget and writes it atomically.
@@ -186,7 +186,7 @@ def card_html(hit: Hit, image_html: str, href: str) -> str:
         f'<li class="card" data-rank="{int(hit.rank)}" data-shortlist-rank="{int(hit.shortlist_rank)}">'
         f'<a class="thumb" href="{uri}">{image_html}</a>'
         f'<div><span class="rank">#{int(hit.rank)}</span> {_moved_html(hit)}</div>'
-        f'<dl><dt>ITM score</dt><dd class="score">{float(hit.score):.4f}</dd>'
+        f'<dl><dt>score</dt><dd class="score">{float(hit.score):.4f}</dd>'
         f'<dt>cosine</dt><dd class="similarity">{float(hit.similarity):.4f}</dd></dl>'
         f'<a class="path" href="{uri}" title="{path}">{path}</a></li>'
     )

@@ -16,6 +16,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
+from .config import DEFAULT_SCORE
 from .errors import ImageDecodeError, UsageError
 from .hits import Hit
 from .images import load_pixels
@@ -142,7 +143,7 @@ class Searcher:
         rerank: bool = True,
         threshold: float | None = None,
         under: str | None = None,
-        score: str = "itm",
+        score: str = DEFAULT_SCORE,
         rerank_budget: float | None = None,
         where=None,
     ) -> list[list[Hit]]:
@@ -158,8 +159,10 @@ class Searcher:
             raise UsageError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
         check_threshold(threshold)
         labels = [t.label for t in terms]
-        shortlists = self._live_shortlists(labels, self._query_vectors(terms), max(shortlist, top_k), under, where)
-        if not rerank or score == "cosine":
+        reranked = rerank and score != "cosine"
+        vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
+        shortlists = self._live_shortlists(labels, vectors, max(shortlist, top_k), under, where)
+        if not reranked:
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
         clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
         results = self._reranked(shortlists, terms, top_k, threshold, score, clock)

@@ -116,7 +116,7 @@ def test_sections_per_query_in_input_order_and_cards_in_rank_order():
 
     first_cat = card_text(cats["cards"][0])
     assert "#1 (was #7 by cosine)" in first_cat
-    assert "ITM score 0.9123" in first_cat and "cosine 0.2875" in first_cat
+    assert "score 0.9123" in first_cat and "cosine 0.2875" in first_cat
     assert "#2 (was #1 by cosine)" in card_text(cats["cards"][1])
     assert "#1 (also #1 by cosine)" in card_text(sheet.sections[2]["cards"][0])
 

@@ -31,7 +31,7 @@ def indexed(engine, tmp_path_factory):
 
 def test_rerank_order_and_scores_equal_the_reference(engine, indexed, tiny_checkpoint):
     reader, _ = indexed
-    (hits,) = Searcher(reader, engine).search([QUERIES[0]], top_k=6, shortlist=6)
+    (hits,) = Searcher(reader, engine).search([QUERIES[0]], top_k=6, shortlist=6, score="itm")
     shortlist_paths = reader.paths_for(reader.search(engine.encode_texts([QUERIES[0]]), 6)[1][0])
     expected = reference_itm(tiny_checkpoint, [Image.open(p).convert("RGB") for p in shortlist_paths], QUERIES[0])
     expected_order = [shortlist_paths[i] for i in np.argsort(-expected, kind="stable")]

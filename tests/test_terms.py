@@ -98,10 +98,30 @@ def test_no_rerank_vector_equals_numpy_over_reference_embeddings(tiny_checkpoint
     assert [h.path for h in plain] != [h.path for h in hits], "the terms changed the ranking (else this proves little)"
 
 
+def test_reranked_shortlist_leaves_the_negative_texts_to_itm(tiny_checkpoint, engine, library):
+    """Reranked, the shortlist is the top N by cosine to the terms without the --not texts (those act through
+    ITM); the similarity reported is the cosine to that vector."""
+    reader, _, paths, like = library
+    images = [_rgb(p) for p in paths + [like]]
+    image_refs, text_refs = reference_embeddings(tiny_checkpoint, images, [TEXT] * len(images))
+    vector = 2.0 * text_refs[0] + 0.75 * image_refs[-1]
+    sims = image_refs[:-1] @ (vector / np.linalg.norm(vector))
+    top3 = {paths[i]: sims[i] for i in np.argsort(-sims, kind="stable")[:3]}
+
+    terms = parse_query(f"{TEXT}::2", [f"{NOT}::0.5"], [f"{like}::0.75"])
+    (hits,) = Searcher(reader, engine).search([terms], top_k=3, shortlist=3)
+    assert {h.path for h in hits} == set(top3)
+    np.testing.assert_allclose([h.similarity for h in hits], [top3[h.path] for h in hits], atol=1e-4)
+    (cosine_only,) = Searcher(reader, engine).search([terms], top_k=3, rerank=False)
+    assert [h.similarity for h in cosine_only] != pytest.approx([top3[h.path] for h in cosine_only], abs=1e-4), (
+        "without rerank the --not text shapes the vector (else this test proves little)"
+    )
+
+
 def test_negatives_in_rerank_multiply_by_one_minus_their_itm(tiny_checkpoint, engine, library):
     reader, _, paths, _ = library
     terms = parse_query(TEXT, [NOT, f"{NOT2}::2"])
-    (hits,) = Searcher(reader, engine).search([terms], top_k=8, shortlist=8)
+    (hits,) = Searcher(reader, engine).search([terms], top_k=8, shortlist=8, score="itm")
     images = [_rgb(h.path) for h in hits]
     positive = reference_itm(tiny_checkpoint, images, TEXT)
     expected = positive * (1 - reference_itm(tiny_checkpoint, images, NOT)) * (1 - reference_itm(tiny_checkpoint, images, NOT2)) ** 2
@@ -113,8 +133,9 @@ def test_negatives_in_rerank_multiply_by_one_minus_their_itm(tiny_checkpoint, en
 def test_score_variants(engine, library):
     reader, _, _, _ = library
     searcher = Searcher(reader, engine)
-    (itm,) = searcher.search([TEXT], top_k=8, shortlist=8)
+    (itm,) = searcher.search([TEXT], top_k=8, shortlist=8, score="itm")
     (blend,) = searcher.search([TEXT], top_k=8, shortlist=8, score="blend")
+    assert searcher.search([TEXT], top_k=8, shortlist=8)[0] == blend, "blend is the default (docs/performance.md)"
     (cosine,) = searcher.search([TEXT], top_k=8, shortlist=8, score="cosine")
     itm_by_path = {h.path: h for h in itm}
     expected = sorted(((float(blend_scores(h.score, h.similarity)), h.path) for h in itm), reverse=True)
