@@ -107,7 +107,7 @@ def main() -> None:
             hf_scores.update({(query, path): float(s) for path, s in zip(paths, scores)})
 
     def ours(precision: str, batch: list[str], n: int) -> None:
-        for hits in searchers[precision].search(batch, top_k=n, shortlist=n):
+        for hits in searchers[precision].search(batch, top_k=n, shortlist=n, score="itm"):
             our_scores[precision].update({(h.query, h.path): h.score for h in hits})
 
     cases = [(f"rerank N={n}, 1 query", QUERIES[:1], n) for n in args.shortlists]

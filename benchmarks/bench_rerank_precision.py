@@ -1,12 +1,14 @@
-"""Rerank cost per candidate on this machine, fp32 against bf16, and how far bf16 moves the ITM scores.
+"""Rerank cost per candidate on this machine, fp32 against `auto` (and bf16), and how far each moves ITM.
 
 Vision states of K candidates, then one query's fusion over them (the rerank's two costs), on a random
 checkpoint of BridgeTower-base or the default model's (large) shapes. Prints seconds per candidate for each
-precision, the speed-up, and max |ITM(bf16) − ITM(fp32)| (the bar for a bf16 rerank is 0.02). Fusion is also
+precision (`auto` on a CPU with AVX512-BF16 or AMX: a bf16 rerank over fp32 weights), the speed-up over
+fp32, and max |ITM − ITM(fp32)| (the bar for a bf16 rerank is 0.02). Fusion is also
 timed with every attention block in the plain association (keys and values projected, as HF does), to show
 what moving the projections to the short side (model._attention_block) gains, and that it changes nothing.
 
     python benchmarks/bench_rerank_precision.py --shape base --candidates 8 --repeat 3
+    python benchmarks/bench_rerank_precision.py --shape large --candidates 4 --repeat 1 --precisions fp32 auto
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=["base", "large"], default="base")
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3, help="best of this many for the folded/plain fusion times")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "auto", "bf16"], choices=["fp32", "auto", "bf16"])
     args = parser.parse_args()
     checkpoint = shaped_checkpoint(args.shape)
     torch.manual_seed(0)
@@ -76,19 +79,22 @@ def main() -> None:
     size = BridgeTowerConfig.from_pretrained(checkpoint).vision_config.image_size
     # one set of candidates for both precisions (drawn per precision, the deviation compared different images)
     pixels = torch.randint(0, 256, (args.candidates, size, size, 3), dtype=torch.uint8)
-    for precision in ("fp32", "bf16"):
+    dtypes = {}
+    for precision in ["fp32"] + [p for p in args.precisions if p != "fp32"]:
         engine = load_engine(str(checkpoint), device="cpu", precision=precision)
+        dtypes[precision] = f"{engine.dtype}/{engine.rerank_dtype}".replace("torch.", "")
         rerank_once(engine, pixels[:1])  # warm-up
         results[precision] = rerank_once(engine, pixels)
         fusions[precision] = fusion_both(engine, engine.vision_states(pixels), args.repeat)
         del engine
-    (s32, v32, f32), (s16, v16, f16) = results["fp32"], results["bf16"]
     k = args.candidates
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     print(f"{args.shape} shapes, {k} candidates, {torch.get_num_threads()} threads, "
-          f"avx512_bf16={'avx512_bf16' in Path('/proc/cpuinfo').read_text()}, amx={'amx_bf16' in Path('/proc/cpuinfo').read_text()}")
-    print(f"fp32: vision {v32 / k:.2f} s + fusion {f32 / k:.2f} s per candidate")
-    print(f"bf16: vision {v16 / k:.2f} s + fusion {f16 / k:.2f} s per candidate   speed-up {(v32 + f32) / (v16 + f16):.2f}x")
-    print(f"max |ITM bf16 - fp32| = {np.abs(s16 - s32).max():.4f}")
+          f"avx512_bf16={'avx512_bf16' in cpuinfo}, amx={'amx_bf16' in cpuinfo}")
+    s32, v32, f32 = results["fp32"]
+    for precision, (scores, vision, fusion) in results.items():
+        print(f"{precision} (embeddings/rerank {dtypes[precision]}): vision {vision / k:.2f} s + fusion {fusion / k:.2f} s "
+              f"per candidate, speed-up {(v32 + f32) / (vision + fusion):.2f}x, max |ITM - fp32| = {np.abs(scores - s32).max():.4f}")
     for precision, timing in fusions.items():
         (folded_scores, folded), (plain_scores, plain) = timing["folded"], timing["plain"]
         print(f"{precision} fusion per candidate (best of {args.repeat}): plain association {plain / k:.3f} s, "

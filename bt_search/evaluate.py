@@ -126,7 +126,7 @@ def evaluate(searcher: Searcher, captions: Sequence[Caption], shortlist: int = 2
     cosine = searcher.search(queries, top_k=top, shortlist=top, rerank=False)
     shortlist_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    reranked = searcher.search(queries, top_k=shortlist, shortlist=shortlist, rerank=True)
+    reranked = searcher.search(queries, top_k=shortlist, shortlist=shortlist, rerank=True, score="itm")
     reranked_seconds = time.perf_counter() - started
 
     cosine_ranks = [_rank_of(c.path, hits) for c, hits in zip(usable, cosine)]

@@ -24,7 +24,7 @@ class ScriptedSearcher:
         self.reader = type("Reader", (), {"indexed_paths": lambda _, wanted: set(wanted) & set(paths)})()
         self.rankings = {False: cosine, True: reranked}
 
-    def search(self, queries, *, top_k, shortlist, rerank):
+    def search(self, queries, *, top_k, shortlist, rerank, score=None):
         return [
             [Hit(q, r + 1, p, 1.0 - r / 100, 0.5, r + 1) for r, p in enumerate(self.rankings[rerank][q][:top_k])]
             for q in queries
@@ -77,7 +77,9 @@ class BlendSearcher(ScriptedSearcher):
         super().__init__(paths, ranking, ranking)
         self.similarity = similarity
 
-    def search(self, queries, *, top_k, shortlist, rerank):
+    def search(self, queries, *, top_k, shortlist, rerank, score=None):
+        # the ITM row and the blend evaluate derives from it both need ITM scores, whatever the default score
+        assert not rerank or score == "itm"
         return [
             [Hit(q, r + 1, p, 0.9 - r / 10, self.similarity[p], r + 1) for r, p in enumerate(self.rankings[rerank][q][:top_k])]
             for q in queries
