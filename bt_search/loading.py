@@ -15,9 +15,8 @@ from .config import DEFAULT_MODEL
 from .errors import MissingHeadError, ModelLoadError, UsageError
 from .images import preprocessing_from_checkpoint
 from .model import BridgeTowerEngine, Heads
-from .weights import Weights, checkpoint_weights, resolve_checkpoint
+from .weights import ITC_KEYS, Weights, checkpoint_weights, resolve_checkpoint
 
-ITC_KEYS = ("itc_text_head.fc.weight", "itc_image_head.fc.weight")
 ITM_PREFIX = "itm_score.fc."
 
 

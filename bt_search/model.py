@@ -16,7 +16,6 @@ Loading lives in `loading.py`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import warnings
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from transformers.activations import QuickGELUActivation
 from transformers.masking_utils import create_bidirectional_mask
 
 from .images import Preprocessing
+from .weights import embedding_fingerprint
 
 QUICK_GELU_SCALE = 1.702  # transformers' QuickGELUActivation: x * sigmoid(1.702 x)
 
@@ -108,11 +108,7 @@ class BridgeTowerEngine:
 
         The text head alone, so a text-only engine (cosine search) computes the same fingerprint as a full one.
         """
-        digest = hashlib.sha256()
-        for head in (self.heads.itc_text,):
-            for tensor in head.state_dict().values():
-                digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return embedding_fingerprint(t.detach().float().cpu().numpy() for t in self.heads.itc_text.state_dict().values())
 
     # ---------------------------------------------------------------- vision tower
     @torch.inference_mode()

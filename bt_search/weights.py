@@ -29,6 +29,17 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 ENV_WEIGHTS_CACHE = "BT_SEARCH_WEIGHTS_CACHE"
 HUB_BASE_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
 HUB_BIN_PATTERNS = ["*.json", "*.txt", "*.bin"]
+ITC_KEYS = ("itc_text_head.fc.weight", "itc_image_head.fc.weight")  # the contrastive heads search needs
+
+
+def embedding_fingerprint(float32_arrays) -> str:
+    """The index's model check: sha256 of the ITC text head's tensors as float32 bytes, in state_dict order
+    (weight, bias), first 16 hex digits. Float32 whatever the checkpoint's or the engine's precision, so an
+    engine (model.py) and the torch-free Ray driver (distributed/model_facts.py) agree."""
+    digest = hashlib.sha256()
+    for array in float32_arrays:
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass

@@ -9,7 +9,6 @@ text-only as before, which also raises the loader's own errors for a checkpoint 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -18,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..images import Preprocessing, preprocessing_from_checkpoint
-from ..weights import SAFETENSORS_FILE, SAFETENSORS_INDEX, resolve_checkpoint
+from ..weights import ITC_KEYS, SAFETENSORS_FILE, SAFETENSORS_INDEX, embedding_fingerprint, resolve_checkpoint
 
-ITC_KEYS = ("itc_text_head.fc.weight", "itc_image_head.fc.weight")  # as loading.ITC_KEYS: search needs both
 FINGERPRINT_KEYS = ("itc_text_head.fc.weight", "itc_text_head.fc.bias")  # the text head's state_dict order
 AS_FLOAT32 = {  # safetensors dtype -> its values as float32, exactly as torch's .float() gives them
     "F32": lambda raw: np.frombuffer(raw, "<f4"),
@@ -71,16 +69,8 @@ def read_model_facts(model: str, revision: str | None = None) -> ModelFacts | No
         revision=resolved_revision,
         embedding_dim=int(headers[FINGERPRINT_KEYS[0]][1]["shape"][0]),
         preprocessing=preprocessing_from_checkpoint(checkpoint, int(image_size)),
-        fingerprint=fingerprint(tensors),
+        fingerprint=embedding_fingerprint(tensors),
     )
-
-
-def fingerprint(tensors: list[np.ndarray]) -> str:
-    """BridgeTowerEngine.embedding_fingerprint's hash, of float32 values (so the same for every precision)."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(np.ascontiguousarray(tensor, dtype=np.float32).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _json(path: Path) -> dict:
