@@ -4,9 +4,9 @@ HF-docs loop (what a user would write): for each query, `BridgeTowerProcessor` +
 `BridgeTowerForImageAndTextRetrieval` in fp32 over its N shortlisted (query, image) pairs (batched per query,
 images decoded from disk), score = softmax(logits)[:, 1]. bt-search: `Searcher.search` with rerank (text
 tower once per query, vision tower once per distinct candidate, fusion-only ITM per pair), once with an
-fp32 engine and once with `--precision auto`, the default (on a CPU with AVX512-BF16 or AMX: fp32 embeddings,
-bf16 rerank; elsewhere the same as fp32), and `bf16` on request. Same base-shaped random checkpoint, same index. Cases: one
-query at each --shortlists N, and a batch of --queries queries at --batch-shortlist. Each case runs once per
+fp32 engine and once with `--precision auto`, the default (on a CPU with AVX512-BF16 or AMX: fp32
+embeddings, bf16 rerank; elsewhere the same as fp32), and `bf16` on request. Same base-shaped random
+checkpoint, same index. Cases: one query at each --shortlists N, and a batch of --queries queries at --batch-shortlist. Each case runs once per
 contender, the contenders back to back, so machine load hits all of them alike. Also prints how far the
 ITM scores are from HF's (max |delta| over the pairs both scored), and optionally (--cold) cold starts.
 

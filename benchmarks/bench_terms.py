@@ -76,12 +76,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for i, caption in enumerate(captions):
         target = row_of[caption.path]
-        _, rows = reader.search(text_embeddings[i : i + 1], args.shortlist)
-        itm = engine.itm_scores(text_states[i], states(rows[0]))
-        confuser_rows = [r for r in rows[0][np.argsort(-itm, kind="stable")] if r != target]
-        confuser = int(confuser_rows[0])
         if args.negative == "random":
             confuser = int(rng.choice([r for r in ids if r != target]))
+        else:
+            _, rows = reader.search(text_embeddings[i : i + 1], args.shortlist)
+            itm = engine.itm_scores(text_states[i], states(rows[0]))
+            confuser = int(next(r for r in rows[0][np.argsort(-itm, kind="stable")] if r != target))
         j = next(k for k, c in enumerate(captions) if row_of[c.path] == confuser)
         for shortlist_name in ("positive", "difference"):
             vector = text_embeddings[i]

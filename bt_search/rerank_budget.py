@@ -4,7 +4,8 @@ Rerank cost is per candidate (its vision tower, then one fusion pass per query t
 a CPU it is large: about 3.2 s per candidate for the default model's shapes in fp32, 1.4 s with a bf16
 rerank (docs/performance.md, "CPU experience"). So the first candidate of a call is reranked alone and
 timed; from then on the clock knows the cost per candidate, says what the whole rerank will take when that
-is long, and, given a budget, hands out only the candidates that still fit. Candidates come in cosine order, so the ones reranked are the best that fit.
+is long, and, given a budget, hands out only the candidates that still fit. Candidates come in cosine
+order, so the ones reranked are the best that fit.
 """
 
 from __future__ import annotations
