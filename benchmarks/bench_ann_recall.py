@@ -58,12 +58,19 @@ def main() -> None:
     print(f"embedded {args.images} images in {time.perf_counter() - started:.0f} s")
     text_queries = engine.encode_texts(captions[: args.queries])
     image_queries = images[: args.queries]
-    truth = {name: np.argsort(-(q @ images.T), axis=1)[:, : args.k] for name, q in (("text", text_queries), ("image", image_queries))}
+    truth = {
+        name: np.argsort(-(q @ images.T), axis=1)[:, : args.k]
+        for name, q in (("text", text_queries), ("image", image_queries))
+    }
     gap = float(np.mean(image_queries @ text_queries.T).round(3))
-    print(f"modality gap: mean image-text cosine {gap}, "
-          f"mean text-text {float(np.mean(text_queries @ text_queries.T)):.3f}, "
-          f"mean image-image {float(np.mean(image_queries @ image_queries.T)):.3f}")
-    print(f"{'index':8} {'build s':>8} {'text recall@' + str(args.k):>18} {'image recall@' + str(args.k):>19} {'ms/query':>9}  tuned at build")
+    print(
+        f"modality gap: mean image-text cosine {gap}, "
+        f"mean text-text {float(np.mean(text_queries @ text_queries.T)):.3f}, "
+        f"mean image-image {float(np.mean(image_queries @ image_queries.T)):.3f}"
+    )
+    print(
+        f"{'index':8} {'build s':>8} {'text recall@' + str(args.k):>18} {'image recall@' + str(args.k):>19} {'ms/query':>9}  tuned at build"
+    )
     rows = [ImageRow(f"/demo/{i:07d}.png", 1, 1, f"{i:064x}", 64, 64, vector) for i, vector in enumerate(images)]
     for kind in ("flat", "ivf_flat", "ivf_sq8", "ivf_pq", "hnsw"):
         with tempfile.TemporaryDirectory() as directory:
@@ -74,13 +81,19 @@ def main() -> None:
             built = time.perf_counter() - started
             reader = IndexReader.open(directory)
             started = time.perf_counter()
-            found = {name: reader.search(q, args.k)[1] for name, q in (("text", text_queries), ("image", image_queries))}
+            found = {
+                name: reader.search(q, args.k)[1] for name, q in (("text", text_queries), ("image", image_queries))
+            }
             per_query = (time.perf_counter() - started) / (2 * args.queries) * 1000
             entry = reader.manifest["ann"]
-            tuned = {key: value for key, value in entry["params"].items() if value > (key == "refine_factor")} or "exact"
-            print(f"{kind:8} {built:8.2f} {recall_at_k(found['text'], truth['text']):18.3f} "
-                  f"{recall_at_k(found['image'], truth['image']):19.3f} {per_query:9.3f}  {tuned}"
-                  + (f", held-out recall {entry['recall']['measured']:.3f}" if entry.get("recall") else ""))
+            tuned = {
+                key: value for key, value in entry["params"].items() if value > (key == "refine_factor")
+            } or "exact"
+            print(
+                f"{kind:8} {built:8.2f} {recall_at_k(found['text'], truth['text']):18.3f} "
+                f"{recall_at_k(found['image'], truth['image']):19.3f} {per_query:9.3f}  {tuned}"
+                + (f", held-out recall {entry['recall']['measured']:.3f}" if entry.get("recall") else "")
+            )
 
 
 if __name__ == "__main__":

@@ -56,9 +56,7 @@ print(json.dumps({"seconds": seconds, "rss_mb": (status("VmHWM:") - base) / 1024
 
 def kinds_for(n: int, budget: int) -> list[str]:
     chosen = ann.plan_index(n, DIM, budget).kind
-    alternatives = ["flat", "ivf_flat", "ivf_pq"] + (
-        ["hnsw"] if n <= 20_000 else []
-    )  # HNSW builds slowly
+    alternatives = ["flat", "ivf_flat", "ivf_pq"] + (["hnsw"] if n <= 20_000 else [])  # HNSW builds slowly
     return [chosen] + [kind for kind in alternatives if kind != chosen]
 
 
@@ -74,11 +72,7 @@ def measure(
     ids = np.arange(n, dtype=np.int64)
     plan = ann.plan_index(n, DIM, kind=kind)
     rng = np.random.default_rng(1)
-    sample = (
-        vectors[np.sort(rng.choice(n, size=plan.train_size, replace=False))]
-        if plan.train_size
-        else None
-    )
+    sample = vectors[np.sort(rng.choice(n, size=plan.train_size, replace=False))] if plan.train_size else None
     started = time.perf_counter()
     index = ann.build_index(
         plan,
@@ -97,36 +91,47 @@ def measure(
         ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)),
         K,
     )[1]
-    params, tuned_recall = tune_search(
-        index, probes, probe_truth, k=K, exact_vectors=exact
-    )
-    recalls = {name: recall_at_k(ann.search(index, q, K, params=params, exact_vectors=exact)[1], truth[name])
-               for name, q in queries.items()}  # fmt: skip
+    params, tuned_recall = tune_search(index, probes, probe_truth, k=K, exact_vectors=exact)
+    recalls = {
+        name: recall_at_k(ann.search(index, q, K, params=params, exact_vectors=exact)[1], truth[name])
+        for name, q in queries.items()
+    }
 
     new = clustered_image_vectors(10, DIM, np.random.default_rng(5))
-    started = (
-        time.perf_counter()
-    )  # what an incremental run does: read, add, atomic rewrite
+    started = time.perf_counter()  # what an incremental run does: read, add, atomic rewrite
     grown = ann.read_index(path, mmap=False)
     ann.add_vectors(grown, new, np.arange(n, n + 10, dtype=np.int64))
     ann.write_index(grown, workdir / "grown.faiss")
     add_s = time.perf_counter() - started
     del grown, index
 
-    cold = subprocess.run([sys.executable, "-c", COLD_QUERY, str(path), str(vectors_path), json.dumps(params.to_dict()),
-                           str(K)], capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+    cold = subprocess.run(
+        [sys.executable, "-c", COLD_QUERY, str(path), str(vectors_path), json.dumps(params.to_dict()), str(K)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     cold_result = json.loads(cold.stdout)
-    return {"n": n, "kind": kind, "factory": plan.factory, "build_s": build_s, "add10_s": add_s,
-            "file_mb": path.stat().st_size / 1e6, "cold_s": cold_result["seconds"], "rss_mb": cold_result["rss_mb"],
-            "params": params.to_dict(), "tuned_recall": tuned_recall,
-            "recall_image": recalls["image"], "recall_gap": recalls["gap"]}  # fmt: skip
+    return {
+        "n": n,
+        "kind": kind,
+        "factory": plan.factory,
+        "build_s": build_s,
+        "add10_s": add_s,
+        "file_mb": path.stat().st_size / 1e6,
+        "cold_s": cold_result["seconds"],
+        "rss_mb": cold_result["rss_mb"],
+        "params": params.to_dict(),
+        "tuned_recall": tuned_recall,
+        "recall_image": recalls["image"],
+        "recall_gap": recalls["gap"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000]
-    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--budget", default=str(ann.DEFAULT_MEMORY_BUDGET))
     parser.add_argument(
@@ -139,36 +144,37 @@ def main() -> None:
     args = parser.parse_args()
     budget = ann.parse_bytes(args.budget)
     results = json.loads(args.json.read_text()) if args.json.is_file() else []
-    print(f"{'N':>9} {'kind':8} {'build s':>8} {'add10 s':>8} {'file MB':>8} {'cold s':>7} {'RSS MB':>7} "
-          f"{'params':>26} {'R@50 img':>8} {'R@50 gap':>8}")  # fmt: skip
+    print(
+        f"{'N':>9} {'kind':8} {'build s':>8} {'add10 s':>8} {'file MB':>8} {'cold s':>7} {'RSS MB':>7} "
+        f"{'params':>26} {'R@50 img':>8} {'R@50 gap':>8}"
+    )
     for n in args.sizes:
         rng = np.random.default_rng(n)
         with tempfile.TemporaryDirectory(dir=ROOT / ".bench") as tmp:
             workdir = Path(tmp)
             vectors = clustered_image_vectors(n, DIM, rng)
             np.save(workdir / "vectors.npy", vectors)
-            queries = {"image": image_like_queries(vectors, args.queries, rng),
-                       "gap": gap_shifted_queries(vectors, args.queries, rng)}  # fmt: skip
+            queries = {
+                "image": image_like_queries(vectors, args.queries, rng),
+                "gap": gap_shifted_queries(vectors, args.queries, rng),
+            }
             ids = np.arange(n, dtype=np.int64)
-            truth = {name: exact_search(q, ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)), K)[1]
-                     for name, q in queries.items()}  # fmt: skip
+            truth = {
+                name: exact_search(q, ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)), K)[1]
+                for name, q in queries.items()
+            }
             for kind in args.kinds or kinds_for(n, budget):
-                row = measure(
-                    kind, vectors, workdir / "vectors.npy", queries, truth, workdir
-                )
+                row = measure(kind, vectors, workdir / "vectors.npy", queries, truth, workdir)
                 row["chosen"] = kind == ann.plan_index(n, DIM, budget).kind
-                results = [r for r in results if (r["n"], r["kind"]) != (n, kind)] + [
-                    row
-                ]
+                results = [r for r in results if (r["n"], r["kind"]) != (n, kind)] + [row]
                 args.json.write_text(json.dumps(results, indent=1))
-                params = ",".join(
-                    f"{key}={value}"
-                    for key, value in row["params"].items()
-                    if value and value != 1
+                params = ",".join(f"{key}={value}" for key, value in row["params"].items() if value and value != 1)
+                print(
+                    f"{n:9d} {kind + ('*' if row['chosen'] else ''):8} {row['build_s']:8.1f} {row['add10_s']:8.2f} "
+                    f"{row['file_mb']:8.1f} {row['cold_s']:7.3f} {row['rss_mb']:7.0f} {params or '-':>26} "
+                    f"{row['recall_image']:8.3f} {row['recall_gap']:8.3f}",
+                    flush=True,
                 )
-                print(f"{n:9d} {kind + ('*' if row['chosen'] else ''):8} {row['build_s']:8.1f} {row['add10_s']:8.2f} "
-                      f"{row['file_mb']:8.1f} {row['cold_s']:7.3f} {row['rss_mb']:7.0f} {params or '-':>26} "
-                      f"{row['recall_image']:8.3f} {row['recall_gap']:8.3f}", flush=True)  # fmt: skip
     if args.plot:
         plot(results, args.plot)
 
@@ -179,17 +185,18 @@ def plot(results: list[dict], target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("build_s", "build (s)"), ("add10_s", "add 10 vectors (s)"), ("cold_s", "cold open + search (s)"),
-              ("rss_mb", "query peak RSS (MB)"), ("recall_gap", "recall@50, gap-shifted")]  # fmt: skip
+    panels = [
+        ("build_s", "build (s)"),
+        ("add10_s", "add 10 vectors (s)"),
+        ("cold_s", "cold open + search (s)"),
+        ("rss_mb", "query peak RSS (MB)"),
+        ("recall_gap", "recall@50, gap-shifted"),
+    ]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     for axis, (key, label) in zip(axes, panels):
         for kind in sorted({r["kind"] for r in results}):
-            rows = sorted(
-                (r for r in results if r["kind"] == kind and r[key] > 0), key=lambda r: r["n"]
-            )
-            axis.plot(
-                [r["n"] for r in rows], [r[key] for r in rows], marker="o", label=kind
-            )
+            rows = sorted((r for r in results if r["kind"] == kind and r[key] > 0), key=lambda r: r["n"])
+            axis.plot([r["n"] for r in rows], [r[key] for r in rows], marker="o", label=kind)
         axis.set_xscale("log")
         if key != "recall_gap":
             axis.set_yscale("log")

@@ -55,7 +55,11 @@ def main() -> None:
         del state
         cache = str(Path(work) / "cache")
         results = {".bin, first load with cache (converts)": timed(lambda: load(bin_dir, cache), 1)}
-        variants = {"safetensors": (source, None), ".bin": (bin_dir, None), ".bin, later loads with cache": (bin_dir, cache)}
+        variants = {
+            "safetensors": (source, None),
+            ".bin": (bin_dir, None),
+            ".bin, later loads with cache": (bin_dir, cache),
+        }
         for _ in range(args.repeat):  # interleaved rounds: page cache and allocator state hit every variant alike
             for name, (path, cache_dir) in variants.items():
                 seconds = timed(lambda: load(path, cache_dir), 1)

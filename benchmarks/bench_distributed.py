@@ -65,8 +65,16 @@ def start_cluster(cpus: int | None, temp_dir: str) -> tuple[subprocess.Popen, st
     """A local Ray head in its own process group (so stopping it touches no other Ray on the machine), with
     its own temp dir (so its address file does not send other sessions' `ray.init()` to it)."""
     port = free_port()
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-               f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        f"--temp-dir={temp_dir}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    ]
     command += [f"--num-cpus={cpus}"] if cpus else []
     head = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return head, f"127.0.0.1:{port}"
@@ -103,8 +111,14 @@ def timed_command(args: list[str]) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.pop("RAY_ADDRESS", None)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bt_search", *args], env=env, check=True, timeout=COMMAND_TIMEOUT_S,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "bt_search", *args],
+        env=env,
+        check=True,
+        timeout=COMMAND_TIMEOUT_S,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     return time.perf_counter() - start
 
 
@@ -153,7 +167,9 @@ def main() -> None:
         ray.shutdown()
         common = [str(photos), "--model", str(checkpoint), "--batch-size", str(args.batch_size), "-q"]
         local_cmd_s = timed_command(["index", *common, "--index", str(work / "local-cmd")])
-        ray_cmd_s = timed_command(["index", *common, "--index", str(work / "ray-cmd"), "--executor", "ray", "--ray-address", address])
+        ray_cmd_s = timed_command(
+            ["index", *common, "--index", str(work / "ray-cmd"), "--executor", "ray", "--ray-address", address]
+        )
     finally:
         stop_cluster(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -161,14 +177,24 @@ def main() -> None:
     by_path = dict(zip(local.paths, local.embeddings))
     max_diff = max(float(np.abs(by_path[p] - e).max()) for p, e in zip(distributed.paths, distributed.embeddings))
 
-    print(f"images={args.images} (1600x1200 JPEG) shape={args.shape} batch={args.batch_size} cpu fp32, "
-          f"ray cpus={args.cpus or os.cpu_count()}, torch_threads={torch.get_num_threads()}; "
-          f"max |embedding diff| ray vs local = {max_diff:.1e}; load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
+    print(
+        f"images={args.images} (1600x1200 JPEG) shape={args.shape} batch={args.batch_size} cpu fp32, "
+        f"ray cpus={args.cpus or os.cpu_count()}, torch_threads={torch.get_num_threads()}; "
+        f"max |embedding diff| ray vs local = {max_diff:.1e}; load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}"
+    )
     print(f"{'':44s} {'local':>9s} {'ray':>9s} {'ray/local':>9s}")
-    print(f"{'(a) end to end, local model preloaded  img/s':44s} {local_total:9.2f} {ray_total:9.2f} {ray_total / local_total:8.2f}x")
-    print(f"{'    steady state after the first batch img/s':44s} {local_steady:9.2f} {ray_steady:9.2f} {ray_steady / local_steady:8.2f}x")
-    print(f"{'(b) whole `bt-search index` commands   s':44s} {local_cmd_s:9.1f} {ray_cmd_s:9.1f} {local_cmd_s / ray_cmd_s:8.2f}x")
-    print(f"{'    as images/s':44s} {args.images / local_cmd_s:9.2f} {args.images / ray_cmd_s:9.2f}   (target: ray/local >= 0.8x on (b))")
+    print(
+        f"{'(a) end to end, local model preloaded  img/s':44s} {local_total:9.2f} {ray_total:9.2f} {ray_total / local_total:8.2f}x"
+    )
+    print(
+        f"{'    steady state after the first batch img/s':44s} {local_steady:9.2f} {ray_steady:9.2f} {ray_steady / local_steady:8.2f}x"
+    )
+    print(
+        f"{'(b) whole `bt-search index` commands   s':44s} {local_cmd_s:9.1f} {ray_cmd_s:9.1f} {local_cmd_s / ray_cmd_s:8.2f}x"
+    )
+    print(
+        f"{'    as images/s':44s} {args.images / local_cmd_s:9.2f} {args.images / ray_cmd_s:9.2f}   (target: ray/local >= 0.8x on (b))"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

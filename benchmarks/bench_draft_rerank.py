@@ -46,7 +46,9 @@ def main() -> None:
         text = engine.text_states(caption.text)
         full, fast = (engine.itm_scores(text, engine.vision_states(pixels[d])) for d in (False, True))
         deltas.append(np.abs(full - fast).max())
-    print(f"{len(paths)} JPEGs 1600x1200: decode {seconds[False] * 1000:.1f} ms full, {seconds[True] * 1000:.1f} ms draft")
+    print(
+        f"{len(paths)} JPEGs 1600x1200: decode {seconds[False] * 1000:.1f} ms full, {seconds[True] * 1000:.1f} ms draft"
+    )
     print(f"max |ITM draft - full| over {len(paths)}x{len(paths)} pairs = {max(deltas):.4f} (bar 0.01)")
 
 

@@ -57,7 +57,11 @@ def best_time(fn, repeat: int) -> float:
 def agreement(checkpoint: Path, device: str, precision: str, images, texts) -> None:
     import numpy as np
     import torch
-    from transformers import BridgeTowerForContrastiveLearning, BridgeTowerForImageAndTextRetrieval, BridgeTowerProcessor
+    from transformers import (
+        BridgeTowerForContrastiveLearning,
+        BridgeTowerForImageAndTextRetrieval,
+        BridgeTowerProcessor,
+    )
 
     from bt_search.images import preprocess
     from bt_search.loading import load_engine
@@ -97,19 +101,24 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="32,64,128,256")
     parser.add_argument("--shortlist", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the device (H100 SXM: 989)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the device (H100 SXM: 989)"
+    )
     args = parser.parse_args()
 
     import numpy as np
     import torch
-    from PIL import Image
     from common import shaped_checkpoint
-    from transformers import BridgeTowerForContrastiveLearning, BridgeTowerForImageAndTextRetrieval, BridgeTowerProcessor
+    from PIL import Image
+    from transformers import (
+        BridgeTowerForContrastiveLearning,
+        BridgeTowerForImageAndTextRetrieval,
+        BridgeTowerProcessor,
+    )
+    from transformers.utils import logging as hf_logging
 
     from bt_search.images import preprocess
     from bt_search.loading import load_engine
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     started = time.perf_counter()
@@ -133,7 +142,12 @@ def main() -> None:
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         pixels = np.concatenate([pixels_one] * (batch // len(pixels_one) + 1))[:batch]
         ours = synced(lambda: engine.encode_images(pixels), device)
-        inputs = processor(images=(pool * (batch // len(pool) + 1))[:batch], text=["a photo"] * batch, padding=True, return_tensors="pt").to(device)
+        inputs = processor(
+            images=(pool * (batch // len(pool) + 1))[:batch],
+            text=["a photo"] * batch,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
 
         @torch.inference_mode()
         def hf_forward():
@@ -163,7 +177,9 @@ def main() -> None:
     candidates = np.concatenate([pixels_one] * (n // len(pixels_one) + 1))[:n]
     rerank = synced(lambda: engine.itm_scores(engine.text_states(texts[0]), engine.vision_states(candidates)), device)
     retrieval = BridgeTowerForImageAndTextRetrieval.from_pretrained(str(checkpoint), dtype=dtype).to(device).eval()
-    pair_inputs = processor(images=(pool * (n // len(pool) + 1))[:n], text=[texts[0]] * n, padding=True, return_tensors="pt").to(device)
+    pair_inputs = processor(
+        images=(pool * (n // len(pool) + 1))[:n], text=[texts[0]] * n, padding=True, return_tensors="pt"
+    ).to(device)
 
     @torch.inference_mode()
     def hf_rerank():
@@ -172,7 +188,9 @@ def main() -> None:
     hf_pairs = synced(hf_rerank, device)
     rerank(), hf_pairs()
     t_ours, t_hf = best_time(rerank, args.repeat), best_time(hf_pairs, args.repeat)
-    print(f"rerank 1 query x {n}: bt-search {t_ours * 1000:.1f} ms, HF retrieval forward {t_hf * 1000:.1f} ms, speed-up {t_hf / t_ours:.2f}x")
+    print(
+        f"rerank 1 query x {n}: bt-search {t_ours * 1000:.1f} ms, HF retrieval forward {t_hf * 1000:.1f} ms, speed-up {t_hf / t_ours:.2f}x"
+    )
     if device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 

@@ -70,7 +70,9 @@ def main() -> None:
     engine = load_engine(str(checkpoint), device=args.device, precision=args.precision)
     workers = config.default_workers(engine.device.type) if args.workers is None else args.workers
     processor = BridgeTowerProcessor.from_pretrained(str(checkpoint))
-    reference = BridgeTowerForContrastiveLearning.from_pretrained(str(checkpoint), dtype=engine.dtype).to(engine.device).eval()
+    reference = (
+        BridgeTowerForContrastiveLearning.from_pretrained(str(checkpoint), dtype=engine.dtype).to(engine.device).eval()
+    )
 
     @torch.inference_mode()
     def hf_docs():
@@ -83,22 +85,25 @@ def main() -> None:
         index_dir = work / "index"
         shutil.rmtree(index_dir, ignore_errors=True)
         with IndexWriter.open(index_dir, identity_for(engine)) as writer:
-            report = index_paths(
-                [str(work / "photos")], writer, engine, batch_size=args.batch_size, workers=workers
-            )
+            report = index_paths([str(work / "photos")], writer, engine, batch_size=args.batch_size, workers=workers)
         assert report.indexed == len(photos), report
 
     # warm both models on one batch first (allocator, oneDNN kernels), so neither pays the process's first pass
     warm = Image.new("RGB", (640, 480))
     with torch.inference_mode():
-        reference(**processor(images=[warm] * args.batch_size, text=["a photo"] * args.batch_size, padding=True,
-                              return_tensors="pt").to(engine.device))
+        reference(
+            **processor(
+                images=[warm] * args.batch_size, text=["a photo"] * args.batch_size, padding=True, return_tensors="pt"
+            ).to(engine.device)
+        )
     engine.encode_images(np.stack([preprocess(warm, engine.preprocessing)] * args.batch_size))
     t_hf = None if args.skip_hf else timed(hf_docs)
     t_ours = timed(ours)
     n = len(photos)
-    print(f"device={engine.device} dtype={str(engine.dtype).removeprefix('torch.')} shape={args.shape} images={n} "
-          f"(1600x1200 JPEG) batch={args.batch_size} workers={workers} torch_threads={torch.get_num_threads()}")
+    print(
+        f"device={engine.device} dtype={str(engine.dtype).removeprefix('torch.')} shape={args.shape} images={n} "
+        f"(1600x1200 JPEG) batch={args.batch_size} workers={workers} torch_threads={torch.get_num_threads()}"
+    )
     if t_hf is not None:
         print(f"hf-docs batched loop:        {n / t_hf:8.2f} images/s  ({t_hf:.1f} s)")
     print(f"bt-search index end to end:  {n / t_ours:8.2f} images/s  ({t_ours:.1f} s)")

@@ -38,17 +38,25 @@ from bt_search.search import Searcher  # noqa: E402
 from bt_search.store import IndexReader, IndexWriter  # noqa: E402
 
 QUERIES = [
-    "a photo of two cats sleeping on a couch", "a red circle left of a blue square", "people walking on a beach",
-    "a bowl of fruit on a wooden table", "a dog catching a frisbee", "a city street at night",
-    "a plate of pasta", "mountains under a cloudy sky", "a child riding a bicycle", "a bird on a branch",
-]  # fmt: skip
+    "a photo of two cats sleeping on a couch",
+    "a red circle left of a blue square",
+    "people walking on a beach",
+    "a bowl of fruit on a wooden table",
+    "a dog catching a frisbee",
+    "a city street at night",
+    "a plate of pasta",
+    "mountains under a cloudy sky",
+    "a child riding a bicycle",
+    "a bird on a branch",
+]
 
 
 def cold_start(index_dir: Path, extra: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "bt_search", "query", QUERIES[0], "--index", str(index_dir), "--device", "cpu", *extra],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - start
 
@@ -89,7 +97,9 @@ def main() -> None:
     with IndexWriter.open(work / "index", identity_for(engine)) as writer:
         index_paths([str(work / "photos")], writer, engine, batch_size=8, workers=1)
     reader = IndexReader.open(work / "index")
-    engines = {p: engine if p == "fp32" else load_engine(str(checkpoint), device="cpu", precision=p) for p in args.precisions}
+    engines = {
+        p: engine if p == "fp32" else load_engine(str(checkpoint), device="cpu", precision=p) for p in args.precisions
+    }
     searchers = {p: Searcher(reader, e, batch_size=8) for p, e in engines.items()}
     processor = BridgeTowerProcessor.from_pretrained(str(checkpoint))
     retrieval = BridgeTowerForImageAndTextRetrieval.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
@@ -127,10 +137,14 @@ def main() -> None:
         hf = clocked(partial(hf_docs, batch, n))[0] / len(batch)
         rows.append((label, hf, {p: clocked(partial(ours, p, batch, n))[0] / len(batch) for p in args.precisions}))
 
-    print(f"base-shaped random checkpoint, CPU, threads={torch.get_num_threads()}, images={args.images}, "
-          f"load average before/after: {_load(load_before)} / {_load(os.getloadavg())}")  # fmt: skip
+    print(
+        f"base-shaped random checkpoint, CPU, threads={torch.get_num_threads()}, images={args.images}, "
+        f"load average before/after: {_load(load_before)} / {_load(os.getloadavg())}"
+    )
     for p, e in engines.items():
-        print(f"bt {p}: embeddings {str(e.dtype).removeprefix('torch.')}, rerank {str(e.rerank_dtype).removeprefix('torch.')}")
+        print(
+            f"bt {p}: embeddings {str(e.dtype).removeprefix('torch.')}, rerank {str(e.rerank_dtype).removeprefix('torch.')}"
+        )
     header = f"{'case':<72} {'hf-docs fp32':>12}" + "".join(f" {'bt ' + p:>9} {'speed-up':>8}" for p in args.precisions)
     print(header)
     for label, hf, by_precision in rows:
@@ -138,13 +152,17 @@ def main() -> None:
     print(f"no-rerank, 1 query ({args.precisions[0]}): {t_plain * 1000:.1f} ms")
     for p in args.precisions:
         deviation, count = max_deviation(our_scores[p], hf_scores)
-        print(f"max |ITM bt-search {p} - HF fp32| = {deviation:.2e} over {count} shared pairs "
-              "(bt-search draft-decodes candidate JPEGs: within 0.01 by design, docs/performance.md)")  # fmt: skip
+        print(
+            f"max |ITM bt-search {p} - HF fp32| = {deviation:.2e} over {count} shared pairs "
+            "(bt-search draft-decodes candidate JPEGs: within 0.01 by design, docs/performance.md)"
+        )
     if args.cold:
         cold_plain = cold_start(work / "index", ["--no-rerank"])
         cold_rerank = cold_start(work / "index", ["--shortlist", str(args.shortlists[0])])
-        print(f"cold start (fresh process, load + 1 query): --no-rerank {cold_plain:.1f} s, "
-              f"rerank N={args.shortlists[0]} {cold_rerank:.1f} s")  # fmt: skip
+        print(
+            f"cold start (fresh process, load + 1 query): --no-rerank {cold_plain:.1f} s, "
+            f"rerank N={args.shortlists[0]} {cold_rerank:.1f} s"
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

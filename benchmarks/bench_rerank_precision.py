@@ -45,7 +45,9 @@ def rerank_once(engine, pixels: torch.Tensor) -> tuple[np.ndarray, float, float]
 def plain_attention():
     """Every attention block as HF associates it: project queries, keys and values, attend, dense."""
     folded = model._attention_block
-    model._attention_block = lambda block, rows, keys, mask: block.output(model._bert_attention(block.self, rows, keys, mask), rows)
+    model._attention_block = lambda block, rows, keys, mask: block.output(
+        model._bert_attention(block.self, rows, keys, mask), rows
+    )
     try:
         yield
     finally:
@@ -89,17 +91,24 @@ def main() -> None:
         del engine
     k = args.candidates
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    print(f"{args.shape} shapes, {k} candidates, {torch.get_num_threads()} threads, "
-          f"avx512_bf16={'avx512_bf16' in cpuinfo}, amx={'amx_bf16' in cpuinfo}")
+    print(
+        f"{args.shape} shapes, {k} candidates, {torch.get_num_threads()} threads, "
+        f"avx512_bf16={'avx512_bf16' in cpuinfo}, amx={'amx_bf16' in cpuinfo}"
+    )
     s32, v32, f32 = results["fp32"]
     for precision, (scores, vision, fusion) in results.items():
-        print(f"{precision} (embeddings/rerank {dtypes[precision]}): vision {vision / k:.2f} s + fusion {fusion / k:.2f} s "
-              f"per candidate, speed-up {(v32 + f32) / (vision + fusion):.2f}x, max |ITM - fp32| = {np.abs(scores - s32).max():.4f}")
+        print(
+            f"{precision} (embeddings/rerank {dtypes[precision]}): vision {vision / k:.2f} s + fusion {fusion / k:.2f} s "
+            f"per candidate, speed-up {(v32 + f32) / (vision + fusion):.2f}x, max |ITM - fp32| = {np.abs(scores - s32).max():.4f}"
+        )
     for precision, timing in fusions.items():
         (folded_scores, folded), (plain_scores, plain) = timing["folded"], timing["plain"]
-        print(f"{precision} fusion per candidate (best of {args.repeat}): plain association {plain / k:.3f} s, "
-              f"folded {folded / k:.3f} s, {plain / folded:.2f}x; max |ITM folded - plain| = "
-              f"{np.abs(folded_scores - plain_scores).max():.1e}")
+        print(
+            f"{precision} fusion per candidate (best of {args.repeat}): plain association {plain / k:.3f} s, "
+            f"folded {folded / k:.3f} s, {plain / folded:.2f}x; max |ITM folded - plain| = "
+            f"{np.abs(folded_scores - plain_scores).max():.1e}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bt_search.store.ann import parse_bytes
 from bt_search.store import (
     ImageRow,
     IndexIdentity,
@@ -34,6 +33,7 @@ from bt_search.store import (
     IndexWriter,
     choose_index_type,
 )
+from bt_search.store.ann import parse_bytes
 
 DIM = 512
 CLUSTERS = 256
@@ -53,12 +53,19 @@ def gap_queries(n: int, seed: int, dim: int = DIM) -> np.ndarray:
     """Queries offset from the image distribution by one shared direction (the modality gap)."""
     images = synthetic(n, seed, dim)
     gap = np.random.default_rng(99).standard_normal(dim).astype(np.float32)
-    shifted = images + 0.8 * gap / np.linalg.norm(gap) + 0.3 * np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    shifted = (
+        images
+        + 0.8 * gap / np.linalg.norm(gap)
+        + 0.3 * np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    )
     return shifted / np.linalg.norm(shifted, axis=1, keepdims=True)
 
 
 def rows_for(vectors: np.ndarray, start: int, folder: str = "/synthetic") -> list[ImageRow]:
-    return [ImageRow(f"{folder}/{start + i:09d}.jpg", 1000, 1, f"{start + i:064x}", 64, 64, v) for i, v in enumerate(vectors)]
+    return [
+        ImageRow(f"{folder}/{start + i:09d}.jpg", 1000, 1, f"{start + i:064x}", 64, 64, v)
+        for i, v in enumerate(vectors)
+    ]
 
 
 def build(directory: Path, identity: IndexIdentity, n: int, dim: int, budget: int | None) -> tuple[float, np.ndarray]:
@@ -108,8 +115,13 @@ def cold_query(directory: Path, queries: np.ndarray) -> tuple[float, float, floa
     """(open + search + paths seconds, peak RSS MB, import seconds) in a fresh process."""
     with tempfile.NamedTemporaryFile(suffix=".npy") as handle:
         np.save(handle.name, queries[:1])
-        out = subprocess.run([sys.executable, "-c", COLD_QUERY, str(directory), handle.name], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_QUERY, str(directory), handle.name],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=True,
+        ).stdout.split()
     return float(out[0]), float(out[1]), float(out[2])
 
 
@@ -122,8 +134,12 @@ def recall(directory: Path, embeddings: np.ndarray, queries: np.ndarray) -> floa
 
 def cli_index_seconds(directory: Path, photos: Path) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bt_search", "index", str(photos), "--index", str(directory), "-q", "--workers", "0"],
-                   check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "bt_search", "index", str(photos), "--index", str(directory), "-q", "--workers", "0"],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -139,8 +155,11 @@ def main() -> None:
     identity = IndexIdentity("synthetic/512", None, DIM, {})
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     results = []
-    print(f"{'N':>9} {'type':>8} {'build s':>8} {'add-10 s':>9} {'cold open+search s':>19} {'RSS MB':>7} "
-          f"{'image R@50':>10} {'gap R@50':>9}  tuned at build (recall@50 on held-out queries)", flush=True)
+    print(
+        f"{'N':>9} {'type':>8} {'build s':>8} {'add-10 s':>9} {'cold open+search s':>19} {'RSS MB':>7} "
+        f"{'image R@50':>10} {'gap R@50':>9}  tuned at build (recall@50 on held-out queries)",
+        flush=True,
+    )
     try:
         for n in args.sizes:
             directory = work / f"idx-{n}"
@@ -152,13 +171,30 @@ def main() -> None:
             cold_s, rss, _ = cold_query(directory, gap_q)
             manifest = json.loads((directory / "manifest.json").read_text())
             index_type, tuned = manifest["index_type"], tuning(manifest["ann"])
-            results.append({"n": n, "type": index_type, "build_s": build_s, "add10_s": add_s, "cold_s": cold_s,
-                            "rss_mb": rss, "image_recall": image_r, "gap_recall": gap_r, "tuned": tuned})
-            print(f"{n:>9} {index_type:>8} {build_s:8.1f} {add_s:9.3f} {cold_s:19.3f} {rss:7.0f} {image_r:10.3f} {gap_r:9.3f}  {tuned}", flush=True)
+            results.append(
+                {
+                    "n": n,
+                    "type": index_type,
+                    "build_s": build_s,
+                    "add10_s": add_s,
+                    "cold_s": cold_s,
+                    "rss_mb": rss,
+                    "image_recall": image_r,
+                    "gap_recall": gap_r,
+                    "tuned": tuned,
+                }
+            )
+            print(
+                f"{n:>9} {index_type:>8} {build_s:8.1f} {add_s:9.3f} {cold_s:19.3f} {rss:7.0f} {image_r:10.3f} {gap_r:9.3f}  {tuned}",
+                flush=True,
+            )
             shutil.rmtree(directory)
         cli = cli_ratio(work, max(args.sizes))
-        print(f"bt-search index NEW_FOLDER (10 photos, demo model): {cli[0]:.2f} s on 1k, {cli[1]:.2f} s on {max(args.sizes)}: "
-              f"ratio {cli[1] / cli[0]:.2f}x", flush=True)
+        print(
+            f"bt-search index NEW_FOLDER (10 photos, demo model): {cli[0]:.2f} s on 1k, {cli[1]:.2f} s on {max(args.sizes)}: "
+            f"ratio {cli[1] / cli[0]:.2f}x",
+            flush=True,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -168,7 +204,9 @@ def main() -> None:
 
 
 def tuning(entry: dict) -> str:
-    params = {key: value for key, value in entry["params"].items() if value and not (key == "refine_factor" and value == 1)}
+    params = {
+        key: value for key, value in entry["params"].items() if value and not (key == "refine_factor" and value == 1)
+    }
     recall = entry.get("recall")
     return f"{params or 'exact'}" + (f", {recall['measured']:.3f}" if recall else "")
 
@@ -201,7 +239,11 @@ def plot(results: list[dict], target: Path) -> None:
 
     sizes = [r["n"] for r in results]
     figure, axis = plt.subplots(figsize=(6, 4))
-    for key, label in (("add10_s", "add 10 images (commit + finish)"), ("cold_s", "cold open + search"), ("build_s", "build")):
+    for key, label in (
+        ("add10_s", "add 10 images (commit + finish)"),
+        ("cold_s", "cold open + search"),
+        ("build_s", "build"),
+    ):
         axis.loglog(sizes, [r[key] for r in results], marker="o", label=label)
     axis.set_xlabel("images in the index (512-d)")
     axis.set_ylabel("seconds")

@@ -36,8 +36,14 @@ from common import base_shaped_checkpoint  # noqa: E402
 
 from bt_search.serve.client import ServerClient  # noqa: E402
 
-QUERIES = ["a photo of two cats sleeping on a couch", "a red circle left of a blue square", "people walking on a beach",
-           "a bowl of fruit on a wooden table", "a dog catching a frisbee", "a city street at night"]  # fmt: skip
+QUERIES = [
+    "a photo of two cats sleeping on a couch",
+    "a red circle left of a blue square",
+    "people walking on a beach",
+    "a bowl of fruit on a wooden table",
+    "a dog catching a frisbee",
+    "a city street at night",
+]
 
 
 SERVER_PID: list[int] = []  # the running server, whose CPU time a warm query also spends
@@ -71,7 +77,20 @@ def cli(env: dict, *args: str, entry: tuple[str, ...] = ENTRY) -> tuple[float, s
 def start_server(env: dict, index: Path, runtime: Path) -> tuple[subprocess.Popen, float]:
     start = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "bt_search", "serve", "--index", str(index), "--port", "0", "--device", "cpu", "--quiet"], env=env
+        [
+            sys.executable,
+            "-m",
+            "bt_search",
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        env=env,
     )
     while not list((runtime / "bt-search").glob("server-*.json")):
         if server.poll() is not None:
@@ -128,8 +147,10 @@ def main() -> None:
 
     best_plain = min(warm_plain)
     load = os.getloadavg()[0]
-    print(f"base-shaped random checkpoint, CPU, {n} images, N={n}, cores={os.cpu_count()}, load average {load:.1f}; "
-          f"server start {startup:.1f} s; state cache {health['state_cache']['entries']} entries")  # fmt: skip
+    print(
+        f"base-shaped random checkpoint, CPU, {n} images, N={n}, cores={os.cpu_count()}, load average {load:.1f}; "
+        f"server start {startup:.1f} s; state cache {health['state_cache']['entries']} entries"
+    )
     print(f"{'case':<30}{'cold wall':>10}{'warm wall':>10}{'ratio':>7}{'cold CPU':>10}{'warm CPU':>10}{'ratio':>7}")
     rows = [
         ("--no-rerank", cold_plain, best_plain),
@@ -139,10 +160,15 @@ def main() -> None:
         ("identical repeat", cold_rerank, repeat),
     ]
     for name, cold, warm in rows:
-        print(f"{name:<30}{cold:>9.2f}s{warm:>9.2f}s{cold / warm:>6.1f}x{CPU[cold]:>9.2f}s{CPU[warm]:>9.2f}s{CPU[cold] / CPU[warm]:>6.1f}x")
+        print(
+            f"{name:<30}{cold:>9.2f}s{warm:>9.2f}s{cold / warm:>6.1f}x{CPU[cold]:>9.2f}s{CPU[warm]:>9.2f}s{CPU[cold] / CPU[warm]:>6.1f}x"
+        )
     print(f"cached candidates vs the first rerank: wall {first / cached:.1f}x, CPU {CPU[first] / CPU[cached]:.1f}x")
     typer = min(warm_typer)
-    print(f"warm --no-rerank, light path vs full typer CLI: wall {typer / best_plain:.1f}x, CPU {CPU[typer] / CPU[best_plain]:.1f}x")
+    print(
+        f"warm --no-rerank, light path vs full typer CLI: wall {typer / best_plain:.1f}x, CPU {CPU[typer] / CPU[best_plain]:.1f}x"
+    )
+
 
 if __name__ == "__main__":
     main()

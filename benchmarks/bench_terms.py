@@ -97,7 +97,9 @@ def main() -> None:
                 results.setdefault((shortlist_name, rule), []).append(
                     (rank_of(target, cand[kept], scores[kept]), rank_of(confuser, cand[kept], scores[kept]))
                 )
-    negative = "its strongest ITM confuser's caption" if args.negative == "confuser" else "a random other image's caption"
+    negative = (
+        "its strongest ITM confuser's caption" if args.negative == "confuser" else "a random other image's caption"
+    )
     print(f"{len(captions)} captions, N={args.shortlist}; query = caption --not ({negative})")
     print("| shortlist | rule | R@1 | R@5 | confuser out of top 5 |")
     print("| --- | --- | --- | --- | --- |")

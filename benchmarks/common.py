@@ -48,13 +48,17 @@ def large_config(vocab_size: int):
         num_hidden_layers=6,
         num_attention_heads=16,
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-            intermediate_size=4096, max_position_embeddings=514,
+            vocab_size=vocab_size,
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            max_position_embeddings=514,
         ),
         vision_config=dict(hidden_size=1024, num_hidden_layers=24, patch_size=14, image_size=294),
         contrastive_hidden_size=512,
         logit_scale_init_value=2.6592,
-    )  # fmt: skip
+    )
 
 
 def shaped_checkpoint(shape: str) -> Path:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -132,25 +132,66 @@ class RichIndexProgress:
 
 @app.command()
 def index(
-    paths: List[str] = typer.Argument(None, help="Folders (searched recursively), image files, or URLs (s3://, gs://, file://; --executor ray)."),
-    index: Optional[Path] = IndexOpt,
-    model: Optional[str] = typer.Option(None, "--model", help=f"Hub id or local checkpoint dir (env {config.ENV_MODEL})."),
-    device: Optional[str] = DeviceOpt,
+    paths: list[str] = typer.Argument(
+        None, help="Folders (searched recursively), image files, or URLs (s3://, gs://, file://; --executor ray)."
+    ),
+    index: Path | None = IndexOpt,
+    model: str | None = typer.Option(
+        None, "--model", help=f"Hub id or local checkpoint dir (env {config.ENV_MODEL})."
+    ),
+    device: str | None = DeviceOpt,
     precision: str = PrecisionOpt,
-    batch_size: Optional[int] = BatchOpt,
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding processes; 0 decodes inline (default: 0 on CPU, else cores - 1 up to 4; env {config.ENV_WORKERS})."),
-    prune: bool = typer.Option(False, "--prune", help="Drop indexed images under PATHS whose files are gone (default: keep them)."),
-    include_hidden: Optional[bool] = typer.Option(None, "--include-hidden/--skip-hidden", help="Also index hidden files/folders, ._* and @eaDir (default: skip; recorded for re-runs)."),
-    exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Leave out paths matching this shell glob on the absolute path, e.g. '*/node_modules/*' (repeatable; replaces the recorded list)."),
-    prune_excluded: bool = typer.Option(False, "--prune-excluded", help="With --prune, also drop indexed files that the hidden/--exclude rules now leave out."),
+    batch_size: int | None = BatchOpt,
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=0,
+        help=f"Decoding processes; 0 decodes inline (default: 0 on CPU, else cores - 1 up to 4; env {config.ENV_WORKERS}).",
+    ),
+    prune: bool = typer.Option(
+        False, "--prune", help="Drop indexed images under PATHS whose files are gone (default: keep them)."
+    ),
+    include_hidden: bool | None = typer.Option(
+        None,
+        "--include-hidden/--skip-hidden",
+        help="Also index hidden files/folders, ._* and @eaDir (default: skip; recorded for re-runs).",
+    ),
+    exclude: list[str] | None = typer.Option(
+        None,
+        "--exclude",
+        help="Leave out paths matching this shell glob on the absolute path, e.g. '*/node_modules/*' (repeatable; replaces the recorded list).",
+    ),
+    prune_excluded: bool = typer.Option(
+        False,
+        "--prune-excluded",
+        help="With --prune, also drop indexed files that the hidden/--exclude rules now leave out.",
+    ),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_SKIPPED} if any file was skipped."),
-    draft: bool = typer.Option(True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."),
-    index_type: Optional[str] = typer.Option(None, "--index-type", help="FAISS index: auto (flat up to 100k images, then ivf_flat, ivf_sq8, ivf_pq as --memory-budget requires), flat, hnsw, ivf_flat, ivf_sq8, ivf_pq (default: the index's recorded choice, else auto)."),
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Memory the FAISS index may take, e.g. 512MB, 4GiB; picks the index type for auto (default: the recorded budget, else env BT_SEARCH_MEMORY_BUDGET, else 1GiB)."),
-    commit_every: int = typer.Option(256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."),
-    executor: str = typer.Option("local", "--executor", help="local (this process) or ray (Ray Data; docs/distributed.md)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray (default: RAY_ADDRESS, else a local Ray)."),
-    from_list: Optional[Path] = typer.Option(None, "--from-list", help="Also index the paths/URLs listed in FILE (text, or Parquet/CSV with a path column)."),
+    draft: bool = typer.Option(
+        True, "--draft/--no-draft", help="Decode big JPEGs at reduced DCT scale (faster, cosine >= 0.99)."
+    ),
+    index_type: str | None = typer.Option(
+        None,
+        "--index-type",
+        help="FAISS index: auto (flat up to 100k images, then ivf_flat, ivf_sq8, ivf_pq as --memory-budget requires), flat, hnsw, ivf_flat, ivf_sq8, ivf_pq (default: the index's recorded choice, else auto).",
+    ),
+    memory_budget: str | None = typer.Option(
+        None,
+        "--memory-budget",
+        help="Memory the FAISS index may take, e.g. 512MB, 4GiB; picks the index type for auto (default: the recorded budget, else env BT_SEARCH_MEMORY_BUDGET, else 1GiB).",
+    ),
+    commit_every: int = typer.Option(
+        256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."
+    ),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (this process) or ray (Ray Data; docs/distributed.md)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster for --executor ray (default: RAY_ADDRESS, else a local Ray)."
+    ),
+    from_list: Path | None = typer.Option(
+        None, "--from-list", help="Also index the paths/URLs listed in FILE (text, or Parquet/CSV with a path column)."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
@@ -166,20 +207,32 @@ def index(
         model = model or _existing_model(directory) or config.default_model()
         _say(quiet, f"loading model {model} ...")
         on_ray = executor == "ray"  # the driver needs the identity only (no torch): actors load the model
-        engine = driver_model(model, precision) if on_ray else _load_engine(model, device or config.default_device(), precision)
+        engine = (
+            driver_model(model, precision)
+            if on_ray
+            else _load_engine(model, device or config.default_device(), precision)
+        )
         progress = RichIndexProgress(quiet)
         with IndexWriter.open(directory, identity_for(engine)) as writer:
             writer.choose_ann(**ann_choice)
             try:
                 rules = resolved_rules(writer.settings.get("scan_rules"), include_hidden, exclude or None)
-                common = dict(batch_size=batch_size or config.default_batch_size(), draft=draft, prune=prune,
-                              commit_rows=commit_every, progress=progress, rules=rules,
-                              prune_excluded=prune_excluded)  # fmt: skip
+                common = dict(
+                    batch_size=batch_size or config.default_batch_size(),
+                    draft=draft,
+                    prune=prune,
+                    commit_rows=commit_every,
+                    progress=progress,
+                    rules=rules,
+                    prune_excluded=prune_excluded,
+                )
                 if on_ray:
                     from .distributed import index_with_ray
 
                     device = device or config.default_device()
-                    report = index_with_ray(sources, writer, engine, device=device, precision=precision, address=ray_address, **common)
+                    report = index_with_ray(
+                        sources, writer, engine, device=device, precision=precision, address=ray_address, **common
+                    )
                 else:
                     report = index_paths(sources, writer, engine, workers=workers, **common)
             finally:
@@ -190,13 +243,15 @@ def index(
             raise typer.Exit(EXIT_SKIPPED)
 
 
-def _ann_choice(index_type: Optional[str], memory_budget: Optional[str]) -> dict:
+def _ann_choice(index_type: str | None, memory_budget: str | None) -> dict:
     """--index-type and --memory-budget checked before any model loads (UsageError names the bad value)."""
     from .store.ann import parse_bytes
     from .store.ann_upkeep import normalise_choice
 
-    return {"index_type": None if index_type is None else normalise_choice(index_type),
-            "memory_budget": None if memory_budget is None else parse_bytes(memory_budget)}  # fmt: skip
+    return {
+        "index_type": None if index_type is None else normalise_choice(index_type),
+        "memory_budget": None if memory_budget is None else parse_bytes(memory_budget),
+    }
 
 
 def _load_engine(model: str, device: str, precision: str):
@@ -205,7 +260,7 @@ def _load_engine(model: str, device: str, precision: str):
     return load_engine(model, device=device, precision=precision)
 
 
-def _index_sources(paths: List[str], from_list: Optional[Path], executor: str) -> List[str]:
+def _index_sources(paths: list[str], from_list: Path | None, executor: str) -> list[str]:
     """PATHS plus the --from-list entries; every local one must exist, URLs need the Ray executor."""
     from .distributed.sources import is_url, read_source_list
 
@@ -222,7 +277,7 @@ def _index_sources(paths: List[str], from_list: Optional[Path], executor: str) -
     return sources
 
 
-def _existing_model(directory: Path) -> Optional[str]:
+def _existing_model(directory: Path) -> str | None:
     """The model an existing index was built with, so re-runs need no --model. A damaged index is
     reported here, before any model loads (or downloads)."""
     from .store import IndexReader
@@ -256,31 +311,66 @@ def _print_index_summary(report, directory: Path) -> None:
 
 @app.command()
 def query(
-    texts: List[str] = typer.Argument(None, help="Query texts (each one is a query)."),
-    queries_file: Optional[str] = typer.Option(None, "--queries-file", help="Read queries from FILE, one per line; - for stdin."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Find images similar to this image (cosine, no rerank)."),
-    index: Optional[Path] = IndexOpt,
-    model: Optional[str] = typer.Option(None, "--model", help="Default: the model recorded in the index."),
+    texts: list[str] = typer.Argument(None, help="Query texts (each one is a query)."),
+    queries_file: str | None = typer.Option(
+        None, "--queries-file", help="Read queries from FILE, one per line; - for stdin."
+    ),
+    image: Path | None = typer.Option(
+        None, "--image", help="Find images similar to this image (cosine, no rerank)."
+    ),
+    index: Path | None = IndexOpt,
+    model: str | None = typer.Option(None, "--model", help="Default: the model recorded in the index."),
     top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="Results per query."),
-    shortlist: Optional[int] = typer.Option(None, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (default: 50 on CUDA, 20 elsewhere)."),
+    shortlist: int | None = typer.Option(
+        None, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (default: 50 on CUDA, 20 elsewhere)."
+    ),
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
-    rerank_budget: Optional[float] = typer.Option(None, "--rerank-budget", help="Rerank only the best candidates that fit in SECONDS; leave the rest out."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Drop results scoring below T (the --score they are ranked by)."),
-    under: Optional[Path] = typer.Option(None, "--under", help="Only images inside this folder."),
-    after: Optional[str] = typer.Option(None, "--after", help="Only images taken on this day (YYYY-MM-DD) or later: EXIF capture date, else file mtime."),
-    before: Optional[str] = typer.Option(None, "--before", help="Only images taken on this day (YYYY-MM-DD) or earlier (same rule as --after)."),
-    sort: str = typer.Option("relevance", "--sort", help="Order of the top K: relevance, or date (oldest first; ranks stay relevance ranks)."),
-    nots: List[str] = typer.Option([], "--not", help="Steer away from this text (repeatable; TEXT::WEIGHT sets a weight)."),
-    likes: List[str] = typer.Option([], "--like", help="Steer toward this image (repeatable; shapes the shortlist)."),
-    unlikes: List[str] = typer.Option([], "--unlike", help="Steer away from this image (repeatable; shapes the shortlist)."),
-    score: str = typer.Option(config.DEFAULT_SCORE, "--score", help="Rank reranked results by blend (ITM probability + cosine), itm or cosine."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
-    null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML contact sheet of the results to this file."),
-    device: Optional[str] = DeviceOpt,
+    rerank_budget: float | None = typer.Option(
+        None, "--rerank-budget", help="Rerank only the best candidates that fit in SECONDS; leave the rest out."
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Drop results scoring below T (the --score they are ranked by)."
+    ),
+    under: Path | None = typer.Option(None, "--under", help="Only images inside this folder."),
+    after: str | None = typer.Option(
+        None, "--after", help="Only images taken on this day (YYYY-MM-DD) or later: EXIF capture date, else file mtime."
+    ),
+    before: str | None = typer.Option(
+        None, "--before", help="Only images taken on this day (YYYY-MM-DD) or earlier (same rule as --after)."
+    ),
+    sort: str = typer.Option(
+        "relevance", "--sort", help="Order of the top K: relevance, or date (oldest first; ranks stay relevance ranks)."
+    ),
+    nots: list[str] = typer.Option(
+        [], "--not", help="Steer away from this text (repeatable; TEXT::WEIGHT sets a weight)."
+    ),
+    likes: list[str] = typer.Option([], "--like", help="Steer toward this image (repeatable; shapes the shortlist)."),
+    unlikes: list[str] = typer.Option(
+        [], "--unlike", help="Steer away from this image (repeatable; shapes the shortlist)."
+    ),
+    score: str = typer.Option(
+        config.DEFAULT_SCORE,
+        "--score",
+        help="Rank reranked results by blend (ITM probability + cosine), itm or cosine.",
+    ),
+    fmt: str | None = typer.Option(
+        None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."
+    ),
+    null: bool = typer.Option(
+        False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."
+    ),
+    html: Path | None = typer.Option(
+        None, "--html", help="Also write an HTML contact sheet of the results to this file."
+    ),
+    device: str | None = DeviceOpt,
     precision: str = PrecisionOpt,
-    batch_size: Optional[int] = BatchOpt,
-    no_server: bool = typer.Option(False, "--no-server", envvar="BT_SEARCH_NO_SERVER", help="Search in-process even when a `bt-search serve` for this index is running."),
+    batch_size: int | None = BatchOpt,
+    no_server: bool = typer.Option(
+        False,
+        "--no-server",
+        envvar="BT_SEARCH_NO_SERVER",
+        help="Search in-process even when a `bt-search serve` for this index is running.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
@@ -296,11 +386,22 @@ def query(
         terms = _query_terms(queries, nots, likes, unlikes)
         # A warm server answers plain searches without loading torch here; terms, scores, budgets and date
         # filters are searched in-process.
-        plain = all(t.is_plain and t.label == q for t, q in zip(terms, queries)) and score == config.DEFAULT_SCORE and rerank_budget is None
+        plain = (
+            all(t.is_plain and t.label == q for t, q in zip(terms, queries))
+            and score == config.DEFAULT_SCORE
+            and rerank_budget is None
+        )
         if not no_server and plain and after is None and before is None and sort == "relevance":
             from .serve.client import served_options
 
-            options = served_options(top_k=top_k, shortlist=shortlist, rerank=not no_rerank, threshold=threshold, under=_opt_str(under), image=_opt_str(image))
+            options = served_options(
+                top_k=top_k,
+                shortlist=shortlist,
+                rerank=not no_rerank,
+                threshold=threshold,
+                under=_opt_str(under),
+                image=_opt_str(image),
+            )
             served = _served_results(index, model, device, precision, queries, image, options, quiet)
             if served is not None:
                 return _write_results(served, fmt, null, html, quiet)
@@ -322,17 +423,28 @@ def query(
             progress=_RerankBar() if not (quiet or no_rerank or image) and sys.stderr.isatty() else None,
         )
         if image is not None:
-            results = [searcher.similar_images(str(image), top_k=top_k, threshold=threshold, under=_opt_str(under), where=where)]
+            results = [
+                searcher.similar_images(
+                    str(image), top_k=top_k, threshold=threshold, under=_opt_str(under), where=where
+                )
+            ]
         else:
             results = searcher.search(
-                terms, top_k=top_k, shortlist=shortlist or default_shortlist(engine.device.type), rerank=not no_rerank,
-                threshold=threshold, under=_opt_str(under), score=score, rerank_budget=rerank_budget, where=where,
+                terms,
+                top_k=top_k,
+                shortlist=shortlist or default_shortlist(engine.device.type),
+                rerank=not no_rerank,
+                threshold=threshold,
+                under=_opt_str(under),
+                score=score,
+                rerank_budget=rerank_budget,
+                where=where,
             )
         results = [dated_hits(hits, sort) for hits in results]
         _write_results(results, fmt, null, html, quiet)
 
 
-def _write_results(results, fmt: str, null: bool, html: Optional[Path], quiet: bool) -> None:
+def _write_results(results, fmt: str, null: bool, html: Path | None, quiet: bool) -> None:
     from .output import write_query_output
 
     write_query_output(results, fmt, sys.stdout, null_separated=null)
@@ -365,7 +477,14 @@ class _RerankBar:
 
     def __init__(self, delay_s: float = 1.0):
         self.delay_s, self.timer, self.done, self.total = delay_s, None, 0, 0
-        self.bar = Progress(TextColumn("[bold]reranking[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True)
+        self.bar = Progress(
+            TextColumn("[bold]reranking[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
         self.task = self.bar.add_task("rerank", total=None)
 
     def __call__(self, done: int, total: int) -> None:
@@ -386,7 +505,7 @@ class _RerankBar:
             self.bar.start()
 
 
-def _query_terms(queries: List[str], nots: List[str], likes: List[str], unlikes: List[str]):
+def _query_terms(queries: list[str], nots: list[str], likes: list[str], unlikes: list[str]):
     """Each query (TEXT or file line, same syntax: terms.py) plus the --not/--like/--unlike given to the call."""
     from .terms import parse_line, parse_query  # pure Python: the server path stays light
 
@@ -394,12 +513,12 @@ def _query_terms(queries: List[str], nots: List[str], likes: List[str], unlikes:
     return [parse_line(q).with_terms(shared.nots, shared.likes, shared.unlikes) for q in queries]
 
 
-def _opt_str(path: Optional[Path]) -> Optional[str]:
+def _opt_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
 def _open_index_and_model(
-    index: Optional[Path], model: Optional[str], device: Optional[str], precision: str, text_only: bool = False
+    index: Path | None, model: str | None, device: str | None, precision: str, text_only: bool = False
 ):
     from .loading import load_engine
     from .store import IndexReader
@@ -408,9 +527,14 @@ def _open_index_and_model(
     if len(reader) == 0:
         from .errors import IndexMissingError
 
-        raise IndexMissingError(f"the index at {reader.directory} holds no images yet; run `bt-search index PATH` first")
+        raise IndexMissingError(
+            f"the index at {reader.directory} holds no images yet; run `bt-search index PATH` first"
+        )
     engine = load_engine(
-        model or reader.identity.model, device=device or config.default_device(), precision=precision, text_only=text_only
+        model or reader.identity.model,
+        device=device or config.default_device(),
+        precision=precision,
+        text_only=text_only,
     )
     _check_same_space(reader, engine)
     return reader, engine
@@ -430,7 +554,7 @@ def _check_same_space(reader, engine) -> None:
 
 @app.command()
 def info(
-    index: Optional[Path] = IndexOpt,
+    index: Path | None = IndexOpt,
     fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
 ) -> None:
     """What an index holds: model, embedding size, counts, index type, recall, size on disk, last update."""
@@ -442,9 +566,13 @@ def info(
 
 @app.command()
 def failed(
-    index: Optional[Path] = IndexOpt,
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."),
-    null: bool = typer.Option(False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."),
+    index: Path | None = IndexOpt,
+    fmt: str | None = typer.Option(
+        None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."
+    ),
+    null: bool = typer.Option(
+        False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."
+    ),
 ) -> None:
     """Files that could not be indexed, with their reasons."""
     from .inspect import failed_records, render_failed
@@ -458,18 +586,31 @@ def failed(
 
 @app.command()
 def serve(
-    index: Optional[Path] = IndexOpt,
-    model: Optional[str] = typer.Option(None, "--model", help="Default: the model recorded in the index."),
-    device: Optional[str] = DeviceOpt,
+    index: Path | None = IndexOpt,
+    model: str | None = typer.Option(None, "--model", help="Default: the model recorded in the index."),
+    device: str | None = DeviceOpt,
     precision: str = PrecisionOpt,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but loopback needs --allow-remote and --token."),
-    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free one; the discovery file says which)."),
-    idle_timeout: Optional[str] = typer.Option(None, "--idle-timeout", help="Exit after this long without a request: 90s, 15m, 2h (default: never)."),
-    state_cache_mb: int = typer.Option(1024, "--state-cache-mb", min=0, help="Memory for candidates' vision states kept between queries."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; anything but loopback needs --allow-remote and --token."
+    ),
+    port: int = typer.Option(
+        8765, "--port", min=0, max=65535, help="Port (0: any free one; the discovery file says which)."
+    ),
+    idle_timeout: str | None = typer.Option(
+        None, "--idle-timeout", help="Exit after this long without a request: 90s, 15m, 2h (default: never)."
+    ),
+    state_cache_mb: int = typer.Option(
+        1024, "--state-cache-mb", min=0, help="Memory for candidates' vision states kept between queries."
+    ),
     max_queue: int = typer.Option(8, "--max-queue", min=1, help="Searches that may wait for the model; more get 429."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a --host other machines can reach."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="BT_SEARCH_SERVE_TOKEN", help="Require this token (Authorization: Bearer, or /?token= once in a browser)."),
-    batch_size: Optional[int] = BatchOpt,
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="BT_SEARCH_SERVE_TOKEN",
+        help="Require this token (Authorization: Bearer, or /?token= once in a browser).",
+    ),
+    batch_size: int | None = BatchOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Keep the model and index loaded and answer searches: a JSON API, a search page, and `query` auto-attach."""
@@ -499,13 +640,15 @@ def serve(
 @app.command("eval")
 def eval_command(
     captions: Path = typer.Argument(..., help="Captions: CSV/TSV/JSONL with file,caption, or Karpathy-split JSON."),
-    index: Optional[Path] = IndexOpt,
-    images_root: Optional[Path] = typer.Option(None, "--images-root", help="Folder relative file names start from (default: the captions file's folder)."),
+    index: Path | None = IndexOpt,
+    images_root: Path | None = typer.Option(
+        None, "--images-root", help="Folder relative file names start from (default: the captions file's folder)."
+    ),
     shortlist: int = typer.Option(20, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (N)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
-    device: Optional[str] = DeviceOpt,
+    device: str | None = DeviceOpt,
     precision: str = PrecisionOpt,
-    batch_size: Optional[int] = BatchOpt,
+    batch_size: int | None = BatchOpt,
 ) -> None:
     """Text-to-image Recall@1/5/10 of the shortlist alone and with ITM rerank, and time per query."""
     import json

@@ -22,8 +22,8 @@ jitter, background and noise, and :func:`render` is a pure function of a :class:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -83,7 +83,7 @@ def _phrase(colour: str, shape: str) -> str:
 
 
 def pair_caption(a: tuple[str, str], b: tuple[str, str], relation: str) -> str:
-    """"a red circle left of a blue square" for a=("red","circle"), b=("blue","square")."""
+    """ "a red circle left of a blue square" for a=("red","circle"), b=("blue","square")."""
     if relation not in RELATIONS:
         raise ValueError(f"unknown relation {relation!r}")
     return f"{_phrase(*a)} {relation} {_phrase(*b)}"
@@ -159,7 +159,8 @@ def _distractors(
     picked = [choices[int(i)] for i in rng.choice(len(choices), n, replace=False)]
     cells = _free_cells(rng, used, n)
     return tuple(
-        _obj(rng, c, s, *_cell_centre(rng, col, row, size), r=_radius(rng, size)) for (c, s), (col, row) in zip(picked, cells)
+        _obj(rng, c, s, *_cell_centre(rng, col, row, size), r=_radius(rng, size))
+        for (c, s), (col, row) in zip(picked, cells)
     )
 
 
@@ -306,7 +307,11 @@ def random_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
             if a != b:
                 return _phrased_pair(rng, a, b, ("h", "v")[int(rng.integers(0, 2))], size)
     return count_scene(
-        rng, colours[int(rng.integers(len(colours)))], SHAPES[int(rng.integers(len(SHAPES)))], int(rng.integers(2, 4)), size
+        rng,
+        colours[int(rng.integers(len(colours)))],
+        SHAPES[int(rng.integers(len(SHAPES)))],
+        int(rng.integers(2, 4)),
+        size,
     )
 
 

@@ -12,9 +12,9 @@ import csv
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .errors import UsageError
 from .search import Searcher, blend_scores
@@ -113,7 +113,9 @@ def _karpathy_pairs(source: Path, split: str = "test") -> list[tuple[str, str]]:
     return pairs
 
 
-def evaluate(searcher: Searcher, captions: Sequence[Caption], shortlist: int = 20, max_failures: int = 50) -> EvalReport:
+def evaluate(
+    searcher: Searcher, captions: Sequence[Caption], shortlist: int = 20, max_failures: int = 50
+) -> EvalReport:
     """Recall@1/5/10 for the cosine shortlist and for ITM rerank over it, and time per query for each."""
     indexed = searcher.reader.indexed_paths([c.path for c in captions])
     usable = [c for c in captions if c.path in indexed]

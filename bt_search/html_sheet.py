@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -84,7 +84,7 @@ def write_contact_sheet(
     per_thumb = min(max_bytes_per_thumb, _thumb_budget(hits, max_page_bytes, thumb_px, title))
 
     # The same image often answers several queries: encode it once.
-    @lru_cache(maxsize=None)
+    @cache
     def thumbnail(path: str) -> bytes:
         return make_thumbnail(path, thumb_px=thumb_px, max_bytes=per_thumb)
 
@@ -111,7 +111,7 @@ def render_contact_sheet(
     body = [
         f"<h1>{_esc(title)}</h1>",
         f'<p class="summary">{len(groups)} {_plural(len(groups), "query", "queries")}, '
-        f'{len(hits)} {_plural(len(hits), "result", "results")}</p>',
+        f"{len(hits)} {_plural(len(hits), 'result', 'results')}</p>",
     ]
     if not hits:
         body.append('<p class="empty">No results.</p>')

@@ -88,7 +88,9 @@ def resized_shape(height: int, width: int, prep: Preprocessing) -> tuple[int, in
     if max(new_h, new_w) > longer:
         shrink = longer / max(new_h, new_w)
         new_h, new_w = shrink * new_h, shrink * new_w
-    return _floor_to_divisor(int(new_h + 0.5), prep.size_divisor), _floor_to_divisor(int(new_w + 0.5), prep.size_divisor)
+    return _floor_to_divisor(int(new_h + 0.5), prep.size_divisor), _floor_to_divisor(
+        int(new_w + 0.5), prep.size_divisor
+    )
 
 
 def _floor_to_divisor(length: int, divisor: int) -> int:
@@ -121,7 +123,10 @@ def load_rgb(
                 return to_rgb(ImageOps.exif_transpose(img)), original_size
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # Pillow's own check, kept as backstop
+    except (
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as err:  # Pillow's own check, kept as backstop
         raise ImageDecodeError(str(path), f"decompression bomb refused ({err})") from None
     except Image.UnidentifiedImageError:
         raise ImageDecodeError(str(path), "not an image Pillow can read") from None

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -195,7 +196,9 @@ class IndexRun:
             candidates = [*writer.paths_under(canonical_roots), *failed]
             self.gone = _pruned(candidates, seen, listed, roots, self.rules, prune_excluded)
         self.progress.started(len(work.to_embed), work.unchanged)
-        self.pending.add(_refreshed_rows(writer, work.touched), self.failures.to_record([(p.path, p.reason, 0, 0) for p in problems]))
+        self.pending.add(
+            _refreshed_rows(writer, work.touched), self.failures.to_record([(p.path, p.reason, 0, 0) for p in problems])
+        )
         busy = {r.path for r in work.to_embed} | {r.path for r, _ in work.touched} | {p.path for p in problems}
         _capture_upgrade(writer, self.pending, busy)
         return work
@@ -283,7 +286,13 @@ def _refreshed_rows(writer: IndexWriter, touched: list[tuple[FileRecord, str]]) 
         return []
     stored = writer.rows_by_sha256(sha for _, sha in touched)
     return [
-        replace(stored[sha], path=record.path, size=record.size, mtime_ns=record.mtime_ns, **read_capture(record.path).as_fields())
+        replace(
+            stored[sha],
+            path=record.path,
+            size=record.size,
+            mtime_ns=record.mtime_ns,
+            **read_capture(record.path).as_fields(),
+        )
         for record, sha in touched
         if sha in stored
     ]
@@ -362,4 +371,3 @@ def identity_for(engine: BridgeTowerEngine):
         preprocessing=engine.preprocessing.as_dict(),
         embedding_fingerprint=engine.embedding_fingerprint(),
     )
-

@@ -59,8 +59,10 @@ def _recall_text(recall: Any) -> str:
     if recall is None:
         return "not measured (exact search)"
     if isinstance(recall, dict) and "measured" in recall:
-        return (f"recall@{recall['at']} {recall['measured']:.3f} on {recall['queries']} held-out queries at build "
-                f"(target {recall['target']})")  # fmt: skip
+        return (
+            f"recall@{recall['at']} {recall['measured']:.3f} on {recall['queries']} held-out queries at build "
+            f"(target {recall['target']})"
+        )
     return json.dumps(recall)
 
 

@@ -49,7 +49,7 @@ class Heads:
     itc_image: nn.Module | None  # None when only the text tower was loaded
     itm: nn.Module | None  # None when the checkpoint ships no ITM head, or only the text tower was loaded
 
-    def to(self, device: torch.device) -> "Heads":
+    def to(self, device: torch.device) -> Heads:
         for head in (self.itc_text, self.itc_image, self.itm):
             if head is not None:
                 head.to(device)
@@ -108,7 +108,9 @@ class BridgeTowerEngine:
 
         The text head alone, so a text-only engine (cosine search) computes the same fingerprint as a full one.
         """
-        return embedding_fingerprint(t.detach().float().cpu().numpy() for t in self.heads.itc_text.state_dict().values())
+        return embedding_fingerprint(
+            t.detach().float().cpu().numpy() for t in self.heads.itc_text.state_dict().values()
+        )
 
     # ---------------------------------------------------------------- vision tower
     @torch.inference_mode()
@@ -134,7 +136,9 @@ class BridgeTowerEngine:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.rerank_dtype, cache_enabled=False)
 
-    def _vision_blocks(self, pixel_values: np.ndarray | torch.Tensor, last_cls_only: bool = False) -> list[torch.Tensor]:
+    def _vision_blocks(
+        self, pixel_values: np.ndarray | torch.Tensor, last_cls_only: bool = False
+    ) -> list[torch.Tensor]:
         """Outputs (batch-first, [B, L, D]) of the vision blocks that BridgeTowerModel uses: as many as text layers.
 
         With `last_cls_only`, the last block computes its output for the CLS token alone (all ITC reads).
@@ -176,7 +180,9 @@ class BridgeTowerEngine:
     def _image_streams(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         visual = self.backbone.vision_model.visual
         token_type = self._image_token_type()
-        streams = [self.backbone._apply_image_transform(visual.ln_post(b), i) + token_type for i, b in enumerate(blocks)]
+        streams = [
+            self.backbone._apply_image_transform(visual.ln_post(b), i) + token_type for i, b in enumerate(blocks)
+        ]
         streams[0] = self.backbone.cross_modal_image_layernorm(streams[0])
         return torch.stack(streams, dim=1)
 
@@ -216,7 +222,9 @@ class BridgeTowerEngine:
                     TruncatedQueryWarning,
                     stacklevel=4,
                 )
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt")
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
+        )
         return encoded["input_ids"], encoded["attention_mask"]
 
     def _text_layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
@@ -264,8 +272,8 @@ class BridgeTowerEngine:
         text_in, image_in = text_streams[:, 0].contiguous(), image_streams[:, 0].contiguous()
         for layer in range(self.num_cross_layers):
             if layer > 0:
-                text_in = bb.cross_modal_text_link_tower[layer - 1](text_streams[:, layer], text_out, mask)
-                image_in = bb.cross_modal_image_link_tower[layer - 1](image_streams[:, layer], image_out, None)
+                text_in = bb.cross_modal_text_link_tower[layer - 1](text_streams[:, layer], text_out, mask)  # noqa: F821 - bound by layer 0
+                image_in = bb.cross_modal_image_link_tower[layer - 1](image_streams[:, layer], image_out, None)  # noqa: F821
             cls_only = layer == last
             text_out = _cross_layer(bb.cross_modal_text_layers[layer], text_in, image_in, mask, None, cls_only)
             image_out = _cross_layer(bb.cross_modal_image_layers[layer], image_in, text_in, None, mask, cls_only)
@@ -385,10 +393,14 @@ def _attention(attn: nn.MultiheadAttention, normed: torch.Tensor, cls_only: bool
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
     if cls_only:
         query = nn.functional.linear(normed[:, :1], weight[:width], bias[:width]).view(batch, 1, heads, -1)
-        key, value = nn.functional.linear(normed, weight[width:], bias[width:]).view(batch, length, 2, heads, -1).unbind(2)
+        key, value = (
+            nn.functional.linear(normed, weight[width:], bias[width:]).view(batch, length, 2, heads, -1).unbind(2)
+        )
     else:
         query, key, value = nn.functional.linear(normed, weight, bias).view(batch, length, 3, heads, -1).unbind(2)
-    attended = nn.functional.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+    attended = nn.functional.scaled_dot_product_attention(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    )
     return attn.out_proj(attended.transpose(1, 2).reshape(batch, query.shape[1], width))
 
 

@@ -29,7 +29,7 @@ COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "ta
 
 
 def default_format(stdout_is_tty: bool) -> str:
-    """"table" for a person at a terminal; otherwise "jsonl".
+    """ "table" for a person at a terminal; otherwise "jsonl".
 
     When stdout is a pipe or a file, a program reads it: jsonl is machine-readable with no quoting
     rules to guess, holds any path exactly, and is one object per line, so `head`, `jq` and friends
@@ -63,7 +63,9 @@ def render(
         _render_table(hits, stream, header=include_header)
 
 
-def write_query_output(results: Iterable[Iterable[Hit]], fmt: str, stream: TextIO, *, null_separated: bool = False) -> None:
+def write_query_output(
+    results: Iterable[Iterable[Hit]], fmt: str, stream: TextIO, *, null_separated: bool = False
+) -> None:
     """What `bt-search query` prints: each query's hits in turn under one csv/tsv header. File names that are
     not UTF-8 go out as their original bytes. Both the in-process search and the server fast path print this way."""
     stream.reconfigure(errors="surrogateescape")

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 from .errors import UsageError
 
 
-def collect_queries(texts: List[str], queries_file: Optional[str], image: Optional[Path]) -> List[str]:
+def collect_queries(texts: list[str], queries_file: str | None, image: Path | None) -> list[str]:
     if image is not None:
         if texts or queries_file:
             raise UsageError("--image searches by an image; give no query text with it")
@@ -25,7 +24,7 @@ def collect_queries(texts: List[str], queries_file: Optional[str], image: Option
     return queries
 
 
-def read_queries(source: str) -> List[str]:
+def read_queries(source: str) -> list[str]:
     """One query per line, UTF-8 with or without a byte-order mark; blank lines are ignored."""
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 CPU_SHORTLIST = 20  # see docs/performance.md, "CPU experience"
 GPU_SHORTLIST = 50  # BridgeTower's own protocol reranks the ITC top-k; 50 keeps close to it on CUDA

@@ -22,11 +22,30 @@ from .scan_rules import ScanRules
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {
-        ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo",
-        ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
-        ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".avif", ".heic", ".heif", ".hif",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".mpo",
+        ".png",
+        ".apng",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+        ".avif",
+        ".heic",
+        ".heif",
+        ".hif",
     }
-)  # fmt: skip
+)
 
 DirId = tuple[int, int]  # (st_dev, st_ino): what makes a directory the same one through any path
 

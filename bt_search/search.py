@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -182,7 +183,9 @@ class Searcher:
         for t in terms:
             (text_values, text_weights), (image_values, image_weights) = signed_text_terms(t), signed_image_terms(t)
             images = np.stack([image_rows[p] for p in image_values]) if image_values else None
-            vectors.append(query_vector(np.stack([text_rows[v] for v in text_values]), text_weights, images, image_weights))
+            vectors.append(
+                query_vector(np.stack([text_rows[v] for v in text_values]), text_weights, images, image_weights)
+            )
         return np.stack(vectors)
 
     def _encode_term_images(self, paths: list[str]) -> np.ndarray:
@@ -217,7 +220,9 @@ class Searcher:
         results: list[Shortlist | None] = [None] * len(queries)
         pending, depth = list(range(len(queries))), size
         while pending:
-            found = cosine_shortlists(self.reader, [queries[i] for i in pending], embeddings[pending], depth, under, where)
+            found = cosine_shortlists(
+                self.reader, [queries[i] for i in pending], embeddings[pending], depth, under, where
+            )
             still_short = []
             for i, shortlist in zip(pending, found):
                 live = [j for j, path in enumerate(shortlist.paths) if exists(path)]
@@ -235,11 +240,19 @@ class Searcher:
         return False
 
     def _reranked(
-        self, shortlists: list[Shortlist], terms: list[Terms], top_k: int, threshold: float | None, score: str, clock: RerankClock
+        self,
+        shortlists: list[Shortlist],
+        terms: list[Terms],
+        top_k: int,
+        threshold: float | None,
+        score: str,
+        clock: RerankClock,
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
         # one step per vision state and one per ITM pass (negatives add passes)
-        tick = _Ticker(self.progress, total=len(uses) + sum(len(s.rows) * (1 + len(t.nots)) for s, t in zip(shortlists, terms)))
+        tick = _Ticker(
+            self.progress, total=len(uses) + sum(len(s.rows) * (1 + len(t.nots)) for s, t in zip(shortlists, terms))
+        )
         cache = VisionStateCache(self, uses, tick)
         text_states = {}  # each distinct text (query or negative) runs the text tower once per call
         results = []

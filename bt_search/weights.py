@@ -227,7 +227,11 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
 
 def _offline_advice(repo_id: str, err: Exception) -> str:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    why = "HF_HUB_OFFLINE=1 is set and it is not in the HF cache" if offline else f"it could not be downloaded ({type(err).__name__})"
+    why = (
+        "HF_HUB_OFFLINE=1 is set and it is not in the HF cache"
+        if offline
+        else f"it could not be downloaded ({type(err).__name__})"
+    )
     return (
         f"cannot load model {repo_id!r}: {why}. Point --model at a local checkpoint directory "
         f"(e.g. --model sample_data/demo-model), or download it once on a connected machine "

@@ -1,7 +1,7 @@
 """Write docs/cli.md: the hand-written guide (docs/cli-guide.md) followed by the reference generated from the app.
 
-    python scripts/gen_cli_docs.py          # rewrite docs/cli.md
-    python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is out of date (the tests do this)
+python scripts/gen_cli_docs.py          # rewrite docs/cli.md
+python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is out of date (the tests do this)
 """
 
 from __future__ import annotations

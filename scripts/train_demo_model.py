@@ -26,9 +26,9 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -98,15 +98,21 @@ def evaluate(
     for s in range(0, n, chunk):  # image embeddings depend on the image alone: pair with any text
         e = slice(s, min(n, s + chunk))
         k = e.stop - e.start
-        img_emb.append(itc_model(input_ids=ids[:1].expand(k, -1), attention_mask=am[:1].expand(k, -1),
-                                 pixel_values=pixels[e]).image_embeds)
-        txt_emb.append(itc_model(input_ids=ids[e], attention_mask=am[e],
-                                 pixel_values=pixels[:1].expand(k, -1, -1, -1)).text_embeds)
+        img_emb.append(
+            itc_model(
+                input_ids=ids[:1].expand(k, -1), attention_mask=am[:1].expand(k, -1), pixel_values=pixels[e]
+            ).image_embeds
+        )
+        txt_emb.append(
+            itc_model(input_ids=ids[e], attention_mask=am[e], pixel_values=pixels[:1].expand(k, -1, -1, -1)).text_embeds
+        )
     sims = torch.cat(txt_emb) @ torch.cat(img_emb).T
     top = sims.topk(min(shortlist, n), dim=1).indices  # (n, N)
     q = torch.arange(n).repeat_interleave(top.shape[1])
     c = top.reshape(-1)
-    scores = torch.cat([itm_fn(ids[q[s:s + 512]], am[q[s:s + 512]], pixels[c[s:s + 512]]) for s in range(0, len(q), 512)])
+    scores = torch.cat(
+        [itm_fn(ids[q[s : s + 512]], am[q[s : s + 512]], pixels[c[s : s + 512]]) for s in range(0, len(q), 512)]
+    )
     scores = scores.view(n, -1)
     itc_ranked = [row.tolist() for row in top]
     itm_ranked = [rerank(row.tolist(), sc.tolist()) for row, sc in zip(top, scores)]
@@ -129,12 +135,20 @@ def group_accuracy(itc_model, itm_fn, tokenizer, pixels, captions, groups: list[
         itm_hits += (scores.argmax(1) == torch.arange(len(g))).sum().item()
         total += len(g)
     # ITC similarities need each image's embedding, which depends on the image alone: take it from any pairing
-    img = torch.cat([itc_model(input_ids=ids[:1].expand(len(g), -1), attention_mask=am[:1].expand(len(g), -1),
-                               pixel_values=pixels[torch.tensor(g)]).image_embeds for g in groups])
+    img = torch.cat(
+        [
+            itc_model(
+                input_ids=ids[:1].expand(len(g), -1),
+                attention_mask=am[:1].expand(len(g), -1),
+                pixel_values=pixels[torch.tensor(g)],
+            ).image_embeds
+            for g in groups
+        ]
+    )
     order = torch.tensor([i for g in groups for i in g])
     txt = out.text_embeds[order]
     for k, g in enumerate(groups):
-        block = txt[4 * k:4 * k + 4] @ img[4 * k:4 * k + 4].T
+        block = txt[4 * k : 4 * k + 4] @ img[4 * k : 4 * k + 4].T
         itc_hits += (block.argmax(1) == torch.arange(len(g))).sum().item()
     del sims
     return {"itc": itc_hits / total, "itm": itm_hits / total}
@@ -201,9 +215,17 @@ def check_fuse(itc_model, ids, am, pixels) -> None:
     out = itc_model(input_ids=ids, attention_mask=am, pixel_values=pixels)
     t_idx = torch.arange(len(ids)).roll(1)
     i_idx = torch.arange(len(ids)).flip(0)
-    got = fuse(itc_model.bridgetower, out.hidden_states[0], out.hidden_states[1],
-               text_mask(itc_model.bridgetower, ids, am), t_idx, i_idx)
-    want = itc_model.bridgetower(input_ids=ids[t_idx], attention_mask=am[t_idx], pixel_values=pixels[i_idx]).pooler_output
+    got = fuse(
+        itc_model.bridgetower,
+        out.hidden_states[0],
+        out.hidden_states[1],
+        text_mask(itc_model.bridgetower, ids, am),
+        t_idx,
+        i_idx,
+    )
+    want = itc_model.bridgetower(
+        input_ids=ids[t_idx], attention_mask=am[t_idx], pixel_values=pixels[i_idx]
+    ).pooler_output
     mine = text_states(itc_model.bridgetower, ids, text_mask(itc_model.bridgetower, ids, am))
     itc_model.train(was)
     if not torch.allclose(got, want, atol=1e-5):
@@ -225,9 +247,16 @@ def build(args, work: Path):
 
     tokenizer = train_bpe_tokenizer(demo_data.all_captions(), work / "tokenizer", vocab_size=args.vocab)
     config = tiny_config(
-        hidden_size=args.hidden, text_layers=args.layers, vision_layers=args.layers, cross_layers=args.cross_layers,
-        heads=args.heads, image_size=demo_data.IMAGE_SIZE, patch_size=args.patch, vocab_size=len(tokenizer),
-        contrastive_hidden_size=args.embed, max_position_embeddings=MAX_TEXT_LEN + 8,
+        hidden_size=args.hidden,
+        text_layers=args.layers,
+        vision_layers=args.layers,
+        cross_layers=args.cross_layers,
+        heads=args.heads,
+        image_size=demo_data.IMAGE_SIZE,
+        patch_size=args.patch,
+        vocab_size=len(tokenizer),
+        contrastive_hidden_size=args.embed,
+        max_position_embeddings=MAX_TEXT_LEN + 8,
     )
     set_seed(args.seed)
     itc_model = BridgeTowerForContrastiveLearning(config)
@@ -256,19 +285,26 @@ def train(args, tokenizer, itc_model, itm_head, val) -> dict:
     params = list(itc_model.parameters()) + list(itm_head.parameters())
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+    )
     warm = max(1, int(0.05 * args.steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))
+    )
     captured = {}
     hook = itc_model.bridgetower.register_forward_hook(lambda m, i, o: captured.__setitem__("pooled", o.pooler_output))
     gen = torch.Generator().manual_seed(args.seed)
     batches = demo_data.training_batches(args.seed, args.batch_size, group_fraction=args.group_fraction)
     rng = np.random.Generator(np.random.PCG64(args.seed + 2))  # false captions
     probe = demo_data.sample_set(args.seed + 1, n_groups=2, n_counts=0)
-    check_fuse(itc_model, *encode_texts(tokenizer, [s.caption for s in probe]),
-               pixel_tensor([demo_data.render(s) for s in probe], mean, std))
+    check_fuse(
+        itc_model,
+        *encode_texts(tokenizer, [s.caption for s in probe]),
+        pixel_tensor([demo_data.render(s) for s in probe], mean, std),
+    )
     itc_model.train()
     t0 = time.time()
     log = []
@@ -314,8 +350,10 @@ def train(args, tokenizer, itc_model, itm_head, val) -> dict:
         sched.step()
         if step % args.log_every == 0 or step == args.steps:
             itm_acc = (logits.argmax(1) == labels).float().mean().item()
-            line = (f"step {step:5d}  itc {out.loss.item():.3f}  itm {loss_itm.item():.3f}  itm_acc {itm_acc:.3f}  "
-                    f"scale {itc_model.logit_scale.exp().item():.1f}  {time.time() - t0:.0f}s")
+            line = (
+                f"step {step:5d}  itc {out.loss.item():.3f}  itm {loss_itm.item():.3f}  itm_acc {itm_acc:.3f}  "
+                f"scale {itc_model.logit_scale.exp().item():.1f}  {time.time() - t0:.0f}s"
+            )
             if val is not None and (step % args.eval_every == 0 or step == args.steps):
                 itc_model.eval()
                 fn = lambda i, a, p: itm_score(itc_model, itm_head, i, a, p)  # noqa: E731
@@ -358,7 +396,11 @@ def load_sample_set(folder: Path) -> tuple[list[Image.Image], list[str]]:
 @torch.no_grad()
 def final_eval(out: Path, images_dir: Path, shortlist: int, itc_model, itm_head) -> tuple[dict, list[str]]:
     """Reload the checkpoint the way users will (HF classes + saved processor) and evaluate on the sample set."""
-    from transformers import BridgeTowerForContrastiveLearning, BridgeTowerForImageAndTextRetrieval, BridgeTowerProcessor
+    from transformers import (
+        BridgeTowerForContrastiveLearning,
+        BridgeTowerForImageAndTextRetrieval,
+        BridgeTowerProcessor,
+    )
 
     itc = BridgeTowerForContrastiveLearning.from_pretrained(str(out)).eval()
     ret = BridgeTowerForImageAndTextRetrieval.from_pretrained(str(out)).eval()
@@ -466,7 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--false-captions", type=int, default=1, help="1: add a near-miss caption per image as ITM negative")
     p.add_argument("--phrasing", choices=["both", "forward"], default="both", help="relation words used in captions")
     p.add_argument("--easy-min", type=float, default=0.3, help="final share of uniformly drawn ITM negatives")
-    p.add_argument("--easy-steps", type=float, default=0.4, help="fraction of training over which that share falls from 1")
+    p.add_argument(
+        "--easy-steps", type=float, default=0.4, help="fraction of training over which that share falls from 1"
+    )
     p.add_argument("--shortlist", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
@@ -485,8 +529,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokenizer, config, itc_model, itm_head = build(args, Path(tmp))
     # save once up front: the processor we train against is the one that ships
     args.out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(args.out, merged_state_dict(itc_model, itm_head), config, tokenizer, layout="transformers",
-                    max_text_len=MAX_TEXT_LEN)
+    save_checkpoint(
+        args.out,
+        merged_state_dict(itc_model, itm_head),
+        config,
+        tokenizer,
+        layout="transformers",
+        max_text_len=MAX_TEXT_LEN,
+    )
     from transformers import BridgeTowerProcessor
 
     ip = BridgeTowerProcessor.from_pretrained(str(args.out)).image_processor
@@ -499,11 +549,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sc.kind == "pair":
             axis, a, b = sc.key
             bags.setdefault((axis, frozenset({a[0], b[0]}), frozenset({a[1], b[1]})), []).append(k)
-    val = (pixel_tensor([demo_data.render(s) for s in val_scenes], args.mean, args.std), [s.caption for s in val_scenes],
-           [g for g in bags.values() if len(g) == 4])
+    val = (
+        pixel_tensor([demo_data.render(s) for s in val_scenes], args.mean, args.std),
+        [s.caption for s in val_scenes],
+        [g for g in bags.values() if len(g) == 4],
+    )
     info = train(args, tokenizer, itc_model, itm_head, val)
-    save_checkpoint(args.out, merged_state_dict(itc_model, itm_head), config, tokenizer, layout="transformers",
-                    max_text_len=MAX_TEXT_LEN)
+    save_checkpoint(
+        args.out,
+        merged_state_dict(itc_model, itm_head),
+        config,
+        tokenizer,
+        layout="transformers",
+        max_text_len=MAX_TEXT_LEN,
+    )
     print(f"saved {args.out} ({dir_size(args.out) / 1e6:.1f} MB), training {info['train_seconds']:.0f}s")
     if args.no_card:
         return 0
@@ -515,25 +574,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("sample set " + fmt(metrics))
     s, r = metrics["shortlist"], metrics["rerank"]
     command = "python scripts/make_sample_images.py\npython scripts/train_demo_model.py" + (
-        " " + " ".join(argv if argv is not None else sys.argv[1:]) if (argv if argv is not None else sys.argv[1:]) else "")
+        " " + " ".join(argv if argv is not None else sys.argv[1:])
+        if (argv if argv is not None else sys.argv[1:])
+        else ""
+    )
     card = CARD.format(
-        command=command.rstrip(), seed=args.seed,
-        curriculum=(f"- Curriculum: the first {args.clean_steps} steps draw scenes without distractor objects, so "
-                    "attribute binding is learnt on clean scenes; the rest have the generator's usual 0-2 "
-                    "unmentioned objects.\n") if args.clean_steps else "", batch=args.batch_size, steps=args.steps,
-        images=args.steps * args.batch_size, size=demo_data.IMAGE_SIZE, lr=args.lr, hidden=args.hidden,
-        layers=args.layers, cross=args.cross_layers, heads=args.heads, patch=args.patch,
-        patches=(demo_data.IMAGE_SIZE // args.patch) ** 2, embed=args.embed, vocab=len(tokenizer), max_len=MAX_TEXT_LEN,
+        command=command.rstrip(),
+        seed=args.seed,
+        curriculum=(
+            f"- Curriculum: the first {args.clean_steps} steps draw scenes without distractor objects, so "
+            "attribute binding is learnt on clean scenes; the rest have the generator's usual 0-2 "
+            "unmentioned objects.\n"
+        )
+        if args.clean_steps
+        else "",
+        batch=args.batch_size,
+        steps=args.steps,
+        images=args.steps * args.batch_size,
+        size=demo_data.IMAGE_SIZE,
+        lr=args.lr,
+        hidden=args.hidden,
+        layers=args.layers,
+        cross=args.cross_layers,
+        heads=args.heads,
+        patch=args.patch,
+        patches=(demo_data.IMAGE_SIZE // args.patch) ** 2,
+        embed=args.embed,
+        vocab=len(tokenizer),
+        max_len=MAX_TEXT_LEN,
         params=sum(t.numel() for t in merged_state_dict(itc_model, itm_head).values()),
-        mb=dir_size(args.out) / 1e6, train_s=info["train_seconds"], total_s=time.time() - t_start,
-        machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} threads", n=n,
+        mb=dir_size(args.out) / 1e6,
+        train_s=info["train_seconds"],
+        total_s=time.time() - t_start,
+        machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} threads",
+        n=n,
         groups=sum(1 for c in captions if " of " in c or "above" in c or "below" in c) // 4,
-        shortlist=args.shortlist, s1=s[1], s5=s[5], s10=s[10], r1=r[1], r5=r[5], r10=r[10], margin=r[1] - s[1],
+        shortlist=args.shortlist,
+        s1=s[1],
+        s5=s[5],
+        s10=s[10],
+        r1=r[1],
+        r5=r[5],
+        r10=r[10],
+        margin=r[1] - s[1],
     )
     (args.out / "README.md").write_text(card, encoding="utf-8")
-    (args.out / "metrics.json").write_text(json.dumps({"sample_set_images": n, "shortlist_n": args.shortlist,
-                                                       **{k: {f"R@{kk}": vv for kk, vv in v.items()} for k, v in metrics.items()},
-                                                       "train_seconds": round(info["train_seconds"], 1)}, indent=2))
+    (args.out / "metrics.json").write_text(
+        json.dumps(
+            {
+                "sample_set_images": n,
+                "shortlist_n": args.shortlist,
+                **{k: {f"R@{kk}": vv for kk, vv in v.items()} for k, v in metrics.items()},
+                "train_seconds": round(info["train_seconds"], 1),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

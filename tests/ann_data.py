@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-GAP_SEED = (
-    76  # the gap direction is a property of the embedding space, fixed for all calls
-)
+GAP_SEED = 76  # the gap direction is a property of the embedding space, fixed for all calls
 
 
 def unit_rows(array: np.ndarray) -> np.ndarray:
@@ -33,13 +31,8 @@ def clustered_image_vectors(
 ) -> np.ndarray:
     """`n` unit vectors around `n_clusters` centres of uneven size, all in one cone (shared mean)."""
     n_clusters = n_clusters or max(8, n // 200)
-    centres = unit_rows(
-        0.6 * image_mean_direction(dim)
-        + unit_rows(rng.standard_normal((n_clusters, dim)))
-    )
-    weights = rng.dirichlet(
-        np.full(n_clusters, 0.7)
-    )  # uneven clusters, as real collections have
+    centres = unit_rows(0.6 * image_mean_direction(dim) + unit_rows(rng.standard_normal((n_clusters, dim))))
+    weights = rng.dirichlet(np.full(n_clusters, 0.7))  # uneven clusters, as real collections have
     members = rng.choice(n_clusters, size=n, p=weights)
     noise = rng.standard_normal((n, dim)).astype(np.float32) * (spread / np.sqrt(dim))
     return unit_rows(centres[members] + noise)
@@ -68,27 +61,19 @@ def gap_shifted_queries(
     top-50 images.
     """
     dim = image_vectors.shape[1]
-    anchors = image_vectors[
-        rng.choice(len(image_vectors), size=n, replace=len(image_vectors) < n)
-    ]
+    anchors = image_vectors[rng.choice(len(image_vectors), size=n, replace=len(image_vectors) < n)]
     loose = unit_rows(rng.standard_normal((n, dim))) * looseness
     return unit_rows(anchors + offset * gap_direction(dim) + loose)
 
 
-def image_like_queries(
-    image_vectors: np.ndarray, n: int, rng: np.random.Generator
-) -> np.ndarray:
+def image_like_queries(image_vectors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """`n` queries that look like the images: a random image, slightly perturbed."""
     dim = image_vectors.shape[1]
-    anchors = image_vectors[
-        rng.choice(len(image_vectors), size=n, replace=len(image_vectors) < n)
-    ]
+    anchors = image_vectors[rng.choice(len(image_vectors), size=n, replace=len(image_vectors) < n)]
     return unit_rows(anchors + 0.3 * unit_rows(rng.standard_normal((n, dim))))
 
 
-def exact_top_k(
-    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
-) -> np.ndarray:
+def exact_top_k(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Row ids of the exact inner-product top-k (numpy, the oracle)."""
     scores = queries @ vectors.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]

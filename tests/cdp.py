@@ -175,9 +175,7 @@ class Page:
 
     def evaluate(self, expression: str) -> Any:
         """The JSON value of a JavaScript expression in the page (promises are awaited)."""
-        result = self.send(
-            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
-        )
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in result:
             raise CDPError(f"JavaScript error: {result['exceptionDetails'].get('text')}")
         return result["result"].get("value")
@@ -187,8 +185,7 @@ class Page:
         return [
             event["params"]["request"]["url"]
             for event in self.browser.events
-            if event.get("sessionId") == self.session_id
-            and event.get("method") == "Network.requestWillBeSent"
+            if event.get("sessionId") == self.session_id and event.get("method") == "Network.requestWillBeSent"
         ]
 
     def screenshot_png(self) -> bytes:

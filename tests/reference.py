@@ -14,7 +14,7 @@ def reference_processor(checkpoint: Path):
     The stock processor reads a bare hub preprocessor_config as crop 288, which no tiny model takes (trap 1 of
     the core issue), so the oracle is given the crop the model needs, as our loader does.
     """
-    from transformers import BridgeTowerImageProcessorPil, BridgeTowerProcessor, BridgeTowerConfig, RobertaTokenizerFast
+    from transformers import BridgeTowerConfig, BridgeTowerImageProcessorPil, BridgeTowerProcessor, RobertaTokenizerFast
 
     if (checkpoint / "processor_config.json").is_file():
         return BridgeTowerProcessor.from_pretrained(str(checkpoint))
@@ -23,7 +23,9 @@ def reference_processor(checkpoint: Path):
     image_processor = BridgeTowerImageProcessorPil(
         size={"shortest_edge": bare["size"]}, crop_size={"shortest_edge": image_size}
     )
-    return BridgeTowerProcessor(image_processor=image_processor, tokenizer=RobertaTokenizerFast.from_pretrained(str(checkpoint)))
+    return BridgeTowerProcessor(
+        image_processor=image_processor, tokenizer=RobertaTokenizerFast.from_pretrained(str(checkpoint))
+    )
 
 
 def reference_models(checkpoint: Path):

@@ -40,7 +40,9 @@ class ServerProcess:
             time.sleep(0.1)
         raise TimeoutError("the server did not advertise itself")
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 120):
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 120
+    ):
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             connection.request(method, path, body, {"Host": f"127.0.0.1:{self.port}", **(headers or {})})

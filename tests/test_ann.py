@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bt_search.errors import UsageError
 from bt_search.store import ann
 from bt_search.store.ann import AnnStats, SearchParams
 from bt_search.store.ann_tuning import exact_search, probe_queries, recall_at_k, tune_search
-from bt_search.errors import UsageError
 from tests.ann_data import (
     clustered_image_vectors,
     exact_top_k,
@@ -30,18 +30,12 @@ def collection():
 
 
 def chunks_of(vectors, ids, size):
-    return [
-        (ids[i : i + size], vectors[i : i + size]) for i in range(0, len(ids), size)
-    ]
+    return [(ids[i : i + size], vectors[i : i + size]) for i in range(0, len(ids), size)]
 
 
 def build(kind, vectors, ids, chunk=1700):
     plan = ann.plan_index(len(ids), vectors.shape[1], kind=kind)
-    sample = (
-        vectors[np.random.default_rng(1).permutation(len(ids))[: plan.train_size]]
-        if plan.train_size
-        else None
-    )
+    sample = vectors[np.random.default_rng(1).permutation(len(ids))[: plan.train_size]] if plan.train_size else None
     return ann.build_index(plan, sample, chunks_of(vectors, ids, chunk))
 
 
@@ -79,9 +73,7 @@ def test_plan_follows_size_and_budget(n, dim, budget, kind, expected_kind, facto
     assert (plan.kind, plan.factory) == (expected_kind, factory)
     assert plan.over_budget == (plan.expected_bytes > budget)
     if plan.kind.startswith("ivf"):
-        assert plan.train_size >= min(
-            n, 39 * plan.nlist
-        )  # FAISS k-means wants >= 39 points per list
+        assert plan.train_size >= min(n, 39 * plan.nlist)  # FAISS k-means wants >= 39 points per list
 
 
 def test_plan_expected_bytes_match_a_built_index(indexes, tmp_path):
@@ -107,9 +99,7 @@ def test_memory_budget_parsing():
 
 
 def test_built_kinds(indexes):
-    assert {kind: ann.index_kind(index) for kind, index in indexes.items()} == {
-        k: k for k in ann.KINDS
-    }
+    assert {kind: ann.index_kind(index) for kind, index in indexes.items()} == {k: k for k in ann.KINDS}
     assert all(index.ntotal == N for index in indexes.values())
 
 
@@ -119,9 +109,7 @@ def test_flat_equals_exact(collection, indexes):
     scores, found = ann.search(indexes["flat"], queries, 25)
     np.testing.assert_array_equal(found, exact_top_k(vectors, ids, queries, 25))
     position = {int(row): i for i, row in enumerate(ids)}
-    expected = np.array(
-        [[vectors[position[int(r)]] @ q for r in row] for q, row in zip(queries, found)]
-    )
+    expected = np.array([[vectors[position[int(r)]] @ q for r in row] for q, row in zip(queries, found)])
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -132,15 +120,19 @@ def test_excluded_ids_are_never_returned(collection, indexes, kind):
     excluded = rng.choice(ids, size=N // 3, replace=False)
     queries = vectors[np.isin(ids, excluded)][:30]  # each query's own row is excluded
     params = SearchParams(nprobe=16, ef_search=128, refine_factor=4)
-    scores, found = ann.search(indexes[kind], queries, 40, params=params, excluded_ids=excluded,
-                               exact_vectors=exact_lookup(vectors, ids) if kind in ann.REFINED_KINDS else None)  # fmt: skip
+    scores, found = ann.search(
+        indexes[kind],
+        queries,
+        40,
+        params=params,
+        excluded_ids=excluded,
+        exact_vectors=exact_lookup(vectors, ids) if kind in ann.REFINED_KINDS else None,
+    )
     assert not np.isin(found, excluded).any()
     assert (found >= 0).all() and np.isin(found, ids).all()
     live = ~np.isin(ids, excluded)
     if kind == "flat":  # exact search over the live rows
-        np.testing.assert_array_equal(
-            found, exact_top_k(vectors[live], ids[live], queries, 40)
-        )
+        np.testing.assert_array_equal(found, exact_top_k(vectors[live], ids[live], queries, 40))
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
 
 
@@ -156,16 +148,14 @@ def test_pq_refine_returns_exact_scores_of_its_shortlist(collection, indexes):
     vectors, ids = collection
     queries = gap_shifted_queries(vectors, 10, np.random.default_rng(4))
     lookup = exact_lookup(vectors, ids)
-    scores, found = ann.search(indexes["ivf_pq"], queries, 10, params=SearchParams(nprobe=8, refine_factor=4),
-                               exact_vectors=lookup)  # fmt: skip
-    np.testing.assert_allclose(scores, np.einsum("qkd,qd->qk", lookup(found.ravel()).reshape(10, 10, DIM), queries),
-                               rtol=1e-5, atol=1e-6)  # fmt: skip
-    raw_scores, _ = ann.search(
-        indexes["ivf_pq"], queries, 10, params=SearchParams(nprobe=8)
+    scores, found = ann.search(
+        indexes["ivf_pq"], queries, 10, params=SearchParams(nprobe=8, refine_factor=4), exact_vectors=lookup
     )
-    assert not np.allclose(
-        raw_scores, scores, atol=1e-3
-    )  # PQ scores are approximate: refine changed them
+    np.testing.assert_allclose(
+        scores, np.einsum("qkd,qd->qk", lookup(found.ravel()).reshape(10, 10, DIM), queries), rtol=1e-5, atol=1e-6
+    )
+    raw_scores, _ = ann.search(indexes["ivf_pq"], queries, 10, params=SearchParams(nprobe=8))
+    assert not np.allclose(raw_scores, scores, atol=1e-3)  # PQ scores are approximate: refine changed them
 
 
 @pytest.mark.parametrize("kind", ann.KINDS)
@@ -195,12 +185,8 @@ def test_streamed_build_equals_one_shot(collection, kind):
     vectors, ids = collection
     queries = image_like_queries(vectors, 20, np.random.default_rng(6))
     params = SearchParams(nprobe=4)
-    one_shot = ann.search(
-        build(kind, vectors, ids, chunk=N), queries, 30, params=params
-    )
-    streamed = ann.search(
-        build(kind, vectors, ids, chunk=333), queries, 30, params=params
-    )
+    one_shot = ann.search(build(kind, vectors, ids, chunk=N), queries, 30, params=params)
+    streamed = ann.search(build(kind, vectors, ids, chunk=333), queries, 30, params=params)
     np.testing.assert_array_equal(one_shot[1], streamed[1])
     np.testing.assert_allclose(one_shot[0], streamed[0], rtol=1e-6)
 
@@ -210,15 +196,11 @@ def test_mmap_read_returns_the_same_results(collection, indexes, kind, tmp_path)
     vectors, ids = collection
     path = tmp_path / "index.faiss"
     ann.write_index(indexes[kind], path)
-    assert [p.name for p in tmp_path.iterdir()] == [
-        "index.faiss"
-    ]  # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]  # no temp file left behind
     queries = gap_shifted_queries(vectors, 15, np.random.default_rng(7))
     params = SearchParams(nprobe=8, ef_search=64)
     excluded = ids[::7]
-    before = ann.search(
-        indexes[kind], queries, 20, params=params, excluded_ids=excluded
-    )
+    before = ann.search(indexes[kind], queries, 20, params=params, excluded_ids=excluded)
     for mmap in (True, False):
         after = ann.search(
             ann.read_index(path, mmap=mmap),
@@ -237,34 +219,23 @@ def test_read_index_reports_a_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "ivf_pq", "hnsw"])
-def test_tune_search_reaches_the_target_on_gap_shifted_queries(
-    collection, indexes, kind
-):
+def test_tune_search_reaches_the_target_on_gap_shifted_queries(collection, indexes, kind):
     vectors, ids = collection
     rng = np.random.default_rng(8)
     held_out = gap_shifted_queries(vectors, 60, rng)
     exact = exact_top_k(vectors, ids, held_out, 50)
     lookup = exact_lookup(vectors, ids) if kind in ann.REFINED_KINDS else None
-    params, recall = tune_search(
-        indexes[kind], held_out, exact, k=50, target=0.95, exact_vectors=lookup
-    )
+    params, recall = tune_search(indexes[kind], held_out, exact, k=50, target=0.95, exact_vectors=lookup)
     assert recall >= 0.95
-    found = ann.search(
-        indexes[kind], held_out, 50, params=params, exact_vectors=lookup
-    )[1]
-    assert recall_at_k(found, exact) == pytest.approx(
-        recall
-    )  # the recorded recall is what search gives
+    found = ann.search(indexes[kind], held_out, 50, params=params, exact_vectors=lookup)[1]
+    assert recall_at_k(found, exact) == pytest.approx(recall)  # the recorded recall is what search gives
     fresh = gap_shifted_queries(vectors, 60, rng)  # queries the tuning never saw
-    fresh_found = ann.search(
-        indexes[kind], fresh, 50, params=params, exact_vectors=lookup
-    )[1]
+    fresh_found = ann.search(indexes[kind], fresh, 50, params=params, exact_vectors=lookup)[1]
     assert recall_at_k(fresh_found, exact_top_k(vectors, ids, fresh, 50)) >= 0.9
     if kind.startswith("ivf"):  # tuning bought recall by probing more lists than one
         assert params.nprobe > 1
         lower = SearchParams(nprobe=1, refine_factor=params.refine_factor)
-        assert recall_at_k(ann.search(indexes[kind], held_out, 50, params=lower, exact_vectors=lookup)[1],
-                           exact) < 0.95  # fmt: skip
+        assert recall_at_k(ann.search(indexes[kind], held_out, 50, params=lower, exact_vectors=lookup)[1], exact) < 0.95
 
 
 def test_exact_search_over_chunks_matches_numpy(collection):

@@ -91,7 +91,7 @@ def test_index_stores_capture_columns(indexed):
     assert rows["beach-2021b.jpg"].taken_at == "2021-06-15T12:00:00-07:00"
     assert rows["beach-2021a.jpg"].taken_at == "2021-01-01T00:00:00"
     assert (rows["beach-2021b.jpg"].camera_make, rows["beach-2021b.jpg"].camera_model) == ("Apple", "iPhone 2")
-    assert rows["mtime-2021.png"] .taken_at is None and rows["mtime-2021.png"].camera_make is None
+    assert rows["mtime-2021.png"].taken_at is None and rows["mtime-2021.png"].camera_make is None
     assert read_capture(folder / "beach-2021b.jpg") == Capture("2021-06-15T12:00:00-07:00", "Apple", "iPhone 2")
 
 
@@ -132,7 +132,12 @@ def test_cli_query_dates_output_and_sort(indexed, tiny_checkpoint):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     names = [os.path.basename(r["path"]) for r in records]
     assert names == ["beach-2021a.jpg", "mtime-2021.png", "beach-2021b.jpg", "beach-2021c.jpg"]  # oldest first
-    assert [r["taken_at"] for r in records] == ["2021-01-01T00:00:00", None, "2021-06-15T12:00:00-07:00", "2021-12-31T23:59:59"]
+    assert [r["taken_at"] for r in records] == [
+        "2021-01-01T00:00:00",
+        None,
+        "2021-06-15T12:00:00-07:00",
+        "2021-12-31T23:59:59",
+    ]
     assert sorted(r["rank"] for r in records) == [1, 2, 3, 4]
     csv_out = CliRunner().invoke(app, [*args[:-1], "csv", "--before", "2020-12-31"])
     assert csv_out.stdout.splitlines()[0].endswith(",taken_at") and "2020-12-31T23:59:59+01:00" in csv_out.stdout
@@ -155,7 +160,10 @@ def test_old_index_gains_capture_columns_without_re_embedding(engine, tmp_path, 
     upgraded = build(engine, folder, index)
     assert calls == [], "no embedding may be recomputed"
     rows = {os.path.basename(upgraded.row(int(i)).path): upgraded.row(int(i)) for i in upgraded.ids()}
-    assert rows["beach-2021b.jpg"].taken_at == "2021-06-15T12:00:00-07:00" and rows["beach-2021b.jpg"].camera_make == "Apple"
+    assert (
+        rows["beach-2021b.jpg"].taken_at == "2021-06-15T12:00:00-07:00"
+        and rows["beach-2021b.jpg"].camera_make == "Apple"
+    )
     for i, path in enumerate(upgraded.paths):
         np.testing.assert_array_equal(upgraded.embeddings[i], embeddings[path])
     assert upgraded.manifest["settings"]["capture_info"] is True

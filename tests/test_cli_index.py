@@ -22,7 +22,11 @@ from .hostile import write_hostile_files
 
 def bt_search(*args, env_extra=None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bt_search", *map(str, args)], capture_output=True, text=True, env=_env(env_extra), **kwargs
+        [sys.executable, "-m", "bt_search", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=_env(env_extra),
+        **kwargs,
     )
 
 
@@ -55,9 +59,25 @@ def _by_path(index):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(seed, photo_dir, tiny_checkpoint, clean_index, tmp_path):
+def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(
+    seed, photo_dir, tiny_checkpoint, clean_index, tmp_path
+):
     index = tmp_path / "index"
-    args = ["index", photo_dir, "--index", index, "--model", tiny_checkpoint, "--batch-size", "3", "--commit-every", "3", "--workers", "1", "--quiet"]
+    args = [
+        "index",
+        photo_dir,
+        "--index",
+        index,
+        "--model",
+        tiny_checkpoint,
+        "--batch-size",
+        "3",
+        "--commit-every",
+        "3",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     process = subprocess.Popen([sys.executable, "-m", "bt_search", *map(str, args)], env=_env(), stderr=subprocess.PIPE)
     chance = random.Random(seed)
     segments_before_kill = chance.randint(1, 8)  # of 14 batches: the kill lands mid-run, at a random batch

@@ -19,7 +19,7 @@ def index(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("query")
     photos = root / "photos"
     photos.mkdir()
-    names = ["plain.png", "with space.png", "new\nline.png", "comma, \"quote\".png", "ünïcödé.png", "tab\there.png"]
+    names = ["plain.png", "with space.png", "new\nline.png", 'comma, "quote".png', "ünïcödé.png", "tab\there.png"]
     for i, name in enumerate(names):
         noise_image(300 + i, 64, 64).save(photos / name)
     result = bt_search("index", photos, "--index", root / "index", "--model", tiny_checkpoint, "--quiet")

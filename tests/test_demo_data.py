@@ -79,7 +79,12 @@ def shape_of(mask: np.ndarray) -> str:
         return "square"
     if corners[2] > 0.5 and corners[3] > 0.5 and corners[0] < 0.5 and corners[1] < 0.5:
         return "triangle"
-    thirds = [box[: h // 3, : w // 3], box[: h // 3, -(w // 3) :], box[-(h // 3) :, : w // 3], box[-(h // 3) :, -(w // 3) :]]
+    thirds = [
+        box[: h // 3, : w // 3],
+        box[: h // 3, -(w // 3) :],
+        box[-(h // 3) :, : w // 3],
+        box[-(h // 3) :, -(w // 3) :],
+    ]
     full_cross = bool(box[h // 2, :].all() and box[:, w // 2].all())  # centre row and column filled
     if full_cross and fill >= 0.74:
         return "circle"
@@ -152,7 +157,9 @@ def test_training_batches_are_deterministic_with_unique_keys():
         assert [s.caption for s in b1] == [s.caption for s in b2]
         assert b1 == b2
         assert len(b1) == 32 and len({s.key for s in b1}) == 32
-    assert [s.caption for s in next(dd.training_batches(4, 32))] != [s.caption for s in next(dd.training_batches(3, 32))]
+    assert [s.caption for s in next(dd.training_batches(4, 32))] != [
+        s.caption for s in next(dd.training_batches(3, 32))
+    ]
 
 
 def test_render_size_and_mode():
@@ -169,8 +176,11 @@ def test_captions_agree_with_pixels_random_scenes():
 def test_captions_agree_with_pixels_confusable_groups():
     rng = np.random.Generator(np.random.PCG64(12))
     for axis in ("h", "v"):
-        for colours, shapes in [(("red", "blue"), ("circle", "square")), (("yellow", "purple"), ("star", "cross")),
-                                (("green", "red"), ("triangle", "circle"))]:
+        for colours, shapes in [
+            (("red", "blue"), ("circle", "square")),
+            (("yellow", "purple"), ("star", "cross")),
+            (("green", "red"), ("triangle", "circle")),
+        ]:
             for scene in dd.confusable_group(rng, colours, shapes, axis):
                 check_drawing(scene)
 
@@ -179,8 +189,13 @@ def test_check_drawing_catches_a_lie():
     rng = np.random.Generator(np.random.PCG64(13))
     scene = dd.pair_scene(rng, ("red", "circle"), ("blue", "square"), "left of", distractors=2)
     check_drawing(scene)
-    lies = ["a red circle right of a blue square", "a blue circle left of a red square",
-            "a red square left of a blue circle", "a red circle above a blue square", "a blue square left of a red circle"]
+    lies = [
+        "a red circle right of a blue square",
+        "a blue circle left of a red square",
+        "a red square left of a blue circle",
+        "a red circle above a blue square",
+        "a blue square left of a red circle",
+    ]
     for lie in lies:
         with pytest.raises(AssertionError):
             check_drawing(dataclasses.replace(scene, caption=lie))

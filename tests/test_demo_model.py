@@ -35,7 +35,9 @@ def demo_index(tmp_path_factory):
 def test_shipped_model_reproduces_its_card(demo_index):
     reader, engine = demo_index
     card = json.loads((DEMO_MODEL / "eval.json").read_text())
-    report = evaluate(Searcher(reader, engine), read_captions(SAMPLES / "captions.csv"), shortlist=card["shortlist_size"])
+    report = evaluate(
+        Searcher(reader, engine), read_captions(SAMPLES / "captions.csv"), shortlist=card["shortlist_size"]
+    )
     measured = report.as_dict()
     assert measured["captions"] == card["captions"]
     for ranking in ("shortlist_recall", "reranked_recall"):

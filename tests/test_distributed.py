@@ -79,7 +79,8 @@ def run_ray(engine, sources, directory, **kwargs):
 def rows_by_path(directory) -> dict[str, tuple]:
     reader = IndexReader.open(directory)
     return {
-        row.path: (row.sha256, row.width, row.height, row.embedding) for row in (reader.row(int(i)) for i in reader.ids())
+        row.path: (row.sha256, row.width, row.height, row.embedding)
+        for row in (reader.row(int(i)) for i in reader.ids())
     }
 
 
@@ -148,7 +149,9 @@ def test_decode_runs_in_tasks_of_its_own_not_fused_into_the_actors(ray_cluster, 
     from bt_search.distributed.pipeline import embedding_dataset
     from bt_search.scan import FileRecord
 
-    records = [FileRecord(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(collection["photos"].iterdir())]
+    records = [
+        FileRecord(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(collection["photos"].iterdir())
+    ]
     embedding_dataset(records, engine, "cpu", "auto", batch_size=8).explain()
     optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
     assert "ActorPoolMapOperator[MapBatches(Embedder)]" in optimized
@@ -162,17 +165,29 @@ def test_driver_reads_the_index_identity_as_the_loader_does(checkpoints, tmp_pat
     from bt_search.distributed.model_facts import driver_model, read_model_facts
 
     for name, checkpoint in checkpoints.items():
-        assert identity_for(read_model_facts(str(checkpoint))) == identity_for(load_engine(str(checkpoint), device="cpu")), name
+        assert identity_for(read_model_facts(str(checkpoint))) == identity_for(
+            load_engine(str(checkpoint), device="cpu")
+        ), name
     shutil.copytree(checkpoints["add-64-p16"], tmp_path / "bf16")
     tensors = load_file(tmp_path / "bf16" / "model.safetensors")
-    save_file({k: v.bfloat16() for k, v in tensors.items()}, tmp_path / "bf16" / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v.bfloat16() for k, v in tensors.items()},
+        tmp_path / "bf16" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     facts, engine = read_model_facts(str(tmp_path / "bf16")), load_engine(str(tmp_path / "bf16"), device="cpu")
-    assert facts.fingerprint == engine.embedding_fingerprint() != read_model_facts(str(checkpoints["add-64-p16"])).fingerprint
+    assert (
+        facts.fingerprint
+        == engine.embedding_fingerprint()
+        != read_model_facts(str(checkpoints["add-64-p16"])).fingerprint
+    )
     shutil.copytree(checkpoints["add-64-p16"], tmp_path / "bin")
     (tmp_path / "bin" / "model.safetensors").unlink()
     torch.save(tensors, tmp_path / "bin" / "pytorch_model.bin")  # .bin weights: the text-only loader reads them
     assert read_model_facts(str(tmp_path / "bin")) is None
-    assert identity_for(driver_model(str(tmp_path / "bin"))) == identity_for(load_engine(str(tmp_path / "bin"), device="cpu"))
+    assert identity_for(driver_model(str(tmp_path / "bin"))) == identity_for(
+        load_engine(str(tmp_path / "bin"), device="cpu")
+    )
 
 
 DRIVER = """
@@ -202,7 +217,9 @@ with IndexWriter.open(index, identity_for(engine)) as writer:
 """
 
 
-def test_sigkilled_driver_resumes_without_duplicates(ray_cluster, engine, tiny_checkpoint, collection, local_index, tmp_path):
+def test_sigkilled_driver_resumes_without_duplicates(
+    ray_cluster, engine, tiny_checkpoint, collection, local_index, tmp_path
+):
     address, env = ray_cluster
     marker, index = tmp_path / "committed", tmp_path / "index"
     args = [address, tiny_checkpoint, collection["photos"], index, marker]
@@ -275,7 +292,8 @@ def test_actor_plan_refuses_cuda_without_gpus_and_other_devices():
 
 
 @pytest.mark.parametrize(
-    "rows, cpus, batch, expected", [(100, 2, 1, 25), (100, 2, 8, 32), (1, 8, 4, 4), (10**8, 512, 16, 1024), (0, 2, 1, 1)]
+    "rows, cpus, batch, expected",
+    [(100, 2, 1, 25), (100, 2, 8, 32), (1, 8, 4, 4), (10**8, 512, 16, 1024), (0, 2, 1, 1)],
 )
 def test_rows_per_block_spreads_over_cpus_caps_block_size_and_holds_whole_batches(rows, cpus, batch, expected):
     assert rows_per_block(rows, cpus, batch) == expected

@@ -33,8 +33,12 @@ class ScriptedSearcher:
 
 def test_evaluate_counts_ranks_of_the_true_image():
     paths = [f"/img/{i}.png" for i in range(12)]
-    captions = [Caption("/img/0.png", "zero"), Caption("/img/1.png", "one"), Caption("/img/2.png", "two"),
-                Caption("/img/99.png", "not indexed")]
+    captions = [
+        Caption("/img/0.png", "zero"),
+        Caption("/img/1.png", "one"),
+        Caption("/img/2.png", "two"),
+        Caption("/img/99.png", "not indexed"),
+    ]
     filler = paths[3:]  # images no caption describes
     cosine = {
         "zero": [filler[0], "/img/0.png"] + filler[1:],  # rank 2
@@ -52,14 +56,21 @@ def test_evaluate_counts_ranks_of_the_true_image():
 
 def test_caption_formats(tmp_path):
     (tmp_path / "imgs").mkdir()
-    expected = [Caption(str(tmp_path / "imgs" / "a.png"), "a red circle"), Caption(str(tmp_path / "imgs" / "b.png"), "two, quoted \"squares\"")]
+    expected = [
+        Caption(str(tmp_path / "imgs" / "a.png"), "a red circle"),
+        Caption(str(tmp_path / "imgs" / "b.png"), 'two, quoted "squares"'),
+    ]
     (tmp_path / "c.csv").write_text('file,caption\nimgs/a.png,a red circle\nimgs/b.png,"two, quoted ""squares"""\n')
-    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"file": f"imgs/{n}.png", "caption": c.text}) for n, c in zip("ab", expected)))
-    karpathy = {"images": [
-        {"filepath": "imgs", "filename": "a.png", "split": "test", "sentences": [{"raw": "a red circle"}]},
-        {"filepath": "imgs", "filename": "b.png", "split": "test", "sentences": [{"raw": expected[1].text}]},
-        {"filepath": "imgs", "filename": "c.png", "split": "train", "sentences": [{"raw": "train only"}]},
-    ]}
+    (tmp_path / "c.jsonl").write_text(
+        "\n".join(json.dumps({"file": f"imgs/{n}.png", "caption": c.text}) for n, c in zip("ab", expected))
+    )
+    karpathy = {
+        "images": [
+            {"filepath": "imgs", "filename": "a.png", "split": "test", "sentences": [{"raw": "a red circle"}]},
+            {"filepath": "imgs", "filename": "b.png", "split": "test", "sentences": [{"raw": expected[1].text}]},
+            {"filepath": "imgs", "filename": "c.png", "split": "train", "sentences": [{"raw": "train only"}]},
+        ]
+    }
     (tmp_path / "k.json").write_text(json.dumps(karpathy))
     for name in ("c.csv", "c.jsonl", "k.json"):
         assert read_captions(tmp_path / name) == expected, name
@@ -81,7 +92,10 @@ class BlendSearcher(ScriptedSearcher):
         # the ITM row and the blend evaluate derives from it both need ITM scores, whatever the default score
         assert not rerank or score == "itm"
         return [
-            [Hit(q, r + 1, p, 0.9 - r / 10, self.similarity[p], r + 1) for r, p in enumerate(self.rankings[rerank][q][:top_k])]
+            [
+                Hit(q, r + 1, p, 0.9 - r / 10, self.similarity[p], r + 1)
+                for r, p in enumerate(self.rankings[rerank][q][:top_k])
+            ]
             for q in queries
         ]
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from bt_search.hits import Hit
 from bt_search.html_sheet import write_contact_sheet
+
 from .cdp import Browser, find_chromium, screenshot
 
 CHROMIUM = find_chromium()
@@ -73,8 +74,7 @@ def test_harness_would_see_an_attack(browser, tmp_path):
     """Control: an unescaped payload and an external image are caught by the same checks."""
     unsafe = tmp_path / "unsafe.html"
     unsafe.write_text(
-        f"<!doctype html><title>bt-search results</title>{PAYLOAD_NAME[:-4]}"
-        '<img src="http://127.0.0.1:9/tracker.png">',
+        f'<!doctype html><title>bt-search results</title>{PAYLOAD_NAME[:-4]}<img src="http://127.0.0.1:9/tracker.png">',
         encoding="utf-8",
     )
     page, state = load(browser, unsafe)

@@ -80,7 +80,7 @@ def jpeg_bytes(color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) ->
 
 def decode_data_uri(src: str) -> Image.Image:
     assert src.startswith(DATA_PREFIX)
-    image = Image.open(io.BytesIO(base64.b64decode(src[len(DATA_PREFIX):], validate=True)))
+    image = Image.open(io.BytesIO(base64.b64decode(src[len(DATA_PREFIX) :], validate=True)))
     assert image.format == "JPEG"
     return image
 

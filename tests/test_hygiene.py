@@ -13,7 +13,13 @@ from bt_search.store import IndexReader
 
 from .conftest import noise_image
 
-JUNK = [".hidden.png", "._IMG_0001.png", ".thumbnails/t1.png", "@eaDir/IMG_0002.png/SYNOFILE_THUMB_M.png", "a/node_modules/x.png"]
+JUNK = [
+    ".hidden.png",
+    "._IMG_0001.png",
+    ".thumbnails/t1.png",
+    "@eaDir/IMG_0002.png/SYNOFILE_THUMB_M.png",
+    "a/node_modules/x.png",
+]
 GOOD = ["IMG_0001.png", "a/IMG_0002.png", "a/b/IMG_0003.png"]
 
 
@@ -52,7 +58,13 @@ def test_exclude_prunes_whole_folders_and_roots_are_taken_as_given(tmp_path):
 
 @pytest.mark.parametrize(
     "path, expected",
-    [("IMG.png", False), (".thumbnails/x.png", True), ("a/._x.png", True), ("@eaDir/x/y.png", True), ("a/node_modules/x.png", True)],
+    [
+        ("IMG.png", False),
+        (".thumbnails/x.png", True),
+        ("a/._x.png", True),
+        ("@eaDir/x/y.png", True),
+        ("a/node_modules/x.png", True),
+    ],
 )
 def test_rules_cover_paths_below_their_roots(tmp_path, path, expected):
     rules = ScanRules(exclude=("*/node_modules/*",))
@@ -90,5 +102,7 @@ def test_index_leaves_junk_out_records_rules_and_prune_keeps_excluded(tmp_path, 
     assert str(root / ".hidden.png") in images and str(root / "a" / "node_modules" / "x.png") in images
     images, _, _ = _index(root, index, tiny_checkpoint, "--skip-hidden", "--prune")
     assert str(root / ".hidden.png") in images, "--prune must not drop files that are merely excluded"
-    images, failed, _ = _index(root, index, tiny_checkpoint, "--prune", "--prune-excluded", "--exclude", "*/node_modules/*")
+    images, failed, _ = _index(
+        root, index, tiny_checkpoint, "--prune", "--prune-excluded", "--exclude", "*/node_modules/*"
+    )
     assert images == good and failed == []

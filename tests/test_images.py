@@ -30,7 +30,9 @@ def test_resize_arithmetic_equals_the_processor_where_it_works(height, width, si
     assert resized_shape(height, width, Preprocessing(size=size, crop=size)) == expected
 
 
-@pytest.mark.parametrize("height,width,size", [(5000, 200, 48), (120, 6000, 288), (37, 1000, 64), (5000, 200, 288), (1, 4000, 32)])
+@pytest.mark.parametrize(
+    "height,width,size", [(5000, 200, 48), (120, 6000, 288), (37, 1000, 64), (5000, 200, 288), (1, 4000, 32)]
+)
 def test_extreme_aspect_ratios_keep_a_nonzero_side(height, width, size):
     prep = Preprocessing(size=size, crop=size)
     new_h, new_w = resized_shape(height, width, prep)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bt_search.errors import ModelMismatchError
 from bt_search.decoding import decode_record
+from bt_search.errors import ModelMismatchError
 from bt_search.indexer import identity_for, index_paths, plan
 from bt_search.loading import load_engine
 from bt_search.scan import FileRecord
@@ -167,7 +167,10 @@ def test_plan_uses_size_mtime_then_hash(tmp_path):
     ]
     for known, failures, expected in cases:
         work = plan([record], known, failures)
-        assert (len(work.to_embed), work.unchanged, len(work.touched), work.failed_before) == expected, (known, failures)
+        assert (len(work.to_embed), work.unchanged, len(work.touched), work.failed_before) == expected, (
+            known,
+            failures,
+        )
 
 
 def _embeddings_by_path(index_dir):

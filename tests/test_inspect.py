@@ -25,7 +25,9 @@ def index(tiny_checkpoint, tmp_path_factory):
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (photos / "a [b] c.jpg").write_bytes(b"")
     index = root / "index"
-    result = CliRunner().invoke(app, ["index", str(photos), "--index", str(index), "--model", str(tiny_checkpoint), "-q"])
+    result = CliRunner().invoke(
+        app, ["index", str(photos), "--index", str(index), "--model", str(tiny_checkpoint), "-q"]
+    )
     assert result.exit_code == 0, result.output
     return index, photos
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+
 import numpy as np
 import pytest
 import torch
 
+from bt_search import model
 from bt_search.images import normalize, preprocess, resize_and_crop
 from bt_search.loading import load_engine
-from bt_search import model
 from bt_search.model import TruncatedQueryWarning
 
 from .conftest import CAPTIONS, SPECS

@@ -39,7 +39,14 @@ def rendered(hits, fmt: str, **kwargs) -> str:
 
 
 def as_row(hit: Hit) -> list[str]:
-    numbers = [str(hit.rank), hit.path, repr(hit.score), repr(hit.similarity), str(hit.shortlist_rank), hit.taken_at or ""]
+    numbers = [
+        str(hit.rank),
+        hit.path,
+        repr(hit.score),
+        repr(hit.similarity),
+        str(hit.shortlist_rank),
+        hit.taken_at or "",
+    ]
     return [hit.query, *numbers]
 
 
@@ -73,7 +80,12 @@ def test_jsonl_converts_numpy_like_scalars():
 
     hit = Hit("q", rank=1, path="/a.jpg", score=FloatLike(0.5), similarity=FloatLike(0.25), shortlist_rank=3)
     assert json.loads(rendered([hit], "jsonl")) == {
-        "query": "q", "rank": 1, "path": "/a.jpg", "score": 0.5, "similarity": 0.25, "shortlist_rank": 3,
+        "query": "q",
+        "rank": 1,
+        "path": "/a.jpg",
+        "score": 0.5,
+        "similarity": 0.25,
+        "shortlist_rank": 3,
         "taken_at": None,
     }
 

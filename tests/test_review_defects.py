@@ -123,7 +123,18 @@ def test_item6_byte_order_mark_is_not_part_of_the_first_query(small_index, tmp_p
     result = cli("query", "--queries-file", queries, "--index", small_index[0], "--no-rerank", "-k", "3", "-f", "jsonl")
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    plain = cli("query", "a red circle", "two green triangles", "--index", small_index[0], "--no-rerank", "-k", "3", "-f", "jsonl")
+    plain = cli(
+        "query",
+        "a red circle",
+        "two green triangles",
+        "--index",
+        small_index[0],
+        "--no-rerank",
+        "-k",
+        "3",
+        "-f",
+        "jsonl",
+    )
     assert rows == [json.loads(line) for line in plain.stdout.splitlines()]  # same queries, same scores
     assert {r["query"] for r in rows} == {"a red circle", "two green triangles"}
 
@@ -134,7 +145,9 @@ def test_item7_non_utf8_queries_are_usage_errors(small_index, tmp_path):
     from_file = cli("query", "--queries-file", tmp_path / "q.txt", "--index", small_index[0], "--no-rerank")
     from_stdin = cli("query", "--queries-file", "-", "--index", small_index[0], "--no-rerank", input=latin1)
     # On POSIX, argv bytes that are not UTF-8 arrive as lone surrogates (surrogateescape).
-    from_argv = cli("query", latin1.rstrip().decode("utf-8", "surrogateescape"), "--index", small_index[0], "--no-rerank")
+    from_argv = cli(
+        "query", latin1.rstrip().decode("utf-8", "surrogateescape"), "--index", small_index[0], "--no-rerank"
+    )
     for result in (from_file, from_stdin, from_argv):
         assert result.exit_code == 2, result.stderr
         assert "UTF-8" in result.stderr and "internal error" not in result.stderr
@@ -198,7 +211,9 @@ def test_item12_a_damaged_index_is_moved_aside_never_deleted(small_index, tmp_pa
 
 
 @pytest.mark.parametrize(("code", "says"), [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only")])
-def test_item14_disk_full_and_read_only_index_say_what_happened(code, says, small_index, tiny_checkpoint, tmp_path, monkeypatch):
+def test_item14_disk_full_and_read_only_index_say_what_happened(
+    code, says, small_index, tiny_checkpoint, tmp_path, monkeypatch
+):
     def fail(src, dst, *args, **kwargs):  # every atomic write ends in a rename
         raise OSError(code, os.strerror(code), str(dst))
 

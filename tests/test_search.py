@@ -8,7 +8,7 @@ from PIL import Image
 
 from bt_search.errors import UsageError
 from bt_search.indexer import identity_for, index_paths
-from bt_search.search import Shortlist, Searcher, rank_hits
+from bt_search.search import Searcher, Shortlist, rank_hits
 from bt_search.store import IndexReader, IndexWriter
 
 from .conftest import noise_image

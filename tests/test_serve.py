@@ -97,7 +97,7 @@ def test_queries_file_batch_through_the_server(setup, tmp_path):
 
 
 def test_queries_from_stdin_through_the_fast_path(setup):
-    lines = "a red circle\n\ntwo green triangles\n".encode()
+    lines = b"a red circle\n\ntwo green triangles\n"
     args = ("--queries-file", "-", "-k", "2", "--format", "csv")
     served = query(setup, *args, served=True, input=lines)
     assert served.stdout == query(setup, *args, served=False, input=lines).stdout and served.stdout.count(b"\r\n") == 5
@@ -127,7 +127,9 @@ def test_the_fast_path_loads_neither_torch_nor_the_full_cli(setup):
     assert heavy_modules_after(setup, "from bt_search.launcher import main", heavy, "--no-rerank") == []
 
 
-@pytest.mark.parametrize("args", [(QUERY, "--sort", "relevance", "-k", "3"), (QUERY, "-k3", "--no-rerank")], ids=["slow-option", "glued"])
+@pytest.mark.parametrize(
+    "args", [(QUERY, "--sort", "relevance", "-k", "3"), (QUERY, "-k3", "--no-rerank")], ids=["slow-option", "glued"]
+)
 def test_arguments_the_fast_parser_leaves_go_to_typer_and_still_use_the_server(setup, args):
     served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], poison=[setup["poison"] / "model"])
     assert served.returncode == 0, served.stderr  # typer ran (not poisoned here), torch did not: the server answered
@@ -173,12 +175,19 @@ def test_no_path_or_parameter_opens_a_file_that_is_not_an_indexed_row(setup):
     secret = setup["root"] / "secret.txt"
     secret.write_text("root:x:0:0 secret")
     probes = [
-        "/thumb/../../../../etc/passwd", "/thumb/..%2f..%2f..%2fetc%2fpasswd", "/thumb/%2e%2e/%2e%2e/etc/passwd",
-        f"/thumb/{quote(str(secret), safe='')}", "/page.css/../../etc/passwd", "/../../etc/passwd",
-        f"/api/similar?path={quote(str(outside))}", f"/api/similar?path={quote(str(secret))}",
-        f"/api/similar?path={quote(str(setup['photos']))}/../not-indexed.png", "/api/similar?key=../../etc/passwd",
-        f"/?similar={quote(str(outside))}", "/?similar=..%2F..%2Fetc%2Fpasswd",
-    ]  # fmt: skip
+        "/thumb/../../../../etc/passwd",
+        "/thumb/..%2f..%2f..%2fetc%2fpasswd",
+        "/thumb/%2e%2e/%2e%2e/etc/passwd",
+        f"/thumb/{quote(str(secret), safe='')}",
+        "/page.css/../../etc/passwd",
+        "/../../etc/passwd",
+        f"/api/similar?path={quote(str(outside))}",
+        f"/api/similar?path={quote(str(secret))}",
+        f"/api/similar?path={quote(str(setup['photos']))}/../not-indexed.png",
+        "/api/similar?key=../../etc/passwd",
+        f"/?similar={quote(str(outside))}",
+        "/?similar=..%2F..%2Fetc%2Fpasswd",
+    ]
     for probe in probes:
         status, _, body = server.request("GET", probe)
         assert status in (404, 400), probe

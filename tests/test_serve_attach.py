@@ -26,7 +26,9 @@ def test_every_query_option_is_parsed_here_or_left_to_typer():
     declared = {opt for param in COMMAND.params for opt in (*param.opts, *param.secondary_opts) if opt.startswith("-")}
     fast = set(attach.VALUE_OPTIONS) | set(attach.FLAGS)
     assert fast.isdisjoint(attach.SLOW_OPTIONS)
-    assert fast | attach.SLOW_OPTIONS == declared | {"--help"}, "a new `query` option: parse it in attach.py or add it to SLOW_OPTIONS"
+    assert fast | attach.SLOW_OPTIONS == declared | {"--help"}, (
+        "a new `query` option: parse it in attach.py or add it to SLOW_OPTIONS"
+    )
 
 
 def test_each_fast_option_fills_the_typer_parameter_it_names_with_its_default():
@@ -88,7 +90,7 @@ def test_no_server_environment_variable_is_left_to_typer(monkeypatch):
 
 
 def test_stdin_read_by_the_fast_path_is_read_again_by_typer_when_no_server_answers(tmp_path, monkeypatch):
-    lines = "a red circle\ntwo green triangles\n".encode()
+    lines = b"a red circle\ntwo green triangles\n"
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines)))
     assert attach.attached_query(["--queries-file", "-", "--index", str(tmp_path / "no-index")]) is None

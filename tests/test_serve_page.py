@@ -41,9 +41,22 @@ def server(tmp_path_factory):
     model = REPO / "sample_data" / "demo-model"
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), BT_SEARCH_WORKERS="0")
     built = subprocess.run(
-        [sys.executable, "-m", "bt_search", "index", str(photos), "--index", str(root / "index"), "--model", str(model), "--quiet"],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bt_search",
+            "index",
+            str(photos),
+            "--index",
+            str(root / "index"),
+            "--model",
+            str(model),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert built.returncode == 0, built.stderr
     process = ServerProcess(root / "index", runtime)
     yield process
@@ -65,7 +78,10 @@ def test_type_search_click_similar(server, tmp_path):
         def type_and_enter():
             page.send("Input.insertText", {"text": QUERY})
             for kind in ("rawKeyDown", "char", "keyUp"):
-                page.send("Input.dispatchKeyEvent", {"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"})
+                page.send(
+                    "Input.dispatchKeyEvent",
+                    {"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"},
+                )
 
         results = wait_for_navigation(page, type_and_enter)
         assert results["query"] == QUERY and QUERY in results["heading"]
@@ -73,12 +89,17 @@ def test_type_search_click_similar(server, tmp_path):
         shot = page.screenshot_png()
 
         clicked = results["paths"][2]
-        box = page.evaluate("(() => { const r = document.querySelectorAll('li.card a.thumb')[2].getBoundingClientRect();"
-                            " return {x: r.x + r.width / 2, y: r.y + r.height / 2}; })()")
+        box = page.evaluate(
+            "(() => { const r = document.querySelectorAll('li.card a.thumb')[2].getBoundingClientRect();"
+            " return {x: r.x + r.width / 2, y: r.y + r.height / 2}; })()"
+        )
 
         def click():
             for kind in ("mousePressed", "mouseReleased"):
-                page.send("Input.dispatchMouseEvent", {"type": kind, "x": box["x"], "y": box["y"], "button": "left", "clickCount": 1})
+                page.send(
+                    "Input.dispatchMouseEvent",
+                    {"type": kind, "x": box["x"], "y": box["y"], "button": "left", "clickCount": 1},
+                )
 
         similar = wait_for_navigation(page, click)
         assert similar["heading"] == f"Images similar to {clicked}"

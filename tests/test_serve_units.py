@@ -50,7 +50,9 @@ def test_state_store_gives_identical_results_and_skips_the_vision_tower(engine, 
     assert first == plain  # Hit equality: same paths, same float scores
     # reversed queries fuse their candidates in other batch groupings: same ranking, scores to float rounding
     assert [[h.path for h in hits] for hits in again] == [[h.path for h in hits] for hits in plain[::-1]]
-    assert np.allclose([[h.score for h in hits] for hits in again], [[h.score for h in hits] for hits in plain[::-1]], atol=1e-6)
+    assert np.allclose(
+        [[h.score for h in hits] for hits in again], [[h.score for h in hits] for hits in plain[::-1]], atol=1e-6
+    )
     assert seen == []  # every candidate's states came from the store
     assert len(store) == len({int(r) for r in reader.search(engine.encode_texts(QUERIES), 6)[1].ravel()})
 
@@ -117,8 +119,13 @@ def test_exposure_needs_allow_remote_and_a_long_token():
 
 def test_allowed_hosts_are_the_bound_address_only():
     assert allowed_hosts("127.0.0.1", 8765) == {
-        "127.0.0.1", "localhost", "[::1]", "127.0.0.1:8765", "localhost:8765", "[::1]:8765",
-    }  # fmt: skip
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "127.0.0.1:8765",
+        "localhost:8765",
+        "[::1]:8765",
+    }
     assert allowed_hosts("192.168.1.5", 80) == {"192.168.1.5", "192.168.1.5:80"}
 
 
@@ -135,7 +142,11 @@ def client_for(service, token=None, max_queue=4) -> TestClient:
 def test_api_search_equals_the_library_and_sets_strict_headers(service, index_dir, engine):
     expected = Searcher(IndexReader.open(index_dir), engine).search(["two green triangles"], top_k=3, shortlist=5)[0]
     with client_for(service) as client:
-        response = client.get("/api/search", params={"q": "two green triangles", "top_k": 3, "shortlist": 5}, headers={"Origin": "http://evil.example"})
+        response = client.get(
+            "/api/search",
+            params={"q": "two green triangles", "top_k": 3, "shortlist": 5},
+            headers={"Origin": "http://evil.example"},
+        )
     assert response.status_code == 200
     assert [(h["path"], h["score"], h["shortlist_rank"]) for h in response.json()["hits"]] == [
         (h.path, h.score, h.shortlist_rank) for h in expected
@@ -170,7 +181,10 @@ def test_token_guard(service):
         assert client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         login = client.get("/", params={"token": TOKEN}, follow_redirects=False)
         assert login.status_code == 303 and login.headers["location"] == "/"
-        assert "httponly" in login.headers["set-cookie"].lower() and "samesite=strict" in login.headers["set-cookie"].lower()
+        assert (
+            "httponly" in login.headers["set-cookie"].lower()
+            and "samesite=strict" in login.headers["set-cookie"].lower()
+        )
         assert client.get("/health").status_code == 200  # the cookie now carries the token
 
 
@@ -181,8 +195,15 @@ def test_bad_requests_are_refused_with_400_not_500(service):
         assert client.get("/api/search", params={"q": "red", "top_k": 100000}).status_code == 400
         assert client.get("/api/search").status_code == 400  # no query
         assert client.post("/api/query", json={"queries": ["red"], "options": {"evil": 1}}).status_code == 400
-        assert client.post("/api/query", content=b"queries=red", headers={"content-type": "text/plain"}).status_code == 415
-        assert client.post("/api/query", content=b"{" + b" " * (2 << 20), headers={"content-type": "application/json"}).status_code == 413
+        assert (
+            client.post("/api/query", content=b"queries=red", headers={"content-type": "text/plain"}).status_code == 415
+        )
+        assert (
+            client.post(
+                "/api/query", content=b"{" + b" " * (2 << 20), headers={"content-type": "application/json"}
+            ).status_code
+            == 413
+        )
         assert client.delete("/api/search").status_code == 405
 
 
@@ -218,9 +239,14 @@ def test_a_server_answers_only_requests_in_the_precision_it_computes(server_opti
     from bt_search.serve.client import canonical_index, mismatch
 
     health = {
-        "index": canonical_index("/data/idx"), "model": "/models/bt", "device": "cpu", "device_option": "auto",
-        "dtype": dtype, "rerank_dtype": rerank_dtype, "precision_option": server_option,
-    }  # fmt: skip
+        "index": canonical_index("/data/idx"),
+        "model": "/models/bt",
+        "device": "cpu",
+        "device_option": "auto",
+        "dtype": dtype,
+        "rerank_dtype": rerank_dtype,
+        "precision_option": server_option,
+    }
     reason = mismatch(health, "/data/idx", "/models/bt", "auto", asked)
     assert (reason is None) == served, reason
     if not served and server_option == "auto" and asked != "auto":

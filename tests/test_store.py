@@ -12,7 +12,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
@@ -117,7 +116,17 @@ def test_files_are_readable_with_plain_pyarrow(tmp_path):
 
     images = ds.dataset(str(tmp_path / "parts"), format="parquet").to_table()
     assert images.column_names == [
-        "row_id", "path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "camera_make", "camera_model", "embedding"
+        "row_id",
+        "path",
+        "size",
+        "mtime_ns",
+        "sha256",
+        "width",
+        "height",
+        "taken_at",
+        "camera_make",
+        "camera_model",
+        "embedding",
     ]
     assert images.column("path").to_pylist() == [row.path for row in rows]
     assert np.array_equal(np.array(images.column("embedding").to_pylist(), dtype=np.float32), embeddings)
@@ -514,9 +523,16 @@ def test_committed_rows_are_searched_before_finish_next_to_the_ann_file(tmp_path
 
 @pytest.mark.parametrize(
     "n_vectors, budget, expected",
-    [(0, None, "flat"), (100_000, None, "flat"), (100_001, None, "ivf_flat"), (500_000, None, "ivf_flat"),
-     (1_000_000, None, "ivf_sq8"), (1_000_000, 4 << 30, "ivf_flat"), (2_100_000, None, "ivf_pq"),
-     (10_000_000, None, "ivf_pq")],
+    [
+        (0, None, "flat"),
+        (100_000, None, "flat"),
+        (100_001, None, "ivf_flat"),
+        (500_000, None, "ivf_flat"),
+        (1_000_000, None, "ivf_sq8"),
+        (1_000_000, 4 << 30, "ivf_flat"),
+        (2_100_000, None, "ivf_pq"),
+        (10_000_000, None, "ivf_pq"),
+    ],
 )
 def test_choose_index_type_follows_size_and_memory_budget(n_vectors, budget, expected):
     assert choose_index_type(n_vectors, 512, budget) == expected

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bt_search.cli import app
-from bt_search.store import IndexIdentity, IndexReader, IndexWriter, ImageRow, ann, ann_upkeep
+from bt_search.store import ImageRow, IndexIdentity, IndexReader, IndexWriter, ann, ann_upkeep
 from tests.ann_data import clustered_image_vectors, gap_shifted_queries
 
 DIM = 64
@@ -18,8 +18,10 @@ K = 50
 
 
 def rows(vectors: np.ndarray, start: int = 0, version: int = 0) -> list[ImageRow]:
-    return [ImageRow(f"/p/{start + i}.jpg", 1 + version, 1, f"sha-{start + i}-{version}", 8, 8, v)
-            for i, v in enumerate(vectors)]  # fmt: skip
+    return [
+        ImageRow(f"/p/{start + i}.jpg", 1 + version, 1, f"sha-{start + i}-{version}", 8, 8, v)
+        for i, v in enumerate(vectors)
+    ]
 
 
 def collection(n: int, seed: int = 0) -> np.ndarray:
@@ -79,7 +81,9 @@ def test_small_changes_fold_in_without_retraining_and_dead_rows_never_return(tmp
     before = build(tmp_path, vectors, kind)["ann"]
     added, replaced = collection(10, seed=7), collection(5, seed=8)
     with IndexWriter.open(tmp_path, IDENTITY) as writer:
-        writer.commit(rows(added, start=5000) + rows(replaced, start=0, version=1), removed=[f"/p/{i}.jpg" for i in range(5, 10)])
+        writer.commit(
+            rows(added, start=5000) + rows(replaced, start=0, version=1), removed=[f"/p/{i}.jpg" for i in range(5, 10)]
+        )
         writer.finish()
         after = writer.manifest["ann"]
         next_row_id = writer.manifest["next_row_id"]
@@ -146,12 +150,28 @@ def test_an_ann_file_from_before_tuning_is_searched_then_rebuilt(tmp_path):
     assert entry["type"] == "ivf_flat" and "params" in entry and "older bt-search" in entry["built_because"]
 
 
-@pytest.mark.parametrize("flag, value, message", [("--memory-budget", "lots", "not a size"),
-                                                  ("--memory-budget", "0", "must be positive"),
-                                                  ("--index-type", "lsh", "unknown index type")])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--memory-budget", "lots", "not a size"),
+        ("--memory-budget", "0", "must be positive"),
+        ("--index-type", "lsh", "unknown index type"),
+    ],
+)
 def test_bad_ann_options_are_usage_errors_before_any_model_loads(tmp_path, flag, value, message):
-    result = CliRunner().invoke(app, ["index", str(tmp_path), "--index", str(tmp_path / "idx"), "--model",
-                                      str(tmp_path / "no-such-model"), flag, value])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "index",
+            str(tmp_path),
+            "--index",
+            str(tmp_path / "idx"),
+            "--model",
+            str(tmp_path / "no-such-model"),
+            flag,
+            value,
+        ],
+    )
     assert result.exit_code == 2 and message in result.output
 
 

@@ -41,7 +41,16 @@ def vector(seed: int) -> np.ndarray:
 
 
 def image_row(name: str, version: int, camera: str | None = None) -> ImageRow:
-    return ImageRow(f"/p/{name}", version, 7, f"sha-{name}-{version}", 4, 3, vector(zlib.crc32(f"{name}-{version}".encode())), camera_make=camera)
+    return ImageRow(
+        f"/p/{name}",
+        version,
+        7,
+        f"sha-{name}-{version}",
+        4,
+        3,
+        vector(zlib.crc32(f"{name}-{version}".encode())),
+        camera_make=camera,
+    )
 
 
 def reader_state(reader: IndexReader) -> dict[str, tuple]:
@@ -201,7 +210,11 @@ def models_after_each_commit() -> list[dict[str, ImageRow]]:
 def run_child(directory: Path, target: str, nth: int) -> list[str]:
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(directory), target, str(nth)],
-        check=False, capture_output=True, text=True, cwd=Path(__file__).parent.parent, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
     assert result.returncode in (0, -signal.SIGKILL), result.stderr
     return result.stdout.splitlines()
@@ -377,7 +390,19 @@ def test_cli_index_keeps_the_index_type_the_user_chose(tmp_path, tiny_checkpoint
     env = {**os.environ, "PYTHONPATH": str(root)}
 
     def index(*extra):
-        args = [sys.executable, "-m", "bt_search", "index", photos, "--index", tmp_path / "idx", "--model", tiny_checkpoint, "-q", *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "bt_search",
+            "index",
+            photos,
+            "--index",
+            tmp_path / "idx",
+            "--model",
+            tiny_checkpoint,
+            "-q",
+            *extra,
+        ]
         result = subprocess.run(list(map(str, args)), check=False, capture_output=True, text=True, env=env)
         assert result.returncode == 0, result.stderr
         return json.loads((tmp_path / "idx" / "manifest.json").read_text())

@@ -44,10 +44,10 @@ def test_bad_weights_are_usage_errors(spec):
 
 
 def test_line_syntax_equals_the_options_and_keeps_quotes():
-    line = "a dog's \"red\" ball --not grass::0.5 --like /x/a.jpg --unlike b.png --not sky"
-    assert parse_line(line) == parse_query("a dog's \"red\" ball", ["grass::0.5", "sky"], ["/x/a.jpg"], ["b.png"])
+    line = 'a dog\'s "red" ball --not grass::0.5 --like /x/a.jpg --unlike b.png --not sky'
+    assert parse_line(line) == parse_query('a dog\'s "red" ball', ["grass::0.5", "sky"], ["/x/a.jpg"], ["b.png"])
     assert parse_line("plain text") == Terms(Weighted("plain text"))
-    assert parse_line(line).label == "a dog's \"red\" ball --not grass::0.5 --not sky --like /x/a.jpg --unlike b.png"
+    assert parse_line(line).label == 'a dog\'s "red" ball --not grass::0.5 --not sky --like /x/a.jpg --unlike b.png'
     with pytest.raises(UsageError):
         parse_line("--not grass")
 
@@ -124,7 +124,11 @@ def test_negatives_in_rerank_multiply_by_one_minus_their_itm(tiny_checkpoint, en
     (hits,) = Searcher(reader, engine).search([terms], top_k=8, shortlist=8, score="itm")
     images = [_rgb(h.path) for h in hits]
     positive = reference_itm(tiny_checkpoint, images, TEXT)
-    expected = positive * (1 - reference_itm(tiny_checkpoint, images, NOT)) * (1 - reference_itm(tiny_checkpoint, images, NOT2)) ** 2
+    expected = (
+        positive
+        * (1 - reference_itm(tiny_checkpoint, images, NOT))
+        * (1 - reference_itm(tiny_checkpoint, images, NOT2)) ** 2
+    )
     np.testing.assert_allclose([h.score for h in hits], expected, atol=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert not np.allclose(expected, positive, atol=1e-3), "negatives changed the scores"
@@ -152,7 +156,9 @@ def test_cli_queries_file_line_equals_the_options(library, tmp_path):
     lines = tmp_path / "q.txt"
     lines.write_text(f"{TEXT} --not {NOT}::0.5 --like {like}\n")
     from_file = bt_search("query", "--queries-file", lines, "--no-rerank", "--index", index, "-k", "5")
-    from_options = bt_search("query", TEXT, "--not", f"{NOT}::0.5", "--like", like, "--no-rerank", "--index", index, "-k", "5")
+    from_options = bt_search(
+        "query", TEXT, "--not", f"{NOT}::0.5", "--like", like, "--no-rerank", "--index", index, "-k", "5"
+    )
     assert from_file.returncode == 0, from_file.stderr
     rows = [json.loads(line) for line in from_file.stdout.splitlines()]
     assert [r["path"] for r in rows] == [json.loads(line)["path"] for line in from_options.stdout.splitlines()]

@@ -94,7 +94,9 @@ def _safetensors_headers(checkpoint: Path) -> dict[str, tuple[Path, dict]] | Non
         except (OSError, ValueError, struct.error):
             return None
         start = 8 + length
-        headers.update({name: (file, {**entry, "start": start}) for name, entry in header.items() if name != "__metadata__"})
+        headers.update(
+            {name: (file, {**entry, "start": start}) for name, entry in header.items() if name != "__metadata__"}
+        )
     return headers
 
 

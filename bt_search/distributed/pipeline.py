@@ -90,7 +90,9 @@ def index_with_ray(
     work = run.plan(records, problems, listed, [s for s in sources if not is_url(s)], prune, prune_excluded)
     if work.to_embed:
         with ray_session(address):
-            dataset = embedding_dataset(work.to_embed, engine, device, precision, batch_size, actors, decode_cpus, draft)
+            dataset = embedding_dataset(
+                work.to_embed, engine, device, precision, batch_size, actors, decode_cpus, draft
+            )
             # prefetch_batches=0: each batch as soon as it is embedded (prefetching held one back until the next)
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
                 rows, failed = rows_and_failures(batch)
@@ -167,6 +169,18 @@ def rows_and_failures(batch: dict[str, np.ndarray]) -> tuple[list[ImageRow], lis
             failed.append(FailedRow(record.path, str(error), record.size, record.mtime_ns))
         else:
             taken_at, make, model = (None if value is None else str(value) for value in capture)
-            rows.append(ImageRow(record.path, record.size, record.mtime_ns, str(sha256), int(width), int(height), embedding,
-                                 taken_at=taken_at, camera_make=make, camera_model=model))  # fmt: skip
+            rows.append(
+                ImageRow(
+                    record.path,
+                    record.size,
+                    record.mtime_ns,
+                    str(sha256),
+                    int(width),
+                    int(height),
+                    embedding,
+                    taken_at=taken_at,
+                    camera_make=make,
+                    camera_model=model,
+                )
+            )
     return rows, failed

@@ -67,7 +67,10 @@ def list_sources(
     for url in urls:
         _url_info(url)  # fail fast on a missing source, as scan() does for local roots
     records, problems = [], []
-    for item in [*scan(local, skip=skip, listed=listed, rules=rules), *(item for url in urls for item in _list_url(url))]:
+    for item in [
+        *scan(local, skip=skip, listed=listed, rules=rules),
+        *(item for url in urls for item in _list_url(url)),
+    ]:
         (records if isinstance(item, FileRecord) else problems).append(item)
     return _first_of_each_path(records), problems
 

@@ -47,8 +47,12 @@ def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool)
         "width": np.array([res.width if good else 0 for res, good in zip(results, ok)], dtype=np.int64),
         "height": np.array([res.height if good else 0 for res, good in zip(results, ok)], dtype=np.int64),
         "error": np.array(["" if good else res[1] for res, good in zip(results, ok)], dtype=object),
-        **{name: np.array([res.capture.as_fields()[name] if good else None for res, good in zip(results, ok)], dtype=object)
-           for name in CAPTURE_COLUMNS},  # fmt: skip
+        **{
+            name: np.array(
+                [res.capture.as_fields()[name] if good else None for res, good in zip(results, ok)], dtype=object
+            )
+            for name in CAPTURE_COLUMNS
+        },
         "pixels": pixels,
     }
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any, Callable
+from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -56,7 +57,9 @@ def build_app(service: Service, *, allowed_hosts: set[str], token: str | None, m
             return await anyio.to_thread.run_sync(work, limiter=gate.model)
 
     async def health(request: Request) -> Response:
-        await anyio.to_thread.run_sync(service.refresh, limiter=gate.thumbs)  # counts and generation of the newest index
+        await anyio.to_thread.run_sync(
+            service.refresh, limiter=gate.thumbs
+        )  # counts and generation of the newest index
         return json_response(service.health())
 
     async def api_search(request: Request) -> Response:
@@ -118,7 +121,9 @@ def build_app(service: Service, *, allowed_hosts: set[str], token: str | None, m
         except (Refused, BtSearchError, LookupError) as err:
             status = err.status if isinstance(err, Refused) else 400
             return _html(render_page(query=query, rerank=rerank, error=str(err)), status)
-        return _html(render_page(query=query, rerank=rerank, heading=heading, hits=result.results[0], generation=generation))
+        return _html(
+            render_page(query=query, rerank=rerank, heading=heading, hits=result.results[0], generation=generation)
+        )
 
     async def css(request: Request) -> Response:
         return Response(PAGE_CSS, media_type="text/css", headers={"cache-control": "private, max-age=600"})
@@ -259,7 +264,11 @@ def _hits_json(result: Answer) -> dict[str, Any]:
     """GET answers: the hits as `--format jsonl` has them, each one's thumbnail URL, the files left out."""
     data = result.as_json()
     hits = [hit for hits in data["results"] for hit in hits]
-    return {"hits": hits, "thumbnails": [f"/thumb/{thumb_key(hit['path'])}" for hit in hits], "missing": data["missing"]}
+    return {
+        "hits": hits,
+        "thumbnails": [f"/thumb/{thumb_key(hit['path'])}" for hit in hits],
+        "missing": data["missing"],
+    }
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -281,4 +290,3 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 def _html(text: str, status: int = 200) -> Response:
     return Response(text, status, media_type="text/html; charset=utf-8")
-

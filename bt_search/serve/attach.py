@@ -19,8 +19,9 @@ import io
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import config
 from ..output import check_format, default_format, write_query_output
@@ -65,14 +66,38 @@ VALUE_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
 FLAGS = {"--no-rerank": "no_rerank", "--null": "null", "-0": "null", "--quiet": "quiet", "-q": "quiet"}
 # What only the in-process search does (terms, budgets, dates, scores, the contact sheet), and the CLI's own.
 SLOW_OPTIONS = frozenset(
-    {"--no-server", "--rerank-budget", "--after", "--before", "--sort", "--not", "--like", "--unlike", "--score", "--html", "--help"}
+    {
+        "--no-server",
+        "--rerank-budget",
+        "--after",
+        "--before",
+        "--sort",
+        "--not",
+        "--like",
+        "--unlike",
+        "--score",
+        "--html",
+        "--help",
+    }
 )
 SLOW_ENVVARS = ("BT_SEARCH_NO_SERVER",)  # --no-server's: however spelled, the full CLI reads it
 DEFAULTS: dict[str, Any] = {
-    "queries_file": None, "image": None, "index": None, "model": None, "top_k": config.DEFAULT_TOP_K, "shortlist": None,
-    "threshold": None, "under": None, "fmt": None, "device": None, "precision": "auto", "batch_size": None,
-    "no_rerank": False, "null": False, "quiet": False,
-}  # fmt: skip
+    "queries_file": None,
+    "image": None,
+    "index": None,
+    "model": None,
+    "top_k": config.DEFAULT_TOP_K,
+    "shortlist": None,
+    "threshold": None,
+    "under": None,
+    "fmt": None,
+    "device": None,
+    "precision": "auto",
+    "batch_size": None,
+    "no_rerank": False,
+    "null": False,
+    "quiet": False,
+}
 
 
 def parse_args(argv: list[str]) -> dict[str, Any] | None:
@@ -140,8 +165,14 @@ def _served(args: dict[str, Any]) -> tuple[list, str] | None:
     if not all(_plain(q) for q in queries):
         return None  # query syntax (--not inside a line, weights): the in-process search
     under = None if args["under"] is None else str(Path(canonical_path(args["under"])))
-    options = served_options(top_k=args["top_k"], shortlist=args["shortlist"], rerank=not args["no_rerank"],
-                             threshold=args["threshold"], under=under, image=image)  # fmt: skip
+    options = served_options(
+        top_k=args["top_k"],
+        shortlist=args["shortlist"],
+        rerank=not args["no_rerank"],
+        threshold=args["threshold"],
+        under=under,
+        image=image,
+    )
     missing: list[str] = []
     results = served_results(
         str(config.index_dir(args["index"])),

@@ -10,7 +10,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
@@ -146,7 +147,9 @@ def served_results(
     return None
 
 
-def served_options(*, top_k: int, shortlist: int | None, rerank: bool, threshold: float | None, under: str | None, image: str | None) -> dict[str, Any]:
+def served_options(
+    *, top_k: int, shortlist: int | None, rerank: bool, threshold: float | None, under: str | None, image: str | None
+) -> dict[str, Any]:
     """The options `query` sends: Searcher.search's keyword arguments, or similar_images' (top_k, under) for `--image`."""
     options: dict[str, Any] = {"top_k": top_k, "under": under}
     if image is None:

@@ -15,26 +15,38 @@ from .service import MAX_QUERY_CHARS, THUMB_PX, thumb_key
 
 # No script, no frames, no plugins; images, styles and form posts to this origin only.
 CSP = (
-    "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-PAGE_CSS = sheet_css(THUMB_PX) + """
+PAGE_CSS = (
+    sheet_css(THUMB_PX)
+    + """
 form.search { display: flex; gap: .5rem; margin: 0 0 1rem; flex-wrap: wrap; }
 form.search input[type=search] { flex: 1 1 24rem; font: inherit; padding: .4rem .6rem; }
 form.search select, form.search button { font: inherit; padding: .4rem .6rem; }
 .error { color: #b00020; }
 .thumb img { width: 100%; height: 100%; }  /* small originals fill the card too (object-fit keeps the shape) */
 """
+)
 
 
-def render_page(*, query: str = "", rerank: bool = True, heading: str = "", hits: list[Hit] | None = None, generation: int = 0, error: str = "") -> str:
+def render_page(
+    *,
+    query: str = "",
+    rerank: bool = True,
+    heading: str = "",
+    hits: list[Hit] | None = None,
+    generation: int = 0,
+    error: str = "",
+) -> str:
     """The whole page; `hits` None means no search was asked for yet."""
     body = [f"<h1>bt-search</h1>\n{_form(query, rerank)}"]
     if error:
         body.append(f'<p class="error">{escape_html(error)}</p>')
     if hits is not None:
         body.append(f"<h2>{escape_html(heading)}</h2>")
-        body.append(f'<p class="summary">{len(hits)} result{"" if len(hits) == 1 else "s"}; click an image for similar ones</p>')
+        body.append(
+            f'<p class="summary">{len(hits)} result{"" if len(hits) == 1 else "s"}; click an image for similar ones</p>'
+        )
         cards = "\n".join(_card(hit, generation) for hit in hits)
         body.append(f'<ol class="cards">\n{cards}\n</ol>' if hits else '<p class="empty">No results.</p>')
     return (

@@ -9,10 +9,10 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import BtSearchError, UsageError
 
@@ -38,7 +38,7 @@ class ServeSettings:
 
 
 def parse_duration(text: str | None) -> float | None:
-    """"90", "90s", "15m", "2h", "1d" -> seconds; None or "0" -> None (no timeout)."""
+    """ "90", "90s", "15m", "2h", "1d" -> seconds; None or "0" -> None (no timeout)."""
     if text is None:
         return None
     match = _DURATION.match(text)
@@ -82,7 +82,9 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
 
         from .app import build_app
     except ImportError as err:
-        raise BtSearchError(f"`bt-search serve` needs the serve extra ({err.name} is missing): pip install 'bt-search[serve]'") from None
+        raise BtSearchError(
+            f"`bt-search serve` needs the serve extra ({err.name} is missing): pip install 'bt-search[serve]'"
+        ) from None
     from .discovery import remove_server_file, write_server_file
     from .service import Service
 
@@ -98,19 +100,29 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
     )
     sock = _listen(settings.host, settings.port)
     port = sock.getsockname()[1]
-    app = build_app(service, allowed_hosts=allowed_hosts(settings.host, port), token=settings.token, max_queue=settings.max_queue)
+    app = build_app(
+        service, allowed_hosts=allowed_hosts(settings.host, port), token=settings.token, max_queue=settings.max_queue
+    )
     server = uvicorn.Server(
         uvicorn.Config(
-            app, log_level="warning", access_log=False, server_header=False, date_header=False,
-            limit_concurrency=64, timeout_keep_alive=5, timeout_graceful_shutdown=10,
+            app,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            limit_concurrency=64,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=10,
         )
-    )  # fmt: skip
+    )
     url = f"http://{_url_host(settings.host)}:{port}"
     record = {"url": url, "pid": os.getpid(), "index": str(service.index_dir), "model": service.engine.model_id}
     if settings.token:
         record["token"] = settings.token
     advert = write_server_file(service.index_dir, record)
-    say(f"serving {service.health()['images']} images from {service.index_dir} at {url}/ (model {service.engine.model_id})")
+    say(
+        f"serving {service.health()['images']} images from {service.index_dir} at {url}/ (model {service.engine.model_id})"
+    )
     if settings.idle_timeout:
         _exit_when_idle(server, app, settings.idle_timeout, say)
     try:
@@ -130,7 +142,9 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as err:
         sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}; is another server running? try --port") from None
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {err.strerror or err}; is another server running? try --port"
+        ) from None
     sock.listen(128)
     return sock
 

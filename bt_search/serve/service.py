@@ -86,7 +86,16 @@ def check_queries(queries: list[str]) -> list[str]:
 
 
 class Service:
-    def __init__(self, index_dir: Path, reader: IndexReader, engine, *, settings: dict[str, Any], state_cache_bytes: int, batch_size: int):
+    def __init__(
+        self,
+        index_dir: Path,
+        reader: IndexReader,
+        engine,
+        *,
+        settings: dict[str, Any],
+        state_cache_bytes: int,
+        batch_size: int,
+    ):
         self.index_dir = index_dir
         self.engine = engine
         self.settings = settings  # device/precision as asked, for clients to compare with their own
@@ -100,13 +109,17 @@ class Service:
         self.reader = reader
 
     @classmethod
-    def load(cls, index_dir: Path, model: str | None, *, device: str, precision: str, state_cache_mb: int, batch_size: int) -> Service:
+    def load(
+        cls, index_dir: Path, model: str | None, *, device: str, precision: str, state_cache_mb: int, batch_size: int
+    ) -> Service:
         index_dir = Path(canonical_index(index_dir))
         reader = _open_reader(index_dir)
         engine = load_engine(model or reader.identity.model, device=device, precision=precision)
         _check_space(reader, engine)
         settings = {"device_option": device, "precision_option": precision}
-        return cls(index_dir, reader, engine, settings=settings, state_cache_bytes=state_cache_mb << 20, batch_size=batch_size)
+        return cls(
+            index_dir, reader, engine, settings=settings, state_cache_bytes=state_cache_mb << 20, batch_size=batch_size
+        )
 
     # ---------------------------------------------------------------- facts
     def health(self) -> dict[str, Any]:
@@ -124,7 +137,11 @@ class Service:
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "rerank_dtype": str(self.engine.rerank_dtype).removeprefix("torch."),
             **self.settings,
-            "state_cache": {"entries": len(self.states), "bytes": self.states.used_bytes, "budget": self.states.budget_bytes},
+            "state_cache": {
+                "entries": len(self.states),
+                "bytes": self.states.used_bytes,
+                "budget": self.states.budget_bytes,
+            },
         }
 
     # ---------------------------------------------------------------- searches
@@ -205,7 +222,9 @@ class Service:
     def _key(generation: int, kind: str, queries: tuple[str, ...], options: dict[str, Any]) -> tuple:
         return (generation, kind, queries, json.dumps(options, sort_keys=True))
 
-    def _remember(self, generation: int, kind: str, queries: tuple[str, ...], options: dict[str, Any], answer: Answer) -> Answer:
+    def _remember(
+        self, generation: int, kind: str, queries: tuple[str, ...], options: dict[str, Any], answer: Answer
+    ) -> Answer:
         for hits in answer.results:
             for hit in hits:
                 self.served.put(thumb_key(hit.path), hit.path)

@@ -40,29 +40,19 @@ MEMORY_BUDGET_ENV = "BT_SEARCH_MEMORY_BUDGET"
 # incremental add (read + add + atomic rewrite of the file) well under a second.
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
-FLAT_MAX_VECTORS = (
-    100_000  # a flat scan of 100k x 512-d (200 MB, memory-mapped) is tens of ms
-)
+FLAT_MAX_VECTORS = 100_000  # a flat scan of 100k x 512-d (200 MB, memory-mapped) is tens of ms
 IVF_LISTS_PER_SQRT_N = 4  # FAISS guideline: 4..16 x sqrt(N) lists
-IVF_HNSW_QUANTIZER_MIN_LISTS = (
-    4096  # from here an HNSW graph over the centroids beats a flat scan of them
-)
+IVF_HNSW_QUANTIZER_MIN_LISTS = 4096  # from here an HNSW graph over the centroids beats a flat scan of them
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 QUANTIZER_HNSW_M = 32
-KMEANS_ITERATIONS = (
-    10  # FAISS's 25 more than doubles training time; the tuned nprobe absorbs the rest
-)
+KMEANS_ITERATIONS = 10  # FAISS's 25 more than doubles training time; the tuned nprobe absorbs the rest
 TRAIN_POINTS_PER_LIST = 64  # FAISS k-means wants >= 39 per centroid
 PQ_TRAIN_MIN = 256 * 64  # PQ's 256 centroids per sub-quantizer want ~64 points each
 PQ_MIN_POINTS_PER_CENTROID = 4  # below 256 * 4 rows, PQ gets fewer centroids (bits per code)
 PQ_CODE_SIZES = (128, 64, 32, 16, 8)  # bytes per vector, best first
-OPQ_ITERATIONS = (
-    8  # FAISS's 50 cost minutes of training for a rotation that has converged by ~10
-)
-OPQ_TRAIN_POINTS = (
-    16_384  # a 512 x 512 rotation is well determined by 16k points (FAISS: 65k)
-)
+OPQ_ITERATIONS = 8  # FAISS's 50 cost minutes of training for a rotation that has converged by ~10
+OPQ_TRAIN_POINTS = 16_384  # a 512 x 512 rotation is well determined by 16k points (FAISS: 65k)
 # Sub-quantizers of 4 dims made one OPQ128 iteration on 16k x 512-d take 190 s on one core (OPQ64:
 # 13 s); the exact re-scoring of a wider shortlist recovers what coarser codes lose. Small embeddings
 # keep at least 8 codes (training is cheap there, and fewer codes rank too coarsely).
@@ -96,9 +86,7 @@ class SearchParams:
     """Per-query knobs; recorded in the manifest next to the recall they measured."""
 
     nprobe: int = 0  # IVF lists visited (0: not IVF)
-    ef_search: int = (
-        0  # HNSW beam width, or the IVF quantizer's when it is an HNSW graph
-    )
+    ef_search: int = 0  # HNSW beam width, or the IVF quantizer's when it is an HNSW graph
     refine_factor: int = 1  # PQ: shortlist k * refine_factor, re-scored exactly
 
     def to_dict(self) -> dict[str, int]:
@@ -110,13 +98,7 @@ class SearchParams:
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchParams:
-        return cls(
-            **{
-                key: int(data[key])
-                for key in ("nprobe", "ef_search", "refine_factor")
-                if key in data
-            }
-        )
+        return cls(**{key: int(data[key]) for key in ("nprobe", "ef_search", "refine_factor") if key in data})
 
 
 def memory_budget_from_env(environ: dict[str, str] | None = None) -> int:
@@ -124,8 +106,22 @@ def memory_budget_from_env(environ: dict[str, str] | None = None) -> int:
     return DEFAULT_MEMORY_BUDGET if not value else parse_bytes(value)
 
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}  # fmt: skip
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "tib": 2**40,
+}
 
 
 def parse_bytes(text: str) -> int:
@@ -148,9 +144,7 @@ def plan_index(
 ) -> IndexPlan:
     """The index for `n_vectors` x `dim` within `memory_budget_bytes`; `kind` forces a type."""
     if kind is not None and kind not in KINDS:
-        raise UsageError(
-            f"unknown index type {kind!r}; expected one of {', '.join(KINDS)}"
-        )
+        raise UsageError(f"unknown index type {kind!r}; expected one of {', '.join(KINDS)}")
     flat_bytes = n_vectors * (4 * dim + ID_BYTES)
     if kind is None:
         if n_vectors <= FLAT_MAX_VECTORS:
@@ -162,36 +156,58 @@ def plan_index(
         else:
             kind = "ivf_pq"
     if kind == "flat":
-        return IndexPlan("flat", "IDMap,Flat", dim, n_vectors, expected_bytes=flat_bytes,
-                         over_budget=flat_bytes > memory_budget_bytes)  # fmt: skip
+        return IndexPlan(
+            "flat",
+            "IDMap,Flat",
+            dim,
+            n_vectors,
+            expected_bytes=flat_bytes,
+            over_budget=flat_bytes > memory_budget_bytes,
+        )
     if kind == "hnsw":
         size = flat_bytes + n_vectors * HNSW_M * 2 * 4
-        return IndexPlan("hnsw", f"IDMap,HNSW{HNSW_M}", dim, n_vectors, hnsw_m=HNSW_M, expected_bytes=size,
-                         over_budget=size > memory_budget_bytes)  # fmt: skip
+        return IndexPlan(
+            "hnsw",
+            f"IDMap,HNSW{HNSW_M}",
+            dim,
+            n_vectors,
+            hnsw_m=HNSW_M,
+            expected_bytes=size,
+            over_budget=size > memory_budget_bytes,
+        )
     nlist = ivf_list_count(n_vectors)
-    quantizer_m = (
-        QUANTIZER_HNSW_M
-        if (kind == "ivf_pq" or nlist >= IVF_HNSW_QUANTIZER_MIN_LISTS)
-        else 0
-    )
+    quantizer_m = QUANTIZER_HNSW_M if (kind == "ivf_pq" or nlist >= IVF_HNSW_QUANTIZER_MIN_LISTS) else 0
     coarse = f"IVF{nlist}_HNSW{quantizer_m}" if quantizer_m else f"IVF{nlist}"
     centroid_bytes = nlist * 4 * dim
     train_size = min(n_vectors, nlist * TRAIN_POINTS_PER_LIST)
     if kind == "ivf_flat":
-        return IndexPlan("ivf_flat", f"{coarse},Flat", dim, n_vectors, nlist=nlist, hnsw_m=quantizer_m,
-                         train_size=train_size, expected_bytes=flat_bytes + centroid_bytes,
-                         over_budget=flat_bytes + centroid_bytes > memory_budget_bytes)  # fmt: skip
+        return IndexPlan(
+            "ivf_flat",
+            f"{coarse},Flat",
+            dim,
+            n_vectors,
+            nlist=nlist,
+            hnsw_m=quantizer_m,
+            train_size=train_size,
+            expected_bytes=flat_bytes + centroid_bytes,
+            over_budget=flat_bytes + centroid_bytes > memory_budget_bytes,
+        )
     if kind == "ivf_sq8":
         size = n_vectors * (dim + ID_BYTES) + centroid_bytes
-        return IndexPlan("ivf_sq8", f"{coarse},SQ8", dim, n_vectors, nlist=nlist, hnsw_m=quantizer_m,
-                         train_size=train_size, expected_bytes=size, over_budget=size > memory_budget_bytes)  # fmt: skip
+        return IndexPlan(
+            "ivf_sq8",
+            f"{coarse},SQ8",
+            dim,
+            n_vectors,
+            nlist=nlist,
+            hnsw_m=quantizer_m,
+            train_size=train_size,
+            expected_bytes=size,
+            over_budget=size > memory_budget_bytes,
+        )
     dims_per_code = min(PQ_MIN_DIMS_PER_CODE, max(1, dim // PQ_MIN_CODES))
     code_sizes = [m for m in PQ_CODE_SIZES if dim % m == 0 and dim // m >= dims_per_code] or [1]
-    fits = [
-        m
-        for m in code_sizes
-        if n_vectors * (m + ID_BYTES) + centroid_bytes <= memory_budget_bytes
-    ]
+    fits = [m for m in code_sizes if n_vectors * (m + ID_BYTES) + centroid_bytes <= memory_budget_bytes]
     pq_m = fits[0] if fits else code_sizes[-1]
     size = n_vectors * (pq_m + ID_BYTES) + centroid_bytes + 4 * dim * dim
     # A few rows (a forced ivf_pq on a small index) cannot train 256 centroids per sub-quantizer or a
@@ -199,16 +215,23 @@ def plan_index(
     bits = min(8, max(1, int(math.log2(max(2, n_vectors // PQ_MIN_POINTS_PER_CENTROID)))))
     codes = f"PQ{pq_m}" if bits == 8 else f"PQ{pq_m}x{bits}"
     rotation = f"OPQ{pq_m}_{dim}," if n_vectors >= PQ_TRAIN_MIN else ""
-    return IndexPlan("ivf_pq", f"{rotation}{coarse},{codes}", dim, n_vectors, nlist=nlist,
-                     hnsw_m=quantizer_m, pq_m=pq_m, train_size=min(n_vectors, max(train_size, PQ_TRAIN_MIN)),
-                     expected_bytes=size, over_budget=not fits)  # fmt: skip
+    return IndexPlan(
+        "ivf_pq",
+        f"{rotation}{coarse},{codes}",
+        dim,
+        n_vectors,
+        nlist=nlist,
+        hnsw_m=quantizer_m,
+        pq_m=pq_m,
+        train_size=min(n_vectors, max(train_size, PQ_TRAIN_MIN)),
+        expected_bytes=size,
+        over_budget=not fits,
+    )
 
 
 def ivf_list_count(n_vectors: int) -> int:
     """~4 sqrt(N) lists, a power of two, with enough vectors per list to train k-means."""
-    by_size = 2 ** round(
-        math.log2(max(1.0, IVF_LISTS_PER_SQRT_N * math.sqrt(n_vectors)))
-    )
+    by_size = 2 ** round(math.log2(max(1.0, IVF_LISTS_PER_SQRT_N * math.sqrt(n_vectors))))
     trainable = 2 ** int(math.log2(max(1, n_vectors // TRAIN_POINTS_PER_LIST)))
     return int(min(by_size, trainable))
 
@@ -237,9 +260,7 @@ def add_vectors(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> Non
     """Add rows under their row ids: IVF assigns them with its trained quantizer, HNSW links them in."""
     if len(ids) == 0:
         return
-    index.add_with_ids(
-        _as_vectors(vectors, index.d), np.ascontiguousarray(ids, dtype=np.int64)
-    )
+    index.add_with_ids(_as_vectors(vectors, index.d), np.ascontiguousarray(ids, dtype=np.int64))
 
 
 def remove_vectors(index: faiss.Index, ids: np.ndarray) -> bool:
@@ -260,11 +281,7 @@ def index_kind(index: faiss.Index) -> str:
         if isinstance(index, faiss.IndexIVFPQ):
             return "ivf_pq"
         return "ivf_sq8" if isinstance(index, faiss.IndexIVFScalarQuantizer) else "ivf_flat"
-    inner = (
-        faiss.downcast_index(index.index)
-        if isinstance(index, faiss.IndexIDMap)
-        else index
-    )
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
 
 
@@ -298,9 +315,7 @@ def search(
     refine = exact_vectors is not None and params.refine_factor > 1
     shortlist = k * params.refine_factor if refine else k
     selector = _selector(excluded_ids)
-    scores, ids = index.search(
-        queries, shortlist, params=_faiss_params(index, params, selector)
-    )
+    scores, ids = index.search(queries, shortlist, params=_faiss_params(index, params, selector))
     scores[ids < 0] = -np.inf
     if exact_vectors is not None:
         return rescore_exactly(queries, ids, k, exact_vectors)
@@ -312,9 +327,7 @@ def rescore_exactly(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each query's candidates by exact inner product (one fetch for all queries' candidates)."""
     unique = np.unique(candidate_ids[candidate_ids >= 0])
-    vectors = (
-        _as_vectors(exact_vectors(unique), queries.shape[1]) if len(unique) else None
-    )
+    vectors = _as_vectors(exact_vectors(unique), queries.shape[1]) if len(unique) else None
     scores = np.full(candidate_ids.shape, -np.inf, dtype=np.float32)
     if vectors is not None:
         rows = np.searchsorted(unique, candidate_ids)
@@ -323,9 +336,7 @@ def rescore_exactly(
             scores[q, valid[q]] = vectors[rows[q, valid[q]]] @ queries[q]
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top_scores = np.take_along_axis(scores, order, axis=1)
-    top_ids = np.where(
-        np.isfinite(top_scores), np.take_along_axis(candidate_ids, order, axis=1), -1
-    )
+    top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(candidate_ids, order, axis=1), -1)
     return _pad(top_scores, k, -np.inf), _pad(top_ids, k, -1)
 
 
@@ -353,43 +364,29 @@ def _set_build_knobs(index: faiss.Index) -> None:
         opq.niter_pq_0 = KMEANS_ITERATIONS  # FAISS's 40 for the first PQ of the rotation's training
     ivf = ivf_part(index)
     if ivf is not None:
-        ivf.cp.min_points_per_centroid = (
-            1  # small sets: train anyway rather than warn on stderr
-        )
+        ivf.cp.min_points_per_centroid = 1  # small sets: train anyway rather than warn on stderr
         ivf.cp.niter = KMEANS_ITERATIONS
         if isinstance(ivf, faiss.IndexIVFPQ):
-            ivf.do_polysemous_training = (
-                False  # only for Hamming-filtered search, which we do not use
-            )
+            ivf.do_polysemous_training = False  # only for Hamming-filtered search, which we do not use
             ivf.pq.cp.min_points_per_centroid = 1  # as for the lists: no stderr warning on small sets
             ivf.pq.cp.niter = KMEANS_ITERATIONS
         quantizer = faiss.downcast_index(ivf.quantizer)
         if isinstance(quantizer, faiss.IndexHNSW):
             quantizer.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         return
-    inner = (
-        faiss.downcast_index(index.index)
-        if isinstance(index, faiss.IndexIDMap)
-        else index
-    )
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
 
 
-def _faiss_params(
-    index: faiss.Index, params: SearchParams, selector
-) -> faiss.SearchParameters:
+def _faiss_params(index: faiss.Index, params: SearchParams, selector) -> faiss.SearchParameters:
     ivf = ivf_part(index)
     if ivf is not None:
         quantizer_params = None
         if isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW):
-            quantizer_params = faiss.SearchParametersHNSW(
-                efSearch=max(params.ef_search, params.nprobe, 16)
-            )
+            quantizer_params = faiss.SearchParametersHNSW(efSearch=max(params.ef_search, params.nprobe, 16))
         nprobe = min(ivf.nlist, params.nprobe or 1)
-        inner = faiss.SearchParametersIVF(
-            sel=selector, nprobe=nprobe, quantizer_params=quantizer_params
-        )
+        inner = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe, quantizer_params=quantizer_params)
         inner._keep = (
             selector,
             quantizer_params,
@@ -400,9 +397,7 @@ def _faiss_params(
             return outer
         return inner
     if index_kind(index) == "hnsw":
-        found = faiss.SearchParametersHNSW(
-            sel=selector, efSearch=max(params.ef_search, 16)
-        )
+        found = faiss.SearchParametersHNSW(sel=selector, efSearch=max(params.ef_search, 16))
     else:
         found = faiss.SearchParameters(sel=selector)
     found._keep = selector
@@ -435,15 +430,9 @@ def _pad(array: np.ndarray, k: int, value) -> np.ndarray:
 # When to rebuild instead of adding (each passed only after the collection changed by a constant
 # factor, so a row is rewritten O(log N) times over its life):
 MAX_TOMBSTONE_SHARE = 0.25  # masked rows still cost scan time and list slots
-MAX_GROWTH_SINCE_BUILD = (
-    2.0  # IVF: nlist (~4 sqrt N) and centroids were chosen for the N at training
-)
-MAX_IMBALANCE_GROWTH = (
-    1.5  # IVF: lists this much more uneven than at training = the data drifted
-)
-MIN_KIND_CHANGE = (
-    1.1  # a different planned kind waits for >= 10% growth or shrinkage (no flip-flop)
-)
+MAX_GROWTH_SINCE_BUILD = 2.0  # IVF: nlist (~4 sqrt N) and centroids were chosen for the N at training
+MAX_IMBALANCE_GROWTH = 1.5  # IVF: lists this much more uneven than at training = the data drifted
+MIN_KIND_CHANGE = 1.1  # a different planned kind waits for >= 10% growth or shrinkage (no flip-flop)
 
 
 @dataclass(frozen=True)
@@ -466,12 +455,12 @@ class AnnStats:
 def needs_rebuild(stats: AnnStats) -> str | None:
     """Why the index should be rebuilt from the live rows now, or None to keep adding to it."""
     if stats.n_indexed and stats.n_excluded / stats.n_indexed > MAX_TOMBSTONE_SHARE:
-        return (f"{stats.n_excluded / stats.n_indexed:.0%} of indexed rows are removed or replaced "
-                f"(limit {MAX_TOMBSTONE_SHARE:.0%})")  # fmt: skip
+        return (
+            f"{stats.n_excluded / stats.n_indexed:.0%} of indexed rows are removed or replaced "
+            f"(limit {MAX_TOMBSTONE_SHARE:.0%})"
+        )
     change = stats.n_live / max(1, stats.n_at_build)
-    if stats.planned_kind != stats.kind and not (
-        1 / MIN_KIND_CHANGE < change < MIN_KIND_CHANGE
-    ):
+    if stats.planned_kind != stats.kind and not (1 / MIN_KIND_CHANGE < change < MIN_KIND_CHANGE):
         return f"{stats.n_live} rows call for {stats.planned_kind}, the index is {stats.kind}"
     if stats.kind.startswith("ivf") and change > MAX_GROWTH_SINCE_BUILD:
         return f"grew {change:.1f}x since the IVF lists were trained (limit {MAX_GROWTH_SINCE_BUILD:g}x)"
@@ -480,8 +469,10 @@ def needs_rebuild(stats: AnnStats) -> str | None:
         and stats.imbalance_at_build
         and stats.imbalance > MAX_IMBALANCE_GROWTH * stats.imbalance_at_build
     ):
-        return (f"IVF lists are {stats.imbalance / stats.imbalance_at_build:.1f}x more uneven than at "
-                f"training (limit {MAX_IMBALANCE_GROWTH:g}x): the data drifted")  # fmt: skip
+        return (
+            f"IVF lists are {stats.imbalance / stats.imbalance_at_build:.1f}x more uneven than at "
+            f"training (limit {MAX_IMBALANCE_GROWTH:g}x): the data drifted"
+        )
     return None
 
 

@@ -22,9 +22,7 @@ HNSW_EF_LADDER = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 # Shortlist k * factor re-scored exactly. PQ64 at 512-d needed more than 16 to pass 0.93 at 1M even
 # probing every list; the re-score reads factor * k rows of the memory-mapped exact copy.
 PQ_REFINE_LADDER = (1, 2, 4, 8, 16, 32, 64)
-MAX_PROBE_SHARE = (
-    1 / 8
-)  # a PQ index probing more lists than this should widen its shortlist instead
+MAX_PROBE_SHARE = 1 / 8  # a PQ index probing more lists than this should widen its shortlist instead
 
 
 def recall_at_k(found_ids: np.ndarray, exact_ids: np.ndarray) -> float:
@@ -52,8 +50,12 @@ class ExactTopK:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        scores, rows = faiss.knn(self.queries, np.ascontiguousarray(vectors, dtype=np.float32), min(self.k, len(ids)),
-                                 metric=faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        scores, rows = faiss.knn(
+            self.queries,
+            np.ascontiguousarray(vectors, dtype=np.float32),
+            min(self.k, len(ids)),
+            metric=faiss.METRIC_INNER_PRODUCT,
+        )
         found = np.where(rows >= 0, np.asarray(ids, dtype=np.int64)[np.maximum(rows, 0)], -1)
         scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
         merged_scores = np.concatenate([self.scores, scores], axis=1)
@@ -73,9 +75,7 @@ def exact_search(
     return top.scores, top.ids
 
 
-def probe_queries(
-    sample: np.ndarray, n: int, rng: np.random.Generator, looseness: float = 1.0
-) -> np.ndarray:
+def probe_queries(sample: np.ndarray, n: int, rng: np.random.Generator, looseness: float = 1.0) -> np.ndarray:
     """`n` held-out queries harder than the collection's own vectors: moved out of its cone.
 
     Each is a sample vector minus the sample's mean direction plus isotropic noise of norm `looseness`,
@@ -107,29 +107,22 @@ def tune_search(
     """
 
     def measure(params: SearchParams) -> float:
-        found = search(index, held_out_queries, k, params=params, excluded_ids=excluded_ids,
-                       exact_vectors=exact_vectors)[1]  # fmt: skip
+        found = search(
+            index, held_out_queries, k, params=params, excluded_ids=excluded_ids, exact_vectors=exact_vectors
+        )[1]
         return recall_at_k(found, exact_ids)
 
     kind = index_kind(index)
     if kind == "flat":
         return SearchParams(), measure(SearchParams())
     if kind == "hnsw":
-        ladder = [
-            SearchParams(ef_search=ef)
-            for ef in HNSW_EF_LADDER
-            if ef >= min(k, HNSW_EF_LADDER[-1])
-        ]
+        ladder = [SearchParams(ef_search=ef) for ef in HNSW_EF_LADDER if ef >= min(k, HNSW_EF_LADDER[-1])]
         return _first_reaching(ladder, measure, target)
     nlist = ivf_part(index).nlist
     if kind == "ivf_flat" or exact_vectors is None:
         return _lowest_nprobe(nlist, 1, measure, target, nlist)
-    for factor in (
-        PQ_REFINE_LADDER
-    ):  # widen the shortlist before probing a large share of the lists
-        found = _lowest_nprobe(
-            nlist, factor, measure, target, max(1, int(nlist * MAX_PROBE_SHARE))
-        )
+    for factor in PQ_REFINE_LADDER:  # widen the shortlist before probing a large share of the lists
+        found = _lowest_nprobe(nlist, factor, measure, target, max(1, int(nlist * MAX_PROBE_SHARE)))
         if found[1] >= target:
             return found
     return _lowest_nprobe(nlist, PQ_REFINE_LADDER[-1], measure, target, nlist)
@@ -145,9 +138,7 @@ def _first_reaching(ladder, measure, target) -> tuple[SearchParams, float]:
     return best
 
 
-def _lowest_nprobe(
-    nlist: int, factor: int, measure, target: float, limit: int
-) -> tuple[SearchParams, float]:
+def _lowest_nprobe(nlist: int, factor: int, measure, target: float, limit: int) -> tuple[SearchParams, float]:
     """Double nprobe until the target is met (or `limit`), then bisect back to the smallest that meets it."""
 
     def at(nprobe: int) -> SearchParams:
@@ -160,9 +151,7 @@ def _lowest_nprobe(
         recall = measure(at(nprobe))
     if recall < target:
         return at(nprobe), recall
-    while nprobe - low > max(
-        1, nprobe // 8
-    ):  # bisect to within 1/8: finer steps are noise
+    while nprobe - low > max(1, nprobe // 8):  # bisect to within 1/8: finer steps are noise
         middle = (low + nprobe) // 2
         middle_recall = measure(at(middle))
         if middle_recall >= target:

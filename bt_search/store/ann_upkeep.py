@@ -68,8 +68,15 @@ def plan_upkeep(entry: dict[str, Any] | None, plan: ann.IndexPlan, choice: str, 
         return Upkeep("rebuild", "built by an older bt-search, without tuned search knobs")
     if kind != plan.kind and (choice != "auto" or entry.get("choice", "auto") != "auto"):
         return Upkeep("rebuild", f"index type {choice} was chosen")  # auto alone waits for growth below
-    stats = ann.AnnStats(kind, entry["rows"] + fresh, dead, entry["trained_rows"], plan.kind,
-                         entry.get("imbalance"), entry.get("imbalance_at_build"))  # fmt: skip
+    stats = ann.AnnStats(
+        kind,
+        entry["rows"] + fresh,
+        dead,
+        entry["trained_rows"],
+        plan.kind,
+        entry.get("imbalance"),
+        entry.get("imbalance_at_build"),
+    )
     reason = ann.needs_rebuild(stats)
     if reason:
         return Upkeep("rebuild", reason)

@@ -112,7 +112,9 @@ def _write_tombstones(directory: Path, manifest: dict[str, Any], dead: np.ndarra
     return {**manifest, "tombstones": [entry], "next_file": manifest["next_file"] + 1}
 
 
-def _absorb_into_ann_dead(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, pruned: np.ndarray) -> dict[str, Any]:
+def _absorb_into_ann_dead(
+    directory: Path, manifest: dict[str, Any], snapshot: Snapshot, pruned: np.ndarray
+) -> dict[str, Any]:
     """Tombstones about to be dropped may name rows the ANN file still holds: list them in its dead file."""
     ann = manifest.get("ann")
     if not ann:

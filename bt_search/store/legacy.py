@@ -107,5 +107,7 @@ def _as_part(live: pa.Table, dim: int) -> pa.Table:
     columns = {"row_id": pa.array(np.arange(live.num_rows, dtype=np.int64))}
     for name in META_COLUMNS + ["embedding"]:
         field = schema.field(name)
-        columns[name] = live.column(name).cast(field.type) if name in live.column_names else pa.nulls(live.num_rows, field.type)
+        columns[name] = (
+            live.column(name).cast(field.type) if name in live.column_names else pa.nulls(live.num_rows, field.type)
+        )
     return pa.Table.from_pydict(columns, schema=schema)

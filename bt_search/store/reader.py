@@ -42,8 +42,9 @@ class _AnnFile:
         self.exact_vectors = exact_lookup(*open_exact_copy(directory, names)) if names else None
 
     def search(self, queries: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return ann.search(self.index, queries, k, params=self.params, excluded_ids=excluded,
-                          exact_vectors=self.exact_vectors)  # fmt: skip
+        return ann.search(
+            self.index, queries, k, params=self.params, excluded_ids=excluded, exact_vectors=self.exact_vectors
+        )
 
 
 def _read_ann(directory: Path, manifest: dict[str, Any]) -> _AnnFile | None:
@@ -94,7 +95,11 @@ class IndexReader:
         raise IndexLockedError(f"index {directory} is being rewritten by a bt-search index run; try again")
 
     def __len__(self) -> int:
-        return int(self.manifest["counts"]["images"]) if self.manifest["format_version"] > 1 else self._snapshot.parts[0].entry["rows"]
+        return (
+            int(self.manifest["counts"]["images"])
+            if self.manifest["format_version"] > 1
+            else self._snapshot.parts[0].entry["rows"]
+        )
 
     @property
     def generation(self) -> int:
@@ -186,7 +191,9 @@ class IndexReader:
         """(row ids, embeddings) of the live rows the ANN file does not hold (all rows without one)."""
         entry = self.manifest.get("ann") if self._ann is not None else None
         table = self._snapshot.where(["row_id", "embedding"], min_row_id=entry["covered_below"] if entry else 0)
-        return table.column("row_id").to_numpy(), embeddings_matrix(table.column("embedding"), self.identity.embedding_dim)
+        return table.column("row_id").to_numpy(), embeddings_matrix(
+            table.column("embedding"), self.identity.embedding_dim
+        )
 
     def _fresh_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         ids, embeddings = self._fresh

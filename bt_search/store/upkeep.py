@@ -58,8 +58,9 @@ def update_ann(directory: Path, manifest: dict[str, Any], snapshot: Snapshot) ->
     return manifest
 
 
-def _rebuild(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, plan: ann.IndexPlan,
-             notes: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _rebuild(
+    directory: Path, manifest: dict[str, Any], snapshot: Snapshot, plan: ann.IndexPlan, notes: dict[str, Any]
+) -> dict[str, Any]:
     if plan.n_vectors == 0:
         return {**manifest, "ann": None, "index_type": None}
     rng = np.random.default_rng(int(manifest["next_row_id"]))  # the same rows give the same index
@@ -100,8 +101,9 @@ def _rebuild(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, plan
     return {**manifest, "ann": entry, "index_type": plan.kind, "next_file": manifest["next_file"] + 1}
 
 
-def _fold(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, held_dead: np.ndarray,
-          fresh_rows: int) -> dict[str, Any]:  # fmt: skip
+def _fold(
+    directory: Path, manifest: dict[str, Any], snapshot: Snapshot, held_dead: np.ndarray, fresh_rows: int
+) -> dict[str, Any]:
     """Add the fresh rows to the existing index (its trained quantizer, its graph); drop dead rows where cheap."""
     entry = manifest["ann"]
     index = ann.read_index(directory / entry["file"], mmap=False)
@@ -122,8 +124,14 @@ def _fold(directory: Path, manifest: dict[str, Any], snapshot: Snapshot, held_de
     still_dead = held_dead if not ann.remove_vectors(index, held_dead) else np.zeros(0, np.int64)
     name = file_name(manifest, "ann")
     ann.write_index(index, directory / name)
-    entry = {**entry, "file": name, "rows": int(index.ntotal), "covered_below": int(manifest["next_row_id"]),
-             "exact_copy": copy_files, "imbalance": ann.list_imbalance(index)}  # fmt: skip
+    entry = {
+        **entry,
+        "file": name,
+        "rows": int(index.ntotal),
+        "covered_below": int(manifest["next_row_id"]),
+        "exact_copy": copy_files,
+        "imbalance": ann.list_imbalance(index),
+    }
     manifest = {**manifest, "ann": entry, "next_file": manifest["next_file"] + 1}
     return write_ann_dead(directory, manifest, still_dead)
 
@@ -155,27 +163,45 @@ def _tuning_queries(sample: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([text_like, image_like]).astype(np.float32)
 
 
-def _observed(chunks: Chunks, observe: Callable[[np.ndarray, np.ndarray], None]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _observed(
+    chunks: Chunks, observe: Callable[[np.ndarray, np.ndarray], None]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for ids, vectors in chunks:
         observe(ids, vectors)
         yield ids, vectors
 
 
-def _tune(directory: Path, index: Any, truth: ExactTopK | None,
-          copy_files: dict[str, str] | None) -> tuple[ann.SearchParams, dict[str, Any] | None]:  # fmt: skip
+def _tune(
+    directory: Path, index: Any, truth: ExactTopK | None, copy_files: dict[str, str] | None
+) -> tuple[ann.SearchParams, dict[str, Any] | None]:
     """The cheapest knobs reaching the recall target on each kind of held-out query, and what they measured."""
     if truth is None:
         return ann.SearchParams(), None  # exact search: nothing to measure
     lookup = exact_lookup(*open_exact_copy(directory, copy_files)) if copy_files else None
     groups = {"text_like": slice(0, TEXT_LIKE_QUERIES), "image_like": slice(TEXT_LIKE_QUERIES, None)}
-    tuned = [tune_search(index, truth.queries[rows], truth.ids[rows], k=truth.k, exact_vectors=lookup)[0]
-             for rows in groups.values()]  # fmt: skip
-    params = ann.SearchParams(*(max(getattr(p, name) for p in tuned) for name in ("nprobe", "ef_search", "refine_factor")))
-    measured = {name: round(recall_at_k(ann.search(index, truth.queries[rows], truth.k, params=params,
-                                                    exact_vectors=lookup)[1], truth.ids[rows]), 4)
-                for name, rows in groups.items()}  # fmt: skip
-    recall = {"at": truth.k, "measured": min(measured.values()), **measured, "target": DEFAULT_RECALL_TARGET,
-              "queries": len(truth.queries)}  # fmt: skip
+    tuned = [
+        tune_search(index, truth.queries[rows], truth.ids[rows], k=truth.k, exact_vectors=lookup)[0]
+        for rows in groups.values()
+    ]
+    params = ann.SearchParams(
+        *(max(getattr(p, name) for p in tuned) for name in ("nprobe", "ef_search", "refine_factor"))
+    )
+    measured = {
+        name: round(
+            recall_at_k(
+                ann.search(index, truth.queries[rows], truth.k, params=params, exact_vectors=lookup)[1], truth.ids[rows]
+            ),
+            4,
+        )
+        for name, rows in groups.items()
+    }
+    recall = {
+        "at": truth.k,
+        "measured": min(measured.values()),
+        **measured,
+        "target": DEFAULT_RECALL_TARGET,
+        "queries": len(truth.queries),
+    }
     return params, recall
 
 

@@ -151,7 +151,11 @@ class IndexWriter:
         if paths is None:
             return self._snapshot.where(columns)
         wanted = pa.array(list(dict.fromkeys(paths)), pa.string())
-        return self._snapshot.where(columns, pc.field("path").isin(wanted)) if len(wanted) else self._snapshot.where(columns).slice(0, 0)
+        return (
+            self._snapshot.where(columns, pc.field("path").isin(wanted))
+            if len(wanted)
+            else self._snapshot.where(columns).slice(0, 0)
+        )
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -230,7 +234,18 @@ class IndexWriter:
             raise RuntimeError(f"the writer for {self.directory} is closed")
 
 
-_ROW_COLUMNS = ["path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "camera_make", "camera_model", "embedding"]
+_ROW_COLUMNS = [
+    "path",
+    "size",
+    "mtime_ns",
+    "sha256",
+    "width",
+    "height",
+    "taken_at",
+    "camera_make",
+    "camera_model",
+    "embedding",
+]
 
 
 def _with_ann_choice(manifest: dict[str, Any], index_type: str | None, memory_budget: int | None) -> dict[str, Any]:
