@@ -22,11 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bt_search.demo_data import random_scene, render  # noqa: E402
-from bt_search.images import preprocess  # noqa: E402
-from bt_search.indexer import identity_for  # noqa: E402
-from bt_search.loading import load_engine  # noqa: E402
+from bt_search.engine.loading import load_engine  # noqa: E402
+from bt_search.indexing.run import identity_for  # noqa: E402
+from bt_search.media.images import preprocess  # noqa: E402
 from bt_search.store import ImageRow, IndexReader, IndexWriter  # noqa: E402
+from bt_search_dev.demo_data import random_scene, render  # noqa: E402
 
 
 def embed_collection(engine, count: int, seed: int) -> tuple[np.ndarray, list[str]]:

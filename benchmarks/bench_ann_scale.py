@@ -1,6 +1,6 @@
 """ANN indexes at 10k-1M synthetic 512-d embeddings: build, add 10, file size, cold open + search, recall@50.
 
-For each N the memory budget picks a kind (bt_search.store.ann.plan_index); affordable alternatives run too.
+For each N the memory budget picks a kind (bt_search.store.ann.faiss_index.plan_index); affordable alternatives run too.
 Tuning uses `probe_queries` from a sample (what the store can do at build time, knowing no text queries);
 recall@50 against exact search is then measured on image-like and on gap-shifted (text-like) queries.
 The cold open + one search runs in a fresh subprocess (FAISS file memory-mapped; the OS page cache may be
@@ -24,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bt_search.store import ann
-from bt_search.store.ann_tuning import exact_search, probe_queries, recall_at_k, tune_search
-from tests.ann_data import (
+from bt_search.store.ann import faiss_index
+from bt_search.store.ann.tuning import exact_search, probe_queries, recall_at_k, tune_search
+from tests.support.ann_data import (
     clustered_image_vectors,
     gap_shifted_queries,
     image_like_queries,
@@ -40,22 +40,22 @@ import faiss
 def status(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
 base = status("VmRSS:")
-from bt_search.store import ann
+from bt_search.store.ann import faiss_index
 path, vectors_path, params, k = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 started = time.perf_counter()
-index = ann.read_index(path, mmap=True)
+index = faiss_index.read_index(path, mmap=True)
 vectors = np.load(vectors_path, mmap_mode="r")
 query = np.asarray(vectors[:1]) * 0.9 + 0.1
 query /= np.linalg.norm(query)
 exact = (lambda ids: np.asarray(vectors[np.sort(ids)])[np.argsort(np.argsort(ids))]) if params["refine_factor"] > 1 else None
-ann.search(index, query, k, params=ann.SearchParams.from_dict(params), exact_vectors=exact)
+faiss_index.search(index, query, k, params=faiss_index.SearchParams.from_dict(params), exact_vectors=exact)
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "rss_mb": (status("VmHWM:") - base) / 1024}))
 """
 
 
 def kinds_for(n: int, budget: int) -> list[str]:
-    chosen = ann.plan_index(n, DIM, budget).kind
+    chosen = faiss_index.plan_index(n, DIM, budget).kind
     alternatives = ["flat", "ivf_flat", "ivf_pq"] + (["hnsw"] if n <= 20_000 else [])  # HNSW builds slowly
     return [chosen] + [kind for kind in alternatives if kind != chosen]
 
@@ -70,18 +70,18 @@ def measure(
 ) -> dict:
     n = len(vectors)
     ids = np.arange(n, dtype=np.int64)
-    plan = ann.plan_index(n, DIM, kind=kind)
+    plan = faiss_index.plan_index(n, DIM, kind=kind)
     rng = np.random.default_rng(1)
     sample = vectors[np.sort(rng.choice(n, size=plan.train_size, replace=False))] if plan.train_size else None
     started = time.perf_counter()
-    index = ann.build_index(
+    index = faiss_index.build_index(
         plan,
         sample,
         ((ids[i : i + CHUNK], vectors[i : i + CHUNK]) for i in range(0, n, CHUNK)),
     )
     build_s = time.perf_counter() - started
     path = workdir / f"{kind}-{n}.faiss"
-    ann.write_index(index, path)
+    faiss_index.write_index(index, path)
 
     exact = (lambda wanted: vectors[wanted]) if kind == "ivf_pq" else None
     probe_sample = vectors[rng.choice(n, size=min(n, 20_000), replace=False)]
@@ -93,15 +93,15 @@ def measure(
     )[1]
     params, tuned_recall = tune_search(index, probes, probe_truth, k=K, exact_vectors=exact)
     recalls = {
-        name: recall_at_k(ann.search(index, q, K, params=params, exact_vectors=exact)[1], truth[name])
+        name: recall_at_k(faiss_index.search(index, q, K, params=params, exact_vectors=exact)[1], truth[name])
         for name, q in queries.items()
     }
 
     new = clustered_image_vectors(10, DIM, np.random.default_rng(5))
     started = time.perf_counter()  # what an incremental run does: read, add, atomic rewrite
-    grown = ann.read_index(path, mmap=False)
-    ann.add_vectors(grown, new, np.arange(n, n + 10, dtype=np.int64))
-    ann.write_index(grown, workdir / "grown.faiss")
+    grown = faiss_index.read_index(path, mmap=False)
+    faiss_index.add_vectors(grown, new, np.arange(n, n + 10, dtype=np.int64))
+    faiss_index.write_index(grown, workdir / "grown.faiss")
     add_s = time.perf_counter() - started
     del grown, index
 
@@ -133,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--budget", default=str(ann.DEFAULT_MEMORY_BUDGET))
+    parser.add_argument("--budget", default=str(faiss_index.DEFAULT_MEMORY_BUDGET))
     parser.add_argument(
         "--kinds",
         nargs="*",
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / ".bench" / "ann_scale.json")
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
-    budget = ann.parse_bytes(args.budget)
+    budget = faiss_index.parse_bytes(args.budget)
     results = json.loads(args.json.read_text()) if args.json.is_file() else []
     print(
         f"{'N':>9} {'kind':8} {'build s':>8} {'add10 s':>8} {'file MB':>8} {'cold s':>7} {'RSS MB':>7} "
@@ -165,7 +165,7 @@ def main() -> None:
             }
             for kind in args.kinds or kinds_for(n, budget):
                 row = measure(kind, vectors, workdir / "vectors.npy", queries, truth, workdir)
-                row["chosen"] = kind == ann.plan_index(n, DIM, budget).kind
+                row["chosen"] = kind == faiss_index.plan_index(n, DIM, budget).kind
                 results = [r for r in results if (r["n"], r["kind"]) != (n, kind)] + [row]
                 args.json.write_text(json.dumps(results, indent=1))
                 params = ",".join(f"{key}={value}" for key, value in row["params"].items() if value and value != 1)

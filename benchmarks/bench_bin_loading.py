@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load(path: Path, cache: str | None) -> None:
-    from bt_search.loading import load_engine
-    from bt_search.weights import ENV_WEIGHTS_CACHE
+    from bt_search.engine.loading import load_engine
+    from bt_search.engine.weights import ENV_WEIGHTS_CACHE
 
     os.environ.pop(ENV_WEIGHTS_CACHE, None)
     if cache:

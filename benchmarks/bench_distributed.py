@@ -138,8 +138,8 @@ def main() -> None:
     from common import shaped_checkpoint
 
     from bt_search.distributed import index_with_ray
-    from bt_search.indexer import identity_for, index_paths
-    from bt_search.loading import load_engine
+    from bt_search.engine.loading import load_engine
+    from bt_search.indexing.run import identity_for, index_paths
     from bt_search.store import IndexReader, IndexWriter
 
     load_before = os.getloadavg()[0]

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bt_search.evaluate import read_captions
-from bt_search.images import load_pixels
-from bt_search.loading import load_engine
+from bt_search.engine.loading import load_engine
+from bt_search.media.images import load_pixels
+from bt_search.search.evaluate import read_captions
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -63,8 +63,8 @@ def agreement(checkpoint: Path, device: str, precision: str, images, texts) -> N
         BridgeTowerProcessor,
     )
 
-    from bt_search.images import preprocess
-    from bt_search.loading import load_engine
+    from bt_search.engine.loading import load_engine
+    from bt_search.media.images import preprocess
 
     processor = BridgeTowerProcessor.from_pretrained(str(checkpoint))
     inputs = processor(images=images, text=texts, padding=True, return_tensors="pt").to(device)
@@ -117,8 +117,8 @@ def main() -> None:
     )
     from transformers.utils import logging as hf_logging
 
-    from bt_search.images import preprocess
-    from bt_search.loading import load_engine
+    from bt_search.engine.loading import load_engine
+    from bt_search.media.images import preprocess
 
     hf_logging.set_verbosity_error()
     started = time.perf_counter()

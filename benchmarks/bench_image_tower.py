@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import base_shaped_checkpoint, timed  # noqa: E402
 
-from bt_search.images import preprocess  # noqa: E402
-from bt_search.loading import load_engine  # noqa: E402
+from bt_search.engine.loading import load_engine  # noqa: E402
+from bt_search.media.images import preprocess  # noqa: E402
 
 
 def main() -> None:

@@ -59,9 +59,9 @@ def main() -> None:
     from transformers import BridgeTowerForContrastiveLearning, BridgeTowerProcessor
 
     from bt_search import config
-    from bt_search.images import preprocess
-    from bt_search.indexer import identity_for, index_paths
-    from bt_search.loading import load_engine
+    from bt_search.engine.loading import load_engine
+    from bt_search.indexing.run import identity_for, index_paths
+    from bt_search.media.images import preprocess
     from bt_search.store import IndexWriter
 
     checkpoint = shaped_checkpoint(args.shape)

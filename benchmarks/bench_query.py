@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import write_photos  # noqa: E402
 from common import base_shaped_checkpoint, timed  # noqa: E402
 
-from bt_search.indexer import identity_for, index_paths  # noqa: E402
-from bt_search.loading import load_engine  # noqa: E402
-from bt_search.search import Searcher  # noqa: E402
+from bt_search.engine.loading import load_engine  # noqa: E402
+from bt_search.indexing.run import identity_for, index_paths  # noqa: E402
+from bt_search.search.searcher import Searcher  # noqa: E402
 from bt_search.store import IndexReader, IndexWriter  # noqa: E402
 
 QUERIES = [

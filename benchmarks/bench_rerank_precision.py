@@ -26,8 +26,8 @@ from transformers import BridgeTowerConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import shaped_checkpoint  # noqa: E402
 
-from bt_search import model  # noqa: E402
-from bt_search.loading import load_engine  # noqa: E402
+from bt_search.engine import model  # noqa: E402
+from bt_search.engine.loading import load_engine  # noqa: E402
 
 QUERY = "a photo of two cats sleeping on a couch"
 

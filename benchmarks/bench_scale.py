@@ -33,7 +33,7 @@ from bt_search.store import (
     IndexWriter,
     choose_index_type,
 )
-from bt_search.store.ann import parse_bytes
+from bt_search.store.ann.faiss_index import parse_bytes
 
 DIM = 512
 CLUSTERS = 256
@@ -213,8 +213,8 @@ def tuning(entry: dict) -> str:
 
 def cli_ratio(work: Path, big: int) -> tuple[float, float]:
     """A whole `bt-search index NEW_FOLDER` for 10 photos into a 1k and a `big` index (demo model's identity)."""
-    from bt_search.indexer import identity_for
-    from bt_search.loading import load_engine
+    from bt_search.engine.loading import load_engine
+    from bt_search.indexing.run import identity_for
 
     engine = load_engine(str(ROOT / "sample_data" / "demo-model"), device="cpu")
     identity = identity_for(engine)

@@ -63,7 +63,7 @@ CPU: dict[float, float] = {}  # wall time of a run -> its CPU seconds
 
 
 ENTRY = ("-m", "bt_search")  # the console script's path (launcher.py)
-TYPER_ENTRY = ("-c", "import sys; from bt_search.cli import app; app(sys.argv[1:], prog_name='bt-search')")
+TYPER_ENTRY = ("-c", "import sys; from bt_search.cli.app import app; app(sys.argv[1:], prog_name='bt-search')")
 
 
 def cli(env: dict, *args: str, entry: tuple[str, ...] = ENTRY) -> tuple[float, str, str]:

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bt_search.evaluate import read_captions, recall_at_k
-from bt_search.images import load_pixels
-from bt_search.indexer import identity_for, index_paths
-from bt_search.loading import load_engine
+from bt_search.engine.loading import load_engine
+from bt_search.indexing.run import identity_for, index_paths
+from bt_search.media.images import load_pixels
+from bt_search.search.evaluate import read_captions, recall_at_k
+from bt_search.search.term_vectors import query_vector, rerank_with_negatives
 from bt_search.store import IndexReader, IndexWriter
-from bt_search.term_vectors import query_vector, rerank_with_negatives
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from bt_search.checkpoint_tools import merged_state_dict, save_checkpoint, train_bpe_tokenizer
+from bt_search_dev.checkpoints import merged_state_dict, save_checkpoint, train_bpe_tokenizer
 
 CACHE = Path(__file__).resolve().parent.parent / ".bench"
 TOKENIZER_TEXTS = [

@@ -1,5 +1,5 @@
 """`python -m bt_search` runs the command line (the console script's entry: launcher.py)."""
 
-from .launcher import main
+from bt_search.cli.launcher import main
 
 main()

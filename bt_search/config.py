@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UsageError
+from bt_search.errors import UsageError
 
 DEFAULT_MODEL = "BridgeTower/bridgetower-large-itm-mlm-itc"
 

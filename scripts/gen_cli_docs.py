@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from typer.cli import get_docs_for_click
 
-from bt_search.cli import app
+from bt_search.cli.app import app
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bt_search.html_sheet import write_contact_sheet  # noqa: E402
-from bt_search.indexer import identity_for, index_paths  # noqa: E402
-from bt_search.loading import load_engine  # noqa: E402
-from bt_search.search import Searcher  # noqa: E402
+from bt_search.engine.loading import load_engine  # noqa: E402
+from bt_search.indexing.run import identity_for, index_paths  # noqa: E402
+from bt_search.output.html_sheet import write_contact_sheet  # noqa: E402
+from bt_search.search.searcher import Searcher  # noqa: E402
 from bt_search.store import IndexReader, IndexWriter  # noqa: E402
-from tests.cdp import screenshot  # noqa: E402
+from tests.support.cdp import screenshot  # noqa: E402
 
 QUERIES = ["a yellow square below a blue triangle", "a red circle above a purple square", "two green triangles"]
 

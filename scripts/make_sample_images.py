@@ -18,7 +18,7 @@ import csv
 import sys
 from pathlib import Path
 
-from bt_search import demo_data
+from bt_search_dev import demo_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "sample_data" / "images"

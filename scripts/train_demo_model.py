@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bt_search import demo_data
-from bt_search.checkpoint_tools import merged_state_dict, save_checkpoint, tiny_config, train_bpe_tokenizer
-from bt_search.evaluate import read_captions, recall_at_k
+from bt_search.search.evaluate import read_captions, recall_at_k
+from bt_search_dev import demo_data
+from bt_search_dev.checkpoints import merged_state_dict, save_checkpoint, tiny_config, train_bpe_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "sample_data" / "demo-model"
@@ -478,7 +478,7 @@ ITC cosine shortlist of N={shortlist}, then ITM score (softmax of the ITM logits
 ITM rerank minus shortlist, R@1: {margin:+.3f}. Measured by the training script right after saving, through
 the reloaded HF classes and saved processor. `bt-search eval sample_data/images/captions.csv --shortlist
 {shortlist}` over an index of the sample set measures the same protocol through bt-search's own fast paths;
-its output ships as `eval.json`, and `tests/test_demo_model.py` re-measures it in CI.
+its output ships as `eval.json`, and `tests/e2e/test_demo_model.py` re-measures it in CI.
 
 ## License
 

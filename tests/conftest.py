@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bt_search.checkpoint_tools import merged_state_dict, save_checkpoint, tiny_config, train_bpe_tokenizer
+from bt_search_dev.checkpoints import merged_state_dict, save_checkpoint, tiny_config, train_bpe_tokenizer
 
 CAPTIONS = [
     "a red circle left of a blue square",
@@ -115,7 +115,7 @@ def tiny_checkpoint(checkpoints) -> Path:
 def engine(tiny_checkpoint):
     """The tiny checkpoint loaded on CPU in fp32, the precision whose numbers are the reference's (`auto` may
     rerank in bf16 on this CPU; test_model covers it), once per test module."""
-    from bt_search.loading import load_engine
+    from bt_search.engine.loading import load_engine
 
     return load_engine(str(tiny_checkpoint), device="cpu", precision="fp32")
 

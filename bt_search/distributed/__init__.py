@@ -7,13 +7,13 @@ This package imports lightly: Ray Data's decode workers import it, and must not 
 
 from __future__ import annotations
 
-from .sources import list_sources, read_source_list
+from bt_search.media.sources import list_sources, read_source_list
 
 __all__ = ["index_with_ray", "list_sources", "read_source_list"]
 
 
 def index_with_ray(*args, **kwargs):
     """Bring an index up to date on a Ray cluster: `pipeline.index_with_ray` (imported here, on first use)."""
-    from .pipeline import index_with_ray as run
+    from bt_search.distributed.pipeline import index_with_ray as run
 
     return run(*args, **kwargs)

@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import UsageError
-from ..indexer import COMMIT_ROWS, IndexProgress, IndexReport, IndexRun
-from ..scan import FileRecord, Listing
-from ..scan_rules import ScanRules
-from ..store import FailedRow, ImageRow, IndexWriter
-from .sources import is_url, list_sources
-from .stages import CAPTURE_COLUMNS, LISTING_COLUMNS, Embedder, decode_batch
+from bt_search.distributed.stages import CAPTURE_COLUMNS, LISTING_COLUMNS, Embedder, decode_batch
+from bt_search.errors import UsageError
+from bt_search.indexing.run import COMMIT_ROWS, IndexProgress, IndexReport, IndexRun
+from bt_search.media.scan import FileRecord, Listing
+from bt_search.media.scan_rules import ScanRules
+from bt_search.media.sources import is_url, list_sources
+from bt_search.store import FailedRow, ImageRow, IndexWriter
 
 if TYPE_CHECKING:
-    from ..model import BridgeTowerEngine
-    from .model_facts import ModelFacts
+    from bt_search.engine.facts import ModelFacts
+    from bt_search.engine.model import BridgeTowerEngine
 
 MAX_ROWS_PER_BLOCK = 1024  # listing rows per Ray block: small enough to spread, few enough blocks at 100M
 

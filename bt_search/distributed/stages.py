@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config
-from ..decoding import Decoded, decode_bytes, read_failure
-from ..images import Preprocessing
-from ..scan import FileRecord
-from .sources import read_bytes
+from bt_search import config
+from bt_search.media.decoding import Decoded, decode_bytes, read_failure
+from bt_search.media.images import Preprocessing
+from bt_search.media.scan import FileRecord
+from bt_search.media.sources import read_bytes
 
 LISTING_COLUMNS = ("path", "size", "mtime_ns")
 CAPTURE_COLUMNS = ("taken_at", "camera_make", "camera_model")  # as the local indexer stores them
@@ -63,9 +63,9 @@ class Embedder:
     def __init__(self, model: str, revision: str | None, device: str, precision: str, fingerprint: str, threads: int):
         import torch
 
-        from ..errors import ModelMismatchError
-        from ..loading import load_engine
-        from .model_facts import read_model_facts
+        from bt_search.engine.facts import read_model_facts
+        from bt_search.engine.loading import load_engine
+        from bt_search.errors import ModelMismatchError
 
         torch.set_num_threads(threads)
         self.engine = load_engine(model, revision=revision, device=device, precision=precision)

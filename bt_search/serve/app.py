@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..errors import BtSearchError, UsageError
-from .page import CSP, PAGE_CSS, render_page
-from .service import Answer, Service, thumb_key
+from bt_search.errors import BtSearchError, UsageError
+from bt_search.serve.page import CSP, PAGE_CSS, render_page
+from bt_search.serve.service import Answer, Service, thumb_key
 
 MAX_BODY_BYTES = 1 << 20
 TOKEN_COOKIE = "bt_search_token"

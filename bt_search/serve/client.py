@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import UsageError
-from ..hits import Hit
-from .discovery import canonical_index, read_server_records
+from bt_search.errors import UsageError
+from bt_search.search.hits import Hit
+from bt_search.serve.discovery import canonical_index, read_server_records
 
 HEALTH_TIMEOUT_S = 2.0
 SEARCH_TIMEOUT_S = 3600.0  # a large rerank on CPU is slow but legitimate

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from urllib.parse import urlencode
 
-from ..hits import Hit
-from ..html_sheet import card_html, escape_html, sheet_css
-from .service import MAX_QUERY_CHARS, THUMB_PX, thumb_key
+from bt_search.output.html_sheet import card_html, escape_html, sheet_css
+from bt_search.search.hits import Hit
+from bt_search.serve.service import MAX_QUERY_CHARS, THUMB_PX, thumb_key
 
 # No script, no frames, no plugins; images, styles and form posts to this origin only.
 CSP = (

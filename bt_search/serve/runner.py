@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BtSearchError, UsageError
+from bt_search.errors import BtSearchError, UsageError
 
 Say = Callable[[str], None]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -80,13 +80,13 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
     try:
         import uvicorn
 
-        from .app import build_app
+        from bt_search.serve.app import build_app
     except ImportError as err:
         raise BtSearchError(
             f"`bt-search serve` needs the serve extra ({err.name} is missing): pip install 'bt-search[serve]'"
         ) from None
-    from .discovery import remove_server_file, write_server_file
-    from .service import Service
+    from bt_search.serve.discovery import remove_server_file, write_server_file
+    from bt_search.serve.service import Service
 
     check_exposure(settings.host, settings.allow_remote, settings.token)
     say(f"loading {settings.index_dir} ...")

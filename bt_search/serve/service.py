@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..errors import IndexMissingError, ModelMismatchError, UsageError
-from ..hits import Hit
-from ..html_sheet import make_thumbnail
-from ..indexer import identity_for
-from ..loading import load_engine
-from ..rerank_budget import default_shortlist
-from ..search import Searcher
-from ..store import IndexReader
-from .caches import SmallLRU, StateLRU
-from .discovery import canonical_index
+from bt_search import __version__
+from bt_search.engine.loading import load_engine
+from bt_search.errors import IndexMissingError, ModelMismatchError, UsageError
+from bt_search.indexing.run import identity_for
+from bt_search.output.html_sheet import make_thumbnail
+from bt_search.search.hits import Hit
+from bt_search.search.rerank_budget import default_shortlist
+from bt_search.search.searcher import Searcher
+from bt_search.serve.caches import SmallLRU, StateLRU
+from bt_search.serve.discovery import canonical_index
+from bt_search.store import IndexReader
 
 MAX_QUERIES = 256
 MAX_QUERY_CHARS = 1_000

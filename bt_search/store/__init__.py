@@ -7,11 +7,11 @@ budget, tuned to a recall target), ann_upkeep.py + upkeep.py + exact_copy.py (th
 upgrade.py (format 1).
 """
 
-from .ann_upkeep import INDEX_CHOICES, choose_index_type
-from .files import FORMAT_VERSION
-from .reader import IndexReader
-from .records import FailedRow, ImageRow, IndexIdentity, IndexStats
-from .writer import IndexWriter
+from bt_search.store.ann.policy import INDEX_CHOICES, choose_index_type
+from bt_search.store.files import FORMAT_VERSION
+from bt_search.store.reader import IndexReader
+from bt_search.store.records import FailedRow, ImageRow, IndexIdentity, IndexStats
+from bt_search.store.writer import IndexWriter
 
 __all__ = [
     "FORMAT_VERSION",

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .files import part_schema, write_parquet
-from .manifest import file_name, part_entry
-from .parts import Snapshot, open_snapshot
+from bt_search.store.files import part_schema, write_parquet
+from bt_search.store.manifest import file_name, part_entry
+from bt_search.store.parts import Snapshot, open_snapshot
 
 FANOUT = 4
 SOLO_DEAD_SHARE = 0.5

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import IndexFormatError, IndexLockedError, UsageError
+from bt_search.errors import IndexFormatError, IndexLockedError, UsageError
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)

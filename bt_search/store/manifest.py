@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from .files import ANN_DIR, FAILED_DIR, FORMAT_VERSION, PARTS_DIR, TOMBSTONES_DIR
-from .records import IndexIdentity
+from bt_search import __version__
+from bt_search.store.files import ANN_DIR, FAILED_DIR, FORMAT_VERSION, PARTS_DIR, TOMBSTONES_DIR
+from bt_search.store.records import IndexIdentity
 
 
 def new_manifest(identity: IndexIdentity) -> dict[str, Any]:

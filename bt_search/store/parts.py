@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ..errors import IndexFormatError
-from .files import FAILED_SCHEMA, part_schema, rebuild_hint
-from .records import embeddings_matrix
+from bt_search.errors import IndexFormatError
+from bt_search.store.files import FAILED_SCHEMA, part_schema, rebuild_hint
+from bt_search.store.records import embeddings_matrix
 
 _FORMAT = ds.ParquetFileFormat()
 

@@ -20,14 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import IndexFormatError, IndexLockedError, IndexMissingError
-from . import ann
-from .ann_upkeep import search_params
-from .exact_copy import exact_lookup, open_exact_copy
-from .files import META_COLUMNS, read_manifest, rebuild_hint
-from .legacy import load_v1
-from .parts import Snapshot, in_memory_snapshot, open_snapshot
-from .records import FailedRow, ImageRow, IndexIdentity, embeddings_matrix, image_rows
+from bt_search.errors import IndexFormatError, IndexLockedError, IndexMissingError
+from bt_search.store.ann import faiss_index
+from bt_search.store.ann.exact_copy import exact_lookup, open_exact_copy
+from bt_search.store.ann.policy import search_params
+from bt_search.store.files import META_COLUMNS, read_manifest, rebuild_hint
+from bt_search.store.parts import Snapshot, in_memory_snapshot, open_snapshot
+from bt_search.store.records import FailedRow, ImageRow, IndexIdentity, embeddings_matrix, image_rows
+from bt_search.store.v1.reader import load_v1
 
 _OPEN_ATTEMPTS = 20
 
@@ -36,13 +36,13 @@ class _AnnFile:
     """The memory-mapped ANN file with its tuned knobs and, for IVF-SQ8/IVF-PQ, its memory-mapped exact copy."""
 
     def __init__(self, directory: Path, entry: dict[str, Any]):
-        self.index = ann.read_index(directory / entry["file"], mmap=True)
+        self.index = faiss_index.read_index(directory / entry["file"], mmap=True)
         self.params = search_params(entry, self.index)
         names = entry.get("exact_copy")
         self.exact_vectors = exact_lookup(*open_exact_copy(directory, names)) if names else None
 
     def search(self, queries: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return ann.search(
+        return faiss_index.search(
             self.index, queries, k, params=self.params, excluded_ids=excluded, exact_vectors=self.exact_vectors
         )
 

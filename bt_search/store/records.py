@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ModelMismatchError
-from .files import FAILED_SCHEMA, META_COLUMNS, part_schema
+from bt_search.errors import ModelMismatchError
+from bt_search.store.files import FAILED_SCHEMA, META_COLUMNS, part_schema
 
 _NORM_TOLERANCE = 1e-3
 

@@ -18,10 +18,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import UsageError
-from .ann_upkeep import normalise_choice
-from .compaction import compact, due_for_compaction, merge_failures, merge_tombstones
-from .files import (
+from bt_search.errors import UsageError
+from bt_search.store.ann.policy import normalise_choice
+from bt_search.store.ann.upkeep import update_ann
+from bt_search.store.compaction import compact, due_for_compaction, merge_failures, merge_tombstones
+from bt_search.store.files import (
     acquire_lock,
     prepare_directory,
     read_manifest,
@@ -30,9 +31,9 @@ from .files import (
     write_manifest,
     write_parquet,
 )
-from .manifest import advanced, file_name, live_count, new_manifest, part_entry
-from .parts import open_snapshot
-from .records import (
+from bt_search.store.manifest import advanced, file_name, live_count, new_manifest, part_entry
+from bt_search.store.parts import open_snapshot
+from bt_search.store.records import (
     FailedRow,
     ImageRow,
     IndexIdentity,
@@ -42,8 +43,7 @@ from .records import (
     image_rows,
     part_table,
 )
-from .upgrade import upgrade_v1
-from .upkeep import update_ann
+from bt_search.store.v1.upgrade import upgrade_v1
 
 
 class IndexWriter:

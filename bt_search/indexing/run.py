@@ -1,0 +1,373 @@
+"""scan -> decode (worker processes, decoding.py) -> image tower -> store, incremental and resumable.
+
+Embeddings are committed to the index as atomic segments every COMMIT_ROWS rows (or COMMIT_SECONDS), so a
+crash or Ctrl-C loses at most that much, and a re-run skips everything committed (same size and mtime, or
+same content hash). Files that failed before and have not changed since are not retried.
+
+A run never drops an indexed row because its file could not be read this time (an unmounted drive, a
+permission, a half-written file): the row keeps its embedding and the run reports it in `kept`. Only
+`prune` removes rows, and only of files the scan positively saw gone from a folder it listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bt_search import config
+from bt_search.media.decoding import Decoded, decoded_batches
+from bt_search.media.exif import read_capture
+from bt_search.media.scan import FileRecord, Listing, ScanProblem, canonical_path, scan
+from bt_search.media.scan_rules import ScanRules
+from bt_search.store import FailedRow, ImageRow, IndexWriter
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module (the Ray driver never loads it)
+    from bt_search.engine.model import BridgeTowerEngine
+
+
+class IndexProgress:
+    """Progress callbacks; the CLI subclasses this to draw a bar. The defaults do nothing."""
+
+    def started(self, to_embed: int, unchanged: int) -> None: ...
+
+    def advanced(self, count: int) -> None: ...
+
+    def skipped(self, path: str, reason: str) -> None: ...
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0
+    unchanged: int = 0
+    failed_before: int = 0  # files that failed on an earlier run and were not retried (unchanged since)
+    removed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # not indexed: (path, reason)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # indexed earlier, unreadable this run: row kept
+    seconds: float = 0.0
+    total_images: int = 0
+
+
+COMMIT_ROWS = 256  # rows per crash-safe commit: fewer segments to merge, at most this much redone after a crash
+COMMIT_SECONDS = 30.0  # ... or this much time, whichever comes first
+
+
+@dataclass
+class Plan:
+    """What a run must do with the scanned files."""
+
+    to_embed: list[FileRecord]
+    unchanged: int
+    touched: list[tuple[FileRecord, str]]  # same content under a new mtime: (record, sha256), metadata only
+    failed_before: int  # failed on an earlier run and not modified since: not retried
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plan(
+    records: Iterable[FileRecord],
+    known: dict[str, tuple[int, int, str]],
+    known_failures: dict[str, tuple[int, int]] | None = None,
+) -> Plan:
+    """Sort scanned files: unchanged (same size+mtime, else same content hash), known failures, or to embed."""
+    known_failures = known_failures or {}
+    result = Plan([], 0, [], 0)
+    for record in records:
+        previous = known.get(record.path)
+        if previous is None:
+            if known_failures.get(record.path) == (record.size, record.mtime_ns):
+                result.failed_before += 1
+            else:
+                result.to_embed.append(record)
+        elif previous[:2] == (record.size, record.mtime_ns):
+            result.unchanged += 1
+        elif (sha256 := _sha256_or_none(record.path)) == previous[2]:
+            result.unchanged += 1
+            result.touched.append((record, sha256))
+        else:
+            result.to_embed.append(record)
+    return result
+
+
+def _sha256_or_none(path: str) -> str | None:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
+def vanished(known: Iterable[str], seen: set[str], listed: Listing) -> list[str]:
+    """Indexed paths the scan positively saw gone: the nearest folder above each that was listed lacks
+    the next name on the way to it. A path under a folder that could not be listed is never gone."""
+    return sorted(p for p in known if p not in seen and _missing_from_listing(p, listed))
+
+
+def _missing_from_listing(path: str, listed: Listing) -> bool:
+    child, folder = path, os.path.dirname(path)
+    while folder != child:
+        names = listed.get(folder)
+        if names is not None:
+            return os.path.basename(child) not in names
+        child, folder = folder, os.path.dirname(folder)
+    return False  # no folder above it was listed: outside this scan
+
+
+def index_paths(
+    roots: Sequence[str | os.PathLike],
+    writer: IndexWriter,
+    engine: BridgeTowerEngine,
+    *,
+    batch_size: int = 16,
+    workers: int | None = None,
+    draft: bool = True,
+    prune: bool = False,
+    index_type: str | None = None,
+    commit_rows: int = COMMIT_ROWS,
+    progress: IndexProgress | bool | None = None,
+    rules: ScanRules | None = None,
+    prune_excluded: bool = False,
+) -> IndexReport:
+    """Bring the index up to date with `roots`. Committed work survives any interruption.
+
+    `workers` decode processes (None: `config.default_workers` for the engine's device; 0: inline).
+    `rules`: what the scan leaves out (None: the rules recorded by earlier runs, else the defaults); they are
+    recorded for later runs. `--prune` keeps files that still exist but the rules now leave out, unless
+    `prune_excluded`. `progress=True` draws a `tqdm.auto` bar (a widget in notebooks).
+    """
+    if workers is None:
+        workers = config.default_workers(engine.device.type)
+    progress = _progress(progress)
+    run = IndexRun.begin(writer, progress, commit_rows, rules)
+    listed: Listing = {}
+    records, problems = _scan(roots, skip=[writer.directory], listed=listed, rules=run.rules)
+    work = run.plan(records, problems, listed, roots, prune, prune_excluded)
+    by_path = {record.path: record for record in work.to_embed}
+    with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
+        for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
+            stamped = [(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures]
+            run.add(_embed(engine, batch), stamped)
+    return run.finish(index_type)
+
+
+class IndexRun:
+    """What every executor shares: scan rules, the plan against the index, failures, commits, prune, finish.
+
+    The local indexer and the Ray pipeline differ only in how they turn `plan().to_embed` into rows.
+    """
+
+    def __init__(self, writer: IndexWriter, progress: IndexProgress, commit_rows: int, rules: ScanRules):
+        self.writer, self.progress, self.rules = writer, progress, rules
+        self.report = IndexReport()
+        self.pending = PendingCommit(writer, commit_rows)
+        self.failures = Failures({}, self.report, progress)
+        self.gone: list[str] = []
+        self.started = time.perf_counter()
+
+    @classmethod
+    def begin(cls, writer: IndexWriter, progress: IndexProgress, commit_rows: int, rules: ScanRules | None) -> IndexRun:
+        """Start a run; `rules` None means the rules recorded by earlier runs (else the defaults)."""
+        rules = rules or ScanRules.from_settings(writer.settings.get("scan_rules"))
+        writer.record_settings(scan_rules=rules.as_settings())
+        return cls(writer, progress, commit_rows, rules)
+
+    def plan(self, records, problems, listed: Listing, roots, prune: bool, prune_excluded: bool = False) -> Plan:
+        """Plan the run against the index; record scan problems and refreshed rows; choose what to prune."""
+        writer, report = self.writer, self.report
+        seen = {r.path for r in records} | {p.path for p in problems}
+        known = writer.known_files(seen)  # lookups for the scanned paths only, not the whole index
+        failed = writer.known_failures()
+        self.failures = Failures(known, report, self.progress)
+        work = plan(records, known, failed)
+        report.unchanged, report.failed_before = work.unchanged, work.failed_before
+        if prune:
+            canonical_roots = [r if "://" in r else canonical_path(r) for r in map(str, roots)]
+            candidates = [*writer.paths_under(canonical_roots), *failed]
+            self.gone = _pruned(candidates, seen, listed, roots, self.rules, prune_excluded)
+        self.progress.started(len(work.to_embed), work.unchanged)
+        self.pending.add(
+            _refreshed_rows(writer, work.touched), self.failures.to_record([(p.path, p.reason, 0, 0) for p in problems])
+        )
+        busy = {r.path for r in work.to_embed} | {r.path for r, _ in work.touched} | {p.path for p in problems}
+        _capture_upgrade(writer, self.pending, busy)
+        return work
+
+    def add(self, rows: list[ImageRow], failures: list[tuple[str, str, int, int]]) -> None:
+        """Embedded rows and (path, reason, size, mtime_ns) failures of one batch."""
+        self.pending.add(rows, self.failures.to_record(failures))
+        self.report.indexed += len(rows)
+        self.progress.advanced(len(rows) + len(failures))
+
+    def finish(self, index_type: str) -> IndexReport:
+        self.pending.flush(removed=self.gone)
+        stats = self.writer.finish(index_type=index_type)
+        self.report.removed = len(self.gone)
+        self.report.total_images = stats.images
+        self.report.seconds = time.perf_counter() - self.started
+        return self.report
+
+
+class Failures:
+    """Sorts files that could not be indexed: new ones are recorded as failed rows; an indexed file keeps
+    its row (and embedding) and is reported as unreadable this run, whatever the reason."""
+
+    def __init__(self, known: dict[str, tuple[int, int, str]], report: IndexReport, progress: IndexProgress):
+        self.known, self.report, self.progress = known, report, progress
+
+    def to_record(self, failures: Iterable[tuple[str, str, int, int]]) -> list[FailedRow]:
+        recorded = []
+        for path, reason, size, mtime_ns in failures:
+            if path in self.known:
+                self.report.kept.append((path, reason))
+                self.progress.skipped(path, f"{reason}; unreadable this run, its indexed row is kept")
+            else:
+                self.report.skipped.append((path, reason))
+                self.progress.skipped(path, reason)
+                recorded.append(FailedRow(path, reason, size, mtime_ns))
+        return recorded
+
+
+class PendingCommit:
+    """Rows and failures waiting for the next atomic commit: every `rows` rows or COMMIT_SECONDS.
+
+    Keyed by path, so one commit never names a path twice (the later entry for a path wins).
+    """
+
+    def __init__(self, writer: IndexWriter, rows: int):
+        self.writer, self.limit = writer, max(1, rows)
+        self.entries: dict[str, ImageRow | FailedRow] = {}
+        self.since = time.monotonic()
+
+    def add(self, rows: list[ImageRow], failed: list[FailedRow]) -> None:
+        for entry in [*rows, *failed]:
+            self.entries.pop(entry.path, None)  # re-inserted last: the order of operations is kept
+            self.entries[entry.path] = entry
+        if len(self.entries) >= self.limit or time.monotonic() - self.since >= COMMIT_SECONDS:
+            self.flush()
+
+    def flush(self, removed: Sequence[str] = ()) -> None:
+        for path in removed:
+            self.entries.pop(path, None)
+        rows = [e for e in self.entries.values() if isinstance(e, ImageRow)]
+        failed = [e for e in self.entries.values() if isinstance(e, FailedRow)]
+        if rows or failed or removed:
+            self.writer.commit(rows, failed=failed, removed=removed)
+        self.entries, self.since = {}, time.monotonic()
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with `count` torch CPU threads (None: unchanged), then restore the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _refreshed_rows(writer: IndexWriter, touched: list[tuple[FileRecord, str]]) -> list[ImageRow]:
+    """Rows of touched files with their new size/mtime, so the next run needs no hashing for them."""
+    if not touched:
+        return []
+    stored = writer.rows_by_sha256(sha for _, sha in touched)
+    return [
+        replace(
+            stored[sha],
+            path=record.path,
+            size=record.size,
+            mtime_ns=record.mtime_ns,
+            **read_capture(record.path).as_fields(),
+        )
+        for record, sha in touched
+        if sha in stored
+    ]
+
+
+def _capture_upgrade(writer: IndexWriter, pending: PendingCommit, busy: set[str]) -> None:
+    """Once per index: give rows indexed before capture info existed their EXIF columns, embeddings kept.
+
+    O(N) header reads and one read of the stored rows, on the first run after the upgrade only (then the
+    manifest says capture info is present). Paths this run embeds or refreshes anyway are left to it.
+    """
+    if writer.settings.get("capture_info"):
+        return
+    known = {path: entry for path, entry in writer.known_files().items() if path not in busy}
+    stored = writer.rows_by_sha256(sha for _, _, sha in known.values())
+    for path, (size, mtime_ns, sha) in known.items():
+        if sha in stored and os.path.isfile(path):
+            row = replace(stored[sha], path=path, size=size, mtime_ns=mtime_ns, **read_capture(path).as_fields())
+            pending.add([row], [])
+    pending.flush()
+    writer.record_settings(capture_info=True)
+
+
+def _pruned(known, seen: set[str], listed: Listing, roots, rules: ScanRules, prune_excluded: bool) -> list[str]:
+    """Paths the scan positively saw gone; with `prune_excluded`, also files the scan rules now leave out
+    (they are still in their folder's listing, so `vanished` alone keeps them)."""
+    gone = set(vanished(known, seen, listed))
+    if prune_excluded:
+        absolute = [canonical_path(r) for r in roots]
+        gone.update(p for p in known if p not in seen and rules.covers(p, absolute))
+    return sorted(gone)
+
+
+def _progress(progress: IndexProgress | bool | None) -> IndexProgress:
+    if progress is True:
+        from bt_search.indexing.progress import TqdmProgress
+
+        return TqdmProgress()
+    return progress or IndexProgress()
+
+
+def _scan(roots, skip, listed: Listing, rules: ScanRules) -> tuple[list[FileRecord], list[ScanProblem]]:
+    records, problems = [], []
+    for item in scan(roots, skip=skip, listed=listed, rules=rules):
+        (records if isinstance(item, FileRecord) else problems).append(item)
+    return records, problems
+
+
+def _embed(engine: BridgeTowerEngine, batch: list[Decoded]) -> list[ImageRow]:
+    if not batch:
+        return []
+    embeddings = engine.encode_images(np.stack([d.pixels for d in batch]))
+    return [
+        ImageRow(
+            path=d.record.path,
+            size=d.record.size,
+            mtime_ns=d.record.mtime_ns,
+            sha256=d.sha256,
+            width=d.width,
+            height=d.height,
+            embedding=embedding,
+            **d.capture.as_fields(),
+        )
+        for d, embedding in zip(batch, embeddings)
+    ]
+
+
+def identity_for(engine: BridgeTowerEngine):
+    """The index identity an engine writes: model, revision, embedding size, preprocessing."""
+    from bt_search.store import IndexIdentity
+
+    return IndexIdentity(
+        model=engine.model_id,
+        model_revision=engine.revision,
+        embedding_dim=engine.embedding_dim,
+        preprocessing=engine.preprocessing.as_dict(),
+        embedding_fingerprint=engine.embedding_fingerprint(),
+    )

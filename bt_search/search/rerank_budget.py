@@ -1,0 +1,94 @@
+"""How much of a shortlist to rerank: a device-dependent default N, a time estimate, and `--rerank-budget`.
+
+Rerank cost is per candidate (its vision tower, then one fusion pass per query that shortlists it), and on
+a CPU it is large: about 3.2 s per candidate for the default model's shapes in fp32, 1.4 s with a bf16
+rerank (docs/performance.md, "CPU experience"). So the first candidate of a call is reranked alone and
+timed; from then on the clock knows the cost per candidate, says what the whole rerank will take when that
+is long, and, given a budget, hands out only the candidates that still fit. Candidates come in cosine
+order, so the ones reranked are the best that fit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+CPU_SHORTLIST = 20  # see docs/performance.md, "CPU experience"
+GPU_SHORTLIST = 50  # BridgeTower's own protocol reranks the ITC top-k; 50 keeps close to it on CUDA
+ESTIMATE_ABOVE_SECONDS = 10.0  # a rerank projected to take longer than this is announced on stderr
+
+
+def default_shortlist(device_type: str) -> int:
+    """The shortlist size used when --shortlist is not given."""
+    return GPU_SHORTLIST if device_type == "cuda" else CPU_SHORTLIST
+
+
+class RerankClock:
+    """Paces one call's rerank: chunk sizes, an announced estimate, and an optional budget in seconds.
+
+    The budget is shared out over the queries in order (query q may use up to (q+1)/Q of it, so time a query
+    leaves unused passes to the next ones); each query reranks at least one candidate.
+    """
+
+    def __init__(
+        self,
+        candidates: int,
+        queries: int,
+        budget: float | None = None,
+        on_note: Callable[[str], None] | None = None,
+        now: Callable[[], float] = time.perf_counter,
+    ):
+        if budget is not None and not (math.isfinite(budget) and budget > 0):
+            from bt_search.errors import UsageError
+
+            raise UsageError(f"--rerank-budget must be a number of seconds > 0, not {budget}")
+        self.candidates, self.queries, self.budget = candidates, queries, budget
+        self.on_note = on_note or (lambda message: None)
+        self.now = now
+        self.started = now()
+        self.done = 0
+        self.skipped = 0
+        self.announced = False
+
+    @property
+    def seconds_per_candidate(self) -> float | None:
+        return (self.now() - self.started) / self.done if self.done else None
+
+    def chunk_size(self, query: int, reranked_in_query: int, left_in_query: int, batch: int) -> int:
+        """How many of this query's next candidates to rerank now (0: stop, the budget is spent)."""
+        per = self.seconds_per_candidate
+        if per is None:
+            return min(1, left_in_query)  # the first candidate alone, to time it
+        if self.budget is None:
+            return min(batch, left_in_query)
+        allowed = self.budget * (query + 1) / self.queries - (self.now() - self.started)
+        fit = int(allowed // per) if per > 0 else left_in_query
+        if reranked_in_query == 0:
+            fit = max(fit, 1)
+        return max(0, min(batch, left_in_query, fit))
+
+    def record(self, count: int) -> None:
+        self.done += count
+        per = self.seconds_per_candidate
+        if self.announced or per is None:
+            return
+        self.announced = True
+        projected = per * self.candidates
+        if projected > ESTIMATE_ABOVE_SECONDS:
+            cap = f"; --rerank-budget {self.budget:g} s caps it" if self.budget else "; --rerank-budget SECONDS caps it"
+            self.on_note(
+                f"reranking {self.candidates} candidates: about {projected:.0f} s at {per:.1f} s each{cap}, "
+                "--shortlist N shrinks it, --no-rerank skips it"
+            )
+
+    def skip(self, count: int) -> None:
+        self.skipped += count
+
+    def summary(self) -> str | None:
+        if not self.skipped:
+            return None
+        return (
+            f"reranked {self.candidates - self.skipped} of {self.candidates} candidates within "
+            f"--rerank-budget {self.budget:g} s; the {self.skipped} that did not fit were left out"
+        )

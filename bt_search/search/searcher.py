@@ -1,0 +1,375 @@
+"""Shortlist by cosine (FAISS), rerank with the ITM head (fusion only), rank. Ranking helpers are pure.
+
+For a batch of queries, each distinct candidate image is decoded and run through the vision tower once; its
+states stay cached only while a query still to come needs them. A long-lived caller (the server) can pass a
+`state_store` that keeps them across calls, and a `progress` callback that sees the rerank advance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from bt_search.config import DEFAULT_SCORE
+from bt_search.engine.model import BridgeTowerEngine
+from bt_search.errors import ImageDecodeError, UsageError
+from bt_search.media.images import load_pixels
+from bt_search.search.hits import Hit
+from bt_search.search.rerank_budget import RerankClock
+from bt_search.search.term_vectors import (
+    query_vector,
+    rerank_with_negatives,
+    signed_image_terms,
+    signed_text_terms,
+)
+from bt_search.search.terms import Terms, Weighted
+
+MissingCallback = Callable[[str, str], None]
+RERANK_DRAFT_DECODE = True
+SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
+ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): one step per vision state or ITM pair
+
+
+class StateStore(Protocol):
+    """Vision-tower states kept across searches, by image path (the server's memory-bounded LRU)."""
+
+    def get(self, path: str) -> torch.Tensor | None: ...
+
+    def put(self, path: str, state: torch.Tensor) -> None: ...
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """One query's cosine candidates, best first: row ids into the index and their similarities."""
+
+    query: str
+    rows: np.ndarray
+    similarities: np.ndarray
+    paths: list[str]  # paths[i] is row rows[i]'s file
+
+    def subset(self, keep: Sequence[int]) -> Shortlist:
+        """The candidates at positions `keep`, in that order."""
+        keep = list(keep)
+        return Shortlist(self.query, self.rows[keep], self.similarities[keep], [self.paths[i] for i in keep])
+
+
+def rank_hits(
+    shortlist: Shortlist,
+    scores: np.ndarray | None,
+    top_k: int,
+    threshold: float | None = None,
+) -> list[Hit]:
+    """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path."""
+    scores = shortlist.similarities if scores is None else scores
+    order = sorted(
+        range(len(shortlist.rows)),
+        key=lambda i: (-float(scores[i]), -float(shortlist.similarities[i]), shortlist.paths[i]),
+    )
+    hits = []
+    for i in order:
+        if threshold is not None and scores[i] < threshold:
+            continue
+        hits.append(
+            Hit(
+                query=shortlist.query,
+                rank=len(hits) + 1,
+                path=shortlist.paths[i],
+                score=float(scores[i]),
+                similarity=float(shortlist.similarities[i]),
+                shortlist_rank=i + 1,
+            )
+        )
+        if len(hits) == top_k:
+            break
+    return hits
+
+
+def cosine_shortlists(
+    reader, queries: Sequence[str], query_embeddings: np.ndarray, size: int, under: str | None = None, where=None
+) -> list[Shortlist]:
+    """The `size` nearest images by cosine for each query; exact over the subset when `under` or `where`
+    (a pyarrow.compute expression over the rows' columns, e.g. capture.date_filter) is given."""
+    if under is None and where is None:
+        similarities, rows = reader.search(query_embeddings, size)
+        return [Shortlist(q, r, s, reader.paths_for(r)) for q, r, s in zip(queries, rows, similarities)]
+    subset = reader.ids_under(under) if under is not None else None
+    if where is not None:
+        matching = reader.ids_where(where)
+        subset = matching if subset is None else np.intersect1d(subset, matching)
+    if subset.size == 0:
+        raise UsageError(f"no indexed images under {under}" if where is None else "no indexed images match the filters")
+    sims = query_embeddings @ reader.embeddings_for(subset).T
+    shortlists = []
+    for query, row_sims in zip(queries, sims):
+        order = np.argsort(-row_sims, kind="stable")[:size]
+        shortlists.append(Shortlist(query, subset[order], row_sims[order], reader.paths_for(subset[order])))
+    return shortlists
+
+
+class Searcher:
+    """Text (or image) queries against one index with one engine."""
+
+    def __init__(
+        self,
+        reader,
+        engine: BridgeTowerEngine,
+        *,
+        batch_size: int = 16,
+        on_missing: MissingCallback | None = None,
+        on_note: Callable[[str], None] | None = None,
+        state_store: StateStore | None = None,
+        progress: ProgressCallback | None = None,
+    ):
+        self.reader = reader
+        self.engine = engine
+        self.batch_size = batch_size
+        self.on_missing = on_missing or (lambda path, reason: None)
+        self.on_note = on_note or (lambda message: None)  # talk for stderr: rerank estimates, budget cuts
+        self.state_store = state_store
+        self.progress = progress
+
+    def search(
+        self,
+        queries: Sequence[str | Terms],
+        *,
+        top_k: int = 10,
+        shortlist: int = 50,
+        rerank: bool = True,
+        threshold: float | None = None,
+        under: str | None = None,
+        score: str = DEFAULT_SCORE,
+        rerank_budget: float | None = None,
+        where=None,
+    ) -> list[list[Hit]]:
+        """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
+        with negatives and example images: see terms.py). `score` ranks reranked candidates (see blend_scores);
+        "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks only the best candidates
+        that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow expression on the index's
+        columns) filters before the shortlist."""
+        terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
+        if not terms or any(not t.text.value.strip() for t in terms):
+            raise UsageError("empty query: give some text to search for")
+        if score not in SCORES:
+            raise UsageError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
+        check_threshold(threshold)
+        labels = [t.label for t in terms]
+        reranked = rerank and score != "cosine"
+        vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
+        shortlists = self._live_shortlists(labels, vectors, max(shortlist, top_k), under, where)
+        if not reranked:
+            return [rank_hits(s, None, top_k, threshold) for s in shortlists]
+        clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
+        results = self._reranked(shortlists, terms, top_k, threshold, score, clock)
+        if clock.summary():
+            self.on_note(clock.summary())
+        return results
+
+    def _query_vectors(self, terms: list[Terms]) -> np.ndarray:
+        """Unit query vectors [Q, D]; each distinct text and image is encoded once for the whole batch."""
+        if all(t.is_plain for t in terms):
+            return self.engine.encode_texts([t.text.value for t in terms])
+        texts = sorted({value for t in terms for value in signed_text_terms(t)[0]})
+        text_rows = dict(zip(texts, self.engine.encode_texts(texts)))
+        paths = sorted({value for t in terms for value in signed_image_terms(t)[0]})
+        image_rows = dict(zip(paths, self._encode_term_images(paths))) if paths else {}
+        vectors = []
+        for t in terms:
+            (text_values, text_weights), (image_values, image_weights) = signed_text_terms(t), signed_image_terms(t)
+            images = np.stack([image_rows[p] for p in image_values]) if image_values else None
+            vectors.append(
+                query_vector(np.stack([text_rows[v] for v in text_values]), text_weights, images, image_weights)
+            )
+        return np.stack(vectors)
+
+    def _encode_term_images(self, paths: list[str]) -> np.ndarray:
+        pixels = []
+        for path in paths:
+            try:
+                pixels.append(load_pixels(path, self.engine.preprocessing, draft=False)[0])
+            except ImageDecodeError as err:
+                raise UsageError(f"--like/--unlike {err}") from None
+        return self.engine.encode_images(np.stack(pixels))
+
+    def similar_images(
+        self, image_path: str, *, top_k: int = 10, threshold: float | None = None, under: str | None = None, where=None
+    ) -> list[Hit]:
+        """Images nearest to `image_path` by ITC image embedding (no rerank: ITM scores text against images)."""
+        check_threshold(threshold)
+        try:
+            pixels, _ = load_pixels(image_path, self.engine.preprocessing, draft=False)
+        except ImageDecodeError as err:
+            raise UsageError(f"--image {err}") from None
+        embedding = self.engine.encode_images(pixels[None])
+        (found,) = self._live_shortlists([image_path], embedding, top_k, under, where)
+        return rank_hits(found, None, top_k, threshold)
+
+    def _live_shortlists(
+        self, queries: Sequence[str], embeddings: np.ndarray, size: int, under: str | None, where=None
+    ) -> list[Shortlist]:
+        """Each query's `size` nearest candidates whose files still exist. A file deleted since indexing is
+        replaced by the next candidate (the search is repeated twice as deep) until `size` are live or the
+        index runs out, so deleted files never shrink the results below K."""
+        exists = _memoized(self._exists)  # each vanished file is reported once
+        results: list[Shortlist | None] = [None] * len(queries)
+        pending, depth = list(range(len(queries))), size
+        while pending:
+            found = cosine_shortlists(
+                self.reader, [queries[i] for i in pending], embeddings[pending], depth, under, where
+            )
+            still_short = []
+            for i, shortlist in zip(pending, found):
+                live = [j for j, path in enumerate(shortlist.paths) if exists(path)]
+                if len(live) >= size or len(shortlist.rows) < depth:  # enough, or the index ran out
+                    results[i] = shortlist.subset(live[:size])
+                else:
+                    still_short.append(i)
+            pending, depth = still_short, depth * 2
+        return results
+
+    def _exists(self, path: str) -> bool:
+        if os.path.isfile(path):
+            return True
+        self.on_missing(path, "no longer exists (moved or deleted since indexing)")
+        return False
+
+    def _reranked(
+        self,
+        shortlists: list[Shortlist],
+        terms: list[Terms],
+        top_k: int,
+        threshold: float | None,
+        score: str,
+        clock: RerankClock,
+    ) -> list[list[Hit]]:
+        uses = Counter(int(r) for s in shortlists for r in s.rows)
+        # one step per vision state and one per ITM pass (negatives add passes)
+        tick = _Ticker(
+            self.progress, total=len(uses) + sum(len(s.rows) * (1 + len(t.nots)) for s, t in zip(shortlists, terms))
+        )
+        cache = VisionStateCache(self, uses, tick)
+        text_states = {}  # each distinct text (query or negative) runs the text tower once per call
+        results = []
+        for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
+            kept_parts, score_parts, position = [], [], 0
+            while position < len(shortlist.rows):
+                size = clock.chunk_size(number, position, len(shortlist.rows) - position, self.batch_size)
+                if size == 0:
+                    clock.skip(len(shortlist.rows) - position)
+                    break
+                kept, states = cache.take(shortlist.subset(range(position, position + size)))
+                if states is not None:
+                    itm = [self._itm(text_states, t.value, states) for t in (query.text, *query.nots)]
+                    weights = np.array([t.weight for t in query.nots])
+                    kept_parts.append(kept)
+                    score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
+                tick(size * (1 + len(query.nots)))
+                position += size
+                clock.record(size)
+            kept = _concatenated(shortlist.query, kept_parts)
+            scores = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
+            scores = blend_scores(scores, kept.similarities) if score == "blend" else scores
+            results.append(rank_hits(kept, scores, top_k, threshold))
+        return results
+
+    def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:
+        if text not in text_states:
+            text_states[text] = self.engine.text_states(text)
+        return self.engine.itm_scores(text_states[text], states)
+
+
+def blend_scores(itm: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+    """ITM probability + ITC cosine: the sum BLIP and BLIP-2 rank their retrieval candidates by (LAVIS), here
+    with the probability rather than the raw logit, so both terms live on comparable scales."""
+    return (np.asarray(itm, dtype=np.float32) + np.asarray(cosine, dtype=np.float32)).astype(np.float32)
+
+
+def _concatenated(query: str, parts: list[Shortlist]) -> Shortlist:
+    if not parts:
+        return Shortlist(query, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), [])
+    return Shortlist(
+        query,
+        np.concatenate([p.rows for p in parts]),
+        np.concatenate([p.similarities for p in parts]),
+        [path for p in parts for path in p.paths],
+    )
+
+
+def check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"--threshold must be a finite number, not {threshold}")
+
+
+def _memoized(fn: Callable[[str], bool]) -> Callable[[str], bool]:
+    seen: dict[str, bool] = {}
+    return lambda key: seen[key] if key in seen else seen.setdefault(key, fn(key))
+
+
+class _Ticker:
+    """Counts rerank steps and reports (done, total) to an optional progress callback."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+        if callback:
+            callback(0, total)
+
+    def __call__(self, steps: int) -> None:
+        self.done += steps
+        if self.callback and steps:
+            self.callback(self.done, self.total)
+
+
+class VisionStateCache:
+    """Vision-tower states per candidate row, computed once, dropped when no later query needs them."""
+
+    def __init__(self, searcher: Searcher, uses: Counter, tick: Callable[[int], None] = lambda steps: None):
+        self.searcher = searcher
+        self.uses = uses
+        self.tick = tick
+        self.states: dict[int, torch.Tensor] = {}
+        self.failed: set[int] = set()
+
+    def take(self, shortlist: Shortlist) -> tuple[Shortlist, torch.Tensor | None]:
+        """The candidates whose file decodes, with their states in order; failing files are reported and left out."""
+        rows = [int(r) for r in shortlist.rows]
+        todo = {r: p for r, p in zip(rows, shortlist.paths) if r not in self.states and r not in self.failed}
+        self._compute(todo)
+        usable = [i for i, r in enumerate(rows) if r in self.states]
+        stacked = torch.stack([self.states[rows[i]] for i in usable]) if usable else None
+        for row in rows:
+            self.uses[row] -= 1
+            if self.uses[row] == 0:
+                self.states.pop(row, None)
+        return shortlist.subset(usable), stacked
+
+    def _compute(self, paths_by_row: dict[int, str]) -> None:
+        engine, store = self.searcher.engine, self.searcher.state_store
+        decoded = []
+        for row, path in paths_by_row.items():
+            stored = store.get(path) if store is not None else None
+            if stored is not None:
+                self.states[row] = stored
+                continue
+            try:
+                # Draft JPEG decoding (DCT scaling, as at index time): ~9x faster to decode a large photo, ITM within
+                # 0.01 of the full decode (docs/performance.md; tests/unit/search/test_terms.py checks the bound).
+                decoded.append((row, path, load_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)[0]))
+            except ImageDecodeError as err:
+                self.failed.add(row)
+                self.searcher.on_missing(path, err.reason)
+        self.tick(len(paths_by_row) - len(decoded))
+        size = self.searcher.batch_size
+        for start in range(0, len(decoded), size):
+            chunk = decoded[start : start + size]
+            states = engine.vision_states(np.stack([pixels for _, _, pixels in chunk]))
+            for (row, path, _), state in zip(chunk, states):
+                self.states[row] = state
+                if store is not None:
+                    store.put(path, state)
+            self.tick(len(chunk))

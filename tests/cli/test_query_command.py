@@ -1,0 +1,132 @@
+"""`bt-search query` and `eval` as scripts use them: formats that parse back, stdin, failures, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from tests.cli.test_index_command import bt_search
+from tests.conftest import SPECS, noise_image
+
+QUERY = "two green triangles"
+
+
+@pytest.fixture(scope="module")
+def index(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("query")
+    photos = root / "photos"
+    photos.mkdir()
+    names = ["plain.png", "with space.png", "new\nline.png", 'comma, "quote".png', "ünïcödé.png", "tab\there.png"]
+    for i, name in enumerate(names):
+        noise_image(300 + i, 64, 64).save(photos / name)
+    result = bt_search("index", photos, "--index", root / "index", "--model", tiny_checkpoint, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return root / "index", photos, names
+
+
+def query(index, *args, **kwargs):
+    return bt_search("query", *args, "--index", index[0], **kwargs)
+
+
+def test_jsonl_is_the_default_when_piped_and_parses(index):
+    result = query(index, QUERY, "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2, 3] and {r["query"] for r in rows} == {QUERY}
+    assert all(0.0 <= r["score"] <= 1.0 and -1.0 <= r["similarity"] <= 1.0 for r in rows)
+    assert rows == sorted(rows, key=lambda r: -r["score"])
+
+
+def test_csv_and_tsv_round_trip_awkward_names(index):
+    for fmt, delimiter in (("csv", ","), ("tsv", "\t")):
+        result = query(index, QUERY, "--top-k", "6", "--format", fmt)
+        rows = list(csv.DictReader(io.StringIO(result.stdout, newline=""), delimiter=delimiter))
+        assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == sorted(index[2])
+        assert list(rows[0]) == ["query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at"]
+
+
+def test_paths_null_separated_survive_newlines(index):
+    result = query(index, QUERY, "--top-k", "6", "--format", "paths", "-0")
+    paths = result.stdout.split("\0")
+    assert paths[-1] == "" and sorted(p.rsplit("/", 1)[1] for p in paths[:-1]) == sorted(index[2])
+    refused = query(index, QUERY, "--top-k", "6", "--format", "paths")
+    assert refused.returncode == 2 and "-0" in refused.stderr
+
+
+def test_queries_from_stdin_in_input_order_equal_single_runs(index):
+    queries = ["a red circle", QUERY, "a photo of two cats"]
+    batch = query(index, "--queries-file", "-", "--top-k", "2", input="\n".join(queries) + "\n\n")
+    rows = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert [r["query"] for r in rows] == [q for q in queries for _ in range(2)]
+    for q in queries:
+        alone = [json.loads(line) for line in query(index, q, "--top-k", "2").stdout.splitlines()]
+        assert [(r["path"], round(r["score"], 5)) for r in alone] == [
+            (r["path"], round(r["score"], 5)) for r in rows if r["query"] == q
+        ]
+
+
+def test_no_rerank_scores_are_cosines(index):
+    rows = [json.loads(line) for line in query(index, QUERY, "--no-rerank", "-k", "3").stdout.splitlines()]
+    assert all(r["score"] == r["similarity"] for r in rows) and [r["shortlist_rank"] for r in rows] == [1, 2, 3]
+
+
+def test_similar_images_by_image(index):
+    target = index[1] / "plain.png"
+    rows = [json.loads(line) for line in query(index, "--image", target, "-k", "2").stdout.splitlines()]
+    assert rows[0]["path"] == str(target) and rows[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_long_query_is_truncated_with_a_warning(index):
+    result = query(index, " ".join(["word"] * 2000), "-k", "1")
+    assert result.returncode == 0 and "truncated" in result.stderr and len(result.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "case,expected_code,message",
+    [
+        ("missing index", 1, "no index at"),
+        ("empty query", 2, "empty query"),
+        ("no query", 2, "no query"),
+        ("bad format version", 1, "format"),
+        ("other model", 1, "built with"),
+    ],
+)
+def test_failures_get_one_clear_line_and_an_exit_code(case, expected_code, message, index, checkpoints, tmp_path):
+    import shutil
+
+    args = [QUERY, "--index", index[0]]
+    if case == "missing index":
+        args = [QUERY, "--index", tmp_path / "none"]
+    elif case == "empty query":
+        args = ["", "--index", index[0]]
+    elif case == "no query":
+        args = ["--index", index[0]]
+    elif case == "bad format version":
+        broken = tmp_path / "index"
+        shutil.copytree(index[0], broken)
+        manifest = json.loads((broken / "manifest.json").read_text())
+        manifest["format_version"] = 99
+        (broken / "manifest.json").write_text(json.dumps(manifest))
+        args = [QUERY, "--index", broken]
+    elif case == "other model":
+        args += ["--model", checkpoints[SPECS[1].name]]
+    result = bt_search("query", *args)
+    assert result.returncode == expected_code, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_deleted_file_is_reported_on_stderr_and_skipped(index, tmp_path):
+    import shutil
+
+    victim = index[1] / "plain.png"
+    shutil.move(victim, tmp_path / "away.png")
+    try:
+        result = query(index, QUERY, "-k", "6")
+    finally:
+        shutil.move(tmp_path / "away.png", victim)
+    assert result.returncode == 0 and str(victim) in result.stderr
+    assert len(result.stdout.splitlines()) == 5

@@ -1,0 +1,297 @@
+"""`bt-search serve` as a user runs it: query auto-attach (byte-identical, torch-free), refusals, load, reload,
+SIGTERM and the fallback after the server is gone. One server process for the whole module."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import noise_image
+from tests.support.serve import ServerProcess
+
+QUERY = "two green triangles"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    photos, runtime = root / "photos", root / "run"
+    (photos / "sub").mkdir(parents=True)
+    runtime.mkdir(mode=0o700)
+    for i in range(12):
+        noise_image(700 + i, 64, 60 + i).save(photos / ("sub" if i % 4 == 0 else "") / f"p{i:02d}.png")
+    noise_image(799, 64, 64).save(root / "not-indexed.png")
+    index = root / "index"
+    built = run_cli(runtime, "index", photos, "--index", index, "--model", tiny_checkpoint, "--quiet")
+    assert built.returncode == 0, built.stderr
+    # Poisoned packages on the path: a served query never imports torch or transformers, and the attach fast
+    # path (serve/attach.py) not the full CLI's stack either; rich only for --format table.
+    poison = root / "poison"
+    groups = {"model": ("torch", "transformers", "numpy"), "cli": ("typer", "pydantic"), "rich": ("rich",)}
+    for group, name in ((group, name) for group, names in groups.items() for name in names):
+        folder = poison / group / name
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text(f"raise ImportError('{name} imported on the client path')\n")
+    server = ServerProcess(index, runtime, "--state-cache-mb", "1", "--max-queue", "2", "--batch-size", "4")
+    yield {"root": root, "photos": photos, "index": index, "runtime": runtime, "poison": poison, "server": server}
+    server.terminate()
+
+
+def run_cli(runtime, *args, poison=(), **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), BT_SEARCH_WORKERS="0")
+    if poison:
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, poison), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "bt_search", *map(str, args)], capture_output=True, env=env, **kwargs)
+
+
+def fast_path_poison(setup, args) -> list:
+    """Packages the attach fast path must not import for `query ARGS` (rich draws --format table)."""
+    return [setup["poison"] / group for group in ("model", "cli", "rich") if group != "rich" or "table" not in args]
+
+
+def query(setup, *args, served: bool, **kwargs):
+    """`bt-search query ARGS`; served: through the attach fast path with torch, typer, rich... poisoned, else --no-server."""
+    extra = () if served else ("--no-server",)
+    poison = fast_path_poison(setup, args) if served else ()
+    result = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], *extra, poison=poison, **kwargs)
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+CASES = [
+    (QUERY, "-k", "5"),
+    (QUERY, "-k", "3", "--shortlist", "7", "--format", "csv"),
+    ("a red circle", QUERY, "a photo of two cats", "-k", "4", "--no-rerank", "--format", "tsv"),
+    ("a red circle", "-k", "12", "--threshold", "0.4", "--format", "paths", "-0"),
+    (QUERY, "-k", "3", "--under", "{photos}/sub"),
+    ("--image", "{photos}/p03.png", "-k", "4"),
+    ("a red circle", QUERY, "--format", "table", "-n", "5", "-k", "2"),
+    (QUERY, "--format=jsonl", "--top-k=3", "--quiet", "--device", "cpu", "--precision", "auto", "--batch-size", "3"),
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=lambda args: " ".join(args)[:40])
+def test_query_through_the_server_is_byte_identical_and_torch_free(setup, args):
+    args = [a.format(photos=setup["photos"]) for a in args]
+    served, local = query(setup, *args, served=True), query(setup, *args, served=False)
+    assert served.stdout == local.stdout and served.stdout
+    assert b"server not used" not in served.stderr
+
+
+def test_queries_file_batch_through_the_server(setup, tmp_path):
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a red circle\n\ntwo green triangles\na yellow star above a red cross\n")
+    served = query(setup, "--queries-file", queries, "-k", "3", served=True)
+    assert served.stdout == query(setup, "--queries-file", queries, "-k", "3", served=False).stdout
+    assert len(served.stdout.splitlines()) == 9
+
+
+def test_queries_from_stdin_through_the_fast_path(setup):
+    lines = b"a red circle\n\ntwo green triangles\n"
+    args = ("--queries-file", "-", "-k", "2", "--format", "csv")
+    served = query(setup, *args, served=True, input=lines)
+    assert served.stdout == query(setup, *args, served=False, input=lines).stdout and served.stdout.count(b"\r\n") == 5
+
+
+def heavy_modules_after(setup, entry: str, heavy: tuple[str, ...], *options: str) -> list[str]:
+    """Run one served `query` through `entry` ("from M import F" as `run`) in a fresh interpreter; the
+    modules of `heavy` it imported."""
+    code = (
+        "import sys\n"
+        f"{entry} as run\n"
+        "try:\n"
+        f"    run(['query', {QUERY!r}, '--index', {str(setup['index'])!r}, '-k', '1', *{options!r}])\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        f"print(repr(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})), file=sys.stderr)\n"
+    )
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(setup["runtime"]))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["query"] == QUERY
+    return ast.literal_eval(result.stderr.strip().splitlines()[-1])
+
+
+def test_the_fast_path_loads_neither_torch_nor_the_full_cli(setup):
+    heavy = ("torch", "transformers", "numpy", "typer", "click", "rich", "pydantic", "starlette", "uvicorn")
+    assert heavy_modules_after(setup, "from bt_search.cli.launcher import main", heavy, "--no-rerank") == []
+
+
+@pytest.mark.parametrize(
+    "args", [(QUERY, "--sort", "relevance", "-k", "3"), (QUERY, "-k3", "--no-rerank")], ids=["slow-option", "glued"]
+)
+def test_arguments_the_fast_parser_leaves_go_to_typer_and_still_use_the_server(setup, args):
+    served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], poison=[setup["poison"] / "model"])
+    assert served.returncode == 0, served.stderr  # typer ran (not poisoned here), torch did not: the server answered
+    assert served.stdout == query(setup, *args, served=False).stdout and served.stderr == b""
+
+
+def test_an_error_answered_by_the_server_reads_as_in_process(setup, tmp_path):
+    args = ("a red circle", "--under", tmp_path, "-k", "3")  # an existing folder holding no indexed image
+    served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"])
+    local = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], "--no-server")
+    assert (served.returncode, served.stderr, served.stdout) == (local.returncode, local.stderr, local.stdout)
+    assert served.returncode == 2 and b"no indexed images under" in served.stderr
+
+
+def test_client_modules_in_a_subprocess_exclude_torch_and_the_server_stack(setup):
+    heavy = ("torch", "transformers", "numpy", "starlette", "uvicorn")
+    assert heavy_modules_after(setup, "from bt_search.cli.app import app", heavy) == []
+
+
+def test_a_mismatched_server_is_not_used_and_says_so_once(setup, tiny_checkpoint, tmp_path):
+    copy = shutil.copytree(tiny_checkpoint, tmp_path / "copy-of-the-model")  # same space, another model path
+    args = (QUERY, "-k", "3", "--model", copy)
+    result = run_cli(setup["runtime"], "query", *args, "--index", setup["index"])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.decode().count("server not used") == 1 and b"copy-of-the-model" in result.stderr
+    assert result.stdout == query(setup, *args, served=False).stdout
+
+
+def test_host_header_and_cross_origin_refusals(setup):
+    server = setup["server"]
+    for host in ("evil.example", f"evil.example:{server.port}", f"127.0.0.1.evil.example:{server.port}", ""):
+        status, headers, _ = server.request("GET", "/health", headers={"Host": host})
+        assert status == 421, host
+    status, headers, _ = server.request("GET", "/api/search?q=red", headers={"Origin": "http://evil.example"})
+    assert status == 200 and not any(name.lower().startswith("access-control-") for name in headers)
+    status, headers, body = server.request("GET", "/?q=red")
+    assert status == 200 and headers["content-security-policy"].startswith("default-src 'none'")
+    assert b"<script" not in body
+
+
+def test_no_path_or_parameter_opens_a_file_that_is_not_an_indexed_row(setup):
+    server, outside = setup["server"], setup["root"] / "not-indexed.png"
+    secret = setup["root"] / "secret.txt"
+    secret.write_text("root:x:0:0 secret")
+    probes = [
+        "/thumb/../../../../etc/passwd",
+        "/thumb/..%2f..%2f..%2fetc%2fpasswd",
+        "/thumb/%2e%2e/%2e%2e/etc/passwd",
+        f"/thumb/{quote(str(secret), safe='')}",
+        "/page.css/../../etc/passwd",
+        "/../../etc/passwd",
+        f"/api/similar?path={quote(str(outside))}",
+        f"/api/similar?path={quote(str(secret))}",
+        f"/api/similar?path={quote(str(setup['photos']))}/../not-indexed.png",
+        "/api/similar?key=../../etc/passwd",
+        f"/?similar={quote(str(outside))}",
+        "/?similar=..%2F..%2Fetc%2Fpasswd",
+    ]
+    for probe in probes:
+        status, _, body = server.request("GET", probe)
+        assert status in (404, 400), probe
+        assert b"secret" not in body and b"root:" not in body, probe
+    for path in (str(outside), str(secret), "/etc/passwd"):
+        status, _, _ = server.request(
+            "POST", "/api/similar", json.dumps({"path": path}).encode(), {"Content-Type": "application/json"}
+        )
+        assert status == 404, path
+    # The control: an indexed image's similar images and a returned hit's thumbnail are served.
+    indexed = str(setup["photos"] / "p01.png")
+    hits = server.get_json(f"/api/similar?path={quote(indexed)}&top_k=2")["hits"]
+    assert hits[0]["path"] == indexed
+    status, headers, jpeg = server.request("GET", server.get_json("/api/search?q=red&top_k=1")["thumbnails"][0])
+    assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+
+
+def test_bounded_load_every_request_answered_or_cleanly_refused(setup):
+    server = setup["server"]
+    server.get_json("/api/search?q=warm+up&shortlist=8")
+    rss_before = server.rss_kib()
+    statuses: Counter = Counter()
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        kind = i % 4
+        if kind == 0:
+            path = f"/api/search?q=query+number+{i}&top_k=3&shortlist=12"  # distinct rerank: model work
+        elif kind == 1:
+            path = f"/api/search?q=cosine+{i}&rerank=false"
+        elif kind == 2:
+            path = "/api/search?q=warm+up&shortlist=8"  # the result cache
+        else:
+            path = "/health"
+        status, _, body = server.request("GET", path, timeout=120)
+        if status == 200:
+            json.loads(body)
+        with lock:
+            statuses[status] += 1
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(320)))
+    assert sum(statuses.values()) == 320
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert statuses[200] >= 160 and statuses[429] > 0, statuses  # the queue of 2 did fill, and was refused cleanly
+    assert server.process.poll() is None
+    health = server.get_json("/health")
+    assert health["state_cache"]["bytes"] <= health["state_cache"]["budget"] == 1 << 20
+    assert server.rss_kib() - rss_before < 200 * 1024, (rss_before, server.rss_kib())
+
+
+def test_reload_after_reindexing(setup, tiny_checkpoint):
+    server, photos = setup["server"], setup["photos"]
+    before = server.get_json("/health")
+    added = photos / "added.png"
+    noise_image(777, 64, 64).save(added)
+    result = run_cli(setup["runtime"], "index", photos, "--index", setup["index"], "--quiet")
+    assert result.returncode == 0, result.stderr
+    after = server.get_json("/health")
+    assert after["generation"] > before["generation"] and after["images"] == before["images"] + 1
+    args = ("--image", added, "-k", "3")
+    served = query(setup, *args, served=True)
+    assert json.loads(served.stdout.splitlines()[0])["path"] == str(added)
+    assert served.stdout == query(setup, *args, served=False).stdout
+    repeat = (QUERY, "-k", "13", "--no-rerank")
+    assert query(setup, *repeat, served=True).stdout == query(setup, *repeat, served=False).stdout
+
+
+def test_files_gone_since_indexing_are_reported_as_in_process(setup, tmp_path):
+    gone = setup["photos"] / "p05.png"
+    kept = shutil.move(gone, tmp_path / "p05.png")
+    try:
+        args = ("a red circle", "-k", "12", "--no-rerank", "--format", "tsv")
+        served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"])
+        local = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], "--no-server")
+        assert served.returncode == local.returncode == 0, served.stderr
+        assert (served.stdout, served.stderr) == (local.stdout, local.stderr)
+        assert served.stderr.count(b"skipped") == 1 and b"p05.png" in served.stderr and b"p05.png" not in served.stdout
+        quiet = query(setup, *args, "--quiet", served=True)  # nothing to say: the fast path prints it
+        assert quiet.stdout == served.stdout and quiet.stderr == b""
+    finally:
+        shutil.move(kept, gone)
+
+
+def test_idle_timeout_stops_the_server_cleanly(setup, tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    idle = ServerProcess(setup["index"], runtime, "--idle-timeout", "2s")
+    assert idle.get_json("/health")["images"] > 0
+    assert idle.process.wait(timeout=120) == 0
+    assert "no request for 2 s" in idle.process.stderr.read() and not idle.advert.exists()
+
+
+def test_sigterm_stops_cleanly_then_queries_fall_back(setup):
+    server, plain = setup["server"], (QUERY, "-k", "3", "--no-rerank")  # no rerank: no timing-dependent estimate note
+    advert = server.advert.read_text()
+    assert server.terminate() == 0
+    assert not server.advert.exists()
+    assert b"Traceback" not in server.process.stderr.read().encode()
+    silent = run_cli(setup["runtime"], "query", *plain, "--index", setup["index"])
+    assert silent.returncode == 0 and silent.stderr == b""  # no server advertised: nothing to say
+    server.advert.write_text(advert)  # a stale advert, as a killed server leaves behind
+    stale = run_cli(setup["runtime"], "query", *plain, "--index", setup["index"])
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stderr.decode().count("\n") == 1 and "server not used" in stale.stderr.decode()
+    assert stale.stdout == silent.stdout == query(setup, *plain, served=False).stdout
+    shutil.rmtree(setup["runtime"] / "bt-search")
