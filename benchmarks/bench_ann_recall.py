@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bt_search.engine.loading import load_engine  # noqa: E402
-from bt_search.indexing.run import identity_for  # noqa: E402
 from bt_search.media.images import preprocess  # noqa: E402
-from bt_search.store import ImageRow, IndexReader, IndexWriter  # noqa: E402
+from bt_search.store import ImageRow, IndexIdentity, IndexReader, IndexWriter  # noqa: E402
 from bt_search_dev.demo_data import random_scene, render  # noqa: E402
 
 
@@ -75,7 +74,7 @@ def main() -> None:
     for kind in ("flat", "ivf_flat", "ivf_sq8", "ivf_pq", "hnsw"):
         with tempfile.TemporaryDirectory() as directory:
             started = time.perf_counter()
-            with IndexWriter.open(directory, identity_for(engine)) as writer:
+            with IndexWriter.open(directory, IndexIdentity.of(engine)) as writer:
                 writer.commit(rows)
                 writer.finish(kind)
             built = time.perf_counter() - started

@@ -139,7 +139,7 @@ def main() -> None:
 
     from bt_search.distributed import index_with_ray
     from bt_search.engine.loading import load_engine
-    from bt_search.indexing.run import identity_for, index_paths
+    from bt_search.indexing.run import index_paths
     from bt_search.store import IndexReader, IndexWriter
 
     load_before = os.getloadavg()[0]
@@ -153,7 +153,7 @@ def main() -> None:
 
     def run(name, executor, **kwargs):
         clock = Clock()
-        with IndexWriter.open(work / name, identity_for(engine)) as writer:
+        with IndexWriter.open(work / name, IndexIdentity.of(engine)) as writer:
             report = executor([str(photos)], writer, engine, batch_size=args.batch_size, progress=clock, **kwargs)
         assert report.indexed == args.images, report
         return clock.rates()

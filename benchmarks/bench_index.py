@@ -60,7 +60,7 @@ def main() -> None:
 
     from bt_search import config
     from bt_search.engine.loading import load_engine
-    from bt_search.indexing.run import identity_for, index_paths
+    from bt_search.indexing.run import index_paths
     from bt_search.media.images import preprocess
     from bt_search.store import IndexWriter
 
@@ -84,7 +84,7 @@ def main() -> None:
     def ours():
         index_dir = work / "index"
         shutil.rmtree(index_dir, ignore_errors=True)
-        with IndexWriter.open(index_dir, identity_for(engine)) as writer:
+        with IndexWriter.open(index_dir, IndexIdentity.of(engine)) as writer:
             report = index_paths([str(work / "photos")], writer, engine, batch_size=args.batch_size, workers=workers)
         assert report.indexed == len(photos), report
 

@@ -33,9 +33,9 @@ from bench_index import write_photos  # noqa: E402
 from common import base_shaped_checkpoint, timed  # noqa: E402
 
 from bt_search.engine.loading import load_engine  # noqa: E402
-from bt_search.indexing.run import identity_for, index_paths  # noqa: E402
+from bt_search.indexing.run import index_paths  # noqa: E402
 from bt_search.search.searcher import Searcher  # noqa: E402
-from bt_search.store import IndexReader, IndexWriter  # noqa: E402
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter  # noqa: E402
 
 QUERIES = [
     "a photo of two cats sleeping on a couch",
@@ -94,7 +94,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bt-bench-q-"))
     write_photos(work / "photos", args.images)
     engine = load_engine(str(checkpoint), device="cpu", precision="fp32")
-    with IndexWriter.open(work / "index", identity_for(engine)) as writer:
+    with IndexWriter.open(work / "index", IndexIdentity.of(engine)) as writer:
         index_paths([str(work / "photos")], writer, engine, batch_size=8, workers=1)
     reader = IndexReader.open(work / "index")
     engines = {

@@ -214,10 +214,10 @@ def tuning(entry: dict) -> str:
 def cli_ratio(work: Path, big: int) -> tuple[float, float]:
     """A whole `bt-search index NEW_FOLDER` for 10 photos into a 1k and a `big` index (demo model's identity)."""
     from bt_search.engine.loading import load_engine
-    from bt_search.indexing.run import identity_for
+    from bt_search.store import IndexIdentity
 
     engine = load_engine(str(ROOT / "sample_data" / "demo-model"), device="cpu")
-    identity = identity_for(engine)
+    identity = IndexIdentity.of(engine)
     times = []
     for n in (1000, big):
         directory = work / f"cli-{n}"

@@ -8,7 +8,7 @@ checkpoint of benchmarks/common.py, on CPU. Rows:
                             cache (the index holds N images, so every shortlist is the whole collection)
   identical repeat          the same query again: the result cache
   --no-rerank, full typer CLI the same kind of query entering through cli.py's typer app, as every query did
-                            before the light attach path (launcher.py -> serve/attach.py): its cost is the
+                            before the light attach path (cli/launcher.py -> cli/attach.py): its cost is the
                             imports of typer, pydantic and rich
 Warm rows are the best of --repeat runs (no-rerank: a different query each run, so none is a repeat).
 Besides wall time it prints CPU seconds (the query process's, plus the server's during a warm query): on a
@@ -62,7 +62,7 @@ def cpu_seconds() -> float:
 CPU: dict[float, float] = {}  # wall time of a run -> its CPU seconds
 
 
-ENTRY = ("-m", "bt_search")  # the console script's path (launcher.py)
+ENTRY = ("-m", "bt_search")  # the console script's path (cli/launcher.py)
 TYPER_ENTRY = ("-c", "import sys; from bt_search.cli.app import app; app(sys.argv[1:], prog_name='bt-search')")
 
 

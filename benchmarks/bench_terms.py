@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from bt_search.engine.loading import load_engine
-from bt_search.indexing.run import identity_for, index_paths
+from bt_search.indexing.run import index_paths
 from bt_search.media.images import load_pixels
 from bt_search.search.evaluate import read_captions, recall_at_k
 from bt_search.search.term_vectors import query_vector, rerank_with_negatives
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {
@@ -55,7 +55,7 @@ def main() -> None:
     engine = load_engine(str(ROOT / "sample_data" / "demo-model"), device="cpu")
     captions = read_captions(ROOT / "sample_data" / "images" / "captions.csv")
     work = Path(tempfile.mkdtemp(prefix="bt-terms-"))
-    with IndexWriter.open(work / "index", identity_for(engine)) as writer:
+    with IndexWriter.open(work / "index", IndexIdentity.of(engine)) as writer:
         index_paths([str(ROOT / "sample_data" / "images")], writer, engine, workers=0, batch_size=16)
     reader = IndexReader.open(work / "index")
     ids = reader.ids_under(str(ROOT / "sample_data" / "images"))

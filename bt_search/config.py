@@ -18,7 +18,6 @@ ENV_DEBUG = "BT_SEARCH_DEBUG"  # set to show tracebacks of internal errors
 ENV_MAX_FILE_MB = "BT_SEARCH_MAX_FILE_MB"
 
 DEFAULT_BATCH_SIZE = 16
-DEFAULT_SHORTLIST = 50
 DEFAULT_TOP_K = 10
 DEFAULT_SCORE = "blend"  # R@1/5/10 >= ITM alone at every N measured on sample_data (docs/performance.md)
 DEFAULT_MAX_FILE_MB = 256  # bigger files are skipped unread: a decoder holds the whole file in memory
@@ -44,7 +43,7 @@ def index_dir(index: Path | None) -> Path:
     """The index directory `--index` (or the default) names; UsageError if it is a file."""
     directory = (index or default_index_dir()).expanduser()
     if directory.exists() and not directory.is_dir():
-        raise UsageError(f"--index {directory} is a file, not an index directory; give --index a directory")
+        raise UsageError(f"`index` {directory} is a file, not an index directory; give `index` a directory")
     return directory
 
 

@@ -1,4 +1,8 @@
-"""Typed errors. Library code raises these; only the CLI turns them into messages and exit codes."""
+"""Typed errors. Library code raises these; only the CLI turns them into messages and exit codes.
+
+Messages name the parameters a caller passed in backticks (`threshold`, `device=cuda`), the way a Python or
+HTTP caller wrote them; the CLI shows each as the flag that sets it (cli/flags.py).
+"""
 
 from __future__ import annotations
 
@@ -61,9 +65,9 @@ def describe_os_error(err: OSError) -> str | None:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on the device{at}: free some space and run the command again (committed work is kept)"
     if err.errno == errno.EROFS:
-        return f"the file system is read-only{at}: give --index a folder you can write to"
+        return f"the file system is read-only{at}: give `index` a folder you can write to"
     if err.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied{at}: check the folder's owner and mode, or give --index a folder you can write to"
+        return f"permission denied{at}: check the folder's owner and mode, or give `index` a folder you can write to"
     if err.errno == errno.EIO:
         return f"input/output error{at}: the disk or network mount may be failing"
     return None

@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bt_search.engine.loading import load_engine  # noqa: E402
-from bt_search.indexing.run import identity_for, index_paths  # noqa: E402
+from bt_search.indexing.run import index_paths  # noqa: E402
 from bt_search.output.html_sheet import write_contact_sheet  # noqa: E402
 from bt_search.search.searcher import Searcher  # noqa: E402
-from bt_search.store import IndexReader, IndexWriter  # noqa: E402
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter  # noqa: E402
 from tests.support.cdp import screenshot  # noqa: E402
 
 QUERIES = ["a yellow square below a blue triangle", "a red circle above a purple square", "two green triangles"]
@@ -32,7 +32,7 @@ QUERIES = ["a yellow square below a blue triangle", "a red circle above a purple
 def main() -> None:
     engine = load_engine(str(ROOT / "sample_data" / "demo-model"), device="cpu")
     with tempfile.TemporaryDirectory() as work:
-        with IndexWriter.open(Path(work) / "index", identity_for(engine)) as writer:
+        with IndexWriter.open(Path(work) / "index", IndexIdentity.of(engine)) as writer:
             index_paths([str(ROOT / "sample_data" / "images")], writer, engine, workers=0)
         searcher = Searcher(IndexReader.open(Path(work) / "index"), engine)
         hits = [hit for hits in searcher.search(QUERIES, top_k=5, shortlist=20) for hit in hits]

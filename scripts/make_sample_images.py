@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write the held-out sample image set: ``sample_data/images/img_NNN.{png,jpg}`` + ``captions.csv``.
 
-Made by the same generator as the demo model's training data (``bt_search/demo_data.py``) with another seed.
+Made by the same generator as the demo model's training data (``bt_search_dev/demo_data.py``) with another seed.
 Every caption is true of exactly one image, and the set is built from "confusable groups": four images
 with the same colours, shapes and axis that differ only in binding and order ("a red circle left of a blue
 square", "a blue circle left of a red square", "a blue square left of a red circle", ...), plus

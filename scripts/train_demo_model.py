@@ -448,7 +448,7 @@ One checkpoint holds the backbone, the ITC heads and the ITM head, in the hub's 
 {command}
 ```
 
-- Code: `scripts/train_demo_model.py` (training + this card), data generator `bt_search/demo_data.py`.
+- Code: `scripts/train_demo_model.py` (training + this card), data generator `bt_search_dev/demo_data.py`.
 - Seed {seed}; training data: an endless, deterministic stream of rendered scenes from that seed, {batch} per
   batch, about three quarters of each batch in "confusable groups" (four images with the same colours, shapes
   and axis, differing in which colour goes with which shape and which comes first), the rest random pairs and

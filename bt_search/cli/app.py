@@ -11,13 +11,27 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bt_search import config
+from bt_search.cli.flags import flag_names, in_flags
+from bt_search.cli.options import (
+    BATCH_HELP,
+    DEVICE_HELP,
+    FORMAT_HELP,
+    INDEX_HELP,
+    NULL_HELP,
+    PRECISION_HELP,
+    QUIET_HELP,
+    typer_signature,
+)
 from bt_search.errors import EXIT_FAILURE, EXIT_SKIPPED, BtSearchError, IndexMissingError, UsageError, describe_os_error
 
 app = typer.Typer(
@@ -29,16 +43,14 @@ app = typer.Typer(
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_INTERRUPTED = 130
 
-IndexOpt = typer.Option(None, "--index", help=f"Index directory (env {config.ENV_INDEX}; default under XDG data dir).")
-DeviceOpt = typer.Option(None, "--device", help=f"auto, cpu, cuda or mps (env {config.ENV_DEVICE}).")
-PrecisionOpt = typer.Option(
-    "auto",
-    "--precision",
-    help="auto (CUDA: bf16; CPU: fp32 embeddings, rerank in bf16 where the CPU has AVX512-BF16 or AMX, else fp32), "
-    "fp32 (the reference's numbers), bf16, fp16.",
-)
-BatchOpt = typer.Option(None, "--batch-size", min=1, help=f"Images per model batch (env {config.ENV_BATCH_SIZE}).")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+# The options every command shares, worded once (cli/options.py; `query` takes all of its options from there).
+IndexOpt = typer.Option(None, "--index", help=INDEX_HELP)
+DeviceOpt = typer.Option(None, "--device", help=DEVICE_HELP)
+PrecisionOpt = typer.Option("auto", "--precision", help=PRECISION_HELP)
+BatchOpt = typer.Option(None, "--batch-size", min=1, help=BATCH_HELP)
+QuietOpt = typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
+FormatOpt = typer.Option(None, "--format", "-f", help=FORMAT_HELP)
+NullOpt = typer.Option(False, "--null", "-0", help=NULL_HELP)
 
 
 @contextmanager
@@ -51,7 +63,7 @@ def cli_errors(quiet: bool = False) -> Iterator[None]:
         try:
             yield
         except BtSearchError as err:
-            err_console.print(f"[red]error:[/] {err}")
+            err_console.print(f"[red]error:[/] {in_flags(str(err), _flags())}")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished batches are kept; run the same command to resume")
@@ -75,6 +87,13 @@ def cli_errors(quiet: bool = False) -> Iterator[None]:
             raise typer.Exit(1) from None
 
 
+@cache
+def _flags() -> dict[str, str]:
+    """What each parameter a library message names is called on this command line (cli/flags.py)."""
+    commands = typer.main.get_command(app).commands.values()
+    return flag_names((param.name, param.opts) for command in commands for param in command.params)
+
+
 def _once_per_message(show):
     """A warnings.showwarning that shows each distinct message once (the "once" filter forgets what it
     showed whenever a nested catch_warnings exits, as image decoding does)."""
@@ -88,7 +107,7 @@ def _once_per_message(show):
     return showwarning
 
 
-_index_dir = config.index_dir  # shared with the attach fast path (serve/attach.py)
+_index_dir = config.index_dir  # shared with the attach fast path (cli/served.py)
 
 
 class RichIndexProgress:
@@ -144,7 +163,8 @@ def index(
         None,
         "--workers",
         min=0,
-        help=f"Decoding processes; 0 decodes inline (default: 0 on CPU, else cores - 1 up to 4; env {config.ENV_WORKERS}).",
+        help="Decoding processes; 0 decodes inline "
+        f"(default: 0 on CPU, else cores - 1 up to 4; env {config.ENV_WORKERS}).",
     ),
     prune: bool = typer.Option(
         False, "--prune", help="Drop indexed images under PATHS whose files are gone (default: keep them)."
@@ -157,7 +177,8 @@ def index(
     exclude: list[str] | None = typer.Option(
         None,
         "--exclude",
-        help="Leave out paths matching this shell glob on the absolute path, e.g. '*/node_modules/*' (repeatable; replaces the recorded list).",
+        help="Leave out paths matching this shell glob on the absolute path, e.g. '*/node_modules/*' "
+        "(repeatable; replaces the recorded list).",
     ),
     prune_excluded: bool = typer.Option(
         False,
@@ -171,12 +192,14 @@ def index(
     index_type: str | None = typer.Option(
         None,
         "--index-type",
-        help="FAISS index: auto (flat up to 100k images, then ivf_flat, ivf_sq8, ivf_pq as --memory-budget requires), flat, hnsw, ivf_flat, ivf_sq8, ivf_pq (default: the index's recorded choice, else auto).",
+        help="FAISS index: auto (flat up to 100k images, then ivf_flat, ivf_sq8, ivf_pq as --memory-budget "
+        "requires), flat, hnsw, ivf_flat, ivf_sq8, ivf_pq (default: the index's recorded choice, else auto).",
     ),
     memory_budget: str | None = typer.Option(
         None,
         "--memory-budget",
-        help="Memory the FAISS index may take, e.g. 512MB, 4GiB; picks the index type for auto (default: the recorded budget, else env BT_SEARCH_MEMORY_BUDGET, else 1GiB).",
+        help="Memory the FAISS index may take, e.g. 512MB, 4GiB; picks the index type for auto "
+        "(default: the recorded budget, else env BT_SEARCH_MEMORY_BUDGET, else 1GiB).",
     ),
     commit_every: int = typer.Option(
         256, "--commit-every", min=1, help="Images per crash-safe commit (also every 30 s)."
@@ -194,9 +217,9 @@ def index(
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
     from bt_search.engine.facts import driver_model
-    from bt_search.indexing.run import identity_for, index_paths
+    from bt_search.indexing.run import index_paths
     from bt_search.media.scan_rules import resolved_rules
-    from bt_search.store import IndexWriter
+    from bt_search.store import IndexIdentity, IndexWriter
 
     with cli_errors(quiet):
         ann_choice = _ann_choice(index_type, memory_budget)
@@ -211,7 +234,7 @@ def index(
             else _load_engine(model, device or config.default_device(), precision)
         )
         progress = RichIndexProgress(quiet)
-        with IndexWriter.open(directory, identity_for(engine)) as writer:
+        with IndexWriter.open(directory, IndexIdentity.of(engine)) as writer:
             writer.choose_ann(**ann_choice)
             try:
                 rules = resolved_rules(writer.settings.get("scan_rules"), include_hidden, exclude or None)
@@ -307,141 +330,79 @@ def _print_index_summary(report, directory: Path) -> None:
         err_console.print(f"  skipped {count:>5} x {reason}")
 
 
-@app.command()
-def query(
-    texts: list[str] = typer.Argument(None, help="Query texts (each one is a query)."),
-    queries_file: str | None = typer.Option(
-        None, "--queries-file", help="Read queries from FILE, one per line; - for stdin."
-    ),
-    image: Path | None = typer.Option(None, "--image", help="Find images similar to this image (cosine, no rerank)."),
-    index: Path | None = IndexOpt,
-    model: str | None = typer.Option(None, "--model", help="Default: the model recorded in the index."),
-    top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="Results per query."),
-    shortlist: int | None = typer.Option(
-        None, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (default: 50 on CUDA, 20 elsewhere)."
-    ),
-    no_rerank: bool = typer.Option(False, "--no-rerank", help="Rank by cosine alone (no vision tower, no fusion)."),
-    rerank_budget: float | None = typer.Option(
-        None, "--rerank-budget", help="Rerank only the best candidates that fit in SECONDS; leave the rest out."
-    ),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="Drop results scoring below T (the --score they are ranked by)."
-    ),
-    under: Path | None = typer.Option(None, "--under", help="Only images inside this folder."),
-    after: str | None = typer.Option(
-        None, "--after", help="Only images taken on this day (YYYY-MM-DD) or later: EXIF capture date, else file mtime."
-    ),
-    before: str | None = typer.Option(
-        None, "--before", help="Only images taken on this day (YYYY-MM-DD) or earlier (same rule as --after)."
-    ),
-    sort: str = typer.Option(
-        "relevance", "--sort", help="Order of the top K: relevance, or date (oldest first; ranks stay relevance ranks)."
-    ),
-    nots: list[str] = typer.Option(
-        [], "--not", help="Steer away from this text (repeatable; TEXT::WEIGHT sets a weight)."
-    ),
-    likes: list[str] = typer.Option([], "--like", help="Steer toward this image (repeatable; shapes the shortlist)."),
-    unlikes: list[str] = typer.Option(
-        [], "--unlike", help="Steer away from this image (repeatable; shapes the shortlist)."
-    ),
-    score: str = typer.Option(
-        config.DEFAULT_SCORE,
-        "--score",
-        help="Rank reranked results by blend (ITM probability + cosine), itm or cosine.",
-    ),
-    fmt: str | None = typer.Option(
-        None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."
-    ),
-    null: bool = typer.Option(
-        False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."
-    ),
-    html: Path | None = typer.Option(
-        None, "--html", help="Also write an HTML contact sheet of the results to this file."
-    ),
-    device: str | None = DeviceOpt,
-    precision: str = PrecisionOpt,
-    batch_size: int | None = BatchOpt,
-    no_server: bool = typer.Option(
-        False,
-        "--no-server",
-        envvar="BT_SEARCH_NO_SERVER",
-        help="Search in-process even when a `bt-search serve` for this index is running.",
-    ),
-    quiet: bool = QuietOpt,
-) -> None:
+def query(**options: Any) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
     from bt_search.cli.query_input import collect_queries
-    from bt_search.media.scan import canonical_path
-    from bt_search.output.render import check_format, default_format
+    from bt_search.cli.served import canonical_under, served_hits
+    from bt_search.output.formats import check_format, default_format
 
+    quiet, null = options["quiet"], options["null"]
     with cli_errors(quiet):
-        fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
+        fmt = options["fmt"] or ("paths" if null else default_format(sys.stdout.isatty()))
         check_format(fmt, null)  # before the model loads
-        queries = collect_queries(texts or [], queries_file, image)
-        under = None if under is None else Path(canonical_path(under))  # the index stores canonical paths
-        terms = _query_terms(queries, nots, likes, unlikes)
-        # A warm server answers plain searches without loading torch here; terms, scores, budgets and date
-        # filters are searched in-process.
-        plain = (
-            all(t.is_plain and t.label == q for t, q in zip(terms, queries))
-            and score == config.DEFAULT_SCORE
-            and rerank_budget is None
-        )
-        if not no_server and plain and after is None and before is None and sort == "relevance":
-            from bt_search.serve.client import served_options
-
-            options = served_options(
-                top_k=top_k,
-                shortlist=shortlist,
-                rerank=not no_rerank,
-                threshold=threshold,
-                under=_opt_str(under),
-                image=_opt_str(image),
-            )
-            served = _served_results(index, model, device, precision, queries, image, options, quiet)
-            if served is not None:
-                return _write_results(served, fmt, null, html, quiet)
-        from bt_search.media.exif import check_sort, date_filter, dated_hits, parse_day
-        from bt_search.search.rerank_budget import default_shortlist
-        from bt_search.search.searcher import Searcher
-
-        where = date_filter(parse_day(after, "--after"), parse_day(before, "--before"))
-        check_sort(sort)
-        uses_images = image is not None or any(t.likes or t.unlikes for t in terms)
-        text_only = (no_rerank or score == "cosine") and not uses_images  # no vision tower, no fusion needed
-        reader, engine = _open_index_and_model(index, model, device, precision, text_only=text_only)
-        searcher = Searcher(
-            reader,
-            engine,
-            batch_size=batch_size or config.default_batch_size(),
+        queries = collect_queries(options["texts"] or [], options["queries_file"], options["image"])
+        options["under"] = canonical_under(options["under"])
+        served = served_hits(
+            options,
+            queries,
             on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
-            on_note=lambda message: _say(quiet, message),
-            progress=_RerankBar() if not (quiet or no_rerank or image) and sys.stderr.isatty() else None,
+            notice=lambda message: _say(quiet, f"[yellow]note:[/] {message}"),
         )
-        if image is not None:
-            results = [
-                searcher.similar_images(
-                    str(image), top_k=top_k, threshold=threshold, under=_opt_str(under), where=where
-                )
-            ]
-        else:
-            results = searcher.search(
-                terms,
-                top_k=top_k,
-                shortlist=shortlist or default_shortlist(engine.device.type),
-                rerank=not no_rerank,
-                threshold=threshold,
-                under=_opt_str(under),
-                score=score,
-                rerank_budget=rerank_budget,
-                where=where,
+        results = served if served is not None else _searched(options, queries)
+        _write_results(results, fmt, null, options["html"], quiet)
+
+
+query.__signature__ = typer_signature(typer)
+query.__annotations__ = {name: p.annotation for name, p in query.__signature__.parameters.items()}
+app.command()(query)
+
+
+def _searched(options: dict[str, Any], queries: list[str]):
+    """The query searched in this process: terms, date filters, shortlist, rerank, date order."""
+    from bt_search.search.filters import check_sort, date_filter, dated_hits, parse_day
+    from bt_search.search.open import open_searcher
+
+    quiet, image, no_rerank, score = options["quiet"], options["image"], options["no_rerank"], options["score"]
+    terms = _query_terms(queries, options["nots"], options["likes"], options["unlikes"])
+    where = date_filter(parse_day(options["after"], "--after"), parse_day(options["before"], "--before"))
+    check_sort(options["sort"])
+    uses_images = image is not None or any(t.likes or t.unlikes for t in terms)
+    text_only = (no_rerank or score == "cosine") and not uses_images  # no vision tower, no fusion needed
+    searcher = open_searcher(
+        _index_dir(options["index"]),
+        options["model"],
+        device=options["device"],
+        precision=options["precision"],
+        text_only=text_only,
+        batch_size=options["batch_size"],
+        on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
+        on_note=lambda message: _say(quiet, in_flags(message, _flags())),
+        progress=_RerankBar() if not (quiet or no_rerank or image) and sys.stderr.isatty() else None,
+    )
+    under = _opt_str(options["under"])
+    if image is not None:
+        results = [
+            searcher.similar_images(
+                str(image), top_k=options["top_k"], threshold=options["threshold"], under=under, where=where
             )
-        results = [dated_hits(hits, sort) for hits in results]
-        _write_results(results, fmt, null, html, quiet)
+        ]
+    else:
+        results = searcher.search(
+            terms,
+            top_k=options["top_k"],
+            shortlist=options["shortlist"],
+            rerank=not no_rerank,
+            threshold=options["threshold"],
+            under=under,
+            score=score,
+            rerank_budget=options["rerank_budget"],
+            where=where,
+        )
+    return [dated_hits(hits, options["sort"]) for hits in results]
 
 
 def _write_results(results, fmt: str, null: bool, html: Path | None, quiet: bool) -> None:
-    from bt_search.output.render import write_query_output
+    from bt_search.output.hits import write_query_output
 
     write_query_output(results, fmt, sys.stdout, null_separated=null)
     if html is not None:
@@ -449,23 +410,6 @@ def _write_results(results, fmt: str, null: bool, html: Path | None, quiet: bool
 
         write_contact_sheet([hit for hits in results for hit in hits], html)
         _say(quiet, f"wrote {html}")
-
-
-def _served_results(index, model, device, precision, queries, image, options, quiet):
-    """Results from a running `bt-search serve` for this index and model, or None (search in-process)."""
-    from bt_search.serve.client import served_results
-
-    return served_results(
-        str(_index_dir(index)),
-        model=model,
-        device=device or config.default_device(),
-        precision=precision,
-        queries=queries,
-        image=_opt_str(image),
-        options=options,
-        on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
-        notice=lambda message: _say(quiet, f"[yellow]note:[/] {message}"),
-    )
 
 
 class _RerankBar:
@@ -513,48 +457,14 @@ def _opt_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _open_index_and_model(
-    index: Path | None, model: str | None, device: str | None, precision: str, text_only: bool = False
-):
-    from bt_search.engine.loading import load_engine
-    from bt_search.store import IndexReader
-
-    reader = IndexReader.open(_index_dir(index))
-    if len(reader) == 0:
-        from bt_search.errors import IndexMissingError
-
-        raise IndexMissingError(
-            f"the index at {reader.directory} holds no images yet; run `bt-search index PATH` first"
-        )
-    engine = load_engine(
-        model or reader.identity.model,
-        device=device or config.default_device(),
-        precision=precision,
-        text_only=text_only,
-    )
-    _check_same_space(reader, engine)
-    return reader, engine
-
-
-def _check_same_space(reader, engine) -> None:
-    from bt_search.errors import ModelMismatchError
-    from bt_search.indexing.run import identity_for
-
-    if not reader.identity.same_embedding_space(identity_for(engine)):
-        raise ModelMismatchError(
-            f"the index at {reader.directory} was built with {reader.identity.model} "
-            f"(embedding size {reader.identity.embedding_dim}); {engine.model_id} embeds into another space. "
-            "Drop --model to use the index's own model, or build another index with --index DIR"
-        )
-
-
 @app.command()
 def info(
     index: Path | None = IndexOpt,
     fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
 ) -> None:
     """What an index holds: model, embedding size, counts, index type, recall, size on disk, last update."""
-    from bt_search.store.info import index_info, render_info
+    from bt_search.output.info import render_info
+    from bt_search.store.info import index_info
 
     with cli_errors():
         render_info(index_info(_index_dir(index)), fmt, sys.stdout)
@@ -563,21 +473,19 @@ def info(
 @app.command()
 def failed(
     index: Path | None = IndexOpt,
-    fmt: str | None = typer.Option(
-        None, "--format", "-f", help="table, jsonl, csv, tsv, paths (default: table on a TTY, else jsonl)."
-    ),
-    null: bool = typer.Option(
-        False, "--null", "-0", help="With --format paths: end each path with NUL (for xargs -0)."
-    ),
+    fmt: str | None = FormatOpt,
+    null: bool = NullOpt,
 ) -> None:
     """Files that could not be indexed, with their reasons."""
-    from bt_search.output.render import default_format
-    from bt_search.store.info import failed_records, render_failed
+    from bt_search.output.formats import check_format, default_format
+    from bt_search.output.info import render_failed
+    from bt_search.store.info import failed_rows
 
     with cli_errors():
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
+        check_format(fmt, null)
         sys.stdout.reconfigure(errors="surrogateescape")
-        render_failed(failed_records(_index_dir(index)), fmt, sys.stdout, null_separated=null)
+        render_failed(failed_rows(_index_dir(index)), fmt, sys.stdout, null_separated=null)
 
 
 @app.command()
@@ -640,7 +548,9 @@ def eval_command(
     images_root: Path | None = typer.Option(
         None, "--images-root", help="Folder relative file names start from (default: the captions file's folder)."
     ),
-    shortlist: int = typer.Option(20, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (N)."),
+    shortlist: int | None = typer.Option(
+        None, "--shortlist", "-n", min=1, help="Cosine candidates reranked by ITM (default: 50 on CUDA, 20 elsewhere)."
+    ),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
     device: str | None = DeviceOpt,
     precision: str = PrecisionOpt,
@@ -650,14 +560,13 @@ def eval_command(
     import json
 
     from bt_search.search.evaluate import KS, evaluate, read_captions
-    from bt_search.search.searcher import Searcher
+    from bt_search.search.open import open_searcher
 
     with cli_errors():
         if fmt not in ("table", "json"):
             raise UsageError(f"--format must be table or json, not {fmt!r}")
         pairs = read_captions(captions, images_root)
-        reader, engine = _open_index_and_model(index, None, device, precision)
-        searcher = Searcher(reader, engine, batch_size=batch_size or config.default_batch_size())
+        searcher = open_searcher(_index_dir(index), device=device, precision=precision, batch_size=batch_size)
         report = evaluate(searcher, pairs, shortlist=shortlist)
         if report.skipped_captions:
             err_console.print(f"[yellow]warning:[/] {report.skipped_captions} caption(s) name images not in the index")

@@ -3,14 +3,14 @@
 Through a warm server a query is one HTTP round trip, and importing typer (which builds pydantic adapters)
 and rich would cost more than all the rest. So the console script starts in launcher.py, which offers
 `query` arguments to `attached_query` first. It reads the common options with a small parser (standard
-library only), asks the server through client.py and prints with output.py, the renderers the full CLI uses.
+library only) built from the same option table as the typer command (options.py), asks the server by the
+same rule (served.py) and prints with the renderers the full CLI uses (output/).
 
 Whenever it is not sure, it returns None before printing anything, and the full CLI runs exactly as it
-would without it: an option it leaves to the CLI (SLOW_OPTIONS, `--help`), an unusual spelling (`-k5`,
+would without it: an option it leaves to the CLI (not `light` in the table, `--help`), an unusual spelling (`-k5`,
 a repeated option, a value starting with "-"), a value the CLI would refuse, no matching server, an error
 answered by the server, or files the search reported missing. The full CLI then asks again and says what it
-always says, so every message and exit status has one source. tests/cli/test_attach_parser.py keeps the option
-tables below in step with the typer command.
+always says, so every message and exit status has one source.
 """
 
 from __future__ import annotations
@@ -20,22 +20,24 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from bt_search import config
+from bt_search.cli.options import QUERY_DEFAULTS, QUERY_OPTIONS, QueryOption
 from bt_search.cli.query_input import collect_queries
-from bt_search.media.scan import canonical_path
-from bt_search.output.render import check_format, default_format, write_query_output
-from bt_search.search.terms import parse_line
-from bt_search.serve.client import served_options, served_results
+from bt_search.cli.served import canonical_under, served_hits
+from bt_search.output.formats import check_format, default_format
+from bt_search.output.hits import write_query_output
 
 
-def _count(text: str) -> int:
-    """A typer `int` option with min=1, in its plain spelling only."""
-    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
-        raise ValueError(text)
-    return int(text)
+def _whole(minimum: int | None) -> Callable[[str], int]:
+    """A typer `int` option (with its `min`), in its plain spelling only."""
+
+    def read(text: str) -> int:
+        if not re.fullmatch(r"[0-9]+", text) or int(text) < (minimum or 0):
+            raise ValueError(text)
+        return int(text)
+
+    return read
 
 
 def _number(text: str) -> float:
@@ -45,64 +47,29 @@ def _number(text: str) -> float:
     return float(text)
 
 
-# Option spelling -> (the typer parameter's name, how its value is read). Field names are cli.query's.
+def _reader(option: QueryOption) -> Callable[[str], Any]:
+    """How the attach parser reads a value option (typer's plain spellings only)."""
+    if option.kind is int:
+        return _whole(option.min)
+    return _number if option.kind is float else option.kind
+
+
+# Spelling -> (the parameter's name, how its value is read), for the options the light path reads; both come
+# from the one table the typer command is built from (options.py).
 VALUE_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "--queries-file": ("queries_file", str),
-    "--image": ("image", Path),
-    "--index": ("index", Path),
-    "--model": ("model", str),
-    "--top-k": ("top_k", _count),
-    "-k": ("top_k", _count),
-    "--shortlist": ("shortlist", _count),
-    "-n": ("shortlist", _count),
-    "--threshold": ("threshold", _number),
-    "--under": ("under", Path),
-    "--format": ("fmt", str),
-    "-f": ("fmt", str),
-    "--device": ("device", str),
-    "--precision": ("precision", str),
-    "--batch-size": ("batch_size", _count),
+    flag: (option.name, _reader(option))
+    for option in QUERY_OPTIONS
+    if option.light and option.kind is not bool
+    for flag in option.flags
 }
-FLAGS = {"--no-rerank": "no_rerank", "--null": "null", "-0": "null", "--quiet": "quiet", "-q": "quiet"}
-# What only the in-process search does (terms, budgets, dates, scores, the contact sheet), and the CLI's own.
-SLOW_OPTIONS = frozenset(
-    {
-        "--no-server",
-        "--rerank-budget",
-        "--after",
-        "--before",
-        "--sort",
-        "--not",
-        "--like",
-        "--unlike",
-        "--score",
-        "--html",
-        "--help",
-    }
-)
-SLOW_ENVVARS = ("BT_SEARCH_NO_SERVER",)  # --no-server's: however spelled, the full CLI reads it
-DEFAULTS: dict[str, Any] = {
-    "queries_file": None,
-    "image": None,
-    "index": None,
-    "model": None,
-    "top_k": config.DEFAULT_TOP_K,
-    "shortlist": None,
-    "threshold": None,
-    "under": None,
-    "fmt": None,
-    "device": None,
-    "precision": "auto",
-    "batch_size": None,
-    "no_rerank": False,
-    "null": False,
-    "quiet": False,
-}
+FLAGS = {flag: option.name for option in QUERY_OPTIONS if option.light and option.kind is bool for flag in option.flags}
+# Environment variables of options the light path leaves to typer (--no-server's): however spelled, typer reads them.
+SLOW_ENVVARS = tuple(option.envvar for option in QUERY_OPTIONS if option.envvar and not option.light)
 
 
 def parse_args(argv: list[str]) -> dict[str, Any] | None:
-    """cli.query's parameters from `bt-search query` arguments (texts included), or None: leave them to typer."""
-    args: dict[str, Any] = {**DEFAULTS, "texts": []}
+    """cli.app.query's parameters from `bt-search query` arguments (texts included), or None: leave them to typer."""
+    args: dict[str, Any] = {**QUERY_DEFAULTS, "texts": []}
     seen: set[str] = set()
     tokens = iter(argv)
     for token in tokens:
@@ -123,7 +90,7 @@ def parse_args(argv: list[str]) -> dict[str, Any] | None:
             except ValueError:
                 return None
         else:
-            return None  # SLOW_OPTIONS, --help, "--", "-k5", anything unknown
+            return None  # an option typer handles alone, --help, "--", "-k5", anything unknown
         if field in seen:
             return None  # repeated: typer decides
         seen.add(field)
@@ -157,42 +124,20 @@ def attached_query(argv: list[str]) -> int | None:
 
 
 def _served(args: dict[str, Any]) -> tuple[list, str] | None:
-    """(results, format) from a server, exactly as cli.query's served branch gets them; None if not answered."""
+    """(results, format) from a server, exactly as cli.app.query's served branch gets them; None if not answered."""
     fmt = args["fmt"] or ("paths" if args["null"] else default_format(sys.stdout.isatty()))
     check_format(fmt, args["null"])
-    image = None if args["image"] is None else str(args["image"])
     queries = collect_queries(args["texts"], args["queries_file"], args["image"])
-    if not all(_plain(q) for q in queries):
-        return None  # query syntax (--not inside a line, weights): the in-process search
-    under = None if args["under"] is None else str(Path(canonical_path(args["under"])))
-    options = served_options(
-        top_k=args["top_k"],
-        shortlist=args["shortlist"],
-        rerank=not args["no_rerank"],
-        threshold=args["threshold"],
-        under=under,
-        image=image,
-    )
     missing: list[str] = []
-    results = served_results(
-        str(config.index_dir(args["index"])),
-        model=args["model"],
-        device=args["device"] or config.default_device(),
-        precision=args["precision"],
-        queries=queries,
-        image=image,
-        options=options,
+    results = served_hits(
+        {**args, "under": canonical_under(args["under"])},
+        queries,
         on_missing=lambda path, reason: missing.append(path),
         notice=lambda message: None,  # a server was not used: the full CLI will say why
     )
     if results is None or (missing and not args["quiet"]):
         return None  # the CLI asks again (the server's result cache answers) and prints the skipped files
     return results, fmt
-
-
-def _plain(query: str) -> bool:
-    terms = parse_line(query)
-    return terms.is_plain and terms.label == query
 
 
 def _replayable_stdin() -> io.BytesIO:

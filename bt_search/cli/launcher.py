@@ -1,6 +1,6 @@
 """The `bt-search` console script. `query` is first offered to a running server through a light path
-(serve/attach.py: no typer, rich, torch or numpy); everything else, and any query that path leaves, runs the
-typer CLI (cli.py) exactly as before."""
+(cli/attach.py: no typer, rich, torch or numpy); everything else, and any query that path leaves, runs the
+typer CLI (cli/app.py) exactly as before."""
 
 from __future__ import annotations
 

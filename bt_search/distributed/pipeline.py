@@ -1,6 +1,6 @@
 """`bt-search index --executor ray`: the local indexer's plan and writer, with decode and embed on Ray Data.
 
-Driver (no torch: model_facts.py reads what it needs of the model): list sources, plan against the index (skip committed and known-failed files), commit rows as
+Driver (no torch: engine/facts.py reads what it needs of the model): list sources, plan against the index (skip committed and known-failed files), commit rows as
 they stream back, finish (compaction + ANN build). Cluster: decode in CPU tasks, embed in an actor pool
 (one GPU per actor on CUDA; the model is loaded once per actor). See docs/distributed.md.
 """
@@ -18,7 +18,8 @@ import numpy as np
 
 from bt_search.distributed.stages import CAPTURE_COLUMNS, LISTING_COLUMNS, Embedder, decode_batch
 from bt_search.errors import UsageError
-from bt_search.indexing.run import COMMIT_ROWS, IndexProgress, IndexReport, IndexRun
+from bt_search.indexing.progress import IndexProgress
+from bt_search.indexing.run import COMMIT_ROWS, IndexReport, IndexRun
 from bt_search.media.scan import FileRecord, Listing
 from bt_search.media.scan_rules import ScanRules
 from bt_search.media.sources import is_url, list_sources
@@ -43,9 +44,9 @@ def plan_actors(device: str, actors: int | None, cluster: dict[str, float]) -> A
     """One actor per GPU on CUDA (1 torch thread: the GPU does the work); else one CPU actor using the CPUs."""
     gpus, cpus = int(cluster.get("GPU", 0)), max(1, int(cluster.get("CPU", 1)))
     if device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--device {device} is not available with --executor ray; use auto, cpu or cuda")
+        raise UsageError(f"`device={device}` is not available with `executor=ray`; use auto, cpu or cuda")
     if device == "cuda" and gpus == 0:
-        raise UsageError("--device cuda, but the Ray cluster has no GPUs")
+        raise UsageError("`device=cuda`, but the Ray cluster has no GPUs")
     if device == "cuda" or (device == "auto" and gpus > 0):
         return ActorPlan(actors or gpus, 1.0, "cuda", 1)
     count = actors or 1
@@ -80,7 +81,7 @@ def index_with_ray(
 ) -> IndexReport:
     """Bring the index up to date with `sources` (folders, files, URLs), embedding on a Ray cluster.
 
-    `engine` names the checkpoint and gives the preprocessing: `model_facts.driver_model` (no torch) or any
+    `engine` names the checkpoint and gives the preprocessing: `engine.facts.driver_model` (no torch) or any
     engine, since the actors load their own. `address`: a running cluster (default: RAY_ADDRESS, else a local Ray for the
     run); a Ray already initialised in this process is used as it is.
     """

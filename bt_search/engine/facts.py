@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bt_search.engine.naming import model_name
 from bt_search.engine.weights import (
     ITC_KEYS,
     SAFETENSORS_FILE,
@@ -35,7 +36,7 @@ AS_FLOAT32 = {  # safetensors dtype -> its values as float32, exactly as torch's
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """The parts of a BridgeTowerEngine that `identity_for` and the Ray pipeline read."""
+    """The parts of a BridgeTowerEngine that `IndexIdentity.of` and the Ray pipeline read."""
 
     model_id: str
     revision: str | None
@@ -71,7 +72,7 @@ def read_model_facts(model: str, revision: str | None = None) -> ModelFacts | No
     if any(tensor is None for tensor in tensors):
         return None
     return ModelFacts(
-        model_id=str(checkpoint) if resolved_revision is None and Path(model).expanduser().is_dir() else model,
+        model_id=model_name(model),
         revision=resolved_revision,
         embedding_dim=int(headers[FINGERPRINT_KEYS[0]][1]["shape"][0]),
         preprocessing=preprocessing_from_checkpoint(checkpoint, int(image_size)),

@@ -13,6 +13,7 @@ import torch
 
 from bt_search.config import DEFAULT_MODEL
 from bt_search.engine.model import BridgeTowerEngine, Heads
+from bt_search.engine.naming import model_name
 from bt_search.engine.weights import ITC_KEYS, Weights, checkpoint_weights, resolve_checkpoint
 from bt_search.errors import MissingHeadError, ModelLoadError, UsageError
 from bt_search.media.images import preprocessing_from_checkpoint
@@ -30,7 +31,7 @@ def resolve_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda", "mps"):
         raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
     if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
+        raise UsageError("`device=cuda` was asked for but no CUDA GPU is visible to torch; use `device=cpu`")
     return torch.device(device)
 
 
@@ -95,7 +96,7 @@ def load_engine(
         heads.to(torch_device),
         _load_tokenizer(checkpoint),
         preprocessing_from_checkpoint(checkpoint, config.vision_config.image_size),
-        model_id=str(checkpoint) if resolved_revision is None and Path(model).expanduser().is_dir() else model,
+        model_id=model_name(model),
         revision=resolved_revision,
         device=torch_device,
         dtype=dtype,

@@ -115,7 +115,7 @@ class BridgeTowerEngine:
     # ---------------------------------------------------------------- vision tower
     @torch.inference_mode()
     def encode_images(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
-        """[B, 3, H, W] preprocessed pixels, or [B, H, W, 3] uint8 crops -> [B, D] float32 ITC embeddings (unit norm)."""
+        """[B, 3, H, W] preprocessed pixels, or [B, H, W, 3] uint8 crops -> [B, D] float32 unit ITC embeddings."""
         blocks = self._vision_blocks(pixel_values, last_cls_only=True)
         return self._itc_image(blocks[-1])
 
@@ -251,8 +251,8 @@ class BridgeTowerEngine:
             from bt_search.errors import MissingHeadError
 
             raise MissingHeadError(
-                f"{self.model_id} has no ITM head, so results cannot be reranked; use --no-rerank, or a checkpoint "
-                "with the ITM head such as BridgeTower/bridgetower-large-itm-mlm-itc"
+                f"{self.model_id} has no ITM head, so results cannot be reranked; set `rerank=False`, or use a "
+                "checkpoint with the ITM head such as BridgeTower/bridgetower-large-itm-mlm-itc"
             )
         count = images.shape[0]
         text_streams = text.streams.unsqueeze(0).expand(count, -1, -1, -1)

@@ -35,7 +35,7 @@ ITC_KEYS = ("itc_text_head.fc.weight", "itc_image_head.fc.weight")  # the contra
 def embedding_fingerprint(float32_arrays) -> str:
     """The index's model check: sha256 of the ITC text head's tensors as float32 bytes, in state_dict order
     (weight, bias), first 16 hex digits. Float32 whatever the checkpoint's or the engine's precision, so an
-    engine (model.py) and the torch-free Ray driver (distributed/model_facts.py) agree."""
+    engine (model.py) and the torch-free Ray driver (engine/facts.py) agree."""
     digest = hashlib.sha256()
     for array in float32_arrays:
         digest.update(array.tobytes())
@@ -217,7 +217,7 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
             path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_BIN_PATTERNS))
     except RepositoryNotFoundError:
         raise ModelLoadError(
-            f"model {repo_id!r} was not found on the Hugging Face hub; check the id, or pass --model DIR for a "
+            f"model {repo_id!r} was not found on the Hugging Face hub; check the id, or pass `model` DIR for a "
             "local checkpoint directory"
         ) from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
@@ -233,7 +233,7 @@ def _offline_advice(repo_id: str, err: Exception) -> str:
         else f"it could not be downloaded ({type(err).__name__})"
     )
     return (
-        f"cannot load model {repo_id!r}: {why}. Point --model at a local checkpoint directory "
-        f"(e.g. --model sample_data/demo-model), or download it once on a connected machine "
+        f"cannot load model {repo_id!r}: {why}. Point `model` at a local checkpoint directory "
+        f"(e.g. `model=sample_data/demo-model`), or download it once on a connected machine "
         f"(`huggingface-cli download {repo_id}`) so it sits in the HF cache (HF_HOME), then set HF_HUB_OFFLINE=1"
     )

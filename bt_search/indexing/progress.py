@@ -1,10 +1,19 @@
-"""`index_paths(..., progress=True)`: a `tqdm.auto` bar (a widget in Jupyter, text on a terminal)."""
+"""Index progress callbacks, and the `tqdm.auto` bar `index_paths(..., progress=True)` draws (a widget in
+Jupyter, text on a terminal)."""
 
 from __future__ import annotations
 
 import sys
 
-from bt_search.indexing.run import IndexProgress
+
+class IndexProgress:
+    """Progress callbacks; the CLI subclasses this to draw a bar. The defaults do nothing."""
+
+    def started(self, to_embed: int, unchanged: int) -> None: ...
+
+    def advanced(self, count: int) -> None: ...
+
+    def skipped(self, path: str, reason: str) -> None: ...
 
 
 class TqdmProgress(IndexProgress):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bt_search import config
+from bt_search.indexing.progress import IndexProgress, TqdmProgress
 from bt_search.media.decoding import Decoded, decoded_batches
 from bt_search.media.exif import read_capture
 from bt_search.media.scan import FileRecord, Listing, ScanProblem, canonical_path, scan
@@ -30,16 +31,6 @@ from bt_search.store import FailedRow, ImageRow, IndexWriter
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module (the Ray driver never loads it)
     from bt_search.engine.model import BridgeTowerEngine
-
-
-class IndexProgress:
-    """Progress callbacks; the CLI subclasses this to draw a bar. The defaults do nothing."""
-
-    def started(self, to_embed: int, unchanged: int) -> None: ...
-
-    def advanced(self, count: int) -> None: ...
-
-    def skipped(self, path: str, reason: str) -> None: ...
 
 
 @dataclass
@@ -328,8 +319,6 @@ def _pruned(known, seen: set[str], listed: Listing, roots, rules: ScanRules, pru
 
 def _progress(progress: IndexProgress | bool | None) -> IndexProgress:
     if progress is True:
-        from bt_search.indexing.progress import TqdmProgress
-
         return TqdmProgress()
     return progress or IndexProgress()
 
@@ -358,16 +347,3 @@ def _embed(engine: BridgeTowerEngine, batch: list[Decoded]) -> list[ImageRow]:
         )
         for d, embedding in zip(batch, embeddings)
     ]
-
-
-def identity_for(engine: BridgeTowerEngine):
-    """The index identity an engine writes: model, revision, embedding size, preprocessing."""
-    from bt_search.store import IndexIdentity
-
-    return IndexIdentity(
-        model=engine.model_id,
-        model_revision=engine.revision,
-        embedding_dim=engine.embedding_dim,
-        preprocessing=engine.preprocessing.as_dict(),
-        embedding_fingerprint=engine.embedding_fingerprint(),
-    )

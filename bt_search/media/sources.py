@@ -29,7 +29,7 @@ def read_source_list(list_file: str | os.PathLike[str]) -> list[str]:
     """
     path = Path(list_file)
     if not path.is_file():
-        raise UsageError(f"--from-list {list_file}: no such file")
+        raise UsageError(f"`from_list` {list_file}: no such file")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         import pyarrow.parquet as pq
@@ -48,7 +48,7 @@ def _path_column(table, list_file) -> list[str]:
     if not names and table.num_columns == 1:
         names = table.column_names
     if not names:
-        raise UsageError(f"--from-list {list_file}: no path column (name one of {', '.join(PATH_COLUMNS)})")
+        raise UsageError(f"`from_list` {list_file}: no path column (name one of {', '.join(PATH_COLUMNS)})")
     return [value for value in table.column(names[0]).to_pylist() if value]
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bt_search.errors import UsageError
+from bt_search.search.rerank_budget import default_shortlist
 from bt_search.search.searcher import Searcher, blend_scores
 
 KS = (1, 5, 10)
@@ -114,9 +115,11 @@ def _karpathy_pairs(source: Path, split: str = "test") -> list[tuple[str, str]]:
 
 
 def evaluate(
-    searcher: Searcher, captions: Sequence[Caption], shortlist: int = 20, max_failures: int = 50
+    searcher: Searcher, captions: Sequence[Caption], shortlist: int | None = None, max_failures: int = 50
 ) -> EvalReport:
-    """Recall@1/5/10 for the cosine shortlist and for ITM rerank over it, and time per query for each."""
+    """Recall@1/5/10 for the cosine shortlist and for ITM rerank over it, and time per query for each.
+    `shortlist`: N reranked (None: the default for the searcher's device, as `query` uses)."""
+    shortlist = shortlist or default_shortlist(searcher.engine.device.type)
     indexed = searcher.reader.indexed_paths([c.path for c in captions])
     usable = [c for c in captions if c.path in indexed]
     if not usable:

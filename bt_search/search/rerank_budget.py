@@ -42,7 +42,7 @@ class RerankClock:
         if budget is not None and not (math.isfinite(budget) and budget > 0):
             from bt_search.errors import UsageError
 
-            raise UsageError(f"--rerank-budget must be a number of seconds > 0, not {budget}")
+            raise UsageError(f"`rerank_budget` must be a number of seconds > 0, not {budget}")
         self.candidates, self.queries, self.budget = candidates, queries, budget
         self.on_note = on_note or (lambda message: None)
         self.now = now
@@ -76,10 +76,10 @@ class RerankClock:
         self.announced = True
         projected = per * self.candidates
         if projected > ESTIMATE_ABOVE_SECONDS:
-            cap = f"; --rerank-budget {self.budget:g} s caps it" if self.budget else "; --rerank-budget SECONDS caps it"
+            cap = f"; `rerank_budget={self.budget:g}` s caps it" if self.budget else "; `rerank_budget=SECONDS` caps it"
             self.on_note(
                 f"reranking {self.candidates} candidates: about {projected:.0f} s at {per:.1f} s each{cap}, "
-                "--shortlist N shrinks it, --no-rerank skips it"
+                "`shortlist=N` shrinks it, `rerank=False` skips it"
             )
 
     def skip(self, count: int) -> None:
@@ -90,5 +90,5 @@ class RerankClock:
             return None
         return (
             f"reranked {self.candidates - self.skipped} of {self.candidates} candidates within "
-            f"--rerank-budget {self.budget:g} s; the {self.skipped} that did not fit were left out"
+            f"`rerank_budget={self.budget:g}` s; the {self.skipped} that did not fit were left out"
         )

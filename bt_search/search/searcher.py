@@ -17,12 +17,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from bt_search.config import DEFAULT_SCORE
+from bt_search.config import DEFAULT_SCORE, DEFAULT_TOP_K
 from bt_search.engine.model import BridgeTowerEngine
 from bt_search.errors import ImageDecodeError, UsageError
 from bt_search.media.images import load_pixels
 from bt_search.search.hits import Hit
-from bt_search.search.rerank_budget import RerankClock
+from bt_search.search.rerank_budget import RerankClock, default_shortlist
 from bt_search.search.term_vectors import (
     query_vector,
     rerank_with_negatives,
@@ -139,8 +139,8 @@ class Searcher:
         self,
         queries: Sequence[str | Terms],
         *,
-        top_k: int = 10,
-        shortlist: int = 50,
+        top_k: int = DEFAULT_TOP_K,
+        shortlist: int | None = None,
         rerank: bool = True,
         threshold: float | None = None,
         under: str | None = None,
@@ -149,17 +149,19 @@ class Searcher:
         where=None,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
-        with negatives and example images: see terms.py). `score` ranks reranked candidates (see blend_scores);
-        "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks only the best candidates
-        that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow expression on the index's
-        columns) filters before the shortlist."""
+        with negatives and example images: see terms.py). `shortlist`: cosine candidates to rerank (None: the
+        default for the engine's device, rerank_budget.default_shortlist). `score` ranks reranked candidates
+        (see blend_scores); "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks
+        only the best candidates that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow
+        expression on the index's columns) filters before the shortlist."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
         if score not in SCORES:
-            raise UsageError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
+            raise UsageError(f"`score` must be one of {', '.join(SCORES)}, not {score!r}")
         check_threshold(threshold)
         labels = [t.label for t in terms]
+        shortlist = shortlist or default_shortlist(self.engine.device.type)
         reranked = rerank and score != "cosine"
         vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
         shortlists = self._live_shortlists(labels, vectors, max(shortlist, top_k), under, where)
@@ -194,7 +196,7 @@ class Searcher:
             try:
                 pixels.append(load_pixels(path, self.engine.preprocessing, draft=False)[0])
             except ImageDecodeError as err:
-                raise UsageError(f"--like/--unlike {err}") from None
+                raise UsageError(f"`likes`/`unlikes` {err}") from None
         return self.engine.encode_images(np.stack(pixels))
 
     def similar_images(
@@ -205,7 +207,7 @@ class Searcher:
         try:
             pixels, _ = load_pixels(image_path, self.engine.preprocessing, draft=False)
         except ImageDecodeError as err:
-            raise UsageError(f"--image {err}") from None
+            raise UsageError(f"`image` {err}") from None
         embedding = self.engine.encode_images(pixels[None])
         (found,) = self._live_shortlists([image_path], embedding, top_k, under, where)
         return rank_hits(found, None, top_k, threshold)
@@ -303,7 +305,7 @@ def _concatenated(query: str, parts: list[Shortlist]) -> Shortlist:
 
 def check_threshold(threshold: float | None) -> None:
     if threshold is not None and not math.isfinite(threshold):
-        raise UsageError(f"--threshold must be a finite number, not {threshold}")
+        raise UsageError(f"`threshold` must be a finite number, not {threshold}")
 
 
 def _memoized(fn: Callable[[str], bool]) -> Callable[[str], bool]:

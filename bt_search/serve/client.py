@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from bt_search.engine.naming import model_name
 from bt_search.errors import UsageError
 from bt_search.search.hits import Hit
 from bt_search.serve.discovery import canonical_index, read_server_records
@@ -79,7 +80,7 @@ def mismatch(health: dict[str, Any], index_dir: str, model: str | None, device: 
     """Why this server's answers could differ from an in-process search's (None: they cannot)."""
     if health.get("index") != canonical_index(index_dir):
         return f"it serves another index ({health.get('index')})"
-    wanted = _canonical_model(model or health.get("index_model") or "")
+    wanted = model_name(model or health.get("index_model") or "")
     if wanted != health.get("model"):
         return f"it runs model {health.get('model')}, not {wanted}"
     if device not in (health.get("device_option"), health.get("device")):
@@ -175,9 +176,3 @@ def _hit(record: dict[str, Any], image: str | None) -> Hit:
     if image is not None:
         record = {**record, "query": image}  # in-process, an image query is named as the user typed it
     return Hit(**record)
-
-
-def _canonical_model(model: str) -> str:
-    """As load_engine names a model: a local directory by its resolved path, a hub id as given."""
-    local = os.path.expanduser(model)
-    return os.path.realpath(local) if os.path.isdir(local) else model

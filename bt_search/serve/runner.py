@@ -43,7 +43,7 @@ def parse_duration(text: str | None) -> float | None:
         return None
     match = _DURATION.match(text)
     if not match:
-        raise UsageError(f"--idle-timeout must look like 90s, 15m, 2h or 1d, not {text!r}")
+        raise UsageError(f"`idle_timeout` must look like 90s, 15m, 2h or 1d, not {text!r}")
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
     return seconds or None
 
@@ -62,9 +62,9 @@ def check_exposure(host: str, allow_remote: bool, token: str | None) -> None:
     if is_loopback(host):
         return
     if not allow_remote:
-        raise UsageError(f"--host {host} is reachable from other machines; add --allow-remote and --token to mean it")
+        raise UsageError(f"`host` {host} is reachable from other machines; add `allow_remote` and `token` to mean it")
     if not token or len(token) < 16:
-        raise UsageError("--allow-remote needs --token (16 characters or more; env BT_SEARCH_SERVE_TOKEN)")
+        raise UsageError("`allow_remote` needs `token` (16 characters or more; env BT_SEARCH_SERVE_TOKEN)")
 
 
 def allowed_hosts(host: str, port: int) -> set[str]:
@@ -143,7 +143,7 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise UsageError(
-            f"cannot listen on {host}:{port}: {err.strerror or err}; is another server running? try --port"
+            f"cannot listen on {host}:{port}: {err.strerror or err}; is another server running? try another `port`"
         ) from None
     sock.listen(128)
     return sock

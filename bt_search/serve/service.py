@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from bt_search import __version__
-from bt_search.engine.loading import load_engine
-from bt_search.errors import IndexMissingError, ModelMismatchError, UsageError
-from bt_search.indexing.run import identity_for
+from bt_search.errors import UsageError
 from bt_search.output.html_sheet import make_thumbnail
 from bt_search.search.hits import Hit
-from bt_search.search.rerank_budget import default_shortlist
+from bt_search.search.open import check_same_space, open_index, open_searcher
 from bt_search.search.searcher import Searcher
 from bt_search.serve.caches import SmallLRU, StateLRU
 from bt_search.serve.discovery import canonical_index
@@ -113,9 +111,8 @@ class Service:
         cls, index_dir: Path, model: str | None, *, device: str, precision: str, state_cache_mb: int, batch_size: int
     ) -> Service:
         index_dir = Path(canonical_index(index_dir))
-        reader = _open_reader(index_dir)
-        engine = load_engine(model or reader.identity.model, device=device, precision=precision)
-        _check_space(reader, engine)
+        searcher = open_searcher(index_dir, model, device=device, precision=precision)
+        reader, engine = searcher.reader, searcher.engine
         settings = {"device_option": device, "precision_option": precision}
         return cls(
             index_dir, reader, engine, settings=settings, state_cache_bytes=state_cache_mb << 20, batch_size=batch_size
@@ -160,8 +157,6 @@ class Service:
         check_options(options)
         self.refresh()
         reader, missing = self.reader, []  # this search's index, even if a reload swaps self.reader meanwhile
-        if options.get("shortlist") is None:  # as `query` in-process on this device
-            options = {**options, "shortlist": default_shortlist(self.engine.device.type)}
         answer = Answer(self._searcher(reader, missing).search(queries, **options), missing)
         return self._remember(reader.generation, "search", tuple(queries), options, answer)
 
@@ -201,8 +196,8 @@ class Service:
             stamp = _dir_stamp(self.index_dir)
             if stamp == self._stamp:
                 return
-            reader = _open_reader(self.index_dir)
-            _check_space(reader, self.engine)
+            reader = open_index(self.index_dir)
+            check_same_space(reader, self.engine)
             self._stamp = stamp
             if reader.generation != self.reader.generation or len(reader) != len(self.reader):
                 self.reader = reader
@@ -244,21 +239,6 @@ class _GenerationStore:
 
     def put(self, path: str, state) -> None:
         self.states.put((self.generation, path), state)
-
-
-def _open_reader(index_dir: Path) -> IndexReader:
-    reader = IndexReader.open(index_dir)
-    if len(reader) == 0:
-        raise IndexMissingError(f"the index at {index_dir} holds no images yet; run `bt-search index PATH` first")
-    return reader
-
-
-def _check_space(reader: IndexReader, engine) -> None:
-    if not reader.identity.same_embedding_space(identity_for(engine)):
-        raise ModelMismatchError(
-            f"the index at {reader.directory} was built with {reader.identity.model}; "
-            f"{engine.model_id} embeds into another space"
-        )
 
 
 def _dir_stamp(directory: Path) -> tuple[int, int]:

@@ -122,7 +122,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
         raise IndexFormatError(f"{path} cannot be read ({exc}); {rebuild_hint(directory)}") from exc
     if not isinstance(manifest, dict) or any(key not in manifest for key in _MANIFEST_KEYS):
         # someone else's manifest.json (a web app's, say): no rebuild advice for a folder that is not ours
-        raise IndexFormatError(f"{directory} is not a bt-search index ({path} lacks bt-search's fields); check --index")
+        raise IndexFormatError(f"{directory} is not a bt-search index ({path} lacks bt-search's fields); check `index`")
     version = manifest["format_version"]
     if version not in READABLE_VERSIONS:
         raise IndexFormatError(
@@ -191,14 +191,14 @@ def remove_v2_leftovers(directory: Path) -> None:
 def prepare_directory(directory: Path) -> None:
     """Create the index directory, refusing to scatter index files into an unrelated folder."""
     if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory} is a file; give --index a directory")
+        raise UsageError(f"{directory} is a file; give `index` a directory")
     directory.mkdir(parents=True, exist_ok=True)
     if not (directory / MANIFEST_FILE).exists():
         foreign = [name for name in os.listdir(directory) if not _is_index_file_name(name)]
         if foreign:
             raise UsageError(
                 f"{directory} is not empty and is not a bt-search index (it holds {foreign[0]!r}); "
-                "give --index a new or empty directory"
+                "give `index` a new or empty directory"
             )
 
 

@@ -57,6 +57,18 @@ class IndexIdentity:
     embedding_fingerprint: str | None = None  # hash of the ITC heads: equal for copies of one checkpoint
 
     @classmethod
+    def of(cls, model: Any) -> IndexIdentity:
+        """The identity a model writes: an engine or the Ray driver's model facts (duck-typed, so the store
+        needs no torch)."""
+        return cls(
+            model=model.model_id,
+            model_revision=model.revision,
+            embedding_dim=model.embedding_dim,
+            preprocessing=model.preprocessing.as_dict(),
+            embedding_fingerprint=model.embedding_fingerprint(),
+        )
+
+    @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> IndexIdentity:
         return cls(
             manifest["model"],
@@ -94,8 +106,8 @@ class IndexIdentity:
         if differences:
             raise ModelMismatchError(
                 f"index {directory} was built with model {self.model} and cannot be used with "
-                f"model {wanted.model} ({'; '.join(differences)}); use another --index, "
-                f"or the original --model {self.model}"
+                f"model {wanted.model} ({'; '.join(differences)}); use another `index`, "
+                f"or the original `model` {self.model}"
             )
 
 

@@ -1,4 +1,4 @@
-"""The attach fast path's argument parser (serve/attach.py) against the typer `query` command it stands in for:
+"""The attach fast path's argument parser (cli/attach.py) against the typer `query` command it stands in for:
 every option is either read the way typer reads it or left to typer. (End to end through a real server:
 test_serve.py.)"""
 
@@ -11,6 +11,7 @@ from typer.main import get_command
 
 from bt_search.cli import attach
 from bt_search.cli.app import app
+from bt_search.cli.options import QUERY_DEFAULTS, QUERY_OPTIONS
 
 COMMAND = get_command(app).commands["query"]
 PARAMS = {param.name: param for param in COMMAND.params}
@@ -22,13 +23,14 @@ def typer_reads(argv: list[str]) -> dict:
     return {**params, "texts": list(params["texts"] or [])}
 
 
-def test_every_query_option_is_parsed_here_or_left_to_typer():
+def test_the_typer_command_and_the_fast_parser_read_one_option_table():
     declared = {opt for param in COMMAND.params for opt in (*param.opts, *param.secondary_opts) if opt.startswith("-")}
+    assert declared == {flag for option in QUERY_OPTIONS for flag in option.flags}
     fast = set(attach.VALUE_OPTIONS) | set(attach.FLAGS)
-    assert fast.isdisjoint(attach.SLOW_OPTIONS)
-    assert fast | attach.SLOW_OPTIONS == declared | {"--help"}, (
-        "a new `query` option: parse it in attach.py or add it to SLOW_OPTIONS"
-    )
+    assert fast == {flag for option in QUERY_OPTIONS if option.light for flag in option.flags}
+    assert {name for name, param in PARAMS.items() if param.envvar} == {
+        option.name for option in QUERY_OPTIONS if option.envvar
+    }
 
 
 def test_each_fast_option_fills_the_typer_parameter_it_names_with_its_default():
@@ -36,8 +38,7 @@ def test_each_fast_option_fills_the_typer_parameter_it_names_with_its_default():
         assert spelling in PARAMS[field].opts and not PARAMS[field].is_flag and not PARAMS[field].multiple, spelling
     for spelling, field in attach.FLAGS.items():
         assert spelling in PARAMS[field].opts and PARAMS[field].is_flag, spelling
-    assert set(attach.DEFAULTS) == {field for field, _ in attach.VALUE_OPTIONS.values()} | set(attach.FLAGS.values())
-    assert attach.DEFAULTS == {field: value for field, value in typer_reads([]).items() if field in attach.DEFAULTS}
+    assert QUERY_DEFAULTS == typer_reads([])
     # An environment variable typer reads for `query` sends the call to typer whenever it is set.
     assert {param.envvar for param in COMMAND.params if param.envvar} <= set(attach.SLOW_ENVVARS)
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from bt_search.store import IndexReader
+from bt_search.store import IndexIdentity, IndexReader
 from tests.conftest import noise_image
 from tests.support.hostile import write_hostile_files
 
@@ -136,14 +136,14 @@ def _wait_for(condition, process, timeout=120.0):
 
 def test_second_writer_is_told_the_index_is_locked_and_readers_still_work(photo_dir, tiny_checkpoint, tmp_path):
     from bt_search.engine.loading import load_engine
-    from bt_search.indexing.run import _embed, identity_for
+    from bt_search.indexing.run import _embed
     from bt_search.media.decoding import decode_record
     from bt_search.media.scan import FileRecord
     from bt_search.store import IndexWriter
 
     index = tmp_path / "index"
     engine = load_engine(str(tiny_checkpoint), device="cpu")
-    with IndexWriter.open(index, identity_for(engine)) as writer:
+    with IndexWriter.open(index, IndexIdentity.of(engine)) as writer:
         path = photo_dir / "p00.png"
         record = FileRecord(str(path), path.stat().st_size, path.stat().st_mtime_ns)
         writer.commit(_embed(engine, [decode_record(record, engine.preprocessing, draft=True)]))

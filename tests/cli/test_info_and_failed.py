@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bt_search.cli.app import app
-from bt_search.store.info import disk_usage, human_size, measured_recall
+from bt_search.output.info import human_size
+from bt_search.store.info import disk_usage, measured_recall
 from tests.conftest import noise_image
 
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bt_search.cli.app import app
-from bt_search.output.render import render
+from bt_search.output.hits import render
 from bt_search.search.hits import Hit
 from bt_search.store import IndexReader
 from tests.cli.test_index_command import bt_search

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bt_search.engine.loading import load_engine
-from bt_search.indexing.run import identity_for, index_paths
+from bt_search.indexing.run import index_paths
 from bt_search.search.evaluate import evaluate, read_captions
 from bt_search.search.searcher import Searcher
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.cli.test_index_command import bt_search
 from tests.e2e.test_readme import readme_quickstart
 from tests.support.paths import REPO_ROOT
@@ -26,7 +26,7 @@ TOLERANCE = 0.01  # recall over 240 captions moves in steps of 1/240; allow floa
 def demo_index(tmp_path_factory):
     engine = load_engine(str(DEMO_MODEL), device="cpu")
     index = tmp_path_factory.mktemp("demo") / "index"
-    with IndexWriter.open(index, identity_for(engine)) as writer:
+    with IndexWriter.open(index, IndexIdentity.of(engine)) as writer:
         report = index_paths([str(SAMPLES)], writer, engine, workers=0, batch_size=32)
     assert report.skipped == [] and report.indexed == len(read_captions(SAMPLES / "captions.csv"))
     return IndexReader.open(index), engine

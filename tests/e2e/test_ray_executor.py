@@ -29,8 +29,8 @@ from bt_search.distributed import index_with_ray, read_source_list
 from bt_search.distributed.pipeline import ActorPlan, plan_actors, rows_per_block
 from bt_search.engine.loading import load_engine
 from bt_search.errors import UsageError
-from bt_search.indexing.run import identity_for, index_paths
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.indexing.run import index_paths
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.conftest import noise_image
 from tests.support.hostile import write_hostile_files, write_real_world_files
 from tests.support.paths import REPO_ROOT
@@ -65,14 +65,14 @@ def collection(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def local_index(engine, collection, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("local") / "index"
-    with IndexWriter.open(directory, identity_for(engine)) as writer:
+    with IndexWriter.open(directory, IndexIdentity.of(engine)) as writer:
         index_paths([str(collection["root"])], writer, engine, workers=0, batch_size=8)
     return directory
 
 
 def run_ray(engine, sources, directory, **kwargs):
     kwargs.setdefault("batch_size", 8)
-    with IndexWriter.open(directory, identity_for(engine)) as writer:
+    with IndexWriter.open(directory, IndexIdentity.of(engine)) as writer:
         return index_with_ray([str(s) for s in sources], writer, engine, **kwargs)
 
 
@@ -165,7 +165,7 @@ def test_driver_reads_the_index_identity_as_the_loader_does(checkpoints, tmp_pat
     from bt_search.engine.facts import driver_model, read_model_facts
 
     for name, checkpoint in checkpoints.items():
-        assert identity_for(read_model_facts(str(checkpoint))) == identity_for(
+        assert IndexIdentity.of(read_model_facts(str(checkpoint))) == IndexIdentity.of(
             load_engine(str(checkpoint), device="cpu")
         ), name
     shutil.copytree(checkpoints["add-64-p16"], tmp_path / "bf16")
@@ -185,7 +185,7 @@ def test_driver_reads_the_index_identity_as_the_loader_does(checkpoints, tmp_pat
     (tmp_path / "bin" / "model.safetensors").unlink()
     torch.save(tensors, tmp_path / "bin" / "pytorch_model.bin")  # .bin weights: the text-only loader reads them
     assert read_model_facts(str(tmp_path / "bin")) is None
-    assert identity_for(driver_model(str(tmp_path / "bin"))) == identity_for(
+    assert IndexIdentity.of(driver_model(str(tmp_path / "bin"))) == IndexIdentity.of(
         load_engine(str(tmp_path / "bin"), device="cpu")
     )
 
@@ -194,7 +194,7 @@ DRIVER = """
 import sys, time
 from pathlib import Path
 from bt_search.distributed import index_with_ray
-from bt_search.indexing.run import IndexProgress, identity_for
+from bt_search.indexing.progress import IndexProgress
 from bt_search.engine.loading import load_engine
 from bt_search.store import IndexWriter
 
@@ -212,7 +212,7 @@ class HangAfterCommits(IndexProgress):
 
 
 engine = load_engine(checkpoint, device="cpu")
-with IndexWriter.open(index, identity_for(engine)) as writer:
+with IndexWriter.open(index, IndexIdentity.of(engine)) as writer:
     index_with_ray([photos], writer, engine, batch_size=4, commit_rows=4, progress=HangAfterCommits(), address=address)
 """
 

@@ -33,7 +33,7 @@ def test_checkpoint_without_itm_head_still_encodes_but_refuses_rerank(tiny_check
     assert not engine.has_itm and full.has_itm
     np.testing.assert_allclose(engine.encode_texts(["a red circle"]), full.encode_texts(["a red circle"]), atol=1e-6)
     pixels = np.zeros((1, 3, 64, 64), dtype=np.float32)
-    with pytest.raises(MissingHeadError, match="--no-rerank"):
+    with pytest.raises(MissingHeadError, match="`rerank=False`"):
         engine.itm_scores(engine.text_states("a red circle"), engine.vision_states(pixels))
 
 
@@ -41,7 +41,7 @@ def test_offline_hub_id_says_what_to_do():
     with pytest.raises(ModelLoadError) as info:
         load_engine("BridgeTower/bridgetower-large-itm-mlm-itc", device="cpu")
     message = str(info.value)
-    assert "--model" in message and "HF_HUB_OFFLINE" in message
+    assert "`model`" in message and "HF_HUB_OFFLINE" in message
 
 
 def test_missing_local_directory_is_a_clear_error(tmp_path):

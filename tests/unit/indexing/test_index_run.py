@@ -10,10 +10,10 @@ from PIL import Image
 
 from bt_search.engine.loading import load_engine
 from bt_search.errors import ModelMismatchError
-from bt_search.indexing.run import identity_for, index_paths, plan
+from bt_search.indexing.run import index_paths, plan
 from bt_search.media.decoding import decode_record
 from bt_search.media.scan import FileRecord
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.conftest import SPECS, noise_image
 from tests.support.hostile import write_hostile_files, write_real_world_files
 from tests.support.reference import reference_embeddings
@@ -22,7 +22,7 @@ from tests.support.reference import reference_embeddings
 def run_index(engine, roots, index_dir, **kwargs):
     kwargs.setdefault("workers", 0)
     kwargs.setdefault("batch_size", 4)
-    with IndexWriter.open(index_dir, identity_for(engine)) as writer:
+    with IndexWriter.open(index_dir, IndexIdentity.of(engine)) as writer:
         return index_paths([str(r) for r in roots], writer, engine, **kwargs)
 
 
@@ -119,7 +119,7 @@ def test_incremental_rerun_touch_modify_delete_add(engine, tmp_path):
     np.testing.assert_array_equal(after[str(paths[0])], before[str(paths[0])])
     assert str(added) in after
 
-    with IndexWriter.open(index_dir, identity_for(engine)) as writer:
+    with IndexWriter.open(index_dir, IndexIdentity.of(engine)) as writer:
         assert writer.known_files()[str(paths[0])][1] == 1, "touched file's new mtime is stored"
 
     third = run_index(engine, [photos], index_dir, prune=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bt_search.engine.loading import load_engine
-from bt_search.indexing.run import identity_for, index_paths
-from bt_search.store import IndexWriter
+from bt_search.indexing.run import index_paths
+from bt_search.store import IndexIdentity, IndexWriter
 from tests.conftest import noise_image
 
 
@@ -15,7 +15,7 @@ def test_progress_true_draws_a_tqdm_bar_to_completion(tiny_checkpoint, tmp_path,
         noise_image(i, 40, 40).save(photos / f"{i}.png")
     (photos / "bad.png").write_bytes(b"not a png")
     engine = load_engine(str(tiny_checkpoint), device="cpu")
-    with IndexWriter.open(tmp_path / "index", identity_for(engine)) as writer:
+    with IndexWriter.open(tmp_path / "index", IndexIdentity.of(engine)) as writer:
         report = index_paths([str(photos)], writer, engine, workers=0, batch_size=2, progress=True)
     err = capsys.readouterr().err
     assert report.indexed == 5

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from bt_search.cli.app import app
 from bt_search.errors import UsageError
-from bt_search.indexing.run import identity_for, index_paths
-from bt_search.media.exif import Capture, date_filter, iso_taken_at, read_capture
+from bt_search.indexing.run import index_paths
+from bt_search.media.exif import Capture, iso_taken_at, read_capture
+from bt_search.search.filters import date_filter
 from bt_search.search.searcher import Searcher
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.conftest import noise_image
 
 # name -> (EXIF DateTimeOriginal, OffsetTimeOriginal); None: no EXIF, the file's mtime is set instead
@@ -55,7 +56,7 @@ def write_photos(folder):
 
 
 def build(engine, folder, index):
-    with IndexWriter.open(index, identity_for(engine)) as writer:
+    with IndexWriter.open(index, IndexIdentity.of(engine)) as writer:
         index_paths([str(folder)], writer, engine, workers=0, batch_size=4)
     return IndexReader.open(index)
 

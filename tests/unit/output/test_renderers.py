@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from bt_search.errors import EXIT_USAGE, UsageError
-from bt_search.output.render import COLUMNS, FORMATS, default_format, render
+from bt_search.output.formats import FORMATS, default_format
+from bt_search.output.hits import COLUMNS, render
 from bt_search.search.hits import Hit
 
 AWKWARD_NAMES = [
@@ -128,7 +129,7 @@ def test_paths_null_separated_keeps_newlines_in_names():
 
 @pytest.mark.parametrize("bad", ["/photos/new\nline.jpg", "/photos/cr\rname.jpg"])
 def test_paths_newline_mode_refuses_line_breaks(bad):
-    with pytest.raises(UsageError, match="-0") as err:
+    with pytest.raises(UsageError, match="`null_separated=True`") as err:
         rendered(make_hits(["/ok.jpg", bad]), "paths")
     assert err.value.exit_code == EXIT_USAGE
 

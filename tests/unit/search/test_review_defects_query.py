@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from bt_search.errors import UsageError
-from bt_search.indexing.run import identity_for, index_paths
+from bt_search.indexing.run import index_paths
 from bt_search.search.searcher import Searcher
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.cli.test_index_command import bt_search
 from tests.conftest import noise_image
 
@@ -24,7 +24,7 @@ def library(engine, tmp_path):
     photos.mkdir()
     for i in range(9):
         noise_image(500 + i, 64, 64 + 2 * i).save(photos / f"p{i}.png")
-    with IndexWriter.open(tmp_path / "index", identity_for(engine)) as writer:
+    with IndexWriter.open(tmp_path / "index", IndexIdentity.of(engine)) as writer:
         index_paths([str(photos)], writer, engine, workers=0, batch_size=4)
     return IndexReader.open(tmp_path / "index"), tmp_path / "index"
 

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from bt_search.errors import UsageError
-from bt_search.indexing.run import identity_for, index_paths
+from bt_search.indexing.run import index_paths
 from bt_search.search.searcher import Searcher, Shortlist, rank_hits
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.conftest import noise_image
 from tests.support.reference import reference_itm
 
@@ -23,7 +23,7 @@ def indexed(engine, tmp_path_factory):
     (photos / "sub").mkdir(parents=True)
     for i in range(14):
         noise_image(i + 200, 64 + 3 * i, 64).save(photos / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.png")
-    with IndexWriter.open(root / "index", identity_for(engine)) as writer:
+    with IndexWriter.open(root / "index", IndexIdentity.of(engine)) as writer:
         index_paths([str(photos)], writer, engine, workers=0, batch_size=5)
     return IndexReader.open(root / "index"), photos
 

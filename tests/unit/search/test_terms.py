@@ -11,11 +11,11 @@ from PIL import Image
 
 from bt_search.engine.loading import load_engine
 from bt_search.errors import UsageError
-from bt_search.indexing.run import identity_for, index_paths
+from bt_search.indexing.run import index_paths
 from bt_search.search.searcher import Searcher, blend_scores
 from bt_search.search.term_vectors import query_vector
 from bt_search.search.terms import Terms, Weighted, parse_line, parse_query, parse_weighted
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.cli.test_index_command import bt_search
 from tests.conftest import noise_image
 from tests.support.reference import reference_embeddings, reference_itm
@@ -69,7 +69,7 @@ def library(engine, tmp_path_factory):
         paths.append(str(path))
     like = root / "like.png"
     noise_image(799, 80, 64).save(like)
-    with IndexWriter.open(root / "index", identity_for(engine)) as writer:
+    with IndexWriter.open(root / "index", IndexIdentity.of(engine)) as writer:
         index_paths([str(photos)], writer, engine, workers=0, batch_size=4)
     return IndexReader.open(root / "index"), root / "index", paths, str(like)
 

@@ -8,13 +8,13 @@ import torch
 from starlette.testclient import TestClient
 
 from bt_search.errors import UsageError
-from bt_search.indexing.run import identity_for, index_paths
+from bt_search.indexing.run import index_paths
 from bt_search.search.searcher import Searcher
 from bt_search.serve.app import build_app
 from bt_search.serve.caches import SmallLRU, StateLRU
 from bt_search.serve.runner import allowed_hosts, check_exposure, parse_duration
 from bt_search.serve.service import Service
-from bt_search.store import IndexReader, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.conftest import noise_image
 
 QUERIES = ["a red circle left of a blue square", "two green triangles"]
@@ -27,7 +27,7 @@ def index_dir(engine, tmp_path_factory):
     (root / "photos").mkdir()
     for i in range(10):
         noise_image(i + 500, 64, 64 + i).save(root / "photos" / f"img{i}.png")
-    with IndexWriter.open(root / "index", identity_for(engine)) as writer:
+    with IndexWriter.open(root / "index", IndexIdentity.of(engine)) as writer:
         index_paths([str(root / "photos")], writer, engine, workers=0, batch_size=4)
     return root / "index"
 
@@ -107,11 +107,11 @@ def test_parse_duration_refuses_nonsense(text):
 def test_exposure_needs_allow_remote_and_a_long_token():
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         check_exposure(host, False, None)
-    with pytest.raises(UsageError, match="--allow-remote"):
+    with pytest.raises(UsageError, match="`allow_remote`"):
         check_exposure("0.0.0.0", False, TOKEN)
-    with pytest.raises(UsageError, match="--token"):
+    with pytest.raises(UsageError, match="`token`"):
         check_exposure("192.168.1.5", True, None)
-    with pytest.raises(UsageError, match="--token"):
+    with pytest.raises(UsageError, match="`token`"):
         check_exposure("192.168.1.5", True, "short")
     check_exposure("192.168.1.5", True, TOKEN)
 

@@ -372,7 +372,7 @@ def test_an_index_of_another_model_is_refused(tmp_path, other):
     with pytest.raises(ModelMismatchError) as caught:
         IndexWriter.open(tmp_path, other)
     message = str(caught.value)
-    assert "tiny/bridgetower" in message and other.model in message and "--model" in message and "--index" in message
+    assert "tiny/bridgetower" in message and other.model in message and "`model`" in message and "`index`" in message
     with pytest.raises(ModelMismatchError):
         IndexReader.open(tmp_path).identity.require_compatible(other, tmp_path)
 

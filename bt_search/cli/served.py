@@ -1,0 +1,64 @@
+"""The one rule for `bt-search query` through a running server, shared by the full CLI (app.py) and the
+light attach path (attach.py): which queries a server may answer, what is sent, and the hits it returns.
+
+Standard library only (no typer, rich, torch or numpy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bt_search import config
+from bt_search.cli.options import asks_only_what_a_server_answers
+from bt_search.media.scan import canonical_path
+from bt_search.search.hits import Hit
+from bt_search.search.terms import parse_line
+from bt_search.serve.client import served_options, served_results
+
+
+def canonical_under(under: Path | None) -> Path | None:
+    """--under as the index stores paths (canonical), so the server and the in-process search agree."""
+    return None if under is None else Path(canonical_path(under))
+
+
+def served_hits(
+    options: dict[str, Any],
+    queries: list[str],
+    *,
+    on_missing: Callable[[str, str], None],
+    notice: Callable[[str], None],
+) -> list[list[Hit]] | None:
+    """Hits per query from a running `bt-search serve` for the index and model `options` name (cli.app.query's
+    parameters, --under already canonical), or None: search in-process."""
+    plain = all(_plain(query) for query in queries)
+    if options["no_server"] or not asks_only_what_a_server_answers(options, plain):
+        return None
+    image = None if options["image"] is None else str(options["image"])
+    under = None if options["under"] is None else str(options["under"])
+    request = served_options(
+        top_k=options["top_k"],
+        shortlist=options["shortlist"],
+        rerank=not options["no_rerank"],
+        threshold=options["threshold"],
+        under=under,
+        image=image,
+    )
+    return served_results(
+        str(config.index_dir(options["index"])),
+        model=options["model"],
+        device=options["device"] or config.default_device(),
+        precision=options["precision"],
+        queries=queries,
+        image=image,
+        options=request,
+        on_missing=on_missing,
+        notice=notice,
+    )
+
+
+def _plain(query: str) -> bool:
+    """A query line with no terms, weights or examples in it (terms.py's syntax), sent as typed."""
+    terms = parse_line(query)
+    return terms.is_plain and terms.label == query

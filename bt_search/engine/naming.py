@@ -1,0 +1,15 @@
+"""How a model is named in an index's manifest and by a server: one rule for every path that compares names.
+
+Standard library only: the light client (serve/client.py) names the model a query asks for without torch.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def model_name(model: str) -> str:
+    """A local checkpoint directory by its resolved absolute path (so `./m`, `m/` and a symlink agree);
+    a hub id as given."""
+    local = os.path.expanduser(model)
+    return os.path.realpath(local) if os.path.isdir(local) else model

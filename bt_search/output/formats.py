@@ -1,0 +1,128 @@
+"""Records to a text stream: table, jsonl, csv, tsv or bare paths. Every renderer of the CLI goes through here
+(query hits, failed files), so each format has one set of rules.
+
+Records are dicts of plain values in column order. Each record is written as it arrives, so a generator
+streams; only "table" collects first (a rich table sizes its columns from every row, and it is meant for
+a person at a terminal, where rows are few).
+
+Text goes to `stream` exactly as given. Paths that are not valid UTF-8 reach us as str with lone
+surrogates (Python's surrogateescape); writing them needs a stream opened with `errors="surrogateescape"`,
+which is the caller's choice (the CLI owns stdout).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from bt_search.errors import UsageError
+
+FORMATS = ("table", "jsonl", "csv", "tsv", "paths")
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TableColumn:
+    """One column of the terminal table: its header, the cell text of a record, and its layout."""
+
+    header: str
+    cell: Callable[[Record], str]
+    justify: str = "left"
+    fold: bool = False  # long values fold onto more lines, never ellipsised (a cut path is useless to copy)
+
+
+def default_format(stdout_is_tty: bool) -> str:
+    """ "table" for a person at a terminal; otherwise "jsonl".
+
+    When stdout is a pipe or a file, a program reads it: jsonl is machine-readable with no quoting
+    rules to guess, holds any path exactly, and is one object per line, so `head`, `jq` and friends
+    can consume results as they stream.
+    """
+    return "table" if stdout_is_tty else "jsonl"
+
+
+def check_format(fmt: str, null_separated: bool = False) -> None:
+    """Raise UsageError unless `fmt` (with -0 or not) can be rendered: callers check before any work."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if null_separated and fmt != "paths":
+        raise UsageError(
+            f"`null_separated=True` (NUL-separated output) only applies to the 'paths' format, not {fmt!r}"
+        )
+
+
+def render_records(
+    records: Iterable[Record],
+    fmt: str,
+    stream: TextIO,
+    *,
+    columns: Sequence[str],
+    table: Sequence[TableColumn],
+    null_separated: bool = False,
+    include_header: bool = True,
+) -> None:
+    """Write `records` in format `fmt`. csv/tsv write `columns` (with a header row unless `include_header` is
+    false); "table" shows `table`; "paths" writes each record's "path" (NUL-terminated with `null_separated`)."""
+    check_format(fmt, null_separated)
+    if fmt == "jsonl":
+        for record in records:
+            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    elif fmt in ("csv", "tsv"):
+        _render_delimited(records, stream, columns, delimiter="," if fmt == "csv" else "\t", header=include_header)
+    elif fmt == "paths":
+        _render_paths(records, stream, terminator="\0" if null_separated else "\n")
+    else:
+        _render_table(records, stream, table, header=include_header)
+
+
+def _render_delimited(
+    records: Iterable[Record], stream: TextIO, columns: Sequence[str], *, delimiter: str, header: bool
+) -> None:
+    # The csv module's default dialect: minimal quoting and CRLF line ends (RFC 4180). Keeping "\r\n"
+    # as the terminator is what makes the writer quote fields holding a lone "\r" as well as "\n".
+    writer = csv.writer(stream, delimiter=delimiter)
+    if header:
+        writer.writerow(columns)
+    for record in records:
+        # repr-exact floats (str(float) round-trips), so a reader gets back the very same numbers.
+        writer.writerow([record[name] for name in columns])
+
+
+def _render_paths(records: Iterable[Record], stream: TextIO, *, terminator: str) -> None:
+    for record in records:
+        path = record["path"]
+        if terminator == "\n" and ("\n" in path or "\r" in path):
+            raise UsageError(
+                f"path {path!r} contains a line break, so newline-separated output would split it; "
+                "use `null_separated=True` for NUL-separated paths (with `xargs -0`), or `fmt=jsonl`"
+            )
+        stream.write(path + terminator)
+
+
+def _render_table(records: Iterable[Record], stream: TextIO, columns: Sequence[TableColumn], *, header: bool) -> None:
+    # rich only here: the other formats stay light for the attach fast path (cli/attach.py).
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=header, header_style="bold")
+    for column in columns:
+        table.add_column(column.header, justify=column.justify, overflow="fold" if column.fold else "ellipsis")
+    for record in records:
+        # Text cells, not str: rich would read "[...]" in file names as markup.
+        table.add_row(*(Text(column.cell(record)) for column in columns))
+    Console(file=stream, highlight=False).print(table)
+
+
+def visible_path(path: str) -> str:
+    """`path` for a person's eyes: control characters, which a terminal acts on or rich drops (a
+    carriage return), shown as escapes; a newline stays a line break, which the table folds visibly."""
+    return "".join(_escaped(char) if unicodedata.category(char) == "Cc" and char != "\n" else char for char in path)
+
+
+def _escaped(char: str) -> str:
+    return {"\r": "\\r", "\t": "\\t"}.get(char, f"\\x{ord(char):02x}")
