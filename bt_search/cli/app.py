@@ -358,47 +358,26 @@ app.command()(query)
 
 
 def _searched(options: dict[str, Any], queries: list[str]):
-    """The query searched in this process: terms, date filters, shortlist, rerank, date order."""
-    from bt_search.search.filters import check_sort, date_filter, dated_hits, parse_day
+    """The query searched in this process, by the same function a server answers with (search/query.py)."""
+    from bt_search.cli.served import query_request
     from bt_search.search.open import open_searcher
+    from bt_search.search.query import run_query
 
-    quiet, image, no_rerank, score = options["quiet"], options["image"], options["no_rerank"], options["score"]
-    terms = _query_terms(queries, options["nots"], options["likes"], options["unlikes"])
-    where = date_filter(parse_day(options["after"], "--after"), parse_day(options["before"], "--before"))
-    check_sort(options["sort"])
-    uses_images = image is not None or any(t.likes or t.unlikes for t in terms)
-    text_only = (no_rerank or score == "cosine") and not uses_images  # no vision tower, no fusion needed
+    request = query_request(options, queries)
+    request.date_filter()  # a bad --after, --before or --sort fails before the model loads
+    quiet = options["quiet"]
     searcher = open_searcher(
         _index_dir(options["index"]),
         options["model"],
         device=options["device"],
         precision=options["precision"],
-        text_only=text_only,
+        text_only=not request.needs_vision(),
         batch_size=options["batch_size"],
         on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
         on_note=lambda message: _say(quiet, in_flags(message, _flags())),
-        progress=_RerankBar() if not (quiet or no_rerank or image) and sys.stderr.isatty() else None,
+        progress=_RerankBar() if sys.stderr.isatty() and not (quiet or request.image or not request.rerank) else None,
     )
-    under = _opt_str(options["under"])
-    if image is not None:
-        results = [
-            searcher.similar_images(
-                str(image), top_k=options["top_k"], threshold=options["threshold"], under=under, where=where
-            )
-        ]
-    else:
-        results = searcher.search(
-            terms,
-            top_k=options["top_k"],
-            shortlist=options["shortlist"],
-            rerank=not no_rerank,
-            threshold=options["threshold"],
-            under=under,
-            score=score,
-            rerank_budget=options["rerank_budget"],
-            where=where,
-        )
-    return [dated_hits(hits, options["sort"]) for hits in results]
+    return run_query(searcher, request)
 
 
 def _write_results(results, fmt: str, null: bool, html: Path | None, quiet: bool) -> None:
@@ -443,18 +422,6 @@ class _RerankBar:
     def _show(self) -> None:
         if self.done < self.total:
             self.bar.start()
-
-
-def _query_terms(queries: list[str], nots: list[str], likes: list[str], unlikes: list[str]):
-    """Each query (TEXT or file line, same syntax: terms.py) plus the --not/--like/--unlike given to the call."""
-    from bt_search.search.terms import parse_line, parse_query  # pure Python: the server path stays light
-
-    shared = parse_query("-", nots, likes, unlikes)
-    return [parse_line(q).with_terms(shared.nots, shared.likes, shared.unlikes) for q in queries]
-
-
-def _opt_str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
 
 
 @app.command()

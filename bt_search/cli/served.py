@@ -14,6 +14,7 @@ from bt_search import config
 from bt_search.cli.options import asks_only_what_a_server_answers
 from bt_search.media.scan import canonical_path
 from bt_search.search.hits import Hit
+from bt_search.search.query import QueryRequest
 from bt_search.search.terms import parse_line
 from bt_search.serve.client import served_options, served_results
 
@@ -21,6 +22,29 @@ from bt_search.serve.client import served_options, served_results
 def canonical_under(under: Path | None) -> Path | None:
     """--under as the index stores paths (canonical), so the server and the in-process search agree."""
     return None if under is None else Path(canonical_path(under))
+
+
+def query_request(options: dict[str, Any], queries: list[str]) -> QueryRequest:
+    """cli.app.query's parameters (--under already canonical) as the request both the in-process search and
+    a server answer."""
+    image, under = options["image"], options["under"]
+    return QueryRequest(
+        queries=tuple(queries),
+        image=None if image is None else str(image),
+        nots=tuple(options["nots"]),
+        likes=tuple(options["likes"]),
+        unlikes=tuple(options["unlikes"]),
+        top_k=options["top_k"],
+        shortlist=options["shortlist"],
+        rerank=not options["no_rerank"],
+        rerank_budget=options["rerank_budget"],
+        threshold=options["threshold"],
+        under=None if under is None else str(under),
+        after=options["after"],
+        before=options["before"],
+        sort=options["sort"],
+        score=options["score"],
+    )
 
 
 def served_hits(

@@ -19,13 +19,14 @@ from bt_search.search.hits import Hit
 SORTS = ("relevance", "date")
 
 
-def parse_day(value: str | None, option: str) -> date | None:
+def parse_day(value: str | None, parameter: str) -> date | None:
+    """`value` as a day (YYYY-MM-DD); UsageError naming `parameter` otherwise."""
     if value is None:
         return None
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise UsageError(f"{option} takes a date as YYYY-MM-DD, not {value!r}") from None
+        raise UsageError(f"`{parameter}` takes a date as YYYY-MM-DD, not {value!r}") from None
 
 
 def date_filter(after: date | None, before: date | None) -> pc.Expression | None:
