@@ -22,6 +22,7 @@ from bt_search.engine.weights import (
     SAFETENSORS_FILE,
     SAFETENSORS_INDEX,
     embedding_fingerprint,
+    read_weight_map,
     resolve_checkpoint,
 )
 from bt_search.media.images import Preprocessing, preprocessing_from_checkpoint
@@ -90,8 +91,8 @@ def _json(path: Path) -> dict:
 
 def _safetensors_headers(checkpoint: Path) -> dict[str, tuple[Path, dict]] | None:
     """Tensor name -> (file, header entry) over the single file or every shard; None without safetensors."""
-    index = _json(checkpoint / SAFETENSORS_INDEX).get("weight_map")
-    files = sorted({checkpoint / name for name in index.values()}) if index else [checkpoint / SAFETENSORS_FILE]
+    index = checkpoint / SAFETENSORS_INDEX  # its shards are checked to lie inside the checkpoint
+    files = sorted(set(read_weight_map(index).values())) if index.is_file() else [checkpoint / SAFETENSORS_FILE]
     headers: dict[str, tuple[Path, dict]] = {}
     for file in files:
         try:

@@ -13,9 +13,11 @@ import hashlib
 import json
 import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bt_search.errors import ModelLoadError
 
@@ -61,9 +63,7 @@ class Weights:
         for file in dict.fromkeys(self.files[n] for n in names):
             wanted = [n for n in names if self.files[n] == file]
             if self.format == "safetensors":
-                from safetensors import safe_open
-
-                with safe_open(str(file), framework="pt") as handle:
+                with _open_safetensors(file) as handle:
                     out.update({n: handle.get_tensor(n) for n in wanted})
             else:
                 state = self._bin_file(file)
@@ -100,30 +100,54 @@ def _env_cache_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _read_weight_map(index: Path) -> dict[str, Path]:
+def read_weight_map(index: Path) -> dict[str, Path]:
+    """Tensor name -> shard file. Every shard must be a file inside the checkpoint directory: an index naming
+    `../x` or `/etc/x` is refused, never followed."""
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError) as err:
+        if not isinstance(weight_map, dict):
+            raise ValueError("weight_map is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelLoadError(f"{index} is not a readable weight index ({err})") from None
-    return {name: index.parent / file for name, file in weight_map.items()}
+    directory = index.parent.resolve()
+    files = {}
+    for name, file in weight_map.items():
+        if not isinstance(file, str) or (directory / file).resolve().parent != directory:
+            raise ModelLoadError(
+                f"{index} names shard {file!r} outside the checkpoint directory {directory}; refusing to read it"
+            )
+        files[name] = directory / file
+    return files
+
+
+@contextmanager
+def _open_safetensors(file: Path) -> Iterator[Any]:
+    """safetensors' reader, with a damaged or truncated file reported as a ModelLoadError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            yield handle
+    except (SafetensorError, OSError) as err:
+        raise ModelLoadError(
+            f"{file} is damaged or incomplete ({err}); download or copy the checkpoint again"
+        ) from None
 
 
 def _safetensors_files(checkpoint: Path) -> dict[str, Path] | None:
     if (checkpoint / SAFETENSORS_INDEX).is_file():
-        return _read_weight_map(checkpoint / SAFETENSORS_INDEX)
+        return read_weight_map(checkpoint / SAFETENSORS_INDEX)
     single = checkpoint / SAFETENSORS_FILE
     if not single.is_file():
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(single), framework="pt") as handle:
+    with _open_safetensors(single) as handle:
         return {name: single for name in handle.keys()}
 
 
 def _bin_weight_map(checkpoint: Path) -> dict[str, Path] | Path | None:
     """Tensor name -> shard from the index, or the single .bin file itself (names unread), or None."""
     if (checkpoint / BIN_INDEX).is_file():
-        return _read_weight_map(checkpoint / BIN_INDEX)
+        return read_weight_map(checkpoint / BIN_INDEX)
     single = checkpoint / BIN_FILE
     return single if single.is_file() else None
 

@@ -22,7 +22,8 @@ EXIF_IFD = 0x8769
 MAKE, MODEL = 0x010F, 0x0110
 DATE_TIME_ORIGINAL, OFFSET_TIME_ORIGINAL = 0x9003, 0x9011
 _EXIF_DATE = re.compile(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
-_EXIF_OFFSET = re.compile(r"[+-]\d{2}:\d{2}")
+_EXIF_OFFSET = re.compile(r"[+-](\d{2}):(\d{2})")
+MAX_OFFSET_MINUTES = 14 * 60  # UTC-12:00 .. UTC+14:00 are the offsets in use
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,17 @@ def iso_taken_at(original: object, offset: object = None) -> str | None:
         moment = datetime(*map(int, match.groups()))
     except ValueError:
         return None
-    offset = _text(offset)
-    return moment.isoformat() + (offset if offset and _EXIF_OFFSET.fullmatch(offset) else "")
+    return moment.isoformat() + _valid_offset(_text(offset))
+
+
+def _valid_offset(offset: str | None) -> str:
+    """An EXIF OffsetTimeOriginal that ISO 8601 can carry ("+02:00"); "" for a missing or impossible one
+    ("+99:99"), which leaves the time local."""
+    match = _EXIF_OFFSET.fullmatch(offset or "")
+    if not match:
+        return ""
+    hours, minutes = map(int, match.groups())
+    return offset if minutes < 60 and hours * 60 + minutes <= MAX_OFFSET_MINUTES else ""
 
 
 def _text(value: object) -> str | None:

@@ -7,8 +7,9 @@ EXIF reading itself lives in media/exif.py (decode workers import that without p
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import pyarrow.compute as pc
 
@@ -17,6 +18,9 @@ from bt_search.media.exif import read_capture
 from bt_search.search.hits import Hit
 
 SORTS = ("relevance", "date")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY_NS = 86_400 * 1_000_000_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_day(value: str | None, parameter: str) -> date | None:
@@ -24,6 +28,8 @@ def parse_day(value: str | None, parameter: str) -> date | None:
     if value is None:
         return None
     try:
+        if not _DAY.fullmatch(value):  # fromisoformat also takes 20210101 and 2021-W01-1
+            raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
         raise UsageError(f"`{parameter}` takes a date as YYYY-MM-DD, not {value!r}") from None
@@ -42,12 +48,22 @@ def date_filter(after: date | None, before: date | None) -> pc.Expression | None
         by_mtime = by_mtime & (pc.field("mtime_ns") >= _local_midnight_ns(after))
     if before is not None:
         by_taken = by_taken & (day <= before.isoformat())
-        by_mtime = by_mtime & (pc.field("mtime_ns") < _local_midnight_ns(before + timedelta(days=1)))
+        by_mtime = by_mtime & (pc.field("mtime_ns") < _clamped(_local_midnight_ns(before) + DAY_NS))
     return pc.if_else(pc.field("taken_at").is_valid(), by_taken, by_mtime)
 
 
 def _local_midnight_ns(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day).astimezone().timestamp()) * 1_000_000_000
+    """Local midnight at the start of `day`, in ns since the epoch, clamped to mtime_ns's int64 range: any
+    day from 0001 to 9999 can be asked for, though int64 nanoseconds span only 1677 to 2262."""
+    try:
+        seconds = datetime(day.year, day.month, day.day).astimezone().timestamp()
+    except (OverflowError, ValueError, OSError):  # no time zone data so far from now: UTC is as good
+        seconds = (day - date(1970, 1, 1)).days * 86_400
+    return _clamped(int(seconds) * 1_000_000_000)
+
+
+def _clamped(ns: int) -> int:
+    return max(INT64_MIN, min(INT64_MAX, ns))
 
 
 def hit_date(path: str, taken_at: str | None) -> str:

@@ -4,7 +4,7 @@ Syntax (CLI options and `--queries-file` lines alike):
 
     TEXT [--not TEXT]... [--like IMAGE]... [--unlike IMAGE]...
 
-Any term may end in `::WEIGHT`, a finite number > 0 (default 1): `"a beach::2" --not "people::0.5"`.
+Any term may end in `::WEIGHT`, a number > 0 and at most 100 (default 1): `"a beach::2" --not "people::0.5"`.
 The option names set the sign; the weight only scales.
 
 - `--no-rerank` (and `--score cosine`): the query vector is
@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from bt_search.errors import UsageError
 
 WEIGHT_SEPARATOR = "::"
+# A weight scales a term against the others; past this, (1 - ITM)^w and sums of weighted unit vectors lose
+# every other term to rounding (a --not weighted 1e200 made every score 0.0).
+MAX_WEIGHT = 100.0
 LINE_OPTION = re.compile(r"(?:^|\s+)--(not|like|unlike)(?:\s+|$)")
 
 
@@ -76,8 +79,8 @@ def parse_weighted(spec: str) -> Weighted:
         weight = float(tail)
     except ValueError:
         return Weighted(spec.strip())
-    if not math.isfinite(weight) or weight <= 0:
-        raise UsageError(f"term weight must be a finite number > 0, not {tail!r} in {spec!r}")
+    if not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
+        raise UsageError(f"term weight must be a number > 0 and at most {MAX_WEIGHT:g}, not {tail!r} in {spec!r}")
     if not value.strip():
         raise UsageError(f"empty term before {WEIGHT_SEPARATOR}{tail}")
     return Weighted(value.strip(), weight)
@@ -87,10 +90,16 @@ def parse_query(text: str, nots=(), likes=(), unlikes=()) -> Terms:
     """A positional TEXT with the option values given beside it."""
     return Terms(
         parse_weighted(text),
-        tuple(parse_weighted(t) for t in nots),
-        tuple(parse_weighted(t) for t in likes),
-        tuple(parse_weighted(t) for t in unlikes),
+        tuple(_term("nots", t) for t in nots),
+        tuple(_term("likes", t) for t in likes),
+        tuple(_term("unlikes", t) for t in unlikes),
     )
+
+
+def _term(parameter: str, spec: str) -> Weighted:
+    if not spec.strip():
+        raise UsageError(f"`{parameter}` holds an empty term: give a text (or an image for likes and unlikes)")
+    return parse_weighted(spec)
 
 
 def parse_line(line: str) -> Terms:
