@@ -240,10 +240,6 @@ def _checked_file(path: str, st: os.stat_result) -> ScanItem:
         return ScanProblem(path, "not a regular file")  # a FIFO named x.jpg would hang the decoder
     if not os.access(path, os.R_OK):
         return ScanProblem(path, "permission denied (file)")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return ScanProblem(path, "file name is not valid UTF-8 (cannot be stored in the index)")
     return FileRecord(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 

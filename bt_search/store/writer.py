@@ -42,6 +42,7 @@ from .records import (
     image_rows,
     part_table,
 )
+from .stored_paths import original_path, original_paths, stored_paths
 from .upgrade import upgrade_v1
 from .upkeep import update_ann
 
@@ -56,7 +57,8 @@ class IndexWriter:
         self._lock_fd: int | None = lock_fd
         self._snapshot = open_snapshot(directory, manifest)
         self._failures = {
-            record["path"]: (record["size"], record["mtime_ns"]) for record in self._snapshot.failures().to_pylist()
+            original_path(record["path"]): (record["size"], record["mtime_ns"])
+            for record in self._snapshot.failures().to_pylist()
         }
         self._removed = 0
 
@@ -118,6 +120,7 @@ class IndexWriter:
         """
         table = self._rows_at(paths, ["path", "size", "mtime_ns", "sha256"])
         columns = [table.column(name).to_pylist() for name in ("path", "size", "mtime_ns", "sha256")]
+        columns[0] = original_paths(columns[0])
         return {path: (size, mtime, sha) for path, size, mtime, sha in zip(*columns, strict=True)}
 
     def known_failures(self) -> dict[str, tuple[int, int]]:
@@ -127,13 +130,13 @@ class IndexWriter:
     def paths_under(self, roots: Sequence[str]) -> list[str]:
         """Live image paths equal to one of `roots` or inside one of them (for --prune)."""
         condition = None
-        for root in roots:
+        for root in stored_paths(roots):
             prefix = root if root.endswith(os.sep) else root + os.sep
             term = (pc.field("path") == root) | pc.starts_with(pc.field("path"), prefix)
             condition = term if condition is None else condition | term
         if condition is None:
             return []
-        return self._snapshot.where(["path"], condition).column("path").to_pylist()
+        return original_paths(self._snapshot.where(["path"], condition).column("path").to_pylist())
 
     def rows_by_sha256(self, sha256s: Iterable[str]) -> dict[str, ImageRow]:
         """One indexed row per given content hash that the index holds (under any path).
@@ -150,7 +153,7 @@ class IndexWriter:
     def _rows_at(self, paths: Iterable[str] | None, columns: list[str]) -> pa.Table:
         if paths is None:
             return self._snapshot.where(columns)
-        wanted = pa.array(list(dict.fromkeys(paths)), pa.string())
+        wanted = pa.array(stored_paths(dict.fromkeys(paths)), pa.string())
         return (
             self._snapshot.where(columns, pc.field("path").isin(wanted))
             if len(wanted)
@@ -186,7 +189,7 @@ class IndexWriter:
             write_parquet(failure_table(failed, cleared), self.directory / name)
             changes["failed_parts"] = [*manifest["failed_parts"], {"file": name, "rows": len(failed) + len(cleared)}]
         removed_set = set(removed)
-        self._removed += sum(path in removed_set for path in replaced.column("path").to_pylist())
+        self._removed += sum(path in removed_set for path in original_paths(replaced.column("path").to_pylist()))
         self._removed += sum(path in self._failures for path in removed)
         for path in [row.path for row in rows] + list(removed):
             self._failures.pop(path, None)
