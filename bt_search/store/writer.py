@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from ..errors import UsageError
 from .ann_upkeep import normalise_choice
+from .capture_repair import REPAIRED_SETTING, parts_to_repair, repaired_part
 from .compaction import compact, due_for_compaction, merge_failures, merge_tombstones
 from .files import (
     acquire_lock,
@@ -78,7 +79,9 @@ class IndexWriter:
                 if manifest["format_version"] == 1:
                     manifest = upgrade_v1(directory, manifest)
             remove_orphans(directory, manifest)
-            return cls(directory, manifest, lock_fd)
+            writer = cls(directory, manifest, lock_fd)
+            writer._repair_nan_capture()
+            return writer
         except BaseException:
             release_lock(lock_fd)
             raise
@@ -223,6 +226,15 @@ class IndexWriter:
         manifest = _with_ann_choice(self._manifest, index_type, memory_budget)
         if manifest != self._manifest:
             self._publish(advanced(manifest))
+
+    def _repair_nan_capture(self) -> None:
+        """Once per index: null the "nan" capture values an older Ray run stored (capture_repair.py). Only
+        indexes with capture info can hold them."""
+        if not self.settings.get("capture_info") or self.settings.get(REPAIRED_SETTING):
+            return
+        for position in parts_to_repair(self._snapshot):  # a rewritten part keeps its place in the list
+            self._publish(advanced(repaired_part(self.directory, self._manifest, self._snapshot, position)))
+        self.record_settings(**{REPAIRED_SETTING: True})
 
     def _publish(self, manifest: dict[str, Any]) -> None:
         """Commit `manifest` (its files are written): counts refreshed, then the atomic rename."""
