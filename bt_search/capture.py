@@ -12,14 +12,16 @@ import os
 import re
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import pyarrow.compute as pc
 from PIL import Image
 
 from . import images  # noqa: F401 - registers HEIC/HEIF with Pillow, whose EXIF is read here too
 from .errors import UsageError
 from .hits import Hit
+
+if TYPE_CHECKING:  # decode workers read EXIF through this module: they must not pay for pyarrow
+    import pyarrow.compute as pc
 
 SORTS = ("relevance", "date")
 
@@ -95,6 +97,8 @@ def date_filter(after: date | None, before: date | None) -> pc.Expression | None
         return None
     if after and before and after > before:
         raise UsageError(f"--after {after} is later than --before {before}: no day can match")
+    import pyarrow.compute as pc
+
     day = pc.utf8_slice_codeunits(pc.field("taken_at"), 0, 10)
     by_taken = by_mtime = pc.scalar(True)
     if after is not None:

@@ -202,7 +202,7 @@ def index(
 
     with cli_errors(quiet):
         ann_choice = _ann_choice(index_type, memory_budget)
-        sources = _index_sources(paths or [], from_list, executor)
+        sources, list_entries = _index_sources(paths or [], from_list, executor)
         directory = _index_dir(index)
         model = model or _existing_model(directory) or config.default_model()
         _say(quiet, f"loading model {model} ...")
@@ -225,6 +225,7 @@ def index(
                     progress=progress,
                     rules=rules,
                     prune_excluded=prune_excluded,
+                    list_entries=list_entries,
                 )
                 if on_ray:
                     from .distributed import index_with_ray
@@ -260,21 +261,23 @@ def _load_engine(model: str, device: str, precision: str):
     return load_engine(model, device=device, precision=precision)
 
 
-def _index_sources(paths: list[str], from_list: Path | None, executor: str) -> list[str]:
-    """PATHS plus the --from-list entries; every local one must exist, URLs need the Ray executor."""
+def _index_sources(paths: list[str], from_list: Path | None, executor: str) -> tuple[list[str], list[str]]:
+    """PATHS and the --from-list entries; every local PATH must exist (a missing entry becomes a failed row),
+    URLs need the Ray executor."""
     from .distributed.sources import is_url, read_source_list
 
     if executor not in ("local", "ray"):
         raise UsageError(f"--executor must be local or ray, not {executor!r}")
-    sources = list(paths) + (read_source_list(from_list) if from_list else [])
-    if not sources:
+    entries = read_source_list(from_list) if from_list else []
+    if not paths and not entries:
         raise UsageError("nothing to index: give PATHS or --from-list FILE")
-    for source in sources:
+    for source in [*paths, *entries]:
         if is_url(source) and executor != "ray":
             raise UsageError(f"{source} is a URL: URLs are read by --executor ray")
+    for source in paths:
         if not is_url(source) and not os.path.lexists(source):
             raise UsageError(f"no such file or directory: {source}")
-    return sources
+    return list(paths), entries
 
 
 def _existing_model(directory: Path) -> str | None:

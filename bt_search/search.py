@@ -8,7 +8,6 @@ states stay cached only while a query still to come needs them. A long-lived cal
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ import numpy as np
 import torch
 
 from .config import DEFAULT_SCORE
+from .decoding import load_file_pixels
 from .errors import ImageDecodeError, UsageError
+from .file_reading import existing_files
 from .hits import Hit
 from .images import load_pixels
 from .model import BridgeTowerEngine
@@ -216,16 +217,17 @@ class Searcher:
         """Each query's `size` nearest candidates whose files still exist. A file deleted since indexing is
         replaced by the next candidate (the search is repeated twice as deep) until `size` are live or the
         index runs out, so deleted files never shrink the results below K."""
-        exists = _memoized(self._exists)  # each vanished file is reported once
+        exists: dict[str, bool] = {}  # each file is checked, and each vanished one reported, once
         results: list[Shortlist | None] = [None] * len(queries)
         pending, depth = list(range(len(queries))), size
         while pending:
             found = cosine_shortlists(
                 self.reader, [queries[i] for i in pending], embeddings[pending], depth, under, where
             )
+            self._check_exist([path for shortlist in found for path in shortlist.paths], exists)
             still_short = []
             for i, shortlist in zip(pending, found):
-                live = [j for j, path in enumerate(shortlist.paths) if exists(path)]
+                live = [j for j, path in enumerate(shortlist.paths) if exists[path]]
                 if len(live) >= size or len(shortlist.rows) < depth:  # enough, or the index ran out
                     results[i] = shortlist.subset(live[:size])
                 else:
@@ -233,11 +235,15 @@ class Searcher:
             pending, depth = still_short, depth * 2
         return results
 
-    def _exists(self, path: str) -> bool:
-        if os.path.isfile(path):
-            return True
-        self.on_missing(path, "no longer exists (moved or deleted since indexing)")
-        return False
+    def _check_exist(self, paths: list[str], exists: dict[str, bool]) -> None:
+        """Record in `exists` whether the files of `paths` not checked yet exist, in one batched check (local
+        paths or URLs, through the reader the indexer used); report the vanished ones."""
+        unchecked = [path for path in dict.fromkeys(paths) if path not in exists]
+        present = existing_files(unchecked)
+        for path in unchecked:
+            exists[path] = path in present
+            if not exists[path]:
+                self.on_missing(path, "no longer exists (moved or deleted since indexing)")
 
     def _reranked(
         self,
@@ -306,11 +312,6 @@ def check_threshold(threshold: float | None) -> None:
         raise UsageError(f"--threshold must be a finite number, not {threshold}")
 
 
-def _memoized(fn: Callable[[str], bool]) -> Callable[[str], bool]:
-    seen: dict[str, bool] = {}
-    return lambda key: seen[key] if key in seen else seen.setdefault(key, fn(key))
-
-
 class _Ticker:
     """Counts rerank steps and reports (done, total) to an optional progress callback."""
 
@@ -359,7 +360,7 @@ class VisionStateCache:
             try:
                 # Draft JPEG decoding (DCT scaling, as at index time): ~9x faster to decode a large photo, ITM within
                 # 0.01 of the full decode (docs/performance.md; tests/test_terms.py checks the bound).
-                decoded.append((row, path, load_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)[0]))
+                decoded.append((row, path, load_file_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)))
             except ImageDecodeError as err:
                 self.failed.add(row)
                 self.searcher.on_missing(path, err.reason)
