@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,19 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tokenizer")
     train_bpe_tokenizer(CAPTIONS * 5, path, vocab_size=400)
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the session (every Ray test module shares it); its address and the environment a
+    driver subprocess needs to join it."""
+    import ray
+
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    yield context.address_info["gcs_address"], env  # env holds the HOME where Ray keeps its auth token
+    ray.shutdown()
 
 
 def build_checkpoint(spec: TinySpec, root: Path, tokenizer_dir: Path, with_itm: bool = True, seed: int = 0) -> Path:

@@ -1,7 +1,8 @@
 """The `bt-search` command line: parse options, call the library, print. stdout is data, stderr is talk.
 
 Exit codes: 0 ok; 1 failure (bad index, model, I/O); 2 usage error; 3 `index --strict` skipped files;
-130 interrupted (committed work is kept; re-run to resume).
+4 `query` found no hits because every candidate's file is gone; 130 interrupted (committed work is kept;
+re-run to resume).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import typer
 import typer.main
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bt_search import config
@@ -32,7 +34,15 @@ from bt_search.cli.options import (
     QUIET_HELP,
     typer_signature,
 )
-from bt_search.errors import EXIT_FAILURE, EXIT_SKIPPED, BtSearchError, IndexMissingError, UsageError, describe_os_error
+from bt_search.errors import (
+    EXIT_FAILURE,
+    EXIT_NOTHING_LIVE,
+    EXIT_SKIPPED,
+    BtSearchError,
+    IndexMissingError,
+    UsageError,
+    describe_os_error,
+)
 
 app = typer.Typer(
     help="Search your images by text with BridgeTower: `index` folders, then `query` them.",
@@ -223,7 +233,7 @@ def index(
 
     with cli_errors(quiet):
         ann_choice = _ann_choice(index_type, memory_budget)
-        sources = _index_sources(paths or [], from_list, executor)
+        sources, list_entries = _index_sources(paths or [], from_list, executor)
         directory = _index_dir(index)
         model = model or _existing_model(directory) or config.default_model()
         _say(quiet, f"loading model {model} ...")
@@ -246,6 +256,7 @@ def index(
                     progress=progress,
                     rules=rules,
                     prune_excluded=prune_excluded,
+                    list_entries=list_entries,
                 )
                 if on_ray:
                     from bt_search.distributed import index_with_ray
@@ -281,21 +292,23 @@ def _load_engine(model: str, device: str, precision: str):
     return load_engine(model, device=device, precision=precision)
 
 
-def _index_sources(paths: list[str], from_list: Path | None, executor: str) -> list[str]:
-    """PATHS plus the --from-list entries; every local one must exist, URLs need the Ray executor."""
+def _index_sources(paths: list[str], from_list: Path | None, executor: str) -> tuple[list[str], list[str]]:
+    """PATHS and the --from-list entries; every local PATH must exist (a missing entry becomes a failed row),
+    URLs need the Ray executor."""
     from bt_search.media.sources import is_url, read_source_list
 
     if executor not in ("local", "ray"):
         raise UsageError(f"--executor must be local or ray, not {executor!r}")
-    sources = list(paths) + (read_source_list(from_list) if from_list else [])
-    if not sources:
+    entries = read_source_list(from_list) if from_list else []
+    if not paths and not entries:
         raise UsageError("nothing to index: give PATHS or --from-list FILE")
-    for source in sources:
+    for source in [*paths, *entries]:
         if is_url(source) and executor != "ray":
             raise UsageError(f"{source} is a URL: URLs are read by --executor ray")
+    for source in paths:
         if not is_url(source) and not os.path.lexists(source):
             raise UsageError(f"no such file or directory: {source}")
-    return sources
+    return list(paths), entries
 
 
 def _existing_model(directory: Path) -> str | None:
@@ -342,14 +355,15 @@ def query(**options: Any) -> None:
         check_format(fmt, null)  # before the model loads
         queries = collect_queries(options["texts"] or [], options["queries_file"], options["image"])
         options["under"] = canonical_under(options["under"])
+        missing = _MissingFiles(quiet)
         served = served_hits(
-            options,
-            queries,
-            on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
-            notice=lambda message: _say(quiet, f"[yellow]note:[/] {message}"),
+            options, queries, on_missing=missing, notice=lambda message: _say(quiet, f"[yellow]note:[/] {message}")
         )
-        results = served if served is not None else _searched(options, queries)
+        results = served if served is not None else _searched(options, queries, missing)
+        missing.summarize()
         _write_results(results, fmt, null, options["html"], quiet)
+        if missing.paths and not any(results):
+            raise typer.Exit(EXIT_NOTHING_LIVE)
 
 
 query.__signature__ = typer_signature(typer)
@@ -357,7 +371,27 @@ query.__annotations__ = {name: p.annotation for name, p in query.__signature__.p
 app.command()(query)
 
 
-def _searched(options: dict[str, Any], queries: list[str]):
+class _MissingFiles:
+    """Files a search found gone: the first few named on stderr as they are met, the rest in one line."""
+
+    NAMED = 3
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.paths = quiet, []
+
+    def __call__(self, path: str, reason: str) -> None:
+        self.paths.append(path)
+        if len(self.paths) <= self.NAMED:
+            _say(self.quiet, f"[yellow]skipped[/] {path!r}: {reason}")
+
+    def summarize(self) -> None:
+        from bt_search.search.missing import missing_summary
+
+        if len(self.paths) > self.NAMED:
+            _say(self.quiet, f"[yellow]skipped[/] {escape(missing_summary(self.paths))}")
+
+
+def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingFiles):
     """The query searched in this process, by the same function a server answers with (search/query.py)."""
     from bt_search.cli.served import query_request
     from bt_search.search.open import open_searcher
@@ -373,7 +407,7 @@ def _searched(options: dict[str, Any], queries: list[str]):
         precision=options["precision"],
         text_only=not request.needs_vision(),
         batch_size=options["batch_size"],
-        on_missing=lambda path, reason: _say(quiet, f"[yellow]skipped[/] {path!r}: {reason}"),
+        on_missing=on_missing,
         on_note=lambda message: _say(quiet, in_flags(message, _flags())),
         progress=_RerankBar() if sys.stderr.isatty() and not (quiet or request.image or not request.rerank) else None,
     )

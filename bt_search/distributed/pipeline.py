@@ -8,6 +8,7 @@ they stream back, finish (compaction + ANN build). Cluster: decode in CPU tasks,
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bt_search.distributed.stages import CAPTURE_COLUMNS, LISTING_COLUMNS, Embedder, decode_batch
+from bt_search.distributed.stages import CAPTURE_COLUMNS, LISTING_COLUMNS, Embedder, capture_value, decode_batch
 from bt_search.errors import UsageError
 from bt_search.indexing.progress import IndexProgress
 from bt_search.indexing.run import COMMIT_ROWS, IndexReport, IndexRun
@@ -78,8 +79,12 @@ def index_with_ray(
     progress: IndexProgress | None = None,
     rules: ScanRules | None = None,
     prune_excluded: bool = False,
+    list_entries: Sequence[str] = (),
 ) -> IndexReport:
     """Bring the index up to date with `sources` (folders, files, URLs), embedding on a Ray cluster.
+
+    `list_entries` (read from a source list) are indexed like `sources`, except that one that does not exist
+    becomes a failed row instead of stopping the run.
 
     `engine` names the checkpoint and gives the preprocessing: `engine.facts.driver_model` (no torch) or any
     engine, since the actors load their own. `address`: a running cluster (default: RAY_ADDRESS, else a local Ray for the
@@ -87,8 +92,11 @@ def index_with_ray(
     """
     run = IndexRun.begin(writer, progress or IndexProgress(), commit_rows, rules)
     listed: Listing = {}
-    records, problems = list_sources(sources, skip=[writer.directory], listed=listed, rules=run.rules)
-    work = run.plan(records, problems, listed, [s for s in sources if not is_url(s)], prune, prune_excluded)
+    records, problems = list_sources(
+        sources, skip=[writer.directory], listed=listed, rules=run.rules, list_entries=list_entries
+    )
+    roots = [s for s in [*sources, *list_entries] if not is_url(s)]
+    work = run.plan(records, problems, listed, roots, prune, prune_excluded)
     if work.to_embed:
         with ray_session(address):
             dataset = embedding_dataset(
@@ -127,7 +135,8 @@ def embedding_dataset(records, engine, device, precision, batch_size, actors=Non
     context.enable_progress_bars = False  # the caller draws its own progress
     cluster = ray.cluster_resources()
     actor_plan = plan_actors(device, actors, cluster)
-    listing = [{"path": r.path, "size": r.size, "mtime_ns": r.mtime_ns} for r in records]
+    # paths travel as bytes: a name that is not UTF-8 (a str with surrogates) would not fit an Arrow string
+    listing = [{"path": os.fsencode(r.path), "size": r.size, "mtime_ns": r.mtime_ns} for r in records]
     blocks = math.ceil(len(records) / rows_per_block(len(records), int(cluster.get("CPU", 1)), batch_size))
     dataset = ray.data.from_items(listing, override_num_blocks=blocks)
     decoded = dataset.map_batches(
@@ -165,11 +174,11 @@ def rows_and_failures(batch: dict[str, np.ndarray]) -> tuple[list[ImageRow], lis
     rows, failed = [], []
     names = (*LISTING_COLUMNS, "sha256", "width", "height", "error", "embedding", *CAPTURE_COLUMNS)
     for path, size, mtime_ns, sha256, width, height, error, embedding, *capture in zip(*(batch[c] for c in names)):
-        record = FileRecord(str(path), int(size), int(mtime_ns))
+        record = FileRecord(os.fsdecode(path), int(size), int(mtime_ns))
         if error:
             failed.append(FailedRow(record.path, str(error), record.size, record.mtime_ns))
         else:
-            taken_at, make, model = (None if value is None else str(value) for value in capture)
+            taken_at, make, model = map(capture_value, capture)
             rows.append(
                 ImageRow(
                     record.path,

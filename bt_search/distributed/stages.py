@@ -8,31 +8,31 @@ when the row is fine) with zero pixels or a zero embedding, so failures ride the
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from bt_search import config
-from bt_search.media.decoding import Decoded, decode_bytes, read_failure
+from bt_search.media.decoding import Decoded, decode_record
 from bt_search.media.images import Preprocessing
 from bt_search.media.scan import FileRecord
-from bt_search.media.sources import read_bytes
 
 LISTING_COLUMNS = ("path", "size", "mtime_ns")
 CAPTURE_COLUMNS = ("taken_at", "camera_make", "camera_model")  # as the local indexer stores them
+# Capture columns travel with "" for "no value" (capture never yields ""): a column of None alone would reach
+# the driver as float NaN (Arrow's null type, converted back to numpy), which str() turned into "nan".
+NO_CAPTURE_VALUE = ""
 
 
-def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
-    """As decoding.decode_record, for a local path or a URL: same bytes, same reasons."""
-    try:
-        data = read_bytes(record.path, config.max_file_bytes())  # capped as locally (decode_bytes checks)
-    except OSError as err:
-        return record.path, read_failure(err)
-    return decode_bytes(record, data, prep, draft)
+def capture_value(value: object) -> str | None:
+    """A transported capture column's value as the index stores it: the text, or None."""
+    return value if isinstance(value, str) and value != NO_CAPTURE_VALUE else None
 
 
 def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool) -> dict[str, np.ndarray]:
     """Listing rows -> rows with sha256, size in pixels, capture info, uint8 crops [B, crop, crop, 3] and an
     error column."""
-    records = [FileRecord(str(p), int(s), int(m)) for p, s, m in zip(*(batch[c] for c in LISTING_COLUMNS))]
+    columns = zip(*(batch[c] for c in LISTING_COLUMNS))
+    records = [FileRecord(os.fsdecode(p), int(s), int(m)) for p, s, m in columns]  # paths travel as bytes
     results = [decode_record(record, prep, draft) for record in records]
     ok = [isinstance(result, Decoded) for result in results]
     pixels = np.zeros((len(records), prep.crop, prep.crop, 3), np.uint8)
@@ -40,7 +40,7 @@ def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool)
         if ok[i]:
             pixels[i] = result.pixels
     return {
-        "path": np.array([r.path for r in records], dtype=object),
+        "path": np.array([os.fsencode(r.path) for r in records], dtype=object),
         "size": np.array([r.size for r in records], dtype=np.int64),
         "mtime_ns": np.array([r.mtime_ns for r in records], dtype=np.int64),
         "sha256": np.array([res.sha256 if good else "" for res, good in zip(results, ok)], dtype=object),
@@ -49,7 +49,11 @@ def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool)
         "error": np.array(["" if good else res[1] for res, good in zip(results, ok)], dtype=object),
         **{
             name: np.array(
-                [res.capture.as_fields()[name] if good else None for res, good in zip(results, ok)], dtype=object
+                [
+                    (res.capture.as_fields()[name] or NO_CAPTURE_VALUE) if good else NO_CAPTURE_VALUE
+                    for res, good in zip(results, ok)
+                ],
+                dtype=object,
             )
             for name in CAPTURE_COLUMNS
         },

@@ -25,7 +25,7 @@ from bt_search import config
 from bt_search.indexing.progress import IndexProgress, TqdmProgress
 from bt_search.media.decoding import Decoded, decoded_batches
 from bt_search.media.exif import read_capture
-from bt_search.media.scan import FileRecord, Listing, ScanProblem, canonical_path, scan
+from bt_search.media.scan import FileRecord, Listing, ScanProblem, canonical_path, scan, split_missing
 from bt_search.media.scan_rules import ScanRules
 from bt_search.store import FailedRow, ImageRow, IndexWriter
 
@@ -129,8 +129,12 @@ def index_paths(
     progress: IndexProgress | bool | None = None,
     rules: ScanRules | None = None,
     prune_excluded: bool = False,
+    list_entries: Sequence[str] = (),
 ) -> IndexReport:
     """Bring the index up to date with `roots`. Committed work survives any interruption.
+
+    `list_entries` (paths read from a source list) are indexed like `roots`, except that one that does not
+    exist becomes a failed row instead of stopping the run.
 
     `workers` decode processes (None: `config.default_workers` for the engine's device; 0: inline).
     `rules`: what the scan leaves out (None: the rules recorded by earlier runs, else the defaults); they are
@@ -142,8 +146,9 @@ def index_paths(
     progress = _progress(progress)
     run = IndexRun.begin(writer, progress, commit_rows, rules)
     listed: Listing = {}
-    records, problems = _scan(roots, skip=[writer.directory], listed=listed, rules=run.rules)
-    work = run.plan(records, problems, listed, roots, prune, prune_excluded)
+    present, missing = split_missing(list_entries)
+    records, problems = _scan([*roots, *present], skip=[writer.directory], listed=listed, rules=run.rules)
+    work = run.plan(records, [*missing, *problems], listed, [*roots, *list_entries], prune, prune_excluded)
     by_path = {record.path: record for record in work.to_embed}
     with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
         for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bt_search import config
 from bt_search.errors import ImageDecodeError
 from bt_search.media.exif import Capture, read_capture
-from bt_search.media.images import Preprocessing, load_rgb, resize_and_crop
+from bt_search.media.file_reading import read_file_bytes
+from bt_search.media.images import Preprocessing, load_rgb, preprocess, resize_and_crop
 from bt_search.media.scan import FileRecord
 
 PREFETCH_BATCHES = 3  # decoded batches allowed in flight ahead of the model
@@ -50,35 +50,13 @@ def exit_with_parent(parent_pid: int) -> None:
 
 
 def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
-    """Worker job: read once, hash, decode, preprocess. A failure comes back as (path, reason), not raised.
-
-    At most `config.max_file_bytes()` are read: a bigger file (a 64 GB sparse TIFF) is skipped with a
-    reason instead of exhausting memory.
-    """
-    limit = config.max_file_bytes()
+    """Worker job, for the local indexer and the Ray decode tasks alike: read once (a local path or a URL,
+    capped at `config.max_file_bytes()`), hash, decode, preprocess. A failure comes back as (path, reason),
+    not raised."""
     try:
-        with open(record.path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size > limit:
-                return record.path, _too_large(limit)
-            data = handle.read(limit + 1)  # the file may have grown since fstat
-    except OSError as err:
-        return record.path, read_failure(err)
-    return decode_bytes(record, data, prep, draft)
-
-
-def read_failure(err: OSError) -> str:
-    """The reason recorded for a file that cannot be read."""
-    return f"cannot read file ({err.strerror or err})"
-
-
-def decode_bytes(record: FileRecord, data: bytes, prep: Preprocessing, draft: bool) -> Decoded | tuple[str, str]:
-    """Hash, decode, preprocess a file's bytes (read by any means). A failure comes back as (path, reason).
-
-    Readers read at most `config.max_file_bytes()` + 1 bytes; one more than the cap means too large.
-    """
-    limit = config.max_file_bytes()
-    if len(data) > limit:
-        return record.path, _too_large(limit)
+        data = read_file_bytes(record.path)
+    except ImageDecodeError as err:
+        return record.path, err.reason
     if not data:
         return record.path, "empty file"
     try:
@@ -90,8 +68,11 @@ def decode_bytes(record: FileRecord, data: bytes, prep: Preprocessing, draft: bo
     return Decoded(record, pixels, width, height, hashlib.sha256(data).hexdigest(), capture)
 
 
-def _too_large(limit: int) -> str:
-    return f"file too large (over {limit / (1 << 20):g} MB; raise {config.ENV_MAX_FILE_MB} to index it)"
+def load_file_pixels(path: str, prep: Preprocessing, draft: bool) -> np.ndarray:
+    """Normalised float32 pixels [3, crop, crop] of one file (a local path or a URL), read as the indexer
+    reads it (the rerank's candidates). Raises ImageDecodeError."""
+    img, _ = load_rgb(io.BytesIO(read_file_bytes(path)), draft_for=prep if draft else None, name=path)
+    return preprocess(img, prep)
 
 
 def decoded_batches(

@@ -109,9 +109,25 @@ def scan(
 def _checked_root(root: str | os.PathLike[str]) -> str:
     path = os.path.abspath(os.fspath(root))
     if not os.path.exists(path):
-        what = "is a dangling symlink" if os.path.lexists(path) else "does not exist"
-        raise UsageError(f"{os.fspath(root)} {what}; give an existing folder or image file")
+        raise UsageError(f"{os.fspath(root)} {_missing_reason(path)}; give an existing folder or image file")
     return canonical_path(path)
+
+
+def split_missing(entries: Iterable[str]) -> tuple[list[str], list[ScanProblem]]:
+    """Entries of a source list that exist, and a problem (canonical path, reason) for each that does not:
+    a list may name files gone since it was written, and one of them must not stop the run as a root does."""
+    present, missing = [], []
+    for entry in entries:
+        path = os.path.abspath(entry)
+        if os.path.exists(path):
+            present.append(entry)
+        else:
+            missing.append(ScanProblem(canonical_path(path), f"listed, but {_missing_reason(path)}"))
+    return present, missing
+
+
+def _missing_reason(path: str) -> str:
+    return "is a dangling symlink" if os.path.lexists(path) else "does not exist"
 
 
 def _walk_roots(roots: list[str], skip: list[str], listed: Listing, rules: ScanRules) -> Iterator[ScanItem]:
@@ -240,10 +256,6 @@ def _checked_file(path: str, st: os.stat_result) -> ScanItem:
         return ScanProblem(path, "not a regular file")  # a FIFO named x.jpg would hang the decoder
     if not os.access(path, os.R_OK):
         return ScanProblem(path, "permission denied (file)")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return ScanProblem(path, "file name is not valid UTF-8 (cannot be stored in the index)")
     return FileRecord(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 

@@ -1,8 +1,8 @@
 """Sources for an index run: local folders and files, fsspec-style URLs, and lists of either in a file.
 
 Imports no Ray (the CLI reads `--from-list` for either executor). URLs (`s3://`, `gs://`, `file://`, ...)
-are read through pyarrow's filesystems, which the core install already has; their rows keep the URL as
-given, as local rows keep their absolute path.
+are listed through pyarrow's filesystems, which the core install already has, and read through
+`file_reading`; their rows keep the URL as given, as local rows keep their absolute path.
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bt_search.errors import UsageError
-from bt_search.media.scan import FileRecord, Listing, ScanProblem, has_image_extension, scan
+from bt_search.media.file_reading import is_url, url_location
+from bt_search.media.scan import FileRecord, Listing, ScanProblem, has_image_extension, scan, split_missing
 from bt_search.media.scan_rules import ScanRules
 
 PATH_COLUMNS = ("path", "url", "uri", "file")  # the column a Parquet/CSV list names its files in
-
-
-def is_url(source: str) -> bool:
-    return "://" in source
+COMMENT = "#"  # a text list's line starting with it is a comment
 
 
 def read_source_list(list_file: str | os.PathLike[str]) -> list[str]:
-    """Paths/URLs from a text file (one per line), or from the path column of a Parquet or CSV file.
+    """Paths/URLs from a text file (one per line; blank lines and `#` comments skipped), or from the path
+    column of a Parquet or CSV file.
 
-    Relative paths stay relative to the working directory, as on the command line.
+    Relative paths stay relative to the working directory, as on the command line. A text list's bytes that
+    are not UTF-8 name files as the file system does (surrogateescape).
     """
     path = Path(list_file)
     if not path.is_file():
@@ -40,7 +40,8 @@ def read_source_list(list_file: str | os.PathLike[str]) -> list[str]:
 
         options = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
         return _path_column(pcsv.read_csv(path, parse_options=options), list_file)
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    return [line for line in lines if line.strip() and not line.lstrip().startswith(COMMENT)]
 
 
 def _path_column(table, list_file) -> list[str]:
@@ -57,19 +58,32 @@ def list_sources(
     skip: Sequence[str | os.PathLike[str]] = (),
     listed: Listing | None = None,
     rules: ScanRules = ScanRules(),
+    list_entries: Sequence[str] = (),
 ) -> tuple[list[FileRecord], list[ScanProblem]]:
-    """Every candidate image under `sources`: local ones through the safe scanner, URLs through pyarrow.
+    """Every candidate image under `sources` and `list_entries` (read from a source list): local ones through
+    the safe scanner, URLs through pyarrow.
 
-    Raises UsageError, before listing anything, when a source does not exist.
+    Raises UsageError, before listing anything, when one of `sources` does not exist; an entry of
+    `list_entries` that does not exist is a problem (a failed row), and the run goes on.
     """
-    local = [source for source in sources if not is_url(source)]
-    urls = [source for source in sources if is_url(source)]
-    for url in urls:
-        _url_info(url)  # fail fast on a missing source, as scan() does for local roots
-    records, problems = [], []
+    local_entries, problems = split_missing(entry for entry in list_entries if not is_url(entry))
+    local = [source for source in sources if not is_url(source)] + local_entries
+    urls = {}
+    for url in (source for source in sources if is_url(source)):
+        located = _url_info(url)
+        if isinstance(located, str):  # fail fast, as scan() does for local roots
+            raise UsageError(f"{url} {located}; give an existing folder or image URL")
+        urls[url] = located
+    for url in (entry for entry in list_entries if is_url(entry)):
+        located = urls.get(url) or _url_info(url)
+        if isinstance(located, str):
+            problems.append(ScanProblem(url, f"listed, but {located}"))
+        else:
+            urls[url] = located
+    records = []
     for item in [
         *scan(local, skip=skip, listed=listed, rules=rules),
-        *(item for url in urls for item in _list_url(url)),
+        *(item for url, located in urls.items() for item in _list_url(url, *located)),
     ]:
         (records if isinstance(item, FileRecord) else problems).append(item)
     return _first_of_each_path(records), problems
@@ -80,31 +94,24 @@ def _first_of_each_path(records: list[FileRecord]) -> list[FileRecord]:
     return [r for r in records if not (r.path in seen or seen.add(r.path))]
 
 
-def _filesystem(url: str):
+def _url_info(url: str):
+    """(filesystem, FileInfo) of a URL, or the reason it cannot be listed (it cannot be opened, or is not there)."""
     from pyarrow import fs
 
     try:
-        filesystem, path = fs.FileSystem.from_uri(url)
-    except (ValueError, OSError) as err:
-        raise UsageError(f"cannot open {url}: {err}") from None
-    return filesystem, path
-
-
-def _url_info(url: str):
-    from pyarrow import fs
-
-    filesystem, path = _filesystem(url)
-    info = filesystem.get_file_info(path)
+        filesystem, path = url_location(url)
+        info = filesystem.get_file_info(path)
+    except OSError as err:
+        return f"cannot be opened ({err})"
     if info.type == fs.FileType.NotFound:
-        raise UsageError(f"{url} does not exist; give an existing folder or image URL")
+        return "does not exist"
     return filesystem, info
 
 
-def _list_url(url: str) -> Iterator[FileRecord | ScanProblem]:
+def _list_url(url: str, filesystem, info) -> Iterator[FileRecord | ScanProblem]:
     """The image files at or under one URL, in name order, named by URL (scheme + the filesystem's path)."""
     from pyarrow import fs
 
-    filesystem, info = _url_info(url)
     prefix = url.split("://", 1)[0] + "://"
     if info.type != fs.FileType.Directory:
         if not has_image_extension(info.path):
@@ -120,19 +127,3 @@ def _list_url(url: str) -> Iterator[FileRecord | ScanProblem]:
 
 def _url_record(url: str, info) -> FileRecord:
     return FileRecord(path=url, size=int(info.size or 0), mtime_ns=int(info.mtime_ns or 0))
-
-
-def read_bytes(path: str, limit: int) -> bytes:
-    """A file's first `limit` + 1 bytes (all of it when smaller), from a local path or a URL, so a huge file
-    costs no more memory than the cap. Raises OSError (pyarrow's errors are OSErrors too)."""
-    if not is_url(path):
-        with open(path, "rb") as handle:
-            return handle.read(limit + 1)
-    from pyarrow import fs
-
-    try:
-        filesystem, inner = fs.FileSystem.from_uri(path)
-    except ValueError as err:  # an unknown scheme: a reason to record, not a crash
-        raise OSError(str(err)) from None
-    with filesystem.open_input_stream(inner) as stream:
-        return stream.read(limit + 1)

@@ -8,7 +8,6 @@ states stay cached only while a query still to come needs them. A long-lived cal
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,8 +19,11 @@ import torch
 from bt_search.config import DEFAULT_SCORE, DEFAULT_TOP_K
 from bt_search.engine.model import BridgeTowerEngine
 from bt_search.errors import ImageDecodeError, UsageError
+from bt_search.media.decoding import load_file_pixels
+from bt_search.media.file_reading import existing_files
 from bt_search.media.images import load_pixels
 from bt_search.search.hits import Hit
+from bt_search.search.missing import MISSING_REASON
 from bt_search.search.rerank_budget import RerankClock, default_shortlist
 from bt_search.search.term_vectors import (
     query_vector,
@@ -33,6 +35,9 @@ from bt_search.search.terms import Terms, Weighted
 
 MissingCallback = Callable[[str, str], None]
 RERANK_DRAFT_DECODE = True
+# How far past its own size a shortlist looks for files that still exist: deleted files are replaced from
+# up to this many times deeper, and no further (a missing folder must not make a query read the whole index).
+MISSING_DEPTH_FACTOR = 64
 SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
 ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): one step per vision state or ITM pair
 
@@ -216,30 +221,37 @@ class Searcher:
         self, queries: Sequence[str], embeddings: np.ndarray, size: int, under: str | None, where=None
     ) -> list[Shortlist]:
         """Each query's `size` nearest candidates whose files still exist. A file deleted since indexing is
-        replaced by the next candidate (the search is repeated twice as deep) until `size` are live or the
-        index runs out, so deleted files never shrink the results below K."""
-        exists = _memoized(self._exists)  # each vanished file is reported once
+        replaced by the next candidate (the search is repeated twice as deep) until `size` are live, the index
+        runs out, or MISSING_DEPTH_FACTOR x `size` candidates were read: a folder gone whole (an unplugged
+        drive) then costs what that reads, not the size of the folder, and the results stop short."""
+        exists: dict[str, bool] = {}  # each file is checked, and each vanished one reported, once
         results: list[Shortlist | None] = [None] * len(queries)
         pending, depth = list(range(len(queries))), size
         while pending:
             found = cosine_shortlists(
                 self.reader, [queries[i] for i in pending], embeddings[pending], depth, under, where
             )
+            self._check_exist([path for shortlist in found for path in shortlist.paths], exists)
             still_short = []
             for i, shortlist in zip(pending, found):
-                live = [j for j, path in enumerate(shortlist.paths) if exists(path)]
-                if len(live) >= size or len(shortlist.rows) < depth:  # enough, or the index ran out
+                live = [j for j, path in enumerate(shortlist.paths) if exists[path]]
+                deepest = len(shortlist.rows) < depth or depth >= size * MISSING_DEPTH_FACTOR
+                if len(live) >= size or deepest:  # enough, the index ran out, or as deep as a query goes
                     results[i] = shortlist.subset(live[:size])
                 else:
                     still_short.append(i)
             pending, depth = still_short, depth * 2
         return results
 
-    def _exists(self, path: str) -> bool:
-        if os.path.isfile(path):
-            return True
-        self.on_missing(path, "no longer exists (moved or deleted since indexing)")
-        return False
+    def _check_exist(self, paths: list[str], exists: dict[str, bool]) -> None:
+        """Record in `exists` whether the files of `paths` not checked yet exist, in one batched check (local
+        paths or URLs, through the reader the indexer used); report the vanished ones."""
+        unchecked = [path for path in dict.fromkeys(paths) if path not in exists]
+        present = existing_files(unchecked)
+        for path in unchecked:
+            exists[path] = path in present
+            if not exists[path]:
+                self.on_missing(path, MISSING_REASON)
 
     def _reranked(
         self,
@@ -308,11 +320,6 @@ def check_threshold(threshold: float | None) -> None:
         raise UsageError(f"`threshold` must be a finite number, not {threshold}")
 
 
-def _memoized(fn: Callable[[str], bool]) -> Callable[[str], bool]:
-    seen: dict[str, bool] = {}
-    return lambda key: seen[key] if key in seen else seen.setdefault(key, fn(key))
-
-
 class _Ticker:
     """Counts rerank steps and reports (done, total) to an optional progress callback."""
 
@@ -361,7 +368,7 @@ class VisionStateCache:
             try:
                 # Draft JPEG decoding (DCT scaling, as at index time): ~9x faster to decode a large photo, ITM within
                 # 0.01 of the full decode (docs/performance.md; tests/unit/search/test_terms.py checks the bound).
-                decoded.append((row, path, load_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)[0]))
+                decoded.append((row, path, load_file_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)))
             except ImageDecodeError as err:
                 self.failed.add(row)
                 self.searcher.on_missing(path, err.reason)

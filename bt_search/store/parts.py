@@ -50,6 +50,13 @@ class Part:
     def row_id_max(self) -> int:
         return int(self.entry["row_id_max"])
 
+    @property
+    def column_names(self) -> list[str]:
+        """The columns the part holds (parts written before a column existed lack it)."""
+        if isinstance(self._source, pa.Table):
+            return self._source.column_names
+        return self._parquet.schema_arrow.names
+
     def read(self, columns: list[str], filter: pc.Expression | None = None) -> pa.Table:
         """The rows matching `filter` (all when None), in row id order, reading only the columns needed."""
         if isinstance(self._source, pa.Table):

@@ -27,6 +27,7 @@ from bt_search.store.ann.policy import search_params
 from bt_search.store.files import META_COLUMNS, read_manifest, rebuild_hint
 from bt_search.store.parts import Snapshot, in_memory_snapshot, open_snapshot
 from bt_search.store.records import FailedRow, ImageRow, IndexIdentity, embeddings_matrix, image_rows
+from bt_search.store.stored_paths import original_path, original_paths, stored_path, stored_paths
 from bt_search.store.v1.reader import load_v1
 
 _OPEN_ATTEMPTS = 20
@@ -120,7 +121,7 @@ class IndexReader:
     @cached_property
     def paths(self) -> list[str]:
         """The path of every live row, aligned with ids(): O(N) Python strings, for tests and small tools."""
-        return self._snapshot.where(["path"]).column("path").to_pylist()
+        return original_paths(self._snapshot.where(["path"]).column("path").to_pylist())
 
     @cached_property
     def embeddings(self) -> np.ndarray:
@@ -129,7 +130,7 @@ class IndexReader:
 
     def paths_for(self, ids: Sequence[int] | np.ndarray) -> list[str]:
         """The paths of rows `ids`, in that order (reads only the row groups holding them)."""
-        return self._snapshot.take(np.asarray(ids, dtype=np.int64), ["path"]).column("path").to_pylist()
+        return original_paths(self._snapshot.take(np.asarray(ids, dtype=np.int64), ["path"]).column("path").to_pylist())
 
     def embeddings_for(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """[len(ids), D] float32 embeddings of rows `ids`, in that order."""
@@ -149,18 +150,23 @@ class IndexReader:
 
     def ids_under(self, directory: str | os.PathLike[str]) -> np.ndarray:
         """Ascending row ids of the images inside `directory` (recursively)."""
-        prefix = os.path.join(os.path.abspath(directory), "")
+        prefix = stored_path(os.path.join(os.path.abspath(directory), ""))
         return self.ids_where(pc.starts_with(pc.field("path"), prefix))
 
     def indexed_paths(self, paths: Iterable[str]) -> set[str]:
         """Those of `paths` that are live image rows."""
-        wanted = pa.array(list(dict.fromkeys(paths)), pa.string())
+        wanted = pa.array(stored_paths(dict.fromkeys(paths)), pa.string())
         if not len(wanted):
             return set()
-        return set(self._snapshot.where(["path"], pc.field("path").isin(wanted)).column("path").to_pylist())
+        return set(
+            original_paths(self._snapshot.where(["path"], pc.field("path").isin(wanted)).column("path").to_pylist())
+        )
 
     def failed(self) -> list[FailedRow]:
-        return [FailedRow(**record) for record in self._snapshot.failures().to_pylist()]
+        return [
+            FailedRow(**{**record, "path": original_path(record["path"])})
+            for record in self._snapshot.failures().to_pylist()
+        ]
 
     # --- search ----------------------------------------------------------------------------------
 

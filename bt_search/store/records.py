@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from bt_search.errors import ModelMismatchError
 from bt_search.store.files import FAILED_SCHEMA, META_COLUMNS, part_schema
+from bt_search.store.stored_paths import original_path, stored_path, stored_paths
 
 _NORM_TOLERANCE = 1e-3
 
@@ -115,7 +116,10 @@ def image_rows(table: pa.Table) -> list[ImageRow]:
     """ImageRows of a part-shaped table (row_id and extra columns ignored)."""
     embeddings = embeddings_matrix(table.column("embedding"), table.schema.field("embedding").type.list_size)
     meta = table.select([name for name in META_COLUMNS if name in table.column_names]).to_pylist()
-    return [ImageRow(**record, embedding=np.array(embeddings[i])) for i, record in enumerate(meta)]
+    return [
+        ImageRow(**{**record, "path": original_path(record["path"])}, embedding=np.array(embeddings[i]))
+        for i, record in enumerate(meta)
+    ]
 
 
 def embeddings_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
@@ -133,7 +137,8 @@ def part_table(rows: Sequence[ImageRow], first_row_id: int, dim: int) -> pa.Tabl
     schema = part_schema(dim)
     columns = {"row_id": np.arange(first_row_id, first_row_id + len(rows), dtype=np.int64)}
     for name in META_COLUMNS:
-        columns[name] = pa.array([getattr(row, name) for row in rows], schema.field(name).type)
+        values = [getattr(row, name) for row in rows]
+        columns[name] = pa.array(stored_paths(values) if name == "path" else values, schema.field(name).type)
     values = np.zeros((len(rows), dim), dtype=np.float32)
     for i, row in enumerate(rows):
         values[i] = _checked_embedding(row, dim)
@@ -146,7 +151,7 @@ def failure_table(failed: Sequence[FailedRow], cleared: Sequence[str]) -> pa.Tab
     none = [None] * len(cleared)
     return pa.Table.from_pydict(
         {
-            "path": [f.path for f in failed] + list(cleared),
+            "path": stored_paths([f.path for f in failed] + list(cleared)),
             "reason": [f.reason for f in failed] + none,
             "size": [f.size for f in failed] + none,
             "mtime_ns": [f.mtime_ns for f in failed] + none,
@@ -163,6 +168,7 @@ def check_commit_paths(rows: Sequence[ImageRow], failed: Sequence[FailedRow], re
     for path in paths:
         if not (os.path.isabs(path) or "://" in path):  # URLs (s3://, file://) are stored as given
             raise ValueError(f"index paths must be absolute or URLs, got {path!r}")
+        stored_path(path)  # raises for what no file system names
     return paths
 
 

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from bt_search.errors import UsageError
 from bt_search.store.ann.policy import normalise_choice
 from bt_search.store.ann.upkeep import update_ann
+from bt_search.store.capture_repair import REPAIRED_SETTING, parts_to_repair, repaired_part
 from bt_search.store.compaction import compact, due_for_compaction, merge_failures, merge_tombstones
 from bt_search.store.files import (
     acquire_lock,
@@ -43,6 +44,7 @@ from bt_search.store.records import (
     image_rows,
     part_table,
 )
+from bt_search.store.stored_paths import original_path, original_paths, stored_paths
 from bt_search.store.v1.upgrade import upgrade_v1
 
 
@@ -56,7 +58,8 @@ class IndexWriter:
         self._lock_fd: int | None = lock_fd
         self._snapshot = open_snapshot(directory, manifest)
         self._failures = {
-            record["path"]: (record["size"], record["mtime_ns"]) for record in self._snapshot.failures().to_pylist()
+            original_path(record["path"]): (record["size"], record["mtime_ns"])
+            for record in self._snapshot.failures().to_pylist()
         }
         self._removed = 0
 
@@ -76,7 +79,9 @@ class IndexWriter:
                 if manifest["format_version"] == 1:
                     manifest = upgrade_v1(directory, manifest)
             remove_orphans(directory, manifest)
-            return cls(directory, manifest, lock_fd)
+            writer = cls(directory, manifest, lock_fd)
+            writer._repair_nan_capture()
+            return writer
         except BaseException:
             release_lock(lock_fd)
             raise
@@ -118,6 +123,7 @@ class IndexWriter:
         """
         table = self._rows_at(paths, ["path", "size", "mtime_ns", "sha256"])
         columns = [table.column(name).to_pylist() for name in ("path", "size", "mtime_ns", "sha256")]
+        columns[0] = original_paths(columns[0])
         return {path: (size, mtime, sha) for path, size, mtime, sha in zip(*columns, strict=True)}
 
     def known_failures(self) -> dict[str, tuple[int, int]]:
@@ -127,13 +133,13 @@ class IndexWriter:
     def paths_under(self, roots: Sequence[str]) -> list[str]:
         """Live image paths equal to one of `roots` or inside one of them (for --prune)."""
         condition = None
-        for root in roots:
+        for root in stored_paths(roots):
             prefix = root if root.endswith(os.sep) else root + os.sep
             term = (pc.field("path") == root) | pc.starts_with(pc.field("path"), prefix)
             condition = term if condition is None else condition | term
         if condition is None:
             return []
-        return self._snapshot.where(["path"], condition).column("path").to_pylist()
+        return original_paths(self._snapshot.where(["path"], condition).column("path").to_pylist())
 
     def rows_by_sha256(self, sha256s: Iterable[str]) -> dict[str, ImageRow]:
         """One indexed row per given content hash that the index holds (under any path).
@@ -150,7 +156,7 @@ class IndexWriter:
     def _rows_at(self, paths: Iterable[str] | None, columns: list[str]) -> pa.Table:
         if paths is None:
             return self._snapshot.where(columns)
-        wanted = pa.array(list(dict.fromkeys(paths)), pa.string())
+        wanted = pa.array(stored_paths(dict.fromkeys(paths)), pa.string())
         return (
             self._snapshot.where(columns, pc.field("path").isin(wanted))
             if len(wanted)
@@ -186,7 +192,7 @@ class IndexWriter:
             write_parquet(failure_table(failed, cleared), self.directory / name)
             changes["failed_parts"] = [*manifest["failed_parts"], {"file": name, "rows": len(failed) + len(cleared)}]
         removed_set = set(removed)
-        self._removed += sum(path in removed_set for path in replaced.column("path").to_pylist())
+        self._removed += sum(path in removed_set for path in original_paths(replaced.column("path").to_pylist()))
         self._removed += sum(path in self._failures for path in removed)
         for path in [row.path for row in rows] + list(removed):
             self._failures.pop(path, None)
@@ -220,6 +226,15 @@ class IndexWriter:
         manifest = _with_ann_choice(self._manifest, index_type, memory_budget)
         if manifest != self._manifest:
             self._publish(advanced(manifest))
+
+    def _repair_nan_capture(self) -> None:
+        """Once per index: null the "nan" capture values an older Ray run stored (capture_repair.py). Only
+        indexes with capture info can hold them."""
+        if not self.settings.get("capture_info") or self.settings.get(REPAIRED_SETTING):
+            return
+        for position in parts_to_repair(self._snapshot):  # a rewritten part keeps its place in the list
+            self._publish(advanced(repaired_part(self.directory, self._manifest, self._snapshot, position)))
+        self.record_settings(**{REPAIRED_SETTING: True})
 
     def _publish(self, manifest: dict[str, Any]) -> None:
         """Commit `manifest` (its files are written): counts refreshed, then the atomic rename."""

@@ -17,7 +17,10 @@ COMMAND_HINT = re.compile(r"`bt-search [^`]*`")  # a whole command to run may sp
 
 def test_parameters_become_the_flags_of_the_commands_that_take_them():
     flags = _flags()
-    assert in_flags("`threshold` must be a finite number, not nan", flags) == "--threshold must be a finite number, not nan"
+    assert (
+        in_flags("`threshold` must be a finite number, not nan", flags)
+        == "--threshold must be a finite number, not nan"
+    )
     assert in_flags("`fmt` must be text or json", flags) == "--format must be text or json"
     assert in_flags("use `device=cpu`; `rerank_budget=SECONDS` caps it", flags) == (
         "use --device cpu; --rerank-budget SECONDS caps it"
@@ -46,9 +49,7 @@ def library_messages():
 
 def test_no_library_error_names_a_command_line_flag():
     offenders = [
-        f"{path}:{line}: {text}"
-        for path, line, text in library_messages()
-        if FLAG.search(COMMAND_HINT.sub("", text))
+        f"{path}:{line}: {text}" for path, line, text in library_messages() if FLAG.search(COMMAND_HINT.sub("", text))
     ]
     assert not offenders
 

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-import ray
 import torch
 from typer.testing import CliRunner
 
@@ -33,18 +32,6 @@ from bt_search.indexing.run import index_paths
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from tests.conftest import noise_image
 from tests.support.hostile import write_hostile_files, write_real_world_files
-from tests.support.paths import REPO_ROOT
-
-REPO = REPO_ROOT
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray for the session; its address and the environment a driver subprocess needs to join it."""
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    yield context.address_info["gcs_address"], env  # env holds the HOME where Ray keeps its auth token
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_unreadable_file_is_skipped_with_its_reason(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("bt_search.media.decoding.open", refuse, raising=False)
+    monkeypatch.setattr("bt_search.media.file_reading.open", refuse, raising=False)  # the one reader
     record = FileRecord(str(path), path.stat().st_size, path.stat().st_mtime_ns)
     assert decode_record(record, engine_prep(), draft=True) == (str(path), "cannot read file (Permission denied)")
 
