@@ -51,7 +51,9 @@ def _reader(option: QueryOption) -> Callable[[str], Any]:
     """How the attach parser reads a value option (typer's plain spellings only)."""
     if option.kind is int:
         return _whole(option.min)
-    return _number if option.kind is float else option.kind
+    if option.kind is float:
+        return _number
+    return str if option.kind is list else option.kind
 
 
 # Spelling -> (the parameter's name, how its value is read), for the options the light path reads; both come
@@ -91,6 +93,9 @@ def parse_args(argv: list[str]) -> dict[str, Any] | None:
                 return None
         else:
             return None  # an option typer handles alone, --help, "--", "-k5", anything unknown
+        if isinstance(args[field], list):  # a repeatable option: each spelling adds one value
+            args[field] = [*args[field], value]
+            continue
         if field in seen:
             return None  # repeated: typer decides
         seen.add(field)

@@ -1,8 +1,9 @@
 """`bt-search index --executor ray`: the local indexer's plan and writer, with decode and embed on Ray Data.
 
-Driver (no torch: engine/facts.py reads what it needs of the model): list sources, plan against the index (skip committed and known-failed files), commit rows as
-they stream back, finish (compaction + ANN build). Cluster: decode in CPU tasks, embed in an actor pool
-(one GPU per actor on CUDA; the model is loaded once per actor). See docs/distributed.md.
+Driver (no torch: engine/facts.py reads what it needs of the model): list sources, plan against the index
+(skip committed and known-failed files), commit rows as they stream back, finish (compaction + ANN build).
+Cluster: decode in CPU tasks, embed in an actor pool (one GPU per actor on CUDA; the model is loaded once
+per actor). See docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def index_with_ray(
     becomes a failed row instead of stopping the run.
 
     `engine` names the checkpoint and gives the preprocessing: `engine.facts.driver_model` (no torch) or any
-    engine, since the actors load their own. `address`: a running cluster (default: RAY_ADDRESS, else a local Ray for the
-    run); a Ray already initialised in this process is used as it is.
+    engine, since the actors load their own. `address`: a running cluster (default: RAY_ADDRESS, else a local
+    Ray for the run); a Ray already initialised in this process is used as it is.
     """
     run = IndexRun.begin(writer, progress or IndexProgress(), commit_rows, rules)
     listed: Listing = {}

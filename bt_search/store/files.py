@@ -64,7 +64,10 @@ def part_schema(dim: int) -> pa.Schema:
 
 def rebuild_hint(directory: Path) -> str:
     """How to rebuild a damaged index: never "delete", since a mistaken --index may name someone's folder."""
-    return f"rebuild it: move {directory} aside (e.g. `mv {directory} {directory}.damaged`) and run `bt-search index PATH --index {directory}`"
+    return (
+        f"rebuild it: move {directory} aside (e.g. `mv {directory} {directory}.damaged`) "
+        f"and run `bt-search index PATH --index {directory}`"
+    )
 
 
 # --- atomic writes -----------------------------------------------------------------------------
