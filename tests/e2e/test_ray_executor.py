@@ -183,7 +183,7 @@ from pathlib import Path
 from bt_search.distributed import index_with_ray
 from bt_search.indexing.progress import IndexProgress
 from bt_search.engine.loading import load_engine
-from bt_search.store import IndexWriter
+from bt_search.store import IndexIdentity, IndexWriter
 
 address, checkpoint, photos, index, marker = sys.argv[1:]
 
