@@ -21,6 +21,9 @@ DEFAULT_BATCH_SIZE = 16
 DEFAULT_TOP_K = 10
 DEFAULT_SCORE = "blend"  # R@1/5/10 >= ITM alone at every N measured on sample_data (docs/performance.md)
 DEFAULT_MAX_FILE_MB = 256  # bigger files are skipped unread: a decoder holds the whole file in memory
+# `serve --max-queue`: searches that may wait for the model. A shell's `xargs -P 12` of queries waits in line
+# instead of being refused; a refused client waits Retry-After and asks again (serve/client.py).
+DEFAULT_MAX_QUEUE = 32
 
 
 def default_model() -> str:

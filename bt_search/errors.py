@@ -25,6 +25,14 @@ class UsageError(BtSearchError):
     exit_code = EXIT_USAGE
 
 
+class WorkLimitError(UsageError):
+    """One request asks for more work than a server does at once (queries, candidates, text length)."""
+
+
+class SearchCancelledError(BtSearchError):
+    """The caller's `cancelled` hook asked a running search to stop (a server shutting down)."""
+
+
 class ModelLoadError(BtSearchError):
     """The checkpoint could not be found or read (offline, wrong id, missing files)."""
 

@@ -507,7 +507,9 @@ def serve(
     state_cache_mb: int = typer.Option(
         1024, "--state-cache-mb", min=0, help="Memory for candidates' vision states kept between queries."
     ),
-    max_queue: int = typer.Option(8, "--max-queue", min=1, help="Searches that may wait for the model; more get 429."),
+    max_queue: int = typer.Option(
+        config.DEFAULT_MAX_QUEUE, "--max-queue", min=1, help="Searches that may wait for the model; more get 429."
+    ),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a --host other machines can reach."),
     token: str | None = typer.Option(
         None,

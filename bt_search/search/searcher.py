@@ -2,7 +2,8 @@
 
 For a batch of queries, each distinct candidate image is decoded and run through the vision tower once; its
 states stay cached only while a query still to come needs them. A long-lived caller (the server) can pass a
-`state_store` that keeps them across calls, and a `progress` callback that sees the rerank advance.
+`state_store` that keeps them across calls, a `progress` callback that sees the rerank advance, and a
+`cancelled` hook that stops a long rerank between chunks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from bt_search.config import DEFAULT_SCORE, DEFAULT_TOP_K
 from bt_search.engine.model import BridgeTowerEngine
-from bt_search.errors import ImageDecodeError, UsageError
+from bt_search.errors import ImageDecodeError, SearchCancelledError, UsageError
 from bt_search.media.decoding import load_file_pixels
 from bt_search.media.file_reading import existing_files
 from bt_search.media.images import load_pixels
@@ -40,6 +41,7 @@ RERANK_DRAFT_DECODE = True
 MISSING_DEPTH_FACTOR = 64
 SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
 ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): one step per vision state or ITM pair
+CancelledHook = Callable[[], bool]  # True: stop the search (SearchCancelledError) before its next rerank chunk
 
 
 class StateStore(Protocol):
@@ -131,6 +133,7 @@ class Searcher:
         on_note: Callable[[str], None] | None = None,
         state_store: StateStore | None = None,
         progress: ProgressCallback | None = None,
+        cancelled: CancelledHook | None = None,
     ):
         self.reader = reader
         self.engine = engine
@@ -139,6 +142,7 @@ class Searcher:
         self.on_note = on_note or (lambda message: None)  # talk for stderr: rerank estimates, budget cuts
         self.state_store = state_store
         self.progress = progress
+        self.cancelled = cancelled or (lambda: False)
 
     def search(
         self,
@@ -273,6 +277,8 @@ class Searcher:
         for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
             kept_parts, score_parts, position = [], [], 0
             while position < len(shortlist.rows):
+                if self.cancelled():
+                    raise SearchCancelledError("the search was cancelled")
                 size = clock.chunk_size(number, position, len(shortlist.rows) - position, self.batch_size)
                 if size == 0:
                     clock.skip(len(shortlist.rows) - position)

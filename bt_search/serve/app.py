@@ -1,15 +1,16 @@
-"""The ASGI app: JSON API, thumbnails and the search page, behind a guard (Host, token, methods, headers).
+"""The ASGI app: JSON API, thumbnails and the search page, behind a guard (Host, origin, token, headers).
 
 Model work runs in one worker thread at a time; at most `max_queue` requests may wait for it, the next
-ones get 429 at once. Answers already in the result cache skip the queue.
+ones get 429 with Retry-After at once. Answers already in the result cache skip the queue. When the server
+stops, a search still running after uvicorn's grace period is cancelled between rerank chunks.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bt_search.errors import BtSearchError, UsageError
+from bt_search.errors import BtSearchError, UsageError, WorkLimitError
+from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof
 from bt_search.serve.page import CSP, PAGE_CSS, render_page
 from bt_search.serve.service import Answer, Service, thumb_key
 
@@ -46,13 +48,21 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(json.dumps(data, ensure_ascii=True), status, headers, media_type="application/json")
 
 
-def build_app(service: Service, *, allowed_hosts: set[str], token: str | None, max_queue: int) -> Starlette:
+def build_app(
+    service: Service, *, allowed_hosts: set[str], token: str | None, max_queue: int, key: str | None = None
+) -> Guard:
+    """`key`: the secret of the discovery record; answers to a request with a nonce then carry their proof."""
     gate = Gate(max_queue)
 
-    async def answer(kind: str, queries: list[str], options: dict[str, Any], work: Callable[[], Answer]) -> Answer:
+    async def answer(kind: str, queries: Any, options: Any) -> Answer:
+        queries, options = service.check(kind, queries, options)
         cached = service.cached(kind, tuple(queries), options)
         if cached is not None:
             return cached
+        if kind == "search":
+            work = lambda: service.search(queries, options, cancelled=gate.stopping.is_set)  # noqa: E731
+        else:
+            work = lambda: service.similar(queries[0], options)  # noqa: E731
         async with gate.slot():
             return await anyio.to_thread.run_sync(work, limiter=gate.model)
 
@@ -64,29 +74,22 @@ def build_app(service: Service, *, allowed_hosts: set[str], token: str | None, m
 
     async def api_search(request: Request) -> Response:
         params = request.query_params
-        queries = params.getlist("q")
-        options = _options(params, rerank=True)
-        result = await answer("search", queries, options, lambda: service.search(queries, options))
+        result = await answer("search", params.getlist("q"), _options(params, rerank=True))
         return json_response(_hits_json(result))
 
     async def api_query(request: Request) -> Response:
-        body = await _json_body(request)
-        queries, options = body.get("queries"), body.get("options") or {}
-        if not isinstance(options, dict):
-            raise UsageError("options must be an object")
-        result = await answer("search", queries, options, lambda: service.search(queries, options))
-        return json_response(result.as_json())
+        queries, options = _fields(await _json_body(request), "queries")
+        return json_response((await answer("search", queries, options)).as_json())
 
     async def api_similar(request: Request) -> Response:
         if request.method == "POST":
-            body = await _json_body(request)
-            path, options = body.get("path"), body.get("options") or {}
+            path, options = _fields(await _json_body(request), "path")
         else:
             path = request.query_params.get("path") or service.path_for_key(request.query_params.get("key", ""))
             options = _options(request.query_params, rerank=False)
-        if not isinstance(path, str) or not isinstance(options, dict):
-            raise Refused(404, "not an indexed image")
-        result = await answer("similar", [path], options, lambda: service.similar(path, options))
+            if path is None:
+                raise Refused(404, "not an indexed image")
+        result = await answer("similar", [path], options)
         return json_response(result.as_json() if request.method == "POST" else _hits_json(result))
 
     async def thumbnail(request: Request) -> Response:
@@ -102,6 +105,7 @@ def build_app(service: Service, *, allowed_hosts: set[str], token: str | None, m
             response = RedirectResponse("/", 303)
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
             return response
+        await anyio.to_thread.run_sync(service.refresh, limiter=gate.thumbs)  # a removed index: 503, as /health
         query, similar = params.get("q", "").strip(), params.get("similar", "")
         rerank = params.get("rerank", "true") != "false"
         generation = service.reader.generation
@@ -110,16 +114,15 @@ def build_app(service: Service, *, allowed_hosts: set[str], token: str | None, m
                 path = service.path_for_key(similar)
                 if path is None:
                     raise Refused(404, "that image is not among this server's results; search again")
-                result = await answer("similar", [path], {"top_k": 24}, lambda: service.similar(path, {"top_k": 24}))
+                result = await answer("similar", [path], {"top_k": 24})
                 heading = f"Images similar to {path}"
             elif query:
-                options = {"top_k": 24, "shortlist": 48, "rerank": rerank}
-                result = await answer("search", [query], options, lambda: service.search([query], options))
+                result = await answer("search", [query], {"top_k": 24, "shortlist": 48, "rerank": rerank})
                 heading = f"Results for “{query}”"
             else:
                 return _html(render_page())
-        except (Refused, BtSearchError, LookupError) as err:
-            status = err.status if isinstance(err, Refused) else 400
+        except (Refused, UsageError, LookupError) as err:  # the index gone or the server stopping: 503 JSON
+            status = err.status if isinstance(err, Refused) else 413 if isinstance(err, WorkLimitError) else 400
             return _html(render_page(query=query, rerank=rerank, error=str(err)), status)
         return _html(
             render_page(query=query, rerank=rerank, heading=heading, hits=result.results[0], generation=generation)
@@ -137,19 +140,28 @@ def build_app(service: Service, *, allowed_hosts: set[str], token: str | None, m
         Route("/api/similar", api_similar, methods=["GET", "POST"]),
         Route("/thumb/{key:str}", thumbnail, methods=["GET"]),
     ]
-    handlers = {Refused: _refused, LookupError: _not_found, UsageError: _bad_request, BtSearchError: _unavailable}
+    handlers = {
+        Refused: _refused,
+        LookupError: _not_found,
+        WorkLimitError: _too_much_work,
+        UsageError: _bad_request,
+        BtSearchError: _unavailable,
+        Exception: _internal_error,
+    }
     app = Starlette(routes=routes, lifespan=_lifespan(gate), exception_handlers=handlers)
-    return Guard(app, allowed_hosts=allowed_hosts, token=token)
+    return Guard(app, allowed_hosts=allowed_hosts, token=token, key=key)
 
 
 class Gate:
-    """Admission to the model thread: at most `max_queue` waiting or running; thumbnails have their own pool."""
+    """Admission to the model thread: at most `max_queue` waiting or running; thumbnails have their own pool.
+    `stopping` is set once uvicorn has stopped waiting for requests: running searches then end."""
 
     def __init__(self, max_queue: int):
         self.max_queue = max_queue
         self.waiting = 0
         self.model: anyio.CapacityLimiter | None = None
         self.thumbs: anyio.CapacityLimiter | None = None
+        self.stopping = threading.Event()
 
     @asynccontextmanager
     async def slot(self):
@@ -166,29 +178,59 @@ def _lifespan(gate: Gate):
     @asynccontextmanager
     async def lifespan(app):
         gate.model, gate.thumbs = anyio.CapacityLimiter(1), anyio.CapacityLimiter(2)
+        gate.stopping.clear()
         yield
+        # uvicorn runs this after its graceful wait (in-flight requests finished or their tasks cancelled); a
+        # cancelled task still waits for its worker thread, so tell a running search to end now.
+        gate.stopping.set()
 
     return lifespan
 
 
 class Guard:
-    """Pure ASGI wrapper: Host allow-list (DNS rebinding), token, typed errors -> status, security headers."""
+    """Pure ASGI wrapper: Host allow-list (DNS rebinding), cross-site refusal, token, typed errors -> status,
+    security headers, answer proofs, and the count of requests in flight (the idle timeout reads it)."""
 
-    def __init__(self, app, *, allowed_hosts: set[str], token: str | None):
-        self.app, self.allowed_hosts, self.token = app, allowed_hosts, token
-        self.last_request = time.monotonic()
+    def __init__(self, app, *, allowed_hosts: set[str], token: str | None, key: str | None = None):
+        self.app, self.allowed_hosts, self.token, self.key = app, allowed_hosts, token, key
+        self.in_flight = 0
+        self.last_request = time.monotonic()  # when the last request ended (or the server started)
+
+    def idle_seconds(self) -> float:
+        """Seconds without a request in flight."""
+        return 0.0 if self.in_flight else time.monotonic() - self.last_request
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        self.last_request = time.monotonic()
+        self.in_flight += 1
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self.last_request = time.monotonic()
+
+    async def _serve(self, scope, receive, send) -> None:
         headers = dict(scope["headers"])
         refusal = self._refusal(scope, headers)
+        nonce = headers.get(NONCE_HEADER.encode())
+        held: list[dict] = []  # the proof covers the whole body: the start and body messages wait for it
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
                 message["headers"] = _dedupe(message["headers"])
+                if nonce is not None and self.key:
+                    held.append(message)
+                    return
+            elif message["type"] == "http.response.body" and held:
+                held.append(message)
+                if message.get("more_body"):
+                    return
+                start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
+                proof = answer_proof(self.key, nonce.decode("latin-1"), body)
+                await send({**start, "headers": [*start["headers"], (PROOF_HEADER.encode(), proof.encode())]})
+                message = {"type": "http.response.body", "body": body}
             await send(message)
 
         if refusal is not None:
@@ -199,9 +241,23 @@ class Guard:
         host = headers.get(b"host", b"").decode("latin-1").lower()
         if host not in self.allowed_hosts:
             return Refused(421, "unexpected Host header (this server answers its own address only)")
+        if self._cross_site(headers):
+            return Refused(403, "cross-site request refused: open this server's own page (or use its API directly)")
         if self.token and not self._has_token(scope, headers):
             return Refused(401, "a token is needed: Authorization: Bearer TOKEN, or open /?token=TOKEN once")
         return None
+
+    def _cross_site(self, headers: dict[bytes, bytes]) -> bool:
+        """Whether a browser says another site sent this request (Sec-Fetch-Site, or an Origin that is not ours).
+        Other clients, the CLI's among them, send neither header."""
+        site = headers.get(b"sec-fetch-site", b"same-origin").decode("latin-1").lower()
+        if site not in ("same-origin", "none"):  # "none": typed, bookmarked, opened from another program
+            return True
+        origin = headers.get(b"origin")
+        if origin is None:
+            return False
+        scheme, _, host = origin.decode("latin-1").lower().partition("://")
+        return scheme not in ("http", "https") or host not in self.allowed_hosts
 
     def _has_token(self, scope, headers: dict[bytes, bytes]) -> bool:
         offered = [headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ").strip()]
@@ -227,9 +283,19 @@ def _bad_request(request, err: UsageError) -> Response:
     return json_response({"error": str(err)}, 400)
 
 
+def _too_much_work(request, err: WorkLimitError) -> Response:
+    return json_response({"error": str(err)}, 413)
+
+
 def _unavailable(request, err: BtSearchError) -> Response:
-    """The index went away or changed model under the server: nothing a retry of the same request fixes soon."""
+    """The index went away or changed model under the server, or it is stopping: no retry of the same request
+    fixes that soon (no Retry-After), so a client searches in-process."""
     return json_response({"error": str(err)}, 503)
+
+
+def _internal_error(request, err: Exception) -> Response:
+    """A bug: JSON like every other answer, no traceback to the client (uvicorn logs it)."""
+    return json_response({"error": f"internal error ({type(err).__name__})"}, 500)
 
 
 def _dedupe(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -269,6 +335,17 @@ def _hits_json(result: Answer) -> dict[str, Any]:
         "thumbnails": [f"/thumb/{thumb_key(hit['path'])}" for hit in hits],
         "missing": data["missing"],
     }
+
+
+def _fields(body: dict[str, Any], subject: str) -> tuple[Any, Any]:
+    """(body[subject], body["options"]) of a POST body, which holds nothing else; check_request checks them."""
+    unknown = sorted(set(body) - {subject, "options"})
+    if unknown:
+        raise UsageError(f"unexpected field(s) {', '.join(unknown)}: send {subject!r} and 'options'")
+    if subject not in body:
+        raise UsageError(f"{subject!r} is missing")
+    options = body.get("options")
+    return body[subject], {} if options is None else options
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

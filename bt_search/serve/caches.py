@@ -11,7 +11,8 @@ import torch
 
 
 class StateLRU:
-    """Candidates' vision-tower states by key (generation, image path), least recently used dropped first, under `budget_bytes`.
+    """Candidates' vision-tower states by key (index state, image path), least recently used dropped first,
+    under `budget_bytes`.
 
     Each state is cloned on the way in: a row of a batch tensor is a view that
     would keep the whole batch alive and make the byte count a lie.

@@ -1,15 +1,23 @@
 """`bt-search query` through a running server: find it, check it serves the same index and model, ask it.
 
 Standard library only (no torch, transformers, numpy or server stack), so a query through a warm server
-costs an interpreter start, light imports (the attach fast path, attach.py) and one HTTP round trip. Any doubt means None: the caller
-searches in-process, and the reason is given in one line when a server was advertised but not used.
+costs an interpreter start, light imports (the attach fast path, cli/attach.py) and one HTTP round trip. Any
+doubt means None: the caller searches in-process, and the reason is given in one line when a server was
+advertised but not used.
+
+A busy server (429, Retry-After) is waited for, up to BUSY_WAIT_S in all: loading the model in-process
+costs far more than waiting one's turn. Only a server that is gone, unproven, mismatched or unusable (any
+other refusal, 503 without Retry-After) sends the query in-process.
 """
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import json
 import os
+import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,10 +25,12 @@ from urllib.parse import urlsplit
 from bt_search.engine.naming import model_name
 from bt_search.errors import UsageError
 from bt_search.search.hits import Hit
-from bt_search.serve.discovery import canonical_index, read_server_records
+from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof, canonical_index, read_server_records
 
 HEALTH_TIMEOUT_S = 2.0
 SEARCH_TIMEOUT_S = 3600.0  # a large rerank on CPU is slow but legitimate
+BUSY_WAIT_S = 120.0  # in all, at a server that keeps answering Retry-After; then the search runs in-process
+MAX_RETRY_AFTER_S = 10.0  # one wait, whatever a server asks
 _DTYPE_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
@@ -29,11 +39,14 @@ class ServerUnusable(Exception):
 
 
 class ServerClient:
-    def __init__(self, url: str, token: str | None = None):
+    """HTTP to one server. With the `key` of its discovery record, every answer must carry the proof for the
+    request's fresh nonce, and a query is sent only on a connection whose answers were proven."""
+
+    def __init__(self, url: str, token: str | None = None, key: str | None = None):
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ServerUnusable(f"bad server address {url!r}")
-        self.url, self.token = url, token
+        self.url, self.token, self.key = url, token, key
         self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=HEALTH_TIMEOUT_S)
 
     def close(self) -> None:
@@ -49,6 +62,7 @@ class ServerClient:
         return self._request("POST", "/api/similar", {"path": path, "options": options})
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The answer to one request; a busy server's Retry-After is honoured up to BUSY_WAIT_S in all."""
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -56,24 +70,60 @@ class ServerClient:
         if body is not None:
             data = json.dumps(body, ensure_ascii=True).encode()
             headers["Content-Type"] = "application/json"
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while True:
+            status, retry_after, answer = self._exchange(method, path, data, headers)
+            if retry_after is None:
+                break
+            wait = min(retry_after, deadline - time.monotonic())
+            if wait <= 0:
+                raise ServerUnusable(f"{self.url} stayed busy for {BUSY_WAIT_S:g} s")
+            time.sleep(wait)
+        if status == 400:
+            raise UsageError(answer.get("error", "bad request"))  # what the same search in-process would raise
+        if status != 200:
+            raise ServerUnusable(f"{self.url} answered {status}: {answer.get('error', '')}".rstrip(": "))
+        return answer
+
+    def _exchange(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, float | None, dict[str, Any]]:
+        """(status, seconds its Retry-After asks for or None, JSON object) of one proven exchange."""
+        if data is not None:
+            if self.key and self._connection.sock is None:
+                self.health()  # a new connection: the server proves itself before it is told any query
             self._connection.timeout = SEARCH_TIMEOUT_S
             if self._connection.sock is not None:
                 self._connection.sock.settimeout(SEARCH_TIMEOUT_S)
+        nonce = secrets.token_hex(16)
         try:
-            self._connection.request(method, path, data, headers)
+            self._connection.request(method, path, data, {**headers, NONCE_HEADER: nonce})
             response = self._connection.getresponse()
             payload = response.read()
         except (OSError, http.client.HTTPException) as err:
             raise ServerUnusable(f"no answer from {self.url}: {err}") from None
+        if self.key is not None:
+            proof = response.getheader(PROOF_HEADER) or ""
+            if not hmac.compare_digest(proof, answer_proof(self.key, nonce, payload)):
+                raise ServerUnusable(f"{self.url} is not the server that wrote the discovery record (no valid proof)")
         try:
             answer = json.loads(payload)
         except ValueError:
             raise ServerUnusable(f"{self.url} answered {response.status} without JSON") from None
-        if response.status == 400:
-            raise UsageError(answer.get("error", "bad request"))  # what the same search in-process would raise
-        if response.status != 200:
-            raise ServerUnusable(f"{self.url} answered {response.status}: {answer.get('error', '')}".rstrip(": "))
-        return answer
+        if not isinstance(answer, dict):
+            raise ServerUnusable(f"{self.url} answered {response.status} with JSON that is not an object")
+        return response.status, _retry_after(response.getheader("retry-after")), answer
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait (bounded), or None without one."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 1.0  # an HTTP date: not worth parsing for a local server
+    return min(max(seconds, 0.05), MAX_RETRY_AFTER_S)
 
 
 def mismatch(health: dict[str, Any], index_dir: str, model: str | None, device: str, precision: str) -> str | None:
@@ -83,11 +133,20 @@ def mismatch(health: dict[str, Any], index_dir: str, model: str | None, device: 
     wanted = model_name(model or health.get("index_model") or "")
     if wanted != health.get("model"):
         return f"it runs model {health.get('model')}, not {wanted}"
-    if device not in (health.get("device_option"), health.get("device")):
+    if not _runs_on(health, device):
         return f"it runs on {health.get('device')}, not {device}"
     if precision != health.get("precision_option") and not _computes_in(health, precision):
         return f"it computes in {_computes(health)}, not {precision}"
     return None
+
+
+def _runs_on(health: dict[str, Any], device: str) -> bool:
+    """Whether the server computes where `device` (as asked) would compute in-process. The client cannot
+    resolve `auto` (that needs torch), but the server is on this machine and reports what `auto` resolves
+    to there (`auto_device`, by loading.resolve_device): `auto` is served by a server running on exactly that."""
+    if device == "auto":
+        return health.get("device_option") == "auto" or health.get("auto_device") == health.get("device")
+    return device == health.get("device")
 
 
 def _computes(health: dict[str, Any]) -> str:
@@ -119,11 +178,11 @@ def served_results(
     `options` are Searcher.search's keyword arguments (for `image`: top_k and under). Paths in them and
     `image` are made absolute here, as the in-process search would resolve them against this directory.
     """
-    records = read_server_records(index_dir)
-    reasons = []
+    reasons: list[str] = []
+    records = read_server_records(index_dir, on_ignored=reasons.append)
     for record in records:
         try:
-            client = ServerClient(record["url"], record.get("token"))
+            client = ServerClient(record["url"], record.get("token"), record["key"])
         except ServerUnusable as err:
             reasons.append(str(err))
             continue
@@ -151,7 +210,8 @@ def served_results(
 def served_options(
     *, top_k: int, shortlist: int | None, rerank: bool, threshold: float | None, under: str | None, image: str | None
 ) -> dict[str, Any]:
-    """The options `query` sends: Searcher.search's keyword arguments, or similar_images' (top_k, under) for `--image`."""
+    """The options `query` sends: Searcher.search's keyword arguments, or similar_images' (top_k, under) for an
+    image query."""
     options: dict[str, Any] = {"top_k": top_k, "under": under}
     if image is None:
         options.update(shortlist=shortlist, rerank=rerank, threshold=threshold)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
+import secrets
 import signal
 import socket
 import threading
@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bt_search.config import DEFAULT_MAX_QUEUE
 from bt_search.errors import BtSearchError, UsageError
+from bt_search.serve.discovery import is_loopback
 
 Say = Callable[[str], None]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -33,7 +35,7 @@ class ServeSettings:
     state_cache_mb: int = 1024
     allow_remote: bool = False
     token: str | None = None
-    max_queue: int = 8
+    max_queue: int = DEFAULT_MAX_QUEUE
     batch_size: int = 16
 
 
@@ -48,15 +50,6 @@ def parse_duration(text: str | None) -> float | None:
     return seconds or None
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_exposure(host: str, allow_remote: bool, token: str | None) -> None:
     """A server others can reach must be asked for on purpose and must require a token."""
     if is_loopback(host):
@@ -68,8 +61,10 @@ def check_exposure(host: str, allow_remote: bool, token: str | None) -> None:
 
 
 def allowed_hosts(host: str, port: int) -> set[str]:
-    """Host header values this server answers (anything else may be a DNS-rebinding page)."""
-    names = {"127.0.0.1", "localhost", "[::1]"} if is_loopback(host) else {host if ":" not in host else f"[{host}]"}
+    """Host header values this server answers (anything else may be a DNS-rebinding page): its own address
+    (as its URL spells it), and on loopback the usual loopback names too."""
+    own = (f"[{host.strip('[]')}]" if ":" in host else host).lower()
+    names = {own, "127.0.0.1", "localhost", "[::1]"} if is_loopback(host) else {own}
     if host in ("0.0.0.0", "::"):
         names |= {"127.0.0.1", "localhost", "[::1]", socket.gethostname().lower(), socket.getfqdn().lower()}
     return {f"{name}:{port}" for name in names} | names
@@ -100,8 +95,13 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
     )
     sock = _listen(settings.host, settings.port)
     port = sock.getsockname()[1]
+    key = secrets.token_hex(32)  # proves this server's answers to clients that read the record
     app = build_app(
-        service, allowed_hosts=allowed_hosts(settings.host, port), token=settings.token, max_queue=settings.max_queue
+        service,
+        allowed_hosts=allowed_hosts(settings.host, port),
+        token=settings.token,
+        max_queue=settings.max_queue,
+        key=key,
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -116,13 +116,18 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
         )
     )
     url = f"http://{_url_host(settings.host)}:{port}"
-    record = {"url": url, "pid": os.getpid(), "index": str(service.index_dir), "model": service.engine.model_id}
+    record = {
+        "url": url,
+        "pid": os.getpid(),
+        "index": str(service.index_dir),
+        "model": service.engine.model_id,
+        "key": key,
+    }
     if settings.token:
         record["token"] = settings.token
     advert = write_server_file(service.index_dir, record)
-    say(
-        f"serving {service.health()['images']} images from {service.index_dir} at {url}/ (model {service.engine.model_id})"
-    )
+    images, model = service.health()["images"], service.engine.model_id
+    say(f"serving {images} images from {service.index_dir} at {url}/ (model {model})")
     if settings.idle_timeout:
         _exit_when_idle(server, app, settings.idle_timeout, say)
     try:
@@ -156,10 +161,12 @@ def _url_host(host: str) -> str:
 
 
 def _exit_when_idle(server, app, idle_seconds: float, say: Say) -> None:
+    """Stop the server once no request has been in flight for `idle_seconds` (a long search is not idleness)."""
+
     def watch() -> None:
         while not server.should_exit:
             time.sleep(min(1.0, idle_seconds / 4))
-            if time.monotonic() - app.last_request > idle_seconds:
+            if app.idle_seconds() > idle_seconds:
                 say(f"no request for {idle_seconds:g} s: stopping")
                 server.should_exit = True
 

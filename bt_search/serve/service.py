@@ -2,8 +2,9 @@
 
 Model work (text tower, vision tower, fusion) is not thread-safe to interleave usefully on a few cores, so
 the app calls `search`/`similar` from one worker thread at a time. `cached` and `thumbnail` are safe from
-any thread. The index is re-read when its directory changes and its generation moved on (a finished
-`bt-search index` run); every cache is keyed on or cleared with that generation.
+any thread. The index is re-read when its directory changes and its committed state is another one (a
+finished `bt-search index` run, or another index put in its place); every cache is keyed on or cleared
+with that state (IndexReader.state_id).
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bt_search import __version__
-from bt_search.errors import UsageError
+from bt_search.engine.loading import resolve_device
+from bt_search.errors import UsageError, WorkLimitError
 from bt_search.output.html_sheet import make_thumbnail
 from bt_search.search.hits import Hit
 from bt_search.search.open import check_same_space, open_index, open_searcher
-from bt_search.search.searcher import Searcher
+from bt_search.search.rerank_budget import default_shortlist
+from bt_search.search.searcher import SCORES, Searcher
 from bt_search.serve.caches import SmallLRU, StateLRU
 from bt_search.serve.discovery import canonical_index
 from bt_search.store import IndexReader
@@ -31,11 +36,32 @@ from bt_search.store import IndexReader
 MAX_QUERIES = 256
 MAX_QUERY_CHARS = 1_000
 MAX_RESULTS = 1_000  # bound on top_k and shortlist
+MAX_CANDIDATES = 4_096  # queries x shortlist in one request: the rerank pairs one request may cost
 THUMB_PX = 200
-# The keyword options of Searcher.search a request may set (whatever the library grows, by name).
-SEARCH_OPTIONS = frozenset(
-    name for name, p in inspect.signature(Searcher.search).parameters.items() if p.kind is p.KEYWORD_ONLY
-)
+SEARCH_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(Searcher.search).parameters.items() if p.kind is p.KEYWORD_ONLY
+}
+
+
+def _finite(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+# What a request may set, and what each value must be: Searcher.search's keyword arguments that JSON can
+# carry (`where`, an Arrow expression, cannot). similar_images takes top_k and under.
+OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "top_k": (lambda v: type(v) is int and 1 <= v <= MAX_RESULTS, f"an integer from 1 to {MAX_RESULTS}"),
+    "shortlist": (
+        lambda v: v is None or (type(v) is int and 1 <= v <= MAX_RESULTS),
+        f"null or an integer from 1 to {MAX_RESULTS}",
+    ),
+    "rerank": (lambda v: type(v) is bool, "true or false"),
+    "threshold": (lambda v: v is None or _finite(v), "null or a finite number"),
+    "under": (lambda v: v is None or type(v) is str, "null or a folder path"),
+    "score": (lambda v: type(v) is str and v in SCORES, f"one of {', '.join(SCORES)}"),
+    "rerank_budget": (lambda v: v is None or (_finite(v) and v > 0), "null or a number of seconds > 0"),
+}
+SIMILAR_OPTIONS = ("top_k", "under")
 
 
 @dataclass
@@ -57,30 +83,50 @@ def thumb_key(path: str) -> str:
     return hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
 
 
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Refuse option names Searcher.search does not take and out-of-range sizes (UsageError)."""
-    unknown = sorted(set(options) - SEARCH_OPTIONS)
+def check_request(kind: str, queries: Any, options: Any, *, shortlist: int) -> tuple[list[str], dict[str, Any]]:
+    """A whole "search" (queries) or "similar" ([path]) request, checked in one place before any cache or model
+    sees it: UsageError naming what is malformed, WorkLimitError when it asks for more work than one request
+    may. Returns the queries and the options with the default `shortlist` filled in (caches key on them)."""
+    if not isinstance(options, dict):
+        raise UsageError("options must be an object")
+    rules = OPTION_RULES if kind == "search" else {name: OPTION_RULES[name] for name in SIMILAR_OPTIONS}
+    unknown = sorted(set(options) - set(rules))
     if unknown:
-        raise UsageError(f"unsupported search option(s): {', '.join(unknown)}")
-    for name in ("top_k", "shortlist"):
-        value = options.get(name)
-        if value is not None and (type(value) is not int or not 1 <= value <= MAX_RESULTS):
-            raise UsageError(f"{name} must be an integer from 1 to {MAX_RESULTS}")
-    expected = {"rerank": (bool,), "threshold": (int, float, type(None)), "under": (str, type(None))}
-    for name, types in expected.items():
-        if name in options and type(options[name]) not in types:
-            raise UsageError(f"{name} has the wrong type")
-    return options
-
-
-def check_queries(queries: list[str]) -> list[str]:
+        raise UsageError(f"unsupported {kind} option(s): {', '.join(map(str, unknown))}")
+    for name, value in options.items():
+        fits, wanted = rules[name]
+        if not fits(value):
+            raise UsageError(f"{name} must be {wanted}, not {json.dumps(value)[:40]}")
+    if kind == "similar":
+        if not (isinstance(queries, list) and len(queries) == 1 and isinstance(queries[0], str)):
+            raise UsageError("path must be a string")
+        return queries, options  # a path: may hold \udcXX escapes of bytes that are not UTF-8
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         raise UsageError("queries must be a list of strings")
-    if not 1 <= len(queries) <= MAX_QUERIES:
-        raise UsageError(f"give 1 to {MAX_QUERIES} queries per request")
+    if not queries:
+        raise UsageError("give at least one query")
+    if len(queries) > MAX_QUERIES:
+        raise WorkLimitError(f"at most {MAX_QUERIES} queries per request, not {len(queries)}")
     if any(len(q) > MAX_QUERY_CHARS for q in queries):
-        raise UsageError(f"a query is longer than {MAX_QUERY_CHARS} characters")
-    return queries
+        raise WorkLimitError(f"a query is longer than {MAX_QUERY_CHARS} characters")
+    if not all(_is_unicode(q) for q in queries):
+        raise UsageError("a query is not valid Unicode text (it holds a lone surrogate)")
+    options = {**options, "shortlist": options.get("shortlist") or shortlist}
+    per_query = max(options["shortlist"], options.get("top_k", SEARCH_DEFAULTS["top_k"]))
+    if len(queries) * per_query > MAX_CANDIDATES:
+        raise WorkLimitError(
+            f"{len(queries)} queries x {per_query} candidates is more than {MAX_CANDIDATES} in one request; "
+            "send fewer queries or a smaller shortlist"
+        )
+    return queries, options
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Service:
@@ -102,6 +148,7 @@ class Service:
         self.results = SmallLRU(128)
         self.thumbs = SmallLRU(512)
         self.served = SmallLRU(16_384)  # thumb key -> path, for rows this server has returned as hits
+        self.auto_device = resolve_device("auto").type  # what `auto` means here, for clients that ask for it
         self._reload_lock = threading.Lock()
         self._stamp = _dir_stamp(index_dir)
         self.reader = reader
@@ -131,6 +178,7 @@ class Service:
             "images": len(reader),
             "generation": reader.generation,
             "device": self.engine.device.type,
+            "auto_device": self.auto_device,
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "rerank_dtype": str(self.engine.rerank_dtype).removeprefix("torch."),
             **self.settings,
@@ -142,35 +190,39 @@ class Service:
         }
 
     # ---------------------------------------------------------------- searches
+    def check(self, kind: str, queries: Any, options: Any) -> tuple[list[str], dict[str, Any]]:
+        """check_request with this server's default shortlist (as `query` in-process on this device)."""
+        return check_request(kind, queries, options, shortlist=default_shortlist(self.engine.device.type))
+
     def cached(self, kind: str, queries: tuple[str, ...], options: dict[str, Any]) -> Answer | None:
-        """A stored answer for this very request, if the index is unchanged and its hits' files are still there."""
+        """A stored answer for this very (checked) request, if the index is unchanged and its hits' files are
+        still there."""
         if _dir_stamp(self.index_dir) != self._stamp:
             return None
-        answer = self.results.get(self._key(self.reader.generation, kind, queries, options))
+        answer = self.results.get(self._key(self.reader.state_id, kind, queries, options))
         if answer is None or not all(os.path.isfile(hit.path) for hits in answer.results for hit in hits):
             return None
         return answer
 
-    def search(self, queries: list[str], options: dict[str, Any]) -> Answer:
-        """Searcher.search on the current index (call from the one model thread)."""
-        check_queries(queries)
-        check_options(options)
+    def search(
+        self, queries: list[str], options: dict[str, Any], cancelled: Callable[[], bool] | None = None
+    ) -> Answer:
+        """Searcher.search on the current index (call from the one model thread); `cancelled` as Searcher's."""
+        queries, options = self.check("search", queries, options)
         self.refresh()
         reader, missing = self.reader, []  # this search's index, even if a reload swaps self.reader meanwhile
-        answer = Answer(self._searcher(reader, missing).search(queries, **options), missing)
-        return self._remember(reader.generation, "search", tuple(queries), options, answer)
+        answer = Answer(self._searcher(reader, missing, cancelled).search(queries, **options), missing)
+        return self._remember(reader.state_id, "search", tuple(queries), options, answer)
 
     def similar(self, path: str, options: dict[str, Any]) -> Answer:
         """Images like the indexed image at `path`; any other path is refused without being opened."""
-        check_options(options)
-        if set(options) - {"top_k", "under"}:
-            raise UsageError("similar images take top_k and under only")
+        (path,), options = self.check("similar", [path], options)
         self.refresh()
         reader, missing = self.reader, []
         if self.served.get(thumb_key(path)) != path and not reader.indexed_paths([path]):
             raise LookupError("not an indexed image")
         answer = Answer([self._searcher(reader, missing).similar_images(path, **options)], missing)
-        return self._remember(reader.generation, "similar", (path,), options, answer)
+        return self._remember(reader.state_id, "similar", (path,), options, answer)
 
     def path_for_key(self, key: str) -> str | None:
         return self.served.get(key)
@@ -180,18 +232,19 @@ class Service:
         path = self.served.get(key)
         if path is None:
             return None
-        cached = self.thumbs.get((self.reader.generation, key))
+        cached = self.thumbs.get((self.reader.state_id, key))
         if cached is None:
             try:
                 cached = make_thumbnail(path, thumb_px=THUMB_PX, max_bytes=40_000)
             except Exception:  # noqa: BLE001 - any unreadable file is just "no thumbnail"
                 return None
-            self.thumbs.put((self.reader.generation, key), cached)
+            self.thumbs.put((self.reader.state_id, key), cached)
         return cached
 
     # ---------------------------------------------------------------- index changes
     def refresh(self) -> None:
-        """Serve the index's newest generation if a run has changed it; caches of the old one are dropped."""
+        """Serve the index's newest state if its directory changed; caches of the old one are dropped.
+        IndexMissingError when the index is gone."""
         with self._reload_lock:
             stamp = _dir_stamp(self.index_dir)
             if stamp == self._stamp:
@@ -199,49 +252,56 @@ class Service:
             reader = open_index(self.index_dir)
             check_same_space(reader, self.engine)
             self._stamp = stamp
-            if reader.generation != self.reader.generation or len(reader) != len(self.reader):
+            if reader.state_id != self.reader.state_id:
                 self.reader = reader
                 for cache in (self.states, self.results, self.thumbs, self.served):
                     cache.clear()
 
-    def _searcher(self, reader: IndexReader, missing: list[tuple[str, str]]) -> Searcher:
+    def _searcher(
+        self, reader: IndexReader, missing: list[tuple[str, str]], cancelled: Callable[[], bool] | None = None
+    ) -> Searcher:
         return Searcher(
             reader,
             self.engine,
             batch_size=self.batch_size,
             on_missing=lambda path, reason: missing.append((path, reason)),
-            state_store=_GenerationStore(self.states, reader.generation),
+            state_store=_StateStore(self.states, reader.state_id),
+            cancelled=cancelled,
         )
 
     @staticmethod
-    def _key(generation: int, kind: str, queries: tuple[str, ...], options: dict[str, Any]) -> tuple:
-        return (generation, kind, queries, json.dumps(options, sort_keys=True))
+    def _key(state_id: tuple, kind: str, queries: tuple[str, ...], options: dict[str, Any]) -> tuple:
+        return (state_id, kind, queries, json.dumps(options, sort_keys=True))
 
     def _remember(
-        self, generation: int, kind: str, queries: tuple[str, ...], options: dict[str, Any], answer: Answer
+        self, state_id: tuple, kind: str, queries: tuple[str, ...], options: dict[str, Any], answer: Answer
     ) -> Answer:
         for hits in answer.results:
             for hit in hits:
                 self.served.put(thumb_key(hit.path), hit.path)
-        self.results.put(self._key(generation, kind, queries, options), answer)
+        self.results.put(self._key(state_id, kind, queries, options), answer)
         return answer
 
 
-class _GenerationStore:
-    """The state LRU seen by one search: keys carry the generation it searches, so a search still running
+class _StateStore:
+    """The state LRU seen by one search: keys carry the index state it searches, so a search still running
     on the old index while another request reloads cannot leave old states under a re-indexed path."""
 
-    def __init__(self, states: StateLRU, generation: int):
-        self.states, self.generation = states, generation
+    def __init__(self, states: StateLRU, state_id: tuple):
+        self.states, self.state_id = states, state_id
 
     def get(self, path: str):
-        return self.states.get((self.generation, path))
+        return self.states.get((self.state_id, path))
 
     def put(self, path: str, state) -> None:
-        self.states.put((self.generation, path), state)
+        self.states.put((self.state_id, path), state)
 
 
-def _dir_stamp(directory: Path) -> tuple[int, int]:
-    """Changes whenever a file is created, renamed or removed in the index directory (every commit does)."""
-    info = os.stat(directory)
+def _dir_stamp(directory: Path) -> tuple[int, int] | None:
+    """Changes whenever a file is created, renamed or removed in the index directory (every commit does);
+    None once the directory is gone (refresh then reports the index missing)."""
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        return None
     return info.st_mtime_ns, info.st_ino

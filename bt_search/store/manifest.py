@@ -6,6 +6,7 @@ Field reference: docs/format.md.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +21,7 @@ def new_manifest(identity: IndexIdentity) -> dict[str, Any]:
     now = now_iso()
     return {
         "format_version": FORMAT_VERSION,
+        "index_id": uuid.uuid4().hex,  # tells this index from another built at the same place; older ones lack it
         **identity.to_manifest(),
         "index_type": None,  # of the ANN file, as of the last finish()
         "index_choice": "auto",  # what the user asked for; kept until they ask again

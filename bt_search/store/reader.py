@@ -24,7 +24,7 @@ from bt_search.errors import IndexFormatError, IndexLockedError, IndexMissingErr
 from bt_search.store.ann import faiss_index
 from bt_search.store.ann.exact_copy import exact_lookup, open_exact_copy
 from bt_search.store.ann.policy import search_params
-from bt_search.store.files import META_COLUMNS, read_manifest, rebuild_hint
+from bt_search.store.files import MANIFEST_FILE, META_COLUMNS, read_manifest, rebuild_hint
 from bt_search.store.parts import Snapshot, in_memory_snapshot, open_snapshot
 from bt_search.store.records import FailedRow, ImageRow, IndexIdentity, embeddings_matrix, image_rows
 from bt_search.store.stored_paths import original_path, original_paths, stored_path, stored_paths
@@ -63,24 +63,33 @@ def _read_ann(directory: Path, manifest: dict[str, Any]) -> _AnnFile | None:
 class IndexReader:
     """A consistent view of an index as of open(); takes no lock, sees every committed batch."""
 
-    def __init__(self, directory: Path, snapshot: Snapshot, ann_file: _AnnFile | None):
+    def __init__(
+        self,
+        directory: Path,
+        snapshot: Snapshot,
+        ann_file: _AnnFile | None,
+        manifest_file: tuple[int, int] | None = None,
+    ):
         self.directory = directory
         self.manifest = snapshot.manifest
         self.identity = IndexIdentity.from_manifest(self.manifest)
         self._snapshot = snapshot
         self._ann = ann_file
+        self._manifest_file = manifest_file  # (st_dev, st_ino) of manifest.json as opened
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> IndexReader:
         directory = Path(directory)
         previous = None
         for _ in range(_OPEN_ATTEMPTS):
+            manifest_file = _file_id(directory / MANIFEST_FILE)
             manifest = read_manifest(directory)
             if manifest is None:
                 hint = f"build one with `bt-search index PATH --index {directory}`"
                 raise IndexMissingError(f"no index at {directory}; {hint}")
             if manifest["format_version"] == 1:
-                return cls(directory, in_memory_snapshot(directory, manifest, *load_v1(directory, manifest)), None)
+                snapshot = in_memory_snapshot(directory, manifest, *load_v1(directory, manifest))
+                return cls(directory, snapshot, None, manifest_file)
             try:
                 snapshot = open_snapshot(directory, manifest)
             except FileNotFoundError as exc:
@@ -92,7 +101,7 @@ class IndexReader:
             if index is None and manifest.get("ann") and read_manifest(directory) != manifest:
                 previous = manifest  # replaced by a newer ANN file meanwhile
                 continue
-            return cls(directory, snapshot, index)
+            return cls(directory, snapshot, index, manifest_file)
         raise IndexLockedError(f"index {directory} is being rewritten by a bt-search index run; try again")
 
     def __len__(self) -> int:
@@ -106,6 +115,16 @@ class IndexReader:
     def generation(self) -> int:
         """Changes whenever a commit or finish changes the index (readers and caches key on it)."""
         return int(self.manifest["generation"])
+
+    @property
+    def state_id(self) -> tuple:
+        """Equal for two readers only when they see the same committed state of the same index.
+
+        The generation alone is shared by another index (or a copy) swapped in at the same place, so this adds
+        the manifest's random `index_id` (absent in older indexes) and the manifest file itself: every commit
+        writes a new file, and a copy is another file.
+        """
+        return (self.manifest.get("index_id"), self.generation, self._manifest_file)
 
     @property
     def uses_faiss_file(self) -> bool:
@@ -213,6 +232,16 @@ class IndexReader:
         embeddings = embeddings_matrix(table.column("embedding"), self.identity.embedding_dim)
         similarities, positions = _exact_search(embeddings, queries, k)
         return similarities, table.column("row_id").to_numpy()[positions]
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """Taken before the manifest is read: a commit in between can only make a state look new (a needless
+    reload for a caller comparing state_id), never make a new state look old."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _best_of(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

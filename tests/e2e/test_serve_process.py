@@ -164,7 +164,7 @@ def test_host_header_and_cross_origin_refusals(setup):
         status, headers, _ = server.request("GET", "/health", headers={"Host": host})
         assert status == 421, host
     status, headers, _ = server.request("GET", "/api/search?q=red", headers={"Origin": "http://evil.example"})
-    assert status == 200 and not any(name.lower().startswith("access-control-") for name in headers)
+    assert status == 403 and not any(name.lower().startswith("access-control-") for name in headers)
     status, headers, body = server.request("GET", "/?q=red")
     assert status == 200 and headers["content-security-policy"].startswith("default-src 'none'")
     assert b"<script" not in body
@@ -289,7 +289,9 @@ def test_sigterm_stops_cleanly_then_queries_fall_back(setup):
     assert b"Traceback" not in server.process.stderr.read().encode()
     silent = run_cli(setup["runtime"], "query", *plain, "--index", setup["index"])
     assert silent.returncode == 0 and silent.stderr == b""  # no server advertised: nothing to say
-    server.advert.write_text(advert)  # a stale advert, as a killed server leaves behind
+    fd = os.open(server.advert, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # a stale advert, as a killed
+    os.write(fd, advert.encode())  # server leaves behind (mode 0600 as written: others are not trusted)
+    os.close(fd)
     stale = run_cli(setup["runtime"], "query", *plain, "--index", setup["index"])
     assert stale.returncode == 0, stale.stderr
     assert stale.stderr.decode().count("\n") == 1 and "server not used" in stale.stderr.decode()

@@ -71,3 +71,160 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
             raise
+
+
+# ---------------------------------------------------------------- in-process servers (fast client tests)
+
+
+def build_index(engine, root: Path, name: str, seeds) -> Path:
+    """An index `root/name` of one 64x64 noise image per seed, embedded with `engine`."""
+    from bt_search.indexing.run import index_paths
+    from bt_search.store import IndexIdentity, IndexWriter
+    from tests.conftest import noise_image
+
+    photos = root / f"{name}-photos"
+    photos.mkdir(parents=True)
+    for seed in seeds:
+        noise_image(seed, 64, 64).save(photos / f"img{seed}.png")
+    with IndexWriter.open(root / name, IndexIdentity.of(engine)) as writer:
+        index_paths([str(photos)], writer, engine, workers=0, batch_size=4)
+    return root / name
+
+
+def service_for(index: Path, engine, *, device_option: str = "cpu", batch_size: int = 4):
+    """A Service over `index` with an already loaded engine (no model load per test)."""
+    from bt_search.serve.discovery import canonical_index
+    from bt_search.serve.service import Service
+    from bt_search.store import IndexReader
+
+    directory = Path(canonical_index(index))
+    settings = {"device_option": device_option, "precision_option": "fp32"}
+    return Service(
+        directory,
+        IndexReader.open(directory),
+        engine,
+        settings=settings,
+        state_cache_bytes=8 << 20,
+        batch_size=batch_size,
+    )
+
+
+class InProcessServer:
+    """uvicorn serving `make_app(port)` from a thread of this process, on a loopback port (signals are left
+    alone off the main thread). `stop()` asks it to exit as SIGTERM does and says how long that took."""
+
+    def __init__(self, make_app, host: str = "127.0.0.1", graceful_s: float = 1.0):
+        import socket
+        import threading
+
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.app = make_app(self.port)
+        config = uvicorn.Config(
+            self.app, log_level="critical", access_log=False, timeout_graceful_shutdown=graceful_s, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the in-process server did not start")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 60) -> float:
+        started = time.monotonic()
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+        return time.monotonic() - started
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def advertise(index: Path, url: str, key: str | None, **fields) -> Path:
+    """Write a discovery record for `index` as a server does (mode 0600; $XDG_RUNTIME_DIR must be set)."""
+    from bt_search.serve.discovery import write_server_file
+
+    record = {"url": url, "pid": os.getpid(), "index": str(index), **fields}
+    if key is not None:
+        record["key"] = key
+    return write_server_file(index, record)
+
+
+class FakeServer:
+    """A stdlib HTTP server on a loopback port answering `respond(method, path, body)` -> (status, headers, JSON),
+    with the proof of `key` when given; `requests` records (method, path, body) of everything it was sent."""
+
+    def __init__(self, respond, key: str | None = None, host: str = "127.0.0.1"):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, str, bytes]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                fake.requests.append((self.command, self.path, body))
+                status, headers, data = respond(self.command, self.path, body)
+                payload = json.dumps(data).encode()
+                self.send_response(status)
+                for name, value in {**headers, "content-type": "application/json"}.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(payload)))
+                if key is not None:
+                    from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof
+
+                    nonce = self.headers.get(NONCE_HEADER)
+                    if nonce is not None:
+                        self.send_header(PROOF_HEADER, answer_proof(key, nonce, payload))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def health_for(index: Path, **changes) -> dict:
+    """A /health answer that `client.mismatch` accepts for `index`, model "m", device cpu, precision fp32."""
+    from bt_search.serve.discovery import canonical_index
+
+    health = {
+        "status": "ok",
+        "index": canonical_index(index),
+        "index_model": "m",
+        "model": "m",
+        "device": "cpu",
+        "device_option": "cpu",
+        "auto_device": "cpu",
+        "dtype": "float32",
+        "rerank_dtype": "float32",
+        "precision_option": "fp32",
+    }
+    return {**health, **changes}
