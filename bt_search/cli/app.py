@@ -359,7 +359,12 @@ def query(**options: Any) -> None:
         served = served_hits(
             options, queries, on_missing=missing, notice=lambda message: _say(quiet, f"[yellow]note:[/] {message}")
         )
-        results = served if served is not None else _searched(options, queries, missing)
+        if served is not None:
+            results, notes = served
+            for note in notes:  # what the search said, as the in-process search says it
+                _say(quiet, in_flags(note, _flags()))
+        else:
+            results = _searched(options, queries, missing)
         missing.summarize()
         _write_results(results, fmt, null, options["html"], quiet)
         if missing.paths and not any(results):

@@ -134,15 +134,15 @@ def _served(args: dict[str, Any]) -> tuple[list, str] | None:
     check_format(fmt, args["null"])
     queries = collect_queries(args["texts"], args["queries_file"], args["image"])
     missing: list[str] = []
-    results = served_hits(
+    served = served_hits(
         {**args, "under": canonical_under(args["under"])},
         queries,
         on_missing=lambda path, reason: missing.append(path),
         notice=lambda message: None,  # a server was not used: the full CLI will say why
     )
-    if results is None or (missing and not args["quiet"]):
-        return None  # the CLI asks again (the server's result cache answers) and prints the skipped files
-    return results, fmt
+    if served is None or ((missing or served[1]) and not args["quiet"]):
+        return None  # the CLI asks again (the server's result cache answers) and prints files and notes
+    return served[0], fmt
 
 
 def _replayable_stdin() -> io.BytesIO:

@@ -68,8 +68,6 @@ QUERY_OPTIONS = (
         float,
         None,
         "Rerank only the best candidates that fit in SECONDS; leave the rest out.",
-        light=False,
-        served=False,
     ),
     QueryOption(
         "threshold", ("--threshold",), float, None, "Drop results scoring below T (the --score they are ranked by)."
@@ -81,8 +79,6 @@ QUERY_OPTIONS = (
         str,
         None,
         "Only images taken on this day (YYYY-MM-DD) or later: EXIF capture date, else file mtime.",
-        light=False,
-        served=False,
     ),
     QueryOption(
         "before",
@@ -90,8 +86,6 @@ QUERY_OPTIONS = (
         str,
         None,
         "Only images taken on this day (YYYY-MM-DD) or earlier (same rule as --after).",
-        light=False,
-        served=False,
     ),
     QueryOption(
         "sort",
@@ -99,8 +93,6 @@ QUERY_OPTIONS = (
         str,
         "relevance",
         "Order of the top K: relevance, or date (oldest first; ranks stay relevance ranks).",
-        light=False,
-        served=False,
     ),
     QueryOption(
         "nots",
@@ -108,8 +100,6 @@ QUERY_OPTIONS = (
         list,
         [],
         "Steer away from this text (repeatable; TEXT::WEIGHT sets a weight).",
-        light=False,
-        served=False,
     ),
     QueryOption(
         "likes",
@@ -117,8 +107,6 @@ QUERY_OPTIONS = (
         list,
         [],
         "Steer toward this image (repeatable; shapes the shortlist).",
-        light=False,
-        served=False,
     ),
     QueryOption(
         "unlikes",
@@ -126,8 +114,6 @@ QUERY_OPTIONS = (
         list,
         [],
         "Steer away from this image (repeatable; shapes the shortlist).",
-        light=False,
-        served=False,
     ),
     QueryOption(
         "score",
@@ -135,8 +121,6 @@ QUERY_OPTIONS = (
         str,
         config.DEFAULT_SCORE,
         "Rank reranked results by blend (ITM probability + cosine), itm or cosine.",
-        light=False,
-        served=False,
     ),
     QueryOption("fmt", ("--format", "-f"), str, None, FORMAT_HELP),
     QueryOption("null", ("--null", "-0"), bool, False, NULL_HELP),
@@ -166,12 +150,10 @@ QUERY_OPTIONS = (
 QUERY_DEFAULTS: dict[str, Any] = {"texts": [], **{option.name: option.default for option in QUERY_OPTIONS}}
 
 
-def asks_only_what_a_server_answers(options: dict[str, Any], plain_queries: bool) -> bool:
-    """Whether a server may answer this query: plain query texts (no terms or weights inside a line), and
-    every option a server does not answer left at its default. The CLI and the attach path both ask this."""
-    return plain_queries and all(
-        options[option.name] == option.default for option in QUERY_OPTIONS if not option.served
-    )
+def asks_only_what_a_server_answers(options: dict[str, Any]) -> bool:
+    """Whether a server may answer this query: every option a server does not answer (--no-server) left at
+    its default. The CLI and the attach path both ask this."""
+    return all(options[option.name] == option.default for option in QUERY_OPTIONS if not option.served)
 
 
 def typer_signature(typer: Any) -> inspect.Signature:

@@ -1,5 +1,6 @@
 """The one rule for `bt-search query` through a running server, shared by the full CLI (app.py) and the
-light attach path (attach.py): which queries a server may answer, what is sent, and the hits it returns.
+light attach path (attach.py): which queries a server may answer, the request it is sent (the same
+QueryRequest the in-process search answers), and the hits it returns.
 
 Standard library only (no typer, rich, torch or numpy).
 """
@@ -15,8 +16,7 @@ from bt_search.cli.options import asks_only_what_a_server_answers
 from bt_search.media.scan import canonical_path
 from bt_search.search.hits import Hit
 from bt_search.search.query import QueryRequest
-from bt_search.search.terms import parse_line
-from bt_search.serve.client import served_options, served_results
+from bt_search.serve.client import served_results
 
 
 def canonical_under(under: Path | None) -> Path | None:
@@ -53,36 +53,17 @@ def served_hits(
     *,
     on_missing: Callable[[str, str], None],
     notice: Callable[[str], None],
-) -> list[list[Hit]] | None:
-    """Hits per query from a running `bt-search serve` for the index and model `options` name (cli.app.query's
-    parameters, --under already canonical), or None: search in-process."""
-    plain = all(_plain(query) for query in queries)
-    if options["no_server"] or not asks_only_what_a_server_answers(options, plain):
+) -> tuple[list[list[Hit]], list[str]] | None:
+    """(hits per query, the search's notes) from a running `bt-search serve` for the index and model `options`
+    name (cli.app.query's parameters, --under already canonical), or None: search in-process."""
+    if not asks_only_what_a_server_answers(options):
         return None
-    image = None if options["image"] is None else str(options["image"])
-    under = None if options["under"] is None else str(options["under"])
-    request = served_options(
-        top_k=options["top_k"],
-        shortlist=options["shortlist"],
-        rerank=not options["no_rerank"],
-        threshold=options["threshold"],
-        under=under,
-        image=image,
-    )
     return served_results(
         str(config.index_dir(options["index"])),
         model=options["model"],
         device=options["device"] or config.default_device(),
         precision=options["precision"],
-        queries=queries,
-        image=image,
-        options=request,
+        request=query_request(options, queries),
         on_missing=on_missing,
         notice=notice,
     )
-
-
-def _plain(query: str) -> bool:
-    """A query line with no terms, weights or examples in it (terms.py's syntax), sent as typed."""
-    terms = parse_line(query)
-    return terms.is_plain and terms.label == query

@@ -2,14 +2,14 @@
 answers it, so a served answer and an in-process one are the same by construction.
 
 `QueryRequest` holds everything that changes the hits: the query lines (terms.py syntax), shared terms, an
-image for similar-image search, sizes, filters, score and order. It is plain data: the server reads it from
-JSON with `from_json`, which refuses any field of the wrong type or name with a UsageError naming it.
+image for similar-image search, sizes, filters, score and order. It is plain data; the server builds one from
+a request it has checked (serve/service.check_request).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+import os
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bt_search import config
@@ -38,8 +38,27 @@ class QueryRequest:
 
     def terms(self) -> list[Terms]:
         """Each query line's terms, with the shared ones added."""
+        if any(not query.strip() for query in self.queries):
+            raise UsageError("empty query: give some text to search for")
         shared = parse_query("-", self.nots, self.likes, self.unlikes)
         return [parse_line(q).with_terms(shared.nots, shared.likes, shared.unlikes) for q in self.queries]
+
+    def labels(self) -> list[str]:
+        """How the hits of each query are named: its line as typed with the shared terms, or the image path."""
+        return [self.image] if self.image is not None else [terms.label for terms in self.terms()]
+
+    def for_server(self) -> QueryRequest:
+        """This request as a server on this machine must receive it: every image path absolute (the server runs
+        elsewhere), and the shared terms folded into each query line, written exactly."""
+        image = None if self.image is None else os.path.abspath(self.image)
+        under = None if self.under is None else os.path.abspath(self.under)
+        lines = tuple(terms.line(os.path.abspath) for terms in self.terms())
+        return replace(self, queries=lines, image=image, under=under, nots=(), likes=(), unlikes=())
+
+    def image_paths(self) -> set[str]:
+        """Every image file the request opens: the query image and the example images of its terms."""
+        examples = {t.value for terms in self.terms() for t in (*terms.likes, *terms.unlikes)}
+        return examples | ({self.image} if self.image is not None else set())
 
     def needs_vision(self) -> bool:
         """Whether answering runs the vision tower (rerank, an image query, or example images)."""
@@ -54,64 +73,6 @@ class QueryRequest:
 
         check_sort(self.sort)
         return date_filter(parse_day(self.after, "after"), parse_day(self.before, "before"))
-
-    def as_json(self) -> dict[str, Any]:
-        return {field.name: _plain(getattr(self, field.name)) for field in fields(self)}
-
-    @classmethod
-    def from_json(cls, payload: Any) -> QueryRequest:
-        """A request from decoded JSON; UsageError naming the first field that is unknown or of the wrong type."""
-        if not isinstance(payload, dict):
-            raise UsageError("a query request is a JSON object")
-        known = {field.name: field for field in fields(cls)}
-        unknown = sorted(set(payload) - set(known))
-        if unknown:
-            raise UsageError(f"unknown query field(s): {', '.join(unknown)}")
-        values = {name: _checked(name, value) for name, value in payload.items()}
-        return cls(**values)
-
-
-_LISTS = ("queries", "nots", "likes", "unlikes")
-_TEXTS = ("image", "under", "after", "before", "sort", "score")
-_WHOLE = ("top_k", "shortlist")
-_NUMBERS = ("rerank_budget", "threshold")
-
-
-def _checked(name: str, value: Any) -> Any:
-    """`value` for field `name`, or UsageError: the types JSON can carry, strings free of lone surrogates."""
-    if name in _LISTS:
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise UsageError(f"`{name}` must be a list of strings")
-        return tuple(_text(name, item) for item in value)
-    if value is None and name not in ("rerank", "sort", "score", "top_k"):
-        return None
-    if name in _TEXTS:
-        if not isinstance(value, str):
-            raise UsageError(f"`{name}` must be a string")
-        return _text(name, value)
-    if name in _WHOLE:
-        if type(value) is not int or value < 1:
-            raise UsageError(f"`{name}` must be a whole number >= 1")
-        return value
-    if name in _NUMBERS:
-        if type(value) not in (int, float) or not math.isfinite(value):
-            raise UsageError(f"`{name}` must be a finite number")
-        return float(value)
-    if type(value) is not bool:  # rerank
-        raise UsageError(f"`{name}` must be true or false")
-    return value
-
-
-def _text(name: str, value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"`{name}` holds a lone surrogate, which is not text") from None
-    return value
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def run_query(searcher: Any, request: QueryRequest) -> list[list[Hit]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bt_search.errors import UsageError
@@ -58,6 +59,14 @@ class Terms:
         """How the query is shown in results: the TEXT, then its terms in the line syntax."""
         options = [("not", self.nots), ("like", self.likes), ("unlike", self.unlikes)]
         return " ".join([_show(self.text)] + [f"--{name} {_show(t)}" for name, terms in options for t in terms])
+
+    def line(self, image_path: Callable[[str], str] = str) -> str:
+        """These terms as one query line that parses back to them exactly (weights in full precision), with
+        each example image's path passed through `image_path`: how a query travels to a server."""
+        options = [("not", self.nots, str), ("like", self.likes, image_path), ("unlike", self.unlikes, image_path)]
+        return " ".join(
+            [_exact(self.text, str)] + [f"--{name} {_exact(t, path)}" for name, terms, path in options for t in terms]
+        )
 
     def shortlist_terms(self, reranked: bool) -> Terms:
         """The terms the shortlist vector is made of. Reranked, the `--not` texts act through ITM alone: taken
@@ -121,3 +130,7 @@ def parse_line(line: str) -> Terms:
 
 def _show(term: Weighted) -> str:
     return term.value if term.weight == 1.0 else f"{term.value}{WEIGHT_SEPARATOR}{term.weight:g}"
+
+
+def _exact(term: Weighted, value: Callable[[str], str]) -> str:
+    return value(term.value) + ("" if term.weight == 1.0 else f"{WEIGHT_SEPARATOR}{term.weight!r}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import http.client
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -25,8 +24,11 @@ from urllib.parse import urlsplit
 from bt_search.engine.naming import model_name
 from bt_search.errors import UsageError
 from bt_search.search.hits import Hit
+from bt_search.search.query import QueryRequest
 from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof, canonical_index, read_server_records
 
+# What an image query sends (serve/service.SIMILAR_OPTIONS; the service is not imported on this light path).
+SIMILAR_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort")
 HEALTH_TIMEOUT_S = 2.0
 SEARCH_TIMEOUT_S = 3600.0  # a large rerank on CPU is slow but legitimate
 BUSY_WAIT_S = 120.0  # in all, at a server that keeps answering Retry-After; then the search runs in-process
@@ -167,16 +169,15 @@ def served_results(
     model: str | None,
     device: str,
     precision: str,
-    queries: list[str],
-    image: str | None,
-    options: dict[str, Any],
+    request: QueryRequest,
     on_missing: Callable[[str, str], None],
     notice: Callable[[str], None],
-) -> list[list[Hit]] | None:
-    """Hits per query from a running server for `index_dir`, or None to search in-process.
+) -> tuple[list[list[Hit]], list[str]] | None:
+    """(hits per query, the search's notes) from a running server for `index_dir`, or None: search in-process.
 
-    `options` are Searcher.search's keyword arguments (for `image`: top_k and under). Paths in them and
-    `image` are made absolute here, as the in-process search would resolve them against this directory.
+    The server answers `request` with the same function as an in-process search (search/query.run_query).
+    It is sent as `QueryRequest.for_server` writes it (image paths absolute, shared terms in each line), and
+    the hits come back named as the in-process search names them (`QueryRequest.labels`).
     """
     reasons: list[str] = []
     records = read_server_records(index_dir, on_ignored=reasons.append)
@@ -191,7 +192,7 @@ def served_results(
             if reason:
                 reasons.append(f"{record['url']}: {reason}")
                 continue
-            answer = _ask(client, queries, image, options)
+            answer = _ask(client, request.for_server())
         except ServerUnusable as err:
             reasons.append(str(err))
             continue
@@ -201,38 +202,27 @@ def served_results(
             return None  # the server may not open this image; in-process can: not worth a notice
         for path, reason in answer["missing"]:
             on_missing(path, reason)
-        return [[_hit(record, image) for record in hits] for hits in answer["results"]]
+        labels = request.labels()
+        results = [[Hit(**{**hit, "query": label}) for hit in hits] for hits, label in zip(answer["results"], labels)]
+        return results, answer.get("notes", [])
     if reasons:
         notice(f"server not used ({reasons[-1]}); searching in-process")
     return None
 
 
-def served_options(
-    *, top_k: int, shortlist: int | None, rerank: bool, threshold: float | None, under: str | None, image: str | None
-) -> dict[str, Any]:
-    """The options `query` sends: Searcher.search's keyword arguments, or similar_images' (top_k, under) for an
-    image query."""
-    options: dict[str, Any] = {"top_k": top_k, "under": under}
-    if image is None:
-        options.update(shortlist=shortlist, rerank=rerank, threshold=threshold)
-    return options
-
-
-def _ask(client: ServerClient, queries: list[str], image: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
-    options = dict(options)
-    if options.get("under") is not None:
-        options["under"] = os.path.abspath(options["under"])
-    if image is None:
-        return client.search(queries, options)
+def _ask(client: ServerClient, request: QueryRequest) -> dict[str, Any] | None:
+    """The server's answer to `request` (as for_server wrote it); None when it will not open an image of it."""
+    options = {name: value for name, value in _wire(request).items() if name not in ("queries", "image")}
     try:
-        return client.similar(os.path.abspath(image), options)
+        if request.image is None:
+            return client.search(list(request.queries), options)
+        return client.similar(request.image, {name: options[name] for name in SIMILAR_OPTIONS})
     except ServerUnusable as err:
         if " 404" in str(err):
             return None
         raise
 
 
-def _hit(record: dict[str, Any], image: str | None) -> Hit:
-    if image is not None:
-        record = {**record, "query": image}  # in-process, an image query is named as the user typed it
-    return Hit(**record)
+def _wire(request: QueryRequest) -> dict[str, Any]:
+    """The request's fields as JSON values (tuples as lists)."""
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in vars(request).items()}

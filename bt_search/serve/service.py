@@ -25,8 +25,10 @@ from bt_search import __version__
 from bt_search.engine.loading import resolve_device
 from bt_search.errors import UsageError, WorkLimitError
 from bt_search.output.html_sheet import make_thumbnail
+from bt_search.search.filters import SORTS, parse_day
 from bt_search.search.hits import Hit
 from bt_search.search.open import check_same_space, open_index, open_searcher
+from bt_search.search.query import QueryRequest, run_query
 from bt_search.search.rerank_budget import default_shortlist
 from bt_search.search.searcher import SCORES, Searcher
 from bt_search.serve.caches import SmallLRU, StateLRU
@@ -47,8 +49,21 @@ def _finite(value: Any) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
 
 
+def _texts(value: Any) -> bool:
+    return type(value) is list and all(type(item) is str and _is_unicode(item) for item in value)
+
+
+def _is_day(value: str) -> bool:
+    try:
+        parse_day(value, "day")
+    except UsageError:
+        return False
+    return True
+
+
 # What a request may set, and what each value must be: Searcher.search's keyword arguments that JSON can
-# carry (`where`, an Arrow expression, cannot). similar_images takes top_k and under.
+# carry (`where`, an Arrow expression, cannot: `after` and `before` say it), and QueryRequest's terms, dates and
+# order. An image query takes the options of Searcher.similar_images and the date filters and order.
 OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "top_k": (lambda v: type(v) is int and 1 <= v <= MAX_RESULTS, f"an integer from 1 to {MAX_RESULTS}"),
     "shortlist": (
@@ -60,21 +75,30 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "under": (lambda v: v is None or type(v) is str, "null or a folder path"),
     "score": (lambda v: type(v) is str and v in SCORES, f"one of {', '.join(SCORES)}"),
     "rerank_budget": (lambda v: v is None or (_finite(v) and v > 0), "null or a number of seconds > 0"),
+    "nots": (lambda v: _texts(v), "a list of strings"),
+    "likes": (lambda v: _texts(v), "a list of image paths"),
+    "unlikes": (lambda v: _texts(v), "a list of image paths"),
+    "after": (lambda v: v is None or (type(v) is str and _is_day(v)), "null or a day as YYYY-MM-DD"),
+    "before": (lambda v: v is None or (type(v) is str and _is_day(v)), "null or a day as YYYY-MM-DD"),
+    "sort": (lambda v: type(v) is str and v in SORTS, f"one of {', '.join(SORTS)}"),
 }
-SIMILAR_OPTIONS = ("top_k", "under")
+SIMILAR_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort")
 
 
 @dataclass
 class Answer:
-    """Hits per query, plus the files the search had to leave out (path, reason), in the order met."""
+    """Hits per query, the files the search had to leave out (path, reason) in the order met, and what the
+    search said on the way (rerank estimates, budget cuts), as an in-process search says it on stderr."""
 
     results: list[list[Hit]]
     missing: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "results": [[dataclasses.asdict(hit) for hit in hits] for hits in self.results],
             "missing": [list(item) for item in self.missing],
+            "notes": self.notes,
         }
 
 
@@ -207,22 +231,38 @@ class Service:
     def search(
         self, queries: list[str], options: dict[str, Any], cancelled: Callable[[], bool] | None = None
     ) -> Answer:
-        """Searcher.search on the current index (call from the one model thread); `cancelled` as Searcher's."""
+        """The query, answered as `query` answers it in-process (search/query.run_query), on the current index;
+        call from the one model thread. `cancelled` as Searcher's."""
         queries, options = self.check("search", queries, options)
-        self.refresh()
-        reader, missing = self.reader, []  # this search's index, even if a reload swaps self.reader meanwhile
-        answer = Answer(self._searcher(reader, missing, cancelled).search(queries, **options), missing)
-        return self._remember(reader.state_id, "search", tuple(queries), options, answer)
+        request = QueryRequest(queries=tuple(queries), **options)
+        return self._answer("search", tuple(queries), options, request, cancelled)
 
     def similar(self, path: str, options: dict[str, Any]) -> Answer:
         """Images like the indexed image at `path`; any other path is refused without being opened."""
         (path,), options = self.check("similar", [path], options)
+        return self._answer("similar", (path,), options, QueryRequest(image=path, **options))
+
+    def _answer(
+        self,
+        kind: str,
+        queries: tuple[str, ...],
+        options: dict[str, Any],
+        request: QueryRequest,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Answer:
+        """run_query over the newest index, remembered under the checked (queries, options) the caches key on.
+        Only indexed images are opened: a query image or example image that is not a row of the index is
+        refused (LookupError), and the client searches in-process."""
         self.refresh()
-        reader, missing = self.reader, []
-        if self.served.get(thumb_key(path)) != path and not reader.indexed_paths([path]):
-            raise LookupError("not an indexed image")
-        answer = Answer([self._searcher(reader, missing).similar_images(path, **options)], missing)
-        return self._remember(reader.state_id, "similar", (path,), options, answer)
+        reader = self.reader  # this search's index, even if a reload swaps self.reader meanwhile
+        images = request.image_paths()
+        if images and not all(self.served.get(thumb_key(path)) == path for path in images):
+            if set(reader.indexed_paths(sorted(images))) != images:
+                raise LookupError("not an indexed image")
+        answer = Answer([])
+        searcher = self._searcher(reader, answer.missing, cancelled, answer.notes.append)
+        answer.results = run_query(searcher, request)
+        return self._remember(reader.state_id, kind, queries, options, answer)
 
     def path_for_key(self, key: str) -> str | None:
         return self.served.get(key)
@@ -258,13 +298,18 @@ class Service:
                     cache.clear()
 
     def _searcher(
-        self, reader: IndexReader, missing: list[tuple[str, str]], cancelled: Callable[[], bool] | None = None
+        self,
+        reader: IndexReader,
+        missing: list[tuple[str, str]],
+        cancelled: Callable[[], bool] | None,
+        on_note: Callable[[str], None],
     ) -> Searcher:
         return Searcher(
             reader,
             self.engine,
             batch_size=self.batch_size,
             on_missing=lambda path, reason: missing.append((path, reason)),
+            on_note=on_note,
             state_store=_StateStore(self.states, reader.state_id),
             cancelled=cancelled,
         )

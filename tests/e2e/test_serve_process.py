@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
+from PIL import Image
 
 from tests.conftest import noise_image
 from tests.support.serve import ServerProcess
@@ -31,6 +32,9 @@ def setup(tiny_checkpoint, tmp_path_factory):
     for i in range(12):
         noise_image(700 + i, 64, 60 + i).save(photos / ("sub" if i % 4 == 0 else "") / f"p{i:02d}.png")
     noise_image(799, 64, 64).save(root / "not-indexed.png")
+    exif = Image.Exif()  # one photo with a capture date: every output carries its taken_at
+    exif.get_ifd(0x8769)[0x9003] = "2021:07:04 10:11:12"
+    noise_image(798, 64, 64).save(photos / "dated.jpg", exif=exif, quality=95)
     index = root / "index"
     built = run_cli(runtime, "index", photos, "--index", index, "--model", tiny_checkpoint, "--quiet")
     assert built.returncode == 0, built.stderr
@@ -60,7 +64,8 @@ def fast_path_poison(setup, args) -> list:
 
 
 def query(setup, *args, served: bool, **kwargs):
-    """`bt-search query ARGS`; served: through the attach fast path with torch, typer, rich... poisoned, else --no-server."""
+    """`bt-search query ARGS`; served: through the attach fast path with torch, typer, rich... poisoned, else
+    --no-server."""
     extra = () if served else ("--no-server",)
     poison = fast_path_poison(setup, args) if served else ()
     result = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], *extra, poison=poison, **kwargs)
@@ -86,6 +91,47 @@ def test_query_through_the_server_is_byte_identical_and_torch_free(setup, args):
     served, local = query(setup, *args, served=True), query(setup, *args, served=False)
     assert served.stdout == local.stdout and served.stdout
     assert b"server not used" not in served.stderr
+
+
+# Together these set every option of `query` (the test checks that against the option table, so a new option
+# fails it until it is added here); the harness adds --index, and --no-server for the in-process run.
+EVERY_OPTION = [
+    ("--queries-file", "{queries}", "--not", "dogs::0.5", "--like", "{photos}/p01.png", "--unlike", "{photos}/p02.png"),
+    (QUERY, "--score", "itm", "-k", "13", "-n", "13", "--after", "2000-01-01", "--before", "2100-12-31", "-f", "csv"),
+    (QUERY, "--sort", "date", "--rerank-budget", "60", "--threshold", "-5", "--format", "tsv"),
+    ("--image", "{photos}/p03.png", "-k", "13", "--under", "{photos}", "-f", "jsonl", "--after", "2000-01-01"),
+    (QUERY, "--model", "{model}", "--device", "cpu", "--precision", "auto", "--batch-size", "2", "--no-rerank"),
+    (QUERY, "-f", "paths", "-0", "-q", "--score", "cosine", "--html", "{html}"),
+]
+
+
+def test_every_option_set_in_the_cases_below():
+    from bt_search.cli.options import QUERY_OPTIONS
+
+    spelled = {token.split("=")[0] for case in EVERY_OPTION for token in case} | {"--index", "--no-server"}
+    assert [option.name for option in QUERY_OPTIONS if not spelled & set(option.flags)] == []
+
+
+@pytest.mark.parametrize("args", EVERY_OPTION, ids=lambda args: " ".join(args)[:40])
+def test_every_option_answers_the_same_through_the_server_as_in_process(setup, tiny_checkpoint, tmp_path, args):
+    queries = tmp_path / "queries.txt"
+    queries.write_text(f"a red circle --not blue::2\n{QUERY} --like {setup['photos']}/p06.png\n")
+    paths = {"photos": setup["photos"], "queries": queries, "model": tiny_checkpoint}
+    outputs = []
+    for served in (True, False):
+        html = tmp_path / f"sheet-{served}.html"
+        argv = [token.format(**paths, html=html) for token in args]
+        poison = [setup["poison"] / "model"]  # torch cannot load: served means the server answered
+        extra = () if served else ("--no-server",)
+        result = run_cli(
+            setup["runtime"], "query", *argv, "--index", setup["index"], *extra, poison=poison if served else ()
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"server not used" not in result.stderr
+        outputs.append((result.stdout, html.read_bytes() if html.exists() else None))
+    assert outputs[0] == outputs[1] and outputs[0][0]
+    if "-k" in args and args[args.index("-k") + 1] == "13":  # all images: the dated one among them
+        assert b"2021-07-04T10:11:12" in outputs[0][0]
 
 
 def test_queries_file_batch_through_the_server(setup, tmp_path):

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bt_search import config
+from bt_search.search.query import QueryRequest
 from bt_search.serve import client
 from bt_search.serve.app import build_app
 from bt_search.serve.client import served_results
@@ -29,17 +30,16 @@ def runtime(tmp_path, monkeypatch):
 
 
 def ask(index, notes: list[str], query: str = "red"):
-    return served_results(
+    answer = served_results(
         str(index),
         model=None,
         device="cpu",
         precision="fp32",
-        queries=[query],
-        image=None,
-        options=OPTIONS,
+        request=_request([query], OPTIONS),
         on_missing=lambda path, reason: None,
         notice=notes.append,
     )
+    return None if answer is None else answer[0]
 
 
 def test_a_busy_server_is_waited_for_instead_of_searching_in_process(tmp_path, runtime):
@@ -129,3 +129,8 @@ def test_parallel_clients_beyond_the_queue_all_get_served_answers(engine, tmp_pa
     assert notes == [], notes
     assert all(answer is not None and len(answer[0]) == 2 for answer in answers)
     assert refused and set(refused) == {b"1"}  # the queue did overflow, and each refusal said when to come back
+
+
+def _request(queries, options) -> QueryRequest:
+    """A plain query as `bt-search query` sends it."""
+    return QueryRequest(queries=tuple(queries), **options)

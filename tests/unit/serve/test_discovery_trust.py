@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from bt_search.search.query import QueryRequest
 from bt_search.serve.app import build_app
 from bt_search.serve.client import served_results
 from bt_search.serve.discovery import FILE_NAME, read_server_records, server_files
@@ -35,17 +36,18 @@ def index(tmp_path):
 
 
 def ask(index, notes: list[str]):
-    return served_results(
+    answer = served_results(
         str(index),
         model=None,
         device="cpu",
         precision="fp32",
-        queries=["my private query"],
-        image=None,
-        options={"top_k": 1, "under": None, "shortlist": 4, "rerank": True, "threshold": None},
+        request=_request(
+            ["my private query"], {"top_k": 1, "under": None, "shortlist": 4, "rerank": True, "threshold": None}
+        ),
         on_missing=lambda path, reason: None,
         notice=notes.append,
     )
+    return None if answer is None else answer[0]
 
 
 def hostile(index):
@@ -150,3 +152,8 @@ def test_the_real_server_proves_its_answers(engine, tmp_path, runtime):
         assert notes == [] and results is not None and len(results[0]) == 1
         advertise(index, server.url, "b" * 64)  # a record whose key is not this server's
         assert ask(index, notes) is None and "not the server" in notes[0]
+
+
+def _request(queries, options) -> QueryRequest:
+    """A plain query as `bt-search query` sends it."""
+    return QueryRequest(queries=tuple(queries), **options)
