@@ -15,24 +15,9 @@ import numpy as np
 import pytest
 
 from bt_search.store import IndexReader
-from tests.conftest import noise_image
+from tests.support.cli import bt_search, bt_search_env
 from tests.support.hostile import write_hostile_files
-
-
-def bt_search(*args, env_extra=None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bt_search", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=_env(env_extra),
-        **kwargs,
-    )
-
-
-def _env(extra=None):
-    env = dict(os.environ, BT_SEARCH_WORKERS="1", PYTHONUNBUFFERED="1")
-    env.update(extra or {})
-    return env
+from tests.support.images import noise_image
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +62,9 @@ def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(
         "1",
         "--quiet",
     ]
-    process = subprocess.Popen([sys.executable, "-m", "bt_search", *map(str, args)], env=_env(), stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bt_search", *map(str, args)], env=bt_search_env(), stderr=subprocess.PIPE
+    )
     chance = random.Random(seed)
     segments_before_kill = chance.randint(1, 8)  # of 14 batches: the kill lands mid-run, at a random batch
     _wait_for(lambda: _committed_images(index) >= 3 * segments_before_kill, process)

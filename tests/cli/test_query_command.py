@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from tests.cli.test_index_command import bt_search
-from tests.conftest import SPECS, noise_image
+from tests.support.checkpoints import SPECS
+from tests.support.cli import bt_search
+from tests.support.images import noise_image
 
 QUERY = "two green triangles"
 

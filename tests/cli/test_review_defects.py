@@ -15,8 +15,8 @@ from bt_search.cli.app import app
 from bt_search.output.render import render
 from bt_search.search.hits import Hit
 from bt_search.store import IndexReader
-from tests.cli.test_index_command import bt_search
-from tests.conftest import noise_image
+from tests.support.cli import bt_search
+from tests.support.images import noise_image
 
 
 def cli(*args, input=None):

@@ -12,13 +12,12 @@ from bt_search.indexing.run import identity_for, index_paths
 from bt_search.search.evaluate import evaluate, read_captions
 from bt_search.search.searcher import Searcher
 from bt_search.store import IndexReader, IndexWriter
-from tests.cli.test_index_command import bt_search
-from tests.e2e.test_readme import readme_quickstart
-from tests.support.paths import REPO_ROOT
+from tests.support.cli import bt_search
+from tests.support.paths import DEMO_MODEL, REPO_ROOT, SAMPLE_IMAGES
+from tests.support.readme import readme_quickstart
 
 ROOT = REPO_ROOT
-DEMO_MODEL = ROOT / "sample_data" / "demo-model"
-SAMPLES = ROOT / "sample_data" / "images"
+SAMPLES = SAMPLE_IMAGES
 TOLERANCE = 0.01  # recall over 240 captions moves in steps of 1/240; allow float noise across machines
 
 

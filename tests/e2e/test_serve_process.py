@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 from tests.support.serve import ServerProcess
 
 QUERY = "two green triangles"
@@ -60,7 +60,8 @@ def fast_path_poison(setup, args) -> list:
 
 
 def query(setup, *args, served: bool, **kwargs):
-    """`bt-search query ARGS`; served: through the attach fast path with torch, typer, rich... poisoned, else --no-server."""
+    """`bt-search query ARGS`; served: through the attach fast path with torch, typer, rich... poisoned; else
+    with --no-server."""
     extra = () if served else ("--no-server",)
     poison = fast_path_poison(setup, args) if served else ()
     result = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], *extra, poison=poison, **kwargs)

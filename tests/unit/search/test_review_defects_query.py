@@ -12,8 +12,8 @@ from bt_search.errors import UsageError
 from bt_search.indexing.run import identity_for, index_paths
 from bt_search.search.searcher import Searcher
 from bt_search.store import IndexReader, IndexWriter
-from tests.cli.test_index_command import bt_search
-from tests.conftest import noise_image
+from tests.support.cli import bt_search
+from tests.support.images import noise_image
 
 QUERY = "a red circle left of a blue square"
 

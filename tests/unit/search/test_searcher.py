@@ -10,7 +10,7 @@ from bt_search.errors import UsageError
 from bt_search.indexing.run import identity_for, index_paths
 from bt_search.search.searcher import Searcher, Shortlist, rank_hits
 from bt_search.store import IndexReader, IndexWriter
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 from tests.support.reference import reference_itm
 
 QUERIES = ["a red circle left of a blue square", "two green triangles", "a photo of two cats sleeping on a couch"]

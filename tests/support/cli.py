@@ -1,0 +1,34 @@
+"""Run the CLI as a user does: `python -m bt_search ...` in a subprocess, or the typer app in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def bt_search_env(extra: dict | None = None) -> dict[str, str]:
+    """The environment for a `python -m bt_search` child: one decode worker, unbuffered output."""
+    env = dict(os.environ, BT_SEARCH_WORKERS="1", PYTHONUNBUFFERED="1")
+    env.update(extra or {})
+    return env
+
+
+def bt_search(*args, env_extra=None, **kwargs) -> subprocess.CompletedProcess:
+    """`bt-search ARGS` in a fresh interpreter (about 2-4 s of imports: keep these for what needs a process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bt_search", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=bt_search_env(env_extra),
+        **kwargs,
+    )
+
+
+def cli(*args, input=None):
+    """`bt-search ARGS` through typer's CliRunner, in this process."""
+    from typer.testing import CliRunner
+
+    from bt_search.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
