@@ -1,5 +1,6 @@
 """`bt-search index` as a user runs it: SIGKILL at random points then resume, two writers, reading while
-writing, exit codes. Each runs the real command in a subprocess."""
+writing, skipped files, exit codes. Most run the real command in a subprocess (a kill, a lock or an exit code
+needs a process of its own)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 
 from bt_search.store import IndexReader
-from tests.support.cli import bt_search, bt_search_env
+from tests.support.cli import bt_search, bt_search_env, cli_index, indexed_paths
 from tests.support.hostile import write_hostile_files
-from tests.support.images import noise_image
+from tests.support.images import noise_image, write_pngs
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,17 @@ def test_strict_turns_skips_into_exit_3(tiny_checkpoint, tmp_path):
     assert "bomb.png" in relaxed.stderr and "decompression bomb" in relaxed.stderr and relaxed.stdout == ""
     strict = bt_search("index", folder, "--index", tmp_path / "b", "--model", tiny_checkpoint, "--strict", "--quiet")
     assert strict.returncode == 3 and len(IndexReader.open(tmp_path / "b")) == 1
+
+
+def test_a_huge_sparse_file_is_skipped_with_a_reason(tiny_checkpoint, tmp_path):
+    photos = write_pngs(tmp_path / "big", ["a.png", "c.png"])
+    huge = tmp_path / "big" / "b.tif"
+    with open(huge, "wb") as handle:
+        os.truncate(handle.fileno(), 64 << 30)  # 64 GiB, sparse: no disk used
+    result = cli_index([tmp_path / "big"], tmp_path / "index", tiny_checkpoint)  # in-process: no need for a child
+    assert indexed_paths(tmp_path / "index") == sorted(str(p) for p in photos)
+    failed = {row.path: row.reason for row in IndexReader.open(tmp_path / "index").failed()}
+    assert "too large" in failed[str(huge)] and "b.tif" in result.stderr
 
 
 def test_usage_errors_exit_2(tmp_path):

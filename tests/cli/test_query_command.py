@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.support.checkpoints import SPECS
-from tests.support.cli import bt_search
+from tests.support.cli import bt_search, cli
 from tests.support.images import noise_image
 
 QUERY = "two green triangles"
@@ -80,9 +80,55 @@ def test_similar_images_by_image(index):
     assert rows[0]["path"] == str(target) and rows[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_long_query_is_truncated_with_a_warning(index):
-    result = query(index, " ".join(["word"] * 2000), "-k", "1")
+LONG_QUERY = " ".join(["word"] * 2000)
+
+
+def test_long_query_is_truncated_with_one_warning(index):
+    # A subprocess: the tokenizer's own "Token indices" warning goes to the real stderr, past CliRunner.
+    result = query(index, LONG_QUERY, "-k", "1")
     assert result.returncode == 0 and "truncated" in result.stderr and len(result.stdout.splitlines()) == 1
+    assert result.stderr.count("truncated") == 1 and "Token indices" not in result.stderr
+
+
+def test_quiet_silences_the_long_query_warnings(index):
+    quiet = query(index, LONG_QUERY, "-k", "1", "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "" and len(quiet.stdout.splitlines()) == 1
+
+
+def test_byte_order_mark_is_not_part_of_the_first_query(index, tmp_path):
+    queries = tmp_path / "queries.txt"
+    queries.write_bytes("\ufeffa red circle\ntwo green triangles\n".encode("utf-8"))
+    result = cli("query", "--queries-file", queries, "--index", index[0], "--no-rerank", "-k", "3", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    plain = cli(
+        "query", "a red circle", "two green triangles", "--index", index[0], "--no-rerank", "-k", "3", "-f", "jsonl"
+    )
+    assert rows == [json.loads(line) for line in plain.stdout.splitlines()]  # same queries, same scores
+    assert {r["query"] for r in rows} == {"a red circle", "two green triangles"}
+
+
+def test_non_utf8_queries_are_usage_errors(index, tmp_path):
+    latin1 = "café au lait\n".encode("latin-1")
+    (tmp_path / "q.txt").write_bytes(latin1)
+    from_file = cli("query", "--queries-file", tmp_path / "q.txt", "--index", index[0], "--no-rerank")
+    from_stdin = cli("query", "--queries-file", "-", "--index", index[0], "--no-rerank", input=latin1)
+    # On POSIX, argv bytes that are not UTF-8 arrive as lone surrogates (surrogateescape).
+    from_argv = cli("query", latin1.rstrip().decode("utf-8", "surrogateescape"), "--index", index[0], "--no-rerank")
+    for result in (from_file, from_stdin, from_argv):
+        assert result.exit_code == 2, result.stderr
+        assert "UTF-8" in result.stderr and "internal error" not in result.stderr
+
+
+def test_an_unknown_format_is_refused_before_the_model_loads(index, tmp_path):
+    result = cli("query", "cats", "-f", "bogus", "--index", index[0], "--model", tmp_path / "no-such-model")
+    assert result.exit_code == 2 and "bogus" in result.stderr
+
+
+def test_a_nan_threshold_is_a_usage_error(index):
+    result = cli("query", QUERY, "--no-rerank", "--threshold", "nan", "--index", index[0])
+    assert result.exit_code == 2, result.stderr
+    assert "finite" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -32,3 +32,17 @@ def cli(*args, input=None):
     from bt_search.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def cli_index(paths, index_dir, model, *extra):
+    """`bt-search index PATHS` in-process with inline decoding; asserts it succeeded, returns the result."""
+    result = cli("index", *paths, "--index", index_dir, "--model", model, "--workers", "0", *extra)
+    assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+def indexed_paths(index_dir) -> list[str]:
+    """The paths an index holds, sorted."""
+    from bt_search.store import IndexReader
+
+    return sorted(IndexReader.open(index_dir).paths)
