@@ -43,10 +43,11 @@ def tiny_checkpoint(checkpoints) -> Path:
     return checkpoints[SPECS[0].name]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def engine(tiny_checkpoint):
     """The tiny checkpoint loaded on CPU in fp32, the precision whose numbers are the reference's (`auto` may
-    rerank in bf16 on this CPU; test_model covers it), once per test module."""
+    rerank in bf16 on this CPU; unit/engine/test_towers_match_reference.py covers it), once per session: tests
+    that wrap one of its methods do so with monkeypatch, which puts it back."""
     from bt_search.engine.loading import load_engine
 
     return load_engine(str(tiny_checkpoint), device="cpu", precision="fp32")

@@ -14,7 +14,7 @@ from bt_search.errors import UsageError
 from bt_search.search.searcher import Searcher, blend_scores
 from bt_search.search.term_vectors import query_vector
 from bt_search.search.terms import Terms, Weighted, parse_line, parse_query, parse_weighted
-from tests.support.cli import bt_search
+from tests.support.cli import cli
 from tests.support.images import noise_image
 from tests.support.reference import reference_embeddings, reference_itm
 
@@ -135,11 +135,11 @@ def test_cli_queries_file_line_equals_the_options(library, tmp_path):
     _, index, _, like = library
     lines = tmp_path / "q.txt"
     lines.write_text(f"{TEXT} --not {NOT}::0.5 --like {like}\n")
-    from_file = bt_search("query", "--queries-file", lines, "--no-rerank", "--index", index, "-k", "5")
-    from_options = bt_search(
+    from_file = cli("query", "--queries-file", lines, "--no-rerank", "--index", index, "-k", "5")
+    from_options = cli(
         "query", TEXT, "--not", f"{NOT}::0.5", "--like", like, "--no-rerank", "--index", index, "-k", "5"
     )
-    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.exit_code == 0, from_file.stderr
     rows = [json.loads(line) for line in from_file.stdout.splitlines()]
     assert [r["path"] for r in rows] == [json.loads(line)["path"] for line in from_options.stdout.splitlines()]
     assert len(rows) == 5

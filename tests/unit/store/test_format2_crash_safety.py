@@ -357,31 +357,14 @@ def test_a_reader_never_mixes_states_while_a_writer_commits_and_compacts(tmp_pat
 
 def test_cli_index_keeps_the_index_type_the_user_chose(tmp_path, tiny_checkpoint):
     """Issue 11 item 13: a plain `index` after `index --index-type hnsw` must not revert to flat."""
-    from tests.support.images import noise_image
+    from tests.support.cli import cli_index
+    from tests.support.images import write_pngs
 
     photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(4):
-        noise_image(i, 40, 40).save(photos / f"{i}.png")
-    root = REPO_ROOT
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    write_pngs(photos, [f"{i}.png" for i in range(4)], size=(40, 40))
 
     def index(*extra):
-        args = [
-            sys.executable,
-            "-m",
-            "bt_search",
-            "index",
-            photos,
-            "--index",
-            tmp_path / "idx",
-            "--model",
-            tiny_checkpoint,
-            "-q",
-            *extra,
-        ]
-        result = subprocess.run(list(map(str, args)), check=False, capture_output=True, text=True, env=env)
-        assert result.returncode == 0, result.stderr
+        cli_index([photos], tmp_path / "idx", tiny_checkpoint, "-q", *extra)  # the CLI, in-process
         return json.loads((tmp_path / "idx" / "manifest.json").read_text())
 
     assert index("--index-type", "hnsw")["index_type"] == "hnsw"
