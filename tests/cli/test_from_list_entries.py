@@ -9,7 +9,7 @@ from bt_search.cli.app import app
 from bt_search.distributed import list_sources, read_source_list
 from bt_search.media.scan import ScanProblem
 from bt_search.store import IndexReader
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 
 def write_list(tmp_path) -> tuple[list[str], str]:

@@ -1,5 +1,6 @@
 """`bt-search index` as a user runs it: SIGKILL at random points then resume, two writers, reading while
-writing, exit codes. Each runs the real command in a subprocess."""
+writing, skipped files, exit codes. Most run the real command in a subprocess (a kill, a lock or an exit code
+needs a process of its own)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,9 @@ import numpy as np
 import pytest
 
 from bt_search.store import IndexIdentity, IndexReader
-from tests.conftest import noise_image
+from tests.support.cli import bt_search, bt_search_env, cli, cli_index, indexed_paths
 from tests.support.hostile import write_hostile_files
-
-
-def bt_search(*args, env_extra=None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bt_search", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=_env(env_extra),
-        **kwargs,
-    )
-
-
-def _env(extra=None):
-    env = dict(os.environ, BT_SEARCH_WORKERS="1", PYTHONUNBUFFERED="1")
-    env.update(extra or {})
-    return env
+from tests.support.images import noise_image, write_pngs
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +32,7 @@ def photo_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clean_index(photo_dir, tiny_checkpoint, tmp_path_factory):
     index = tmp_path_factory.mktemp("clean") / "index"
-    result = bt_search("index", photo_dir, "--index", index, "--model", tiny_checkpoint, "--batch-size", "3", "--quiet")
-    assert result.returncode == 0, result.stderr
+    cli_index([photo_dir], index, tiny_checkpoint, "--batch-size", "3", "--quiet")  # in-process: a reference
     return index
 
 
@@ -77,7 +62,9 @@ def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(
         "1",
         "--quiet",
     ]
-    process = subprocess.Popen([sys.executable, "-m", "bt_search", *map(str, args)], env=_env(), stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bt_search", *map(str, args)], env=bt_search_env(), stderr=subprocess.PIPE
+    )
     chance = random.Random(seed)
     segments_before_kill = chance.randint(1, 8)  # of 14 batches: the kill lands mid-run, at a random batch
     _wait_for(lambda: _committed_images(index) >= 3 * segments_before_kill, process)
@@ -92,8 +79,8 @@ def test_sigkill_at_a_random_point_then_rerun_matches_a_clean_run(
     committed = len(survived)
     assert 0 < committed < 40, "the kill must land mid-run for this test to mean anything"
 
-    rerun = bt_search(*args[:-1])  # not quiet: parse the summary
-    assert rerun.returncode == 0, rerun.stderr
+    # The resume runs in-process (inline decoding): what the killed process left is the subject.
+    rerun = cli_index([photo_dir], index, tiny_checkpoint, "--batch-size", "3", "--commit-every", "3")  # summary
     assert f"{40 - committed} indexed, {committed} unchanged" in rerun.stderr, "committed work is not redone"
     clean, resumed = _by_path(clean_index), _by_path(index)
     assert sorted(clean) == sorted(resumed)
@@ -134,15 +121,13 @@ def _wait_for(condition, process, timeout=120.0):
         time.sleep(0.02)
 
 
-def test_second_writer_is_told_the_index_is_locked_and_readers_still_work(photo_dir, tiny_checkpoint, tmp_path):
-    from bt_search.engine.loading import load_engine
+def test_second_writer_is_told_the_index_is_locked_and_readers_still_work(engine, photo_dir, tiny_checkpoint, tmp_path):
     from bt_search.indexing.run import _embed
     from bt_search.media.decoding import decode_record
     from bt_search.media.scan import FileRecord
     from bt_search.store import IndexWriter
 
     index = tmp_path / "index"
-    engine = load_engine(str(tiny_checkpoint), device="cpu")
     with IndexWriter.open(index, IndexIdentity.of(engine)) as writer:
         path = photo_dir / "p00.png"
         record = FileRecord(str(path), path.stat().st_size, path.stat().st_mtime_ns)
@@ -159,11 +144,22 @@ def test_strict_turns_skips_into_exit_3(tiny_checkpoint, tmp_path):
     folder = tmp_path / "mixed"
     write_hostile_files(folder)
     noise_image(0, 40, 40).save(folder / "fine.png")
-    relaxed = bt_search("index", folder, "--index", tmp_path / "a", "--model", tiny_checkpoint)
-    assert relaxed.returncode == 0
+    relaxed = cli("index", folder, "--index", tmp_path / "a", "--model", tiny_checkpoint)  # in-process
+    assert relaxed.exit_code == 0
     assert "bomb.png" in relaxed.stderr and "decompression bomb" in relaxed.stderr and relaxed.stdout == ""
     strict = bt_search("index", folder, "--index", tmp_path / "b", "--model", tiny_checkpoint, "--strict", "--quiet")
     assert strict.returncode == 3 and len(IndexReader.open(tmp_path / "b")) == 1
+
+
+def test_a_huge_sparse_file_is_skipped_with_a_reason(tiny_checkpoint, tmp_path):
+    photos = write_pngs(tmp_path / "big", ["a.png", "c.png"])
+    huge = tmp_path / "big" / "b.tif"
+    with open(huge, "wb") as handle:
+        os.truncate(handle.fileno(), 64 << 30)  # 64 GiB, sparse: no disk used
+    result = cli_index([tmp_path / "big"], tmp_path / "index", tiny_checkpoint)  # in-process: no need for a child
+    assert indexed_paths(tmp_path / "index") == sorted(str(p) for p in photos)
+    failed = {row.path: row.reason for row in IndexReader.open(tmp_path / "index").failed()}
+    assert "too large" in failed[str(huge)] and "b.tif" in result.stderr
 
 
 def test_usage_errors_exit_2(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from bt_search.indexing.run import index_paths
 from bt_search.search.searcher import Searcher
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
-from tests.conftest import noise_image
 from tests.support.cli import bt_search
+from tests.support.images import noise_image
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bt_search.cli.app import app
 from bt_search.output.info import human_size
 from bt_search.store.info import disk_usage, measured_recall
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 
 @pytest.fixture(scope="module")

@@ -8,32 +8,31 @@ from pathlib import Path
 import pytest
 
 from bt_search.engine.loading import load_engine
-from bt_search.indexing.run import index_paths
 from bt_search.search.evaluate import evaluate, read_captions
 from bt_search.search.searcher import Searcher
-from bt_search.store import IndexIdentity, IndexReader, IndexWriter
-from tests.cli.test_index_command import bt_search
-from tests.e2e.test_readme import readme_quickstart
-from tests.support.paths import REPO_ROOT
+from bt_search.store import IndexReader
+from tests.support.cli import bt_search, cli_index
+from tests.support.paths import DEMO_MODEL, REPO_ROOT, SAMPLE_IMAGES
+from tests.support.readme import readme_quickstart
 
 ROOT = REPO_ROOT
-DEMO_MODEL = ROOT / "sample_data" / "demo-model"
-SAMPLES = ROOT / "sample_data" / "images"
+SAMPLES = SAMPLE_IMAGES
 TOLERANCE = 0.01  # recall over 240 captions moves in steps of 1/240; allow float noise across machines
 
 
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory):
-    engine = load_engine(str(DEMO_MODEL), device="cpu")
+    """README's quickstart index (`bt-search index sample_data/images --model sample_data/demo-model`), built
+    once by the CLI in-process: the card's numbers and the quickstart's query both read it."""
     index = tmp_path_factory.mktemp("demo") / "index"
-    with IndexWriter.open(index, IndexIdentity.of(engine)) as writer:
-        report = index_paths([str(SAMPLES)], writer, engine, workers=0, batch_size=32)
-    assert report.skipped == [] and report.indexed == len(read_captions(SAMPLES / "captions.csv"))
-    return IndexReader.open(index), engine
+    cli_index([SAMPLES], index, DEMO_MODEL, "--quiet")
+    reader = IndexReader.open(index)
+    assert reader.failed() == [] and len(reader) == len(read_captions(SAMPLES / "captions.csv"))
+    return reader, load_engine(str(DEMO_MODEL), device="cpu"), index
 
 
 def test_shipped_model_reproduces_its_card(demo_index):
-    reader, engine = demo_index
+    reader, engine, _ = demo_index
     card = json.loads((DEMO_MODEL / "eval.json").read_text())
     report = evaluate(
         Searcher(reader, engine), read_captions(SAMPLES / "captions.csv"), shortlist=card["shortlist_size"]
@@ -47,14 +46,12 @@ def test_shipped_model_reproduces_its_card(demo_index):
     assert f"{card['reranked_recall']['R@5']:.3f}" in card_text, "the card's table shows the measured numbers"
 
 
-def test_readme_quickstart_query_finds_the_image_readme_names(tmp_path):
+def test_readme_quickstart_query_finds_the_image_readme_names(demo_index):
     query, expected = readme_quickstart()
     captions = {Path(c.path).name: c.text for c in read_captions(SAMPLES / "captions.csv")}
     assert captions[Path(expected).name] == query, "README's query is that image's own caption: an exact answer"
-    index = ["--index", tmp_path / "index"]
-    built = bt_search("index", SAMPLES, "--model", DEMO_MODEL, *index, "--quiet")
-    assert built.returncode == 0, built.stderr
-    found = bt_search("query", query, "--top-k", "5", "-f", "jsonl", *index)
+    index = ["--index", demo_index[2]]
+    found = bt_search("query", query, "--top-k", "5", "-f", "jsonl", *index)  # as README's shell runs it
     rows = [json.loads(line) for line in found.stdout.splitlines()]
     assert found.returncode == 0 and len(rows) == 5
     assert all(Path(r["path"]).parent == SAMPLES for r in rows)

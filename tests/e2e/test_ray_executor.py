@@ -30,8 +30,8 @@ from bt_search.engine.loading import load_engine
 from bt_search.errors import UsageError
 from bt_search.indexing.run import index_paths
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
-from tests.conftest import noise_image
 from tests.support.hostile import write_hostile_files, write_real_world_files
+from tests.support.images import noise_image
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +314,7 @@ def test_ray_stages_keep_capture_info_as_the_local_indexer_does(engine, tmp_path
     from bt_search.distributed.pipeline import rows_and_failures
     from bt_search.distributed.stages import decode_batch
     from bt_search.media.exif import read_capture
-    from tests.unit.media.test_exif_and_date_filters import write_photos
+    from tests.support.exif_photos import write_photos
 
     folder = tmp_path / "photos"
     write_photos(folder)

@@ -18,7 +18,7 @@ from bt_search.indexing.run import index_paths
 from bt_search.search.filters import date_filter
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from bt_search.store.files import META_COLUMNS
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 BATCH = 4
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.cdp import Browser, find_chromium
+from tests.support.cli import cli_index
 from tests.support.paths import REPO_ROOT
 from tests.support.serve import ServerProcess
 
@@ -40,25 +39,7 @@ def server(tmp_path_factory):
     for image in sorted((REPO / "sample_data" / "images").glob("img_*"))[:48]:
         shutil.copy(image, photos / image.name)
     model = REPO / "sample_data" / "demo-model"
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), BT_SEARCH_WORKERS="0")
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bt_search",
-            "index",
-            str(photos),
-            "--index",
-            str(root / "index"),
-            "--model",
-            str(model),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert built.returncode == 0, built.stderr
+    cli_index([photos], root / "index", model, "--quiet")  # in-process: the served page is the subject
     process = ServerProcess(root / "index", runtime)
     yield process
     assert process.terminate() == 0

@@ -1,5 +1,9 @@
 """`bt-search serve` as a user runs it: query auto-attach (byte-identical, torch-free), refusals, load, reload,
-SIGTERM and the fallback after the server is gone. One server process for the whole module."""
+SIGTERM and the fallback after the server is gone. One server process for the whole module.
+
+Served queries run as real processes (with torch, typer and rich poisoned where the fast path must not load
+them); the in-process answers they must equal run the typer app here, with --no-server: a child process per
+reference would only add seconds of imports."""
 
 from __future__ import annotations
 
@@ -16,8 +20,11 @@ from urllib.parse import quote
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
-from tests.conftest import noise_image
+from bt_search.cli.app import app
+from tests.support.cli import cli, cli_index
+from tests.support.images import noise_image
 from tests.support.serve import ServerProcess
 
 QUERY = "two green triangles"
@@ -36,8 +43,7 @@ def setup(tiny_checkpoint, tmp_path_factory):
     exif.get_ifd(0x8769)[0x9003] = "2021:07:04 10:11:12"
     noise_image(798, 64, 64).save(photos / "dated.jpg", exif=exif, quality=95)
     index = root / "index"
-    built = run_cli(runtime, "index", photos, "--index", index, "--model", tiny_checkpoint, "--quiet")
-    assert built.returncode == 0, built.stderr
+    cli_index([photos], index, tiny_checkpoint, "--quiet")
     # Poisoned packages on the path: a served query never imports torch or transformers, and the attach fast
     # path (serve/attach.py) not the full CLI's stack either; rich only for --format table.
     poison = root / "poison"
@@ -63,12 +69,23 @@ def fast_path_poison(setup, args) -> list:
     return [setup["poison"] / group for group in ("model", "cli", "rich") if group != "rich" or "table" not in args]
 
 
+def in_process(setup, *args, input=None) -> subprocess.CompletedProcess:
+    """`bt-search query ARGS --no-server` run by the typer app in this process, as a CompletedProcess."""
+    env = {"XDG_RUNTIME_DIR": str(setup["runtime"]), "BT_SEARCH_WORKERS": "0"}
+    result = CliRunner().invoke(
+        app, ["query", *map(str, args), "--index", str(setup["index"]), "--no-server"], input=input, env=env
+    )
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout_bytes, result.stderr_bytes)
+
+
 def query(setup, *args, served: bool, **kwargs):
-    """`bt-search query ARGS`; served: through the attach fast path with torch, typer, rich... poisoned, else
-    --no-server."""
-    extra = () if served else ("--no-server",)
-    poison = fast_path_poison(setup, args) if served else ()
-    result = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], *extra, poison=poison, **kwargs)
+    """`bt-search query ARGS`; served: a process through the attach fast path with torch, typer, rich...
+    poisoned; else in-process with --no-server."""
+    if served:
+        poison = fast_path_poison(setup, args)
+        result = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], poison=poison, **kwargs)
+    else:
+        result = in_process(setup, *args, **kwargs)
     assert result.returncode == 0, result.stderr.decode()
     return result
 
@@ -185,7 +202,7 @@ def test_arguments_the_fast_parser_leaves_go_to_typer_and_still_use_the_server(s
 def test_an_error_answered_by_the_server_reads_as_in_process(setup, tmp_path):
     args = ("a red circle", "--under", tmp_path, "-k", "3")  # an existing folder holding no indexed image
     served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"])
-    local = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], "--no-server")
+    local = in_process(setup, *args)
     assert (served.returncode, served.stderr, served.stdout) == (local.returncode, local.stderr, local.stdout)
     assert served.returncode == 2 and b"no indexed images under" in served.stderr
 
@@ -290,8 +307,8 @@ def test_reload_after_reindexing(setup, tiny_checkpoint):
     before = server.get_json("/health")
     added = photos / "added.png"
     noise_image(777, 64, 64).save(added)
-    result = run_cli(setup["runtime"], "index", photos, "--index", setup["index"], "--quiet")
-    assert result.returncode == 0, result.stderr
+    result = cli("index", photos, "--index", setup["index"], "--quiet")  # in-process: the server is the subject
+    assert result.exit_code == 0, result.output
     after = server.get_json("/health")
     assert after["generation"] > before["generation"] and after["images"] == before["images"] + 1
     args = ("--image", added, "-k", "3")
@@ -308,7 +325,7 @@ def test_files_gone_since_indexing_are_reported_as_in_process(setup, tmp_path):
     try:
         args = ("a red circle", "-k", "12", "--no-rerank", "--format", "tsv")
         served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"])
-        local = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], "--no-server")
+        local = in_process(setup, *args)
         assert served.returncode == local.returncode == 0, served.stderr
         assert (served.stdout, served.stderr) == (local.stdout, local.stderr)
         assert served.stderr.count(b"skipped") == 1 and b"p05.png" in served.stderr and b"p05.png" not in served.stdout

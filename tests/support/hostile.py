@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 
 def png_bomb_header(width: int = 60000, height: int = 60000) -> bytes:

@@ -80,7 +80,7 @@ def build_index(engine, root: Path, name: str, seeds) -> Path:
     """An index `root/name` of one 64x64 noise image per seed, embedded with `engine`."""
     from bt_search.indexing.run import index_paths
     from bt_search.store import IndexIdentity, IndexWriter
-    from tests.conftest import noise_image
+    from tests.support.images import noise_image
 
     photos = root / f"{name}-photos"
     photos.mkdir(parents=True)

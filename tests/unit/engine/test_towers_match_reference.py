@@ -12,7 +12,7 @@ from bt_search.engine import model
 from bt_search.engine.loading import load_engine
 from bt_search.engine.model import TruncatedQueryWarning
 from bt_search.media.images import normalize, preprocess, resize_and_crop
-from tests.conftest import CAPTIONS, SPECS
+from tests.support.checkpoints import CAPTIONS, SPECS
 from tests.support.reference import reference_embeddings, reference_itm, reference_models, reference_processor
 
 TOL = 1e-4

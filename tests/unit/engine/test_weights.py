@@ -1,4 +1,5 @@
-"""PyTorch .bin checkpoints, single and sharded, load safely and equal the HF reference; pickles with code are refused."""
+"""PyTorch .bin checkpoints, single and sharded, load safely and equal the HF reference; pickles with code are
+refused."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from bt_search.engine.loading import load_engine
 from bt_search.engine.weights import ENV_WEIGHTS_CACHE, HUB_BIN_PATTERNS, checkpoint_weights, missing_safetensors
 from bt_search.errors import ModelLoadError
 from bt_search.media.images import preprocess
-from tests.conftest import CAPTIONS
+from tests.support.checkpoints import CAPTIONS
 from tests.support.reference import reference_embeddings, reference_itm
 
 TOL = 1e-4

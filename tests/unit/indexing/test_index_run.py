@@ -14,8 +14,9 @@ from bt_search.indexing.run import index_paths, plan
 from bt_search.media.decoding import decode_record
 from bt_search.media.scan import FileRecord
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
-from tests.conftest import SPECS, noise_image
+from tests.support.checkpoints import SPECS
 from tests.support.hostile import write_hostile_files, write_real_world_files
+from tests.support.images import noise_image
 from tests.support.reference import reference_embeddings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bt_search.engine.loading import load_engine
 from bt_search.indexing.run import index_paths
 from bt_search.store import IndexIdentity, IndexWriter
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 
 def test_progress_true_draws_a_tqdm_bar_to_completion(tiny_checkpoint, tmp_path, capsys):

@@ -11,7 +11,7 @@ from bt_search.media import images
 from bt_search.media.decoding import decode_record
 from bt_search.media.images import load_rgb, preprocess
 from bt_search.media.scan import FileRecord, has_image_extension
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 ORIENTATION = 0x0112
 

@@ -9,8 +9,8 @@ from PIL import Image
 from bt_search.engine.loading import load_engine
 from bt_search.errors import ImageDecodeError
 from bt_search.media.images import Preprocessing, load_pixels, load_rgb, preprocess, resized_shape
-from tests.conftest import noise_image
 from tests.support.hostile import write_hostile_files, write_real_world_files
+from tests.support.images import noise_image
 from tests.support.reference import reference_processor
 
 PREP = Preprocessing(size=64, crop=64)

@@ -10,7 +10,7 @@ from bt_search.cli.app import app
 from bt_search.media.scan import FileRecord, ScanProblem, scan
 from bt_search.media.scan_rules import ScanRules, resolved_rules
 from bt_search.store import IndexReader
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 JUNK = [
     ".hidden.png",

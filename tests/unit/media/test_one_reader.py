@@ -10,7 +10,7 @@ import numpy as np
 
 from bt_search.media.decoding import Decoded, decode_record
 from bt_search.media.scan import FileRecord
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 LIGHT_IMPORTS = """
 import sys

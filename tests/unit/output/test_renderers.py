@@ -171,3 +171,9 @@ def test_table_shows_values_and_literal_paths():
 def test_table_without_header():
     text = rendered(make_hits(["/photos/cat.jpg"], query="cats"), "table", include_header=False)
     assert "/photos/cat.jpg" in text and "similarity" not in text
+
+
+def test_table_keeps_carriage_returns_visible():
+    out = io.StringIO()
+    render([Hit("cats", 1, "/photos/cr\rname.jpg", 0.5, 0.25, 1)], "table", out)
+    assert "cr\\rname.jpg" in out.getvalue()

@@ -13,7 +13,7 @@ from bt_search.media.scan import FileRecord
 from bt_search.search import searcher as search_module
 from bt_search.search.searcher import Searcher
 from bt_search.store import ImageRow, IndexIdentity, IndexReader, IndexWriter
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 from bt_search.errors import UsageError
 from bt_search.search.rerank_budget import RerankClock, default_shortlist
 from bt_search.search.searcher import Searcher
-from tests.unit.search.test_terms import TEXT, library  # noqa: F401  (module fixture reused; `engine` comes from conftest)
+
+TEXT = "a red circle left of a blue square"  # any text: the budget, not the query, is under test
 
 
 class FakeTime:
@@ -69,7 +70,9 @@ def test_default_shortlist_depends_on_the_device():
     assert default_shortlist("cuda") == 50 and default_shortlist("cpu") == 20 and default_shortlist("mps") == 20
 
 
-def test_searcher_with_a_tiny_budget_keeps_the_best_cosine_candidate(engine, library):  # noqa: F811
+def test_searcher_with_a_tiny_budget_keeps_the_best_cosine_candidate(
+    engine, library
+):  # `library`: tests/unit/search/conftest.py
     reader = library[0]
     notes = []
     searcher = Searcher(reader, engine, on_note=notes.append)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,7 +12,7 @@ from bt_search.errors import UsageError
 from bt_search.indexing.run import index_paths
 from bt_search.search.searcher import Searcher, Shortlist, rank_hits
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 from tests.support.reference import reference_itm
 
 QUERIES = ["a red circle left of a blue square", "two green triangles", "a photo of two cats sleeping on a couch"]
@@ -91,6 +93,28 @@ def test_threshold_and_under(engine, indexed):
     assert inside and all("/sub/" in h.path for h in inside) and len(inside) == 5
     with pytest.raises(UsageError, match="no indexed images"):
         searcher.search([QUERIES[1]], under=str(photos / "nowhere"))
+
+
+def test_threshold_filters_image_similarity(engine, indexed, tmp_path):
+    reader, _ = indexed
+    probe = tmp_path / "probe.png"
+    noise_image(901, 64, 64).save(probe)
+    searcher = Searcher(reader, engine)
+    all_hits = searcher.similar_images(str(probe), top_k=9)
+    cut = float(np.median([h.similarity for h in all_hits]))
+    kept = searcher.similar_images(str(probe), top_k=9, threshold=cut)
+    assert kept and len(kept) < len(all_hits)
+    assert [h.path for h in kept] == [h.path for h in all_hits if h.score >= cut]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_threshold_is_a_usage_error(engine, indexed, bad):
+    reader, _ = indexed
+    searcher = Searcher(reader, engine)
+    with pytest.raises(UsageError, match="finite"):
+        searcher.search([QUERIES[0]], top_k=3, threshold=bad, rerank=False)
+    with pytest.raises(UsageError, match="finite"):
+        searcher.similar_images(str(reader.paths_for(np.array([0]))[0]), threshold=bad)
 
 
 def test_moved_file_is_reported_and_the_rest_still_rank(engine, indexed, tmp_path):

@@ -11,13 +11,11 @@ from PIL import Image
 
 from bt_search.engine.loading import load_engine
 from bt_search.errors import UsageError
-from bt_search.indexing.run import index_paths
 from bt_search.search.searcher import Searcher, blend_scores
 from bt_search.search.term_vectors import query_vector
 from bt_search.search.terms import Terms, Weighted, parse_line, parse_query, parse_weighted
-from bt_search.store import IndexIdentity, IndexReader, IndexWriter
-from tests.cli.test_index_command import bt_search
-from tests.conftest import noise_image
+from tests.support.cli import cli
+from tests.support.images import noise_image
 from tests.support.reference import reference_embeddings, reference_itm
 
 TEXT, NOT, NOT2 = "a red circle left of a blue square", "two green triangles", "a yellow star above a red cross"
@@ -55,23 +53,6 @@ def test_terms_that_cancel_are_a_usage_error():
     e = np.array([[1.0, 0.0], [1.0, 0.0]])
     with pytest.raises(UsageError, match="cancel"):
         query_vector(e, np.array([1.0, -1.0]))
-
-
-@pytest.fixture(scope="module")
-def library(engine, tmp_path_factory):
-    root = tmp_path_factory.mktemp("terms")
-    photos = root / "photos"
-    photos.mkdir()
-    paths = []
-    for i in range(8):
-        path = photos / f"t{i}.png"
-        noise_image(700 + i, 64 + 4 * i, 64).save(path)
-        paths.append(str(path))
-    like = root / "like.png"
-    noise_image(799, 80, 64).save(like)
-    with IndexWriter.open(root / "index", IndexIdentity.of(engine)) as writer:
-        index_paths([str(photos)], writer, engine, workers=0, batch_size=4)
-    return IndexReader.open(root / "index"), root / "index", paths, str(like)
 
 
 def _rgb(path):
@@ -154,11 +135,11 @@ def test_cli_queries_file_line_equals_the_options(library, tmp_path):
     _, index, _, like = library
     lines = tmp_path / "q.txt"
     lines.write_text(f"{TEXT} --not {NOT}::0.5 --like {like}\n")
-    from_file = bt_search("query", "--queries-file", lines, "--no-rerank", "--index", index, "-k", "5")
-    from_options = bt_search(
+    from_file = cli("query", "--queries-file", lines, "--no-rerank", "--index", index, "-k", "5")
+    from_options = cli(
         "query", TEXT, "--not", f"{NOT}::0.5", "--like", like, "--no-rerank", "--index", index, "-k", "5"
     )
-    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.exit_code == 0, from_file.stderr
     rows = [json.loads(line) for line in from_file.stdout.splitlines()]
     assert [r["path"] for r in rows] == [json.loads(line)["path"] for line in from_options.stdout.splitlines()]
     assert len(rows) == 5
@@ -168,7 +149,7 @@ def test_draft_decoding_of_rerank_candidates_keeps_itm_within_0_01(tmp_path):
     """Rerank decodes candidates in JPEG draft mode; on large JPEGs that must move ITM by at most 0.01."""
     from bt_search.media.images import load_pixels
     from bt_search.search.searcher import RERANK_DRAFT_DECODE
-    from tests.e2e.test_demo_model import DEMO_MODEL
+    from tests.support.paths import DEMO_MODEL
 
     assert RERANK_DRAFT_DECODE
     demo = load_engine(str(DEMO_MODEL), device="cpu")

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from bt_search.indexing.run import index_paths
 from bt_search.serve.app import build_app
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 from tests.support.serve import build_index, service_for
 
 

@@ -15,7 +15,7 @@ from bt_search.serve.caches import SmallLRU, StateLRU
 from bt_search.serve.runner import allowed_hosts, check_exposure, parse_duration
 from bt_search.serve.service import Service
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
-from tests.conftest import noise_image
+from tests.support.images import noise_image
 
 QUERIES = ["a red circle left of a blue square", "two green triangles"]
 TOKEN = "s3cret-token-0123456789"
@@ -163,7 +163,8 @@ def test_serve_sets_a_passive_openmp_wait_policy_before_torch_loads(index_dir, m
         "import os, sys\n"
         "import bt_search.serve.runner as runner\n"
         "runner.serve_forever = lambda settings, say: print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)\n"
-        "raise SystemExit(__import__('bt_search.cli.app', fromlist=['app']).app(['serve', '--index', sys.argv[1]], standalone_mode=False))\n"
+        "app = __import__('bt_search.cli.app', fromlist=['app']).app\n"
+        "raise SystemExit(app(['serve', '--index', sys.argv[1]], standalone_mode=False))\n"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
     result = subprocess.run([sys.executable, "-c", code, str(index_dir)], capture_output=True, text=True, env=env)

@@ -1,4 +1,5 @@
-"""bt_search.store.ann.faiss_index / ann_tuning: plans, builds, masked search, incremental adds, tuning, mmap, rebuild rules."""
+"""bt_search.store.ann.faiss_index / ann_tuning: plans, builds, masked search, incremental adds, tuning, mmap,
+rebuild rules."""
 
 from __future__ import annotations
 

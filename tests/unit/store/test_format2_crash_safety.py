@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +22,10 @@ from bt_search.store import FailedRow, ImageRow, IndexIdentity, IndexReader, Ind
 from bt_search.store.compaction import FANOUT, plan_merge
 from bt_search.store.v1 import upgrade
 from tests.support.paths import REPO_ROOT, TEST_DATA
+from tests.support.store_rows import IDENTITY, image_row, vector
 
-DIM = 8
-IDENTITY = IndexIdentity("tiny/bridgetower", "abc123", DIM, {"size": 288})
 V1_INDEX = TEST_DATA / "v1-index"
 V1_EXPECTED = TEST_DATA / "v1-index-expected.json"
-
-
-def vector(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
-
-
-def image_row(name: str, version: int, camera: str | None = None) -> ImageRow:
-    return ImageRow(
-        f"/p/{name}",
-        version,
-        7,
-        f"sha-{name}-{version}",
-        4,
-        3,
-        vector(zlib.crc32(f"{name}-{version}".encode())),
-        camera_make=camera,
-    )
 
 
 def reader_state(reader: IndexReader) -> dict[str, tuple]:
@@ -165,7 +145,7 @@ CHILD = textwrap.dedent(
     import numpy as np
     from bt_search.store import IndexIdentity, IndexWriter, files, compaction, writer as writer_module
     from bt_search.store.ann import faiss_index as ann, exact_copy, upkeep
-    from tests.unit.store.test_format2_crash_safety import image_row, IDENTITY
+    from tests.support.store_rows import image_row, IDENTITY
 
     directory, target, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
     owner, name = target.split(":")
@@ -182,7 +162,8 @@ CHILD = textwrap.dedent(
     setattr(module, name, dying)
     with IndexWriter.open(directory, IDENTITY) as writer:
         for step in range(12):
-            writer.commit([image_row(f"{i}.jpg", step) for i in range(4 * step - 1, 4 * step + 3)], removed=[f"/p/{4 * step - 6}.jpg"] if step % 3 == 2 else [])
+            removed = [f"/p/{4 * step - 6}.jpg"] if step % 3 == 2 else []
+            writer.commit([image_row(f"{i}.jpg", step) for i in range(4 * step - 1, 4 * step + 3)], removed=removed)
             print("committed", step, flush=True)
             if step % 4 == 3:
                 writer.finish(["hnsw", "ivf_pq", "ivf_pq"][step // 4])
@@ -341,7 +322,7 @@ WRITER_LOOP = textwrap.dedent(
     """
     import sys
     from bt_search.store import IndexWriter
-    from tests.unit.store.test_format2_crash_safety import image_row, IDENTITY
+    from tests.support.store_rows import image_row, IDENTITY
 
     with IndexWriter.open(sys.argv[1], IDENTITY) as writer:
         for version in range(2, 40):
@@ -376,31 +357,14 @@ def test_a_reader_never_mixes_states_while_a_writer_commits_and_compacts(tmp_pat
 
 def test_cli_index_keeps_the_index_type_the_user_chose(tmp_path, tiny_checkpoint):
     """Issue 11 item 13: a plain `index` after `index --index-type hnsw` must not revert to flat."""
-    from tests.conftest import noise_image
+    from tests.support.cli import cli_index
+    from tests.support.images import write_pngs
 
     photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(4):
-        noise_image(i, 40, 40).save(photos / f"{i}.png")
-    root = REPO_ROOT
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    write_pngs(photos, [f"{i}.png" for i in range(4)], size=(40, 40))
 
     def index(*extra):
-        args = [
-            sys.executable,
-            "-m",
-            "bt_search",
-            "index",
-            photos,
-            "--index",
-            tmp_path / "idx",
-            "--model",
-            tiny_checkpoint,
-            "-q",
-            *extra,
-        ]
-        result = subprocess.run(list(map(str, args)), check=False, capture_output=True, text=True, env=env)
-        assert result.returncode == 0, result.stderr
+        cli_index([photos], tmp_path / "idx", tiny_checkpoint, "-q", *extra)  # the CLI, in-process
         return json.loads((tmp_path / "idx" / "manifest.json").read_text())
 
     assert index("--index-type", "hnsw")["index_type"] == "hnsw"
