@@ -286,9 +286,11 @@ def index_kind(index: faiss.Index) -> str:
 
 
 def ivf_part(index: faiss.Index) -> faiss.IndexIVF | None:
-    """The IndexIVF inside `index` (under an OPQ transform), or None."""
+    """The IndexIVF inside `index` (under an OPQ transform), or None. Downcast to its own class (IndexIVFPQ,
+    IndexIVFScalarQuantizer...): extract_index_ivf hands back the base class, on which a PQ's training knobs
+    were never found, so every IVF-PQ build trained polysemous codes for minutes and warned on stderr."""
     try:
-        return faiss.extract_index_ivf(index)
+        return faiss.downcast_index(faiss.extract_index_ivf(index))
     except RuntimeError:  # not an IVF index
         return None
 
