@@ -26,7 +26,7 @@ def test_the_decode_path_imports_neither_pyarrow_nor_torch_nor_ray():
 
 
 def test_ray_stages_decode_with_the_indexer_s_decode_record():
-    from bt_search import decoding
+    from bt_search.media import decoding
     from bt_search.distributed import stages
 
     assert stages.decode_record is decoding.decode_record
