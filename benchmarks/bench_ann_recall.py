@@ -68,7 +68,8 @@ def main() -> None:
         f"mean image-image {float(np.mean(image_queries @ image_queries.T)):.3f}"
     )
     print(
-        f"{'index':8} {'build s':>8} {'text recall@' + str(args.k):>18} {'image recall@' + str(args.k):>19} {'ms/query':>9}  tuned at build"
+        f"{'index':8} {'build s':>8} {'text recall@' + str(args.k):>18} {'image recall@' + str(args.k):>19} "
+        f"{'ms/query':>9}  tuned at build"
     )
     rows = [ImageRow(f"/demo/{i:07d}.png", 1, 1, f"{i:064x}", 64, 64, vector) for i, vector in enumerate(images)]
     for kind in ("flat", "ivf_flat", "ivf_sq8", "ivf_pq", "hnsw"):

@@ -47,7 +47,9 @@ index = faiss_index.read_index(path, mmap=True)
 vectors = np.load(vectors_path, mmap_mode="r")
 query = np.asarray(vectors[:1]) * 0.9 + 0.1
 query /= np.linalg.norm(query)
-exact = (lambda ids: np.asarray(vectors[np.sort(ids)])[np.argsort(np.argsort(ids))]) if params["refine_factor"] > 1 else None
+exact = None
+if params["refine_factor"] > 1:
+    exact = lambda ids: np.asarray(vectors[np.sort(ids)])[np.argsort(np.argsort(ids))]  # noqa: E731
 faiss_index.search(index, query, k, params=faiss_index.SearchParams.from_dict(params), exact_vectors=exact)
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "rss_mb": (status("VmHWM:") - base) / 1024}))

@@ -180,20 +180,25 @@ def main() -> None:
     print(
         f"images={args.images} (1600x1200 JPEG) shape={args.shape} batch={args.batch_size} cpu fp32, "
         f"ray cpus={args.cpus or os.cpu_count()}, torch_threads={torch.get_num_threads()}; "
-        f"max |embedding diff| ray vs local = {max_diff:.1e}; load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}"
+        f"max |embedding diff| ray vs local = {max_diff:.1e}; load average {load_before:.2f} -> "
+        f"{os.getloadavg()[0]:.2f}"
     )
     print(f"{'':44s} {'local':>9s} {'ray':>9s} {'ray/local':>9s}")
     print(
-        f"{'(a) end to end, local model preloaded  img/s':44s} {local_total:9.2f} {ray_total:9.2f} {ray_total / local_total:8.2f}x"
+        f"{'(a) end to end, local model preloaded  img/s':44s} {local_total:9.2f} {ray_total:9.2f} "
+        f"{ray_total / local_total:8.2f}x"
     )
     print(
-        f"{'    steady state after the first batch img/s':44s} {local_steady:9.2f} {ray_steady:9.2f} {ray_steady / local_steady:8.2f}x"
+        f"{'    steady state after the first batch img/s':44s} {local_steady:9.2f} {ray_steady:9.2f} "
+        f"{ray_steady / local_steady:8.2f}x"
     )
     print(
-        f"{'(b) whole `bt-search index` commands   s':44s} {local_cmd_s:9.1f} {ray_cmd_s:9.1f} {local_cmd_s / ray_cmd_s:8.2f}x"
+        f"{'(b) whole `bt-search index` commands   s':44s} {local_cmd_s:9.1f} {ray_cmd_s:9.1f} "
+        f"{local_cmd_s / ray_cmd_s:8.2f}x"
     )
     print(
-        f"{'    as images/s':44s} {args.images / local_cmd_s:9.2f} {args.images / ray_cmd_s:9.2f}   (target: ray/local >= 0.8x on (b))"
+        f"{'    as images/s':44s} {args.images / local_cmd_s:9.2f} {args.images / ray_cmd_s:9.2f}   "
+        "(target: ray/local >= 0.8x on (b))"
     )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -32,7 +32,7 @@ def main() -> None:
     captions = read_captions(ROOT / "sample_data" / "images" / "captions.csv")[: args.images]
     work = Path(tempfile.mkdtemp(prefix="bt-draft-"))
     paths = []
-    for i, caption in enumerate(captions):
+    for caption in captions:
         path = work / f"{i}.jpg"
         Image.open(caption.path).convert("RGB").resize((1600, 1200), Image.Resampling.BICUBIC).save(path, quality=90)
         paths.append(path)
@@ -42,7 +42,7 @@ def main() -> None:
         pixels[draft] = np.stack([load_pixels(p, engine.preprocessing, draft=draft)[0] for p in paths])
         seconds[draft] = (time.perf_counter() - start) / len(paths)
     deltas = []
-    for i, caption in enumerate(captions):
+    for caption in captions:
         text = engine.text_states(caption.text)
         full, fast = (engine.itm_scores(text, engine.vision_states(pixels[d])) for d in (False, True))
         deltas.append(np.abs(full - fast).max())

@@ -189,7 +189,8 @@ def main() -> None:
     rerank(), hf_pairs()
     t_ours, t_hf = best_time(rerank, args.repeat), best_time(hf_pairs, args.repeat)
     print(
-        f"rerank 1 query x {n}: bt-search {t_ours * 1000:.1f} ms, HF retrieval forward {t_hf * 1000:.1f} ms, speed-up {t_hf / t_ours:.2f}x"
+        f"rerank 1 query x {n}: bt-search {t_ours * 1000:.1f} ms, HF retrieval forward {t_hf * 1000:.1f} ms, "
+        f"speed-up {t_hf / t_ours:.2f}x"
     )
     if device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")

@@ -60,7 +60,8 @@ def main() -> None:
     t_hf = timed(hf_docs, args.repeat)
     n = len(images)
     print(
-        f"device={device} dtype={str(dtype).removeprefix('torch.')} images={n} batch={args.batch_size} threads={torch.get_num_threads()}"
+        f"device={device} dtype={str(dtype).removeprefix('torch.')} images={n} batch={args.batch_size} "
+        f"threads={torch.get_num_threads()}"
     )
     print(f"hf-docs  (processor + ForContrastiveLearning): {n / t_hf:8.2f} images/s")
     print(f"bt-search (image tower only):                  {n / t_ours:8.2f} images/s")

@@ -98,8 +98,9 @@ def main() -> None:
     s32, v32, f32 = results["fp32"]
     for precision, (scores, vision, fusion) in results.items():
         print(
-            f"{precision} (embeddings/rerank {dtypes[precision]}): vision {vision / k:.2f} s + fusion {fusion / k:.2f} s "
-            f"per candidate, speed-up {(v32 + f32) / (vision + fusion):.2f}x, max |ITM - fp32| = {np.abs(scores - s32).max():.4f}"
+            f"{precision} (embeddings/rerank {dtypes[precision]}): vision {vision / k:.2f} s + fusion "
+            f"{fusion / k:.2f} s per candidate, speed-up {(v32 + f32) / (vision + fusion):.2f}x, "
+            f"max |ITM - fp32| = {np.abs(scores - s32).max():.4f}"
         )
     for precision, timing in fusions.items():
         (folded_scores, folded), (plain_scores, plain) = timing["folded"], timing["plain"]

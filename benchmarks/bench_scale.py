@@ -185,13 +185,15 @@ def main() -> None:
                 }
             )
             print(
-                f"{n:>9} {index_type:>8} {build_s:8.1f} {add_s:9.3f} {cold_s:19.3f} {rss:7.0f} {image_r:10.3f} {gap_r:9.3f}  {tuned}",
+                f"{n:>9} {index_type:>8} {build_s:8.1f} {add_s:9.3f} {cold_s:19.3f} {rss:7.0f} {image_r:10.3f} "
+                f"{gap_r:9.3f}  {tuned}",
                 flush=True,
             )
             shutil.rmtree(directory)
         cli = cli_ratio(work, max(args.sizes))
         print(
-            f"bt-search index NEW_FOLDER (10 photos, demo model): {cli[0]:.2f} s on 1k, {cli[1]:.2f} s on {max(args.sizes)}: "
+            f"bt-search index NEW_FOLDER (10 photos, demo model): {cli[0]:.2f} s on 1k, "
+            f"{cli[1]:.2f} s on {max(args.sizes)}: "
             f"ratio {cli[1] / cli[0]:.2f}x",
             flush=True,
         )

@@ -161,12 +161,14 @@ def main() -> None:
     ]
     for name, cold, warm in rows:
         print(
-            f"{name:<30}{cold:>9.2f}s{warm:>9.2f}s{cold / warm:>6.1f}x{CPU[cold]:>9.2f}s{CPU[warm]:>9.2f}s{CPU[cold] / CPU[warm]:>6.1f}x"
+            f"{name:<30}{cold:>9.2f}s{warm:>9.2f}s{cold / warm:>6.1f}x"
+            f"{CPU[cold]:>9.2f}s{CPU[warm]:>9.2f}s{CPU[cold] / CPU[warm]:>6.1f}x"
         )
     print(f"cached candidates vs the first rerank: wall {first / cached:.1f}x, CPU {CPU[first] / CPU[cached]:.1f}x")
     typer = min(warm_typer)
     print(
-        f"warm --no-rerank, light path vs full typer CLI: wall {typer / best_plain:.1f}x, CPU {CPU[typer] / CPU[best_plain]:.1f}x"
+        f"warm --no-rerank, light path vs full typer CLI: wall {typer / best_plain:.1f}x, CPU "
+        f"{CPU[typer] / CPU[best_plain]:.1f}x"
     )
 
 

@@ -403,7 +403,7 @@ def training_batches(seed: int, batch_size: int = 64, group_fraction: float = 0.
     while True:
         batch: list[Scene] = []
 
-        def add(scenes: list[Scene]) -> None:
+        def add(scenes: list[Scene], batch: list[Scene] = batch) -> None:
             if len(batch) + len(scenes) <= batch_size and not _conflicts(scenes, batch):
                 batch.extend(scenes)
 

@@ -459,9 +459,10 @@ One checkpoint holds the backbone, the ITC heads and the ITM head, in the hub's 
   mostly by similarity later; plus, per image, a near-miss caption that is false of it (colours swapped
   between the shapes, the objects swapped, or the other axis; for counts another number or colour).
 - AdamW, lr {lr}, 5% warm-up then cosine decay, weight decay 0.01, grad-norm clip 1.0, batch {batch}.
-- Sizes: hidden {hidden}, text layers {layers}, vision layers {layers}, cross-modal layers {cross}, text/cross-modal
-  heads {heads}, patch {patch} ({patches} patches), ITC embedding {embed}, byte-level BPE vocabulary {vocab} (trained on the
-  generator's captions), max text length {max_len}. {params:,} parameters; {mb:.1f} MB on disk.
+- Sizes: hidden {hidden}, text layers {layers}, vision layers {layers}, cross-modal layers {cross},
+  text/cross-modal heads {heads}, patch {patch} ({patches} patches), ITC embedding {embed}, byte-level BPE
+  vocabulary {vocab} (trained on the generator's captions), max text length {max_len}. {params:,} parameters;
+  {mb:.1f} MB on disk.
 - Wall time: {train_s:.0f} s training ({total_s:.0f} s for the whole script) on {machine}.
 
 ## Measured retrieval (held-out sample set)

@@ -26,8 +26,8 @@ def test_the_decode_path_imports_neither_pyarrow_nor_torch_nor_ray():
 
 
 def test_ray_stages_decode_with_the_indexer_s_decode_record():
-    from bt_search.media import decoding
     from bt_search.distributed import stages
+    from bt_search.media import decoding
 
     assert stages.decode_record is decoding.decode_record
 
