@@ -425,6 +425,11 @@ def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingF
 
     request = query_request(options, queries)
     request.check()  # a bad --after, --before, --sort or --image fails before the model loads
+    if not request.needs_vision() and "torch" not in sys.modules:
+        # Before torch loads, as `serve` does: idle OpenMP threads sleep instead of spinning. The text tower alone
+        # is many short parallel regions, 5-8x slower with spinning threads on a busy machine (same numerics;
+        # docs/performance.md, "The first hour"). The rerank's long ones keep OpenMP's default.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     quiet = options["quiet"]
     searcher = open_searcher(
         _index_dir(options["index"]),
