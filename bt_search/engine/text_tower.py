@@ -147,7 +147,12 @@ class _SelfAttention(nn.Module):
         batch, length, _ = hidden.shape
         shape = (batch, length, self.num_attention_heads, self.attention_head_size)
         query, key, value = (proj(hidden).view(shape).transpose(1, 2) for proj in (self.query, self.key, self.value))
-        out = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=self.scaling)
+        # transformers' eager attention, which BridgeTowerModel runs: the same products in the same order, so a
+        # text-only engine and a full one (a server) give the same bits, not merely the same numbers to 1e-6.
+        scores = torch.matmul(query, key.transpose(2, 3)) * self.scaling
+        if mask is not None:
+            scores = scores + mask
+        out = torch.matmul(nn.functional.softmax(scores, dim=-1), value)
         return out.transpose(1, 2).reshape(batch, length, -1)
 
 
@@ -208,12 +213,15 @@ class TextModel(nn.Module):
         self.embeddings = TextEmbeddings(config)
         self.encoder = _Encoder(config)
 
-    @staticmethod
-    def attention_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
-        """The keys each query row may attend to, for SDPA ([B, 1, 1, L] bool); None when nothing is padding."""
+    def attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """The additive mask eager attention adds to the scores ([B, 1, 1, L]: 0 where a key may be attended to,
+        the dtype's minimum on padding), as transformers builds it; None when nothing is padding."""
         if bool(attention_mask.all()):
             return None
-        return attention_mask.bool()[:, None, None, :]
+        dtype = self.embeddings.word_embeddings.weight.dtype
+        keep = attention_mask.bool()[:, None, None, :]
+        zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+        return zeros.masked_fill(~keep, torch.finfo(dtype).min)
 
 
 class ContrastiveHead(nn.Module):
