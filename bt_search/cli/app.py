@@ -351,7 +351,7 @@ def _print_index_summary(report, directory: Path) -> None:
     if not (report.indexed or report.skipped or report.kept or report.removed):
         err_console.print(
             f"[bold]up to date[/] in {report.seconds:.1f}s: 0 indexed, {report.unchanged} unchanged (nothing new to "
-            f"embed, no model loaded); {report.total_images} images in {directory}"
+            f"embed); {report.total_images} images in {directory}"
         )
         if report.failed_before:
             err_console.print(f"  {report.failed_before} file(s) that failed before are unchanged and were not retried")

@@ -79,7 +79,7 @@ def test_a_rerun_with_nothing_new_loads_no_model_writes_nothing_and_draws_no_bar
     assert result.exit_code == 0, result.stderr
     assert loads == []
     assert "up to date in " in result.stderr
-    assert "0 indexed, 4 unchanged (nothing new to embed, no model loaded); 4 images in" in result.stderr
+    assert "0 indexed, 4 unchanged (nothing new to embed); 4 images in" in result.stderr
     assert "indexing" not in result.stderr and "loading model" not in result.stderr and "0/0" not in result.stderr
     assert generation(work / "index") == before
 
