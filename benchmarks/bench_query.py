@@ -6,12 +6,19 @@ images decoded from disk), score = softmax(logits)[:, 1]. bt-search: `Searcher.s
 tower once per query, vision tower once per distinct candidate, fusion-only ITM per pair), once with an
 fp32 engine and once with `--precision auto`, the default (on a CPU with AVX512-BF16 or AMX: fp32
 embeddings, bf16 rerank; elsewhere the same as fp32), and `bf16` on request. Same base-shaped random
-checkpoint, same index. Cases: one query at each --shortlists N, and a batch of --queries queries at --batch-shortlist. Each case runs once per
-contender, the contenders back to back, so machine load hits all of them alike. Also prints how far the
+checkpoint, same index. Cases: one query at each --shortlists N, and a batch of --queries queries at
+--batch-shortlist. Each case runs once per contender, the contenders back to back, so machine load hits all
+of them alike. Also prints how far the
 ITM scores are from HF's (max |delta| over the pairs both scored), and optionally (--cold) cold starts.
 
     python benchmarks/bench_query.py --images 60 --shortlists 20 50 --queries 10 --batch-shortlist 20
     python benchmarks/bench_query.py --images 24 --shortlists 20 --queries 3    # a quick look
+
+`--cold-before REV` measures only the cold `query --no-rerank` (a fresh process: imports, text tower, index,
+one query), of this checkout and of git revision REV side by side, alternating, on the demo model (index of
+sample_data/images) and on random checkpoints of the default model's shapes (`large`) or base shapes:
+
+    python benchmarks/bench_query.py --cold-before 5fb9691 --cold-models demo large --repeat 3
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import write_photos  # noqa: E402
-from common import base_shaped_checkpoint, timed  # noqa: E402
+from common import base_shaped_checkpoint, shaped_checkpoint, timed  # noqa: E402
 
 from bt_search.engine.loading import load_engine  # noqa: E402
 from bt_search.indexing.run import index_paths  # noqa: E402
@@ -61,6 +68,69 @@ def cold_start(index_dir: Path, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
+REPO = Path(__file__).resolve().parent.parent
+DEMO_MODEL = REPO / "sample_data" / "demo-model"
+
+
+def cold_query_in(tree: Path, index_dir: Path) -> float:
+    """Seconds of one cold `query --no-rerank` run by the checkout at `tree` (no server, CPU)."""
+    command = [sys.executable, "-m", "bt_search", "query", QUERIES[1], "--index", str(index_dir), "--device", "cpu"]
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    start = time.perf_counter()
+    subprocess.run([*command, "--no-rerank", "--no-server"], check=True, capture_output=True, cwd=tree, env=env)
+    return time.perf_counter() - start
+
+
+def cold_comparison(before: str, models: list[str], repeat: int) -> None:
+    """Cold `query --no-rerank` of REV and of this checkout, alternating, median of `repeat` each."""
+    import statistics
+
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="bt-bench-cold-"))
+    old_tree = work / "before"
+    old_tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", before], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
+    rows = []
+    for name in models:
+        checkpoint = DEMO_MODEL if name == "demo" else shaped_checkpoint(name)
+        photos = REPO / "sample_data" / "images" if name == "demo" else work / "photos"
+        if name != "demo" and not photos.is_dir():
+            write_photos(photos, 4)
+        index_dir = work / f"index-{name}"
+        print(f"indexing for {name} ...", file=sys.stderr, flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bt_search",
+                "index",
+                str(photos),
+                "--index",
+                str(index_dir),
+                "--model",
+                str(checkpoint),
+                "-q",
+            ],
+            check=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
+        times: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(repeat):
+            times["before"].append(cold_query_in(old_tree, index_dir))
+            times["after"].append(cold_query_in(REPO, index_dir))
+        rows.append((name, statistics.median(times["before"]), statistics.median(times["after"]), times))
+    print(
+        f"cold `query --no-rerank` (fresh process, CPU), median of {repeat}, before = {before}, after = this checkout"
+    )
+    print(f"load average before/after: {_load(load_before)} / {_load(os.getloadavg())}, cores: {os.cpu_count()}")
+    print(f"{'model':<8} {'before':>9} {'after':>9} {'after/before':>13}   all runs (before | after)")
+    for name, old, new, times in rows:
+        runs = " ".join(f"{t:.2f}" for t in times["before"]) + " | " + " ".join(f"{t:.2f}" for t in times["after"])
+        print(f"{name:<8} {old:>7.2f} s {new:>7.2f} s {new / old:>12.2f}x   {runs}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def clocked(fn):
     start = time.perf_counter()
     result = fn()
@@ -84,7 +154,13 @@ def main() -> None:
     parser.add_argument("--batch-shortlist", type=int, default=20, help="N for the batch case")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "auto"], choices=["fp32", "auto", "bf16"])
     parser.add_argument("--cold", action="store_true", help="also time cold starts (fresh processes)")
+    parser.add_argument("--cold-before", metavar="REV", help="only: cold --no-rerank of git REV vs this checkout")
+    parser.add_argument("--cold-models", nargs="+", default=["demo", "large"], choices=["demo", "base", "large"])
+    parser.add_argument("--repeat", type=int, default=3, help="cold runs per side (--cold-before)")
     args = parser.parse_args()
+    if args.cold_before:
+        cold_comparison(args.cold_before, args.cold_models, args.repeat)
+        return
     load_before = os.getloadavg()
 
     from PIL import Image
@@ -125,7 +201,10 @@ def main() -> None:
         batch = QUERIES[: args.queries]
         shortlists = reader.search(engine.encode_texts(batch), args.batch_shortlist)[1]
         distinct = len({int(r) for rows in shortlists for r in rows})
-        label = f"rerank N={args.batch_shortlist}, batch of {len(batch)} ({distinct} distinct of {shortlists.size} pairs), per query"
+        label = (
+            f"rerank N={args.batch_shortlist}, batch of {len(batch)} "
+            f"({distinct} distinct of {shortlists.size} pairs), per query"
+        )
         cases.append((label, batch, args.batch_shortlist))
     hf_docs(QUERIES[:1], 1)  # warm-up: first calls pay one-off set-up
     for precision in args.precisions:
@@ -143,7 +222,8 @@ def main() -> None:
     )
     for p, e in engines.items():
         print(
-            f"bt {p}: embeddings {str(e.dtype).removeprefix('torch.')}, rerank {str(e.rerank_dtype).removeprefix('torch.')}"
+            f"bt {p}: embeddings {str(e.dtype).removeprefix('torch.')}, "
+            f"rerank {str(e.rerank_dtype).removeprefix('torch.')}"
         )
     header = f"{'case':<72} {'hf-docs fp32':>12}" + "".join(f" {'bt ' + p:>9} {'speed-up':>8}" for p in args.precisions)
     print(header)

@@ -140,12 +140,15 @@ class RichIndexProgress:
         self.task = None
 
     def started(self, to_embed: int, unchanged: int) -> None:
-        if not self.quiet and unchanged:
+        if not self.quiet and unchanged and to_embed:
             err_console.print(f"{unchanged} unchanged file(s) skipped without decoding")
-        self.bar.start()
-        self.task = self.bar.add_task("index", total=to_embed, rate="")
+        if to_embed:  # no bar for nothing to do: the summary says so
+            self.bar.start()
+            self.task = self.bar.add_task("index", total=to_embed, rate="")
 
     def advanced(self, count: int) -> None:
+        if self.task is None:
+            return
         self.bar.advance(self.task, count)
         speed = self.bar.tasks[0].speed
         if speed:
@@ -156,7 +159,8 @@ class RichIndexProgress:
             err_console.print(f"[yellow]skipped[/] {path!r}: {reason}")
 
     def stop(self) -> None:
-        self.bar.stop()
+        if self.task is not None:
+            self.bar.stop()
 
 
 @app.command()
@@ -227,24 +231,28 @@ def index(
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
     from bt_search.engine.facts import driver_model
-    from bt_search.indexing.run import index_paths
+    from bt_search.indexing.run import check_model_for_index, index_paths
     from bt_search.media.scan_rules import resolved_rules
     from bt_search.store import IndexIdentity, IndexWriter
 
     with cli_errors(quiet):
+        # Every check that needs no model comes first: a mistake fails in a moment, not after the model loads.
         ann_choice = _ann_choice(index_type, memory_budget)
         sources, list_entries = _index_sources(paths or [], from_list, executor)
         directory = _index_dir(index)
-        model = model or _existing_model(directory) or config.default_model()
-        _say(quiet, f"loading model {model} ...")
+        recorded = _existing_identity(directory)
+        model = model or (recorded.model if recorded else None) or config.default_model()
+        check_model_for_index(model, recorded, directory)
         on_ray = executor == "ray"  # the driver needs the identity only (no torch): actors load the model
-        engine = (
-            driver_model(model, precision)
-            if on_ray
-            else _load_engine(model, device or config.default_device(), precision)
-        )
+        if on_ray:
+            _say(quiet, f"loading model {model} ...")
+            engine = driver_model(model, precision)
+            identity = IndexIdentity.of(engine)
+        else:  # loaded once a file is to be embedded (index_paths); a new index needs it for its manifest
+            engine = _EngineLoader(model, device or config.default_device(), precision, quiet)
+            identity = recorded or (lambda: IndexIdentity.of(engine()))
         progress = RichIndexProgress(quiet)
-        with IndexWriter.open(directory, IndexIdentity.of(engine)) as writer:
+        with IndexWriter.open(directory, identity) as writer:
             writer.choose_ann(**ann_choice)
             try:
                 rules = resolved_rules(writer.settings.get("scan_rules"), include_hidden, exclude or None)
@@ -286,10 +294,20 @@ def _ann_choice(index_type: str | None, memory_budget: str | None) -> dict:
     }
 
 
-def _load_engine(model: str, device: str, precision: str):
-    from bt_search.engine.loading import load_engine  # imports torch: only where the model runs in this process
+class _EngineLoader:
+    """Loads the model on the first call (saying so) and returns the same engine on later ones."""
 
-    return load_engine(model, device=device, precision=precision)
+    def __init__(self, model: str, device: str, precision: str, quiet: bool):
+        self.model, self.device, self.precision, self.quiet = model, device, precision, quiet
+        self.engine = None
+
+    def __call__(self):
+        if self.engine is None:
+            from bt_search.engine.loading import load_engine  # torch: only where the model runs in this process
+
+            _say(self.quiet, f"loading model {self.model} ...")
+            self.engine = load_engine(self.model, device=self.device, precision=self.precision)
+        return self.engine
 
 
 def _index_sources(paths: list[str], from_list: Path | None, executor: str) -> tuple[list[str], list[str]]:
@@ -311,13 +329,13 @@ def _index_sources(paths: list[str], from_list: Path | None, executor: str) -> t
     return list(paths), entries
 
 
-def _existing_model(directory: Path) -> str | None:
-    """The model an existing index was built with, so re-runs need no --model. A damaged index is
-    reported here, before any model loads (or downloads)."""
+def _existing_identity(directory: Path):
+    """The identity (model, ...) an existing index was built with, so re-runs need no --model and load none
+    when nothing changed. A damaged index is reported here, before any model loads (or downloads)."""
     from bt_search.store import IndexReader
 
     try:
-        return IndexReader.open(directory).identity.model
+        return IndexReader.open(directory).identity
     except IndexMissingError:
         return None
 
@@ -330,6 +348,14 @@ def _say(quiet: bool, message: str) -> None:
 def _print_index_summary(report, directory: Path) -> None:
     from collections import Counter
 
+    if not (report.indexed or report.skipped or report.kept or report.removed):
+        err_console.print(
+            f"[bold]up to date[/] in {report.seconds:.1f}s: 0 indexed, {report.unchanged} unchanged (nothing new to "
+            f"embed); {report.total_images} images in {directory}"
+        )
+        if report.failed_before:
+            err_console.print(f"  {report.failed_before} file(s) that failed before are unchanged and were not retried")
+        return
     err_console.print(
         f"[bold]done[/] in {report.seconds:.1f}s: {report.indexed} indexed, {report.unchanged} unchanged, "
         f"{len(report.skipped)} skipped, {report.removed} removed; {report.total_images} images in {directory}"
@@ -403,7 +429,12 @@ def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingF
     from bt_search.search.query import run_query
 
     request = query_request(options, queries)
-    request.date_filter()  # a bad --after, --before or --sort fails before the model loads
+    request.check()  # a bad --after, --before, --sort or --image fails before the model loads
+    if not request.needs_vision() and "torch" not in sys.modules:
+        # Before torch loads, as `serve` does: idle OpenMP threads sleep instead of spinning. The text tower alone
+        # is many short parallel regions, 5-8x slower with spinning threads on a busy machine (same numerics;
+        # docs/performance.md, "The first hour"). The rerank's long ones keep OpenMP's default.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     quiet = options["quiet"]
     searcher = open_searcher(
         _index_dir(options["index"]),

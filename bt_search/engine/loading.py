@@ -14,6 +14,13 @@ import torch
 from bt_search.config import DEFAULT_MODEL
 from bt_search.engine.model import BridgeTowerEngine, Heads
 from bt_search.engine.naming import model_name
+from bt_search.engine.text_tower import (
+    ContrastiveHead,
+    FastTokenizer,
+    TextModel,
+    light_config,
+    light_tokenizer_possible,
+)
 from bt_search.engine.weights import ITC_KEYS, Weights, checkpoint_weights, resolve_checkpoint
 from bt_search.errors import MissingHeadError, ModelLoadError, UsageError
 from bt_search.media.images import preprocessing_from_checkpoint
@@ -71,12 +78,14 @@ def load_engine(
     """Load `model` once: ITC heads required, ITM head optional (rerank is refused without it).
 
     `text_only` reads just the text tower and the ITC text head (cosine search needs nothing else): the
-    vision tower, cross-modal layers and ITM head are neither read from disk nor held in memory.
+    vision tower, cross-modal layers and ITM head are neither read from disk nor held in memory. Where the
+    checkpoint allows, they are then built without importing transformers (text_tower.py).
     """
     torch_device = resolve_device(device)
     dtype, rerank_dtype = resolve_dtypes(precision, torch_device)
     checkpoint, resolved_revision = resolve_checkpoint(model, revision)
-    config = _read_config(checkpoint)
+    light = light_config(checkpoint) if text_only else None
+    config = light or _read_config(checkpoint)
     weights = checkpoint_weights(checkpoint)
     keys = weights.files
     missing = [k for k in ITC_KEYS if k not in keys]
@@ -85,7 +94,9 @@ def load_engine(
             f"{model} has no ITC (contrastive) heads, which search needs; use a checkpoint that has them, such as "
             f"{DEFAULT_MODEL} (the bridgetower-base* repos ship only the ITM/MLM heads)"
         )
-    if text_only:
+    if light is not None:
+        backbone, heads = _load_light_text_tower(weights, light, dtype)
+    elif text_only:
         backbone, heads = _load_text_tower(weights, config, dtype)
     else:
         contrastive = _load_contrastive(weights, config, dtype)
@@ -94,8 +105,8 @@ def load_engine(
     return BridgeTowerEngine(
         backbone.to(torch_device),
         heads.to(torch_device),
-        _load_tokenizer(checkpoint),
-        preprocessing_from_checkpoint(checkpoint, config.vision_config.image_size),
+        _load_tokenizer(checkpoint, light=light is not None),
+        preprocessing_from_checkpoint(checkpoint, light.image_size if light else config.vision_config.image_size),
         model_id=model_name(model),
         revision=resolved_revision,
         device=torch_device,
@@ -170,6 +181,16 @@ def _load_text_tower(weights: Weights, config, dtype: torch.dtype):
     return TextTower(config, text_model).eval(), heads
 
 
+def _load_light_text_tower(weights: Weights, config, dtype: torch.dtype):
+    """`_load_text_tower` without transformers: the same parameters in text_tower.py's torch modules."""
+    with torch.device("meta"):
+        text_model = TextModel(config.text_config)
+        text_head = ContrastiveHead(config.hidden_size, config.contrastive_hidden_size)
+    text_model = _load_module(text_model, "bridgetower.text_model.", weights, dtype)
+    heads = Heads(_load_module(text_head, "itc_text_head.", weights, dtype), None, None)
+    return TextTower(config, text_model).eval(), heads
+
+
 def _restore_text_buffers(text_model: torch.nn.Module, text_config) -> None:
     """Non-persistent buffers are not in the checkpoint: rebuild them as the embeddings module does."""
     positions = torch.arange(text_config.max_position_embeddings).expand((1, -1))
@@ -186,7 +207,12 @@ def _load_module(module: torch.nn.Module, prefix: str, weights: Weights, dtype: 
     return module.eval()
 
 
-def _load_tokenizer(checkpoint: Path):
+def _load_tokenizer(checkpoint: Path, light: bool = False):
+    if light and light_tokenizer_possible(checkpoint):
+        try:
+            return FastTokenizer(checkpoint)
+        except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a malformed file
+            raise ModelLoadError(f"{checkpoint} has no usable tokenizer files ({err})") from None
     from transformers import AutoTokenizer, RobertaTokenizerFast
 
     try:

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers.activations import QuickGELUActivation
-from transformers.masking_utils import create_bidirectional_mask
 
 from bt_search.engine.weights import embedding_fingerprint
 from bt_search.media.images import Preprocessing
@@ -238,6 +236,11 @@ class BridgeTowerEngine:
         return outputs
 
     def _text_mask(self, text_hidden: torch.Tensor, attention_mask: torch.Tensor):
+        light_mask = getattr(self.backbone.text_model, "attention_mask", None)
+        if light_mask is not None:  # the torch-only text tower (text_tower.py) builds its own
+            return light_mask(attention_mask)
+        from transformers.masking_utils import create_bidirectional_mask  # imported with the HF modules anyway
+
         # Built exactly as BridgeTowerModel.forward builds it, so the attention kernels see the same mask.
         return create_bidirectional_mask(
             config=self.config, inputs_embeds=text_hidden[:, 0:1, :], attention_mask=attention_mask
@@ -408,6 +411,8 @@ def _mlp(mlp: nn.ModuleDict, hidden: torch.Tensor) -> torch.Tensor:
     """c_fc -> QuickGELU -> c_proj. QuickGELU(x) = x * sigmoid(1.702 x) = silu(1.702 x) / 1.702, so the two
     scales ride in the matrix products (addmm's alpha/beta) and the activation is one in-place SiLU pass
     instead of three passes over the 4x-wide tensor (a sixth of the tower's CPU time)."""
+    from transformers.activations import QuickGELUActivation  # loaded with the vision tower's HF modules
+
     fc, activation, proj = mlp["c_fc"], mlp["gelu"], mlp["c_proj"]
     if not isinstance(activation, QuickGELUActivation):
         return proj(activation(fc(hidden)))

@@ -221,13 +221,22 @@ def missing_safetensors(snapshot: Path) -> bool:
     return not any(snapshot.glob("*.safetensors"))
 
 
-def resolve_checkpoint(model: str, revision: str | None = None) -> tuple[Path, str | None]:
-    """A local directory as is; a hub id through the HF cache (downloading if allowed). Returns (dir, revision)."""
+def check_model_path(model: str) -> Path | None:
+    """The local checkpoint directory `model` names; None for a hub id. A path that names no directory raises
+    ModelLoadError: no download, no torch, so a typo fails in a moment."""
     local = Path(model).expanduser()
     if local.is_dir():
-        return local.resolve(), None
+        return local.resolve()
     if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelLoadError(f"model directory {model!r} does not exist (or is not a directory)")
+    return None
+
+
+def resolve_checkpoint(model: str, revision: str | None = None) -> tuple[Path, str | None]:
+    """A local directory as is; a hub id through the HF cache (downloading if allowed). Returns (dir, revision)."""
+    local = check_model_path(model)
+    if local is not None:
+        return local, None
     return _download(model, revision)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bt_search import config
+from bt_search.engine.naming import model_name
+from bt_search.engine.weights import check_model_path
 from bt_search.indexing.progress import IndexProgress, TqdmProgress
 from bt_search.media.decoding import Decoded, decoded_batches
 from bt_search.media.exif import read_capture
 from bt_search.media.scan import FileRecord, Listing, ScanProblem, canonical_path, scan, split_missing
 from bt_search.media.scan_rules import ScanRules
-from bt_search.store import FailedRow, ImageRow, IndexWriter
+from bt_search.store import FailedRow, ImageRow, IndexIdentity, IndexWriter
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module (the Ray driver never loads it)
     from bt_search.engine.model import BridgeTowerEngine
@@ -118,7 +120,7 @@ def _missing_from_listing(path: str, listed: Listing) -> bool:
 def index_paths(
     roots: Sequence[str | os.PathLike],
     writer: IndexWriter,
-    engine: BridgeTowerEngine,
+    engine: BridgeTowerEngine | Callable[[], BridgeTowerEngine],
     *,
     batch_size: int = 16,
     workers: int | None = None,
@@ -136,25 +138,59 @@ def index_paths(
     `list_entries` (paths read from a source list) are indexed like `roots`, except that one that does not
     exist becomes a failed row instead of stopping the run.
 
+    `engine` may be a callable that loads one: it is called only when some file is to be embedded, so a run
+    with nothing new costs a scan and no model. Either way the engine is checked against `writer.identity`
+    (ModelMismatchError) before the run writes anything.
+
     `workers` decode processes (None: `config.default_workers` for the engine's device; 0: inline).
     `rules`: what the scan leaves out (None: the rules recorded by earlier runs, else the defaults); they are
     recorded for later runs. `--prune` keeps files that still exist but the rules now leave out, unless
     `prune_excluded`. `progress=True` draws a `tqdm.auto` bar (a widget in notebooks).
     """
-    if workers is None:
-        workers = config.default_workers(engine.device.type)
     progress = _progress(progress)
     run = IndexRun.begin(writer, progress, commit_rows, rules)
     listed: Listing = {}
     present, missing = split_missing(list_entries)
     records, problems = _scan([*roots, *present], skip=[writer.directory], listed=listed, rules=run.rules)
-    work = run.plan(records, [*missing, *problems], listed, [*roots, *list_entries], prune, prune_excluded)
-    by_path = {record.path: record for record in work.to_embed}
+    loaded: list[BridgeTowerEngine] = []
+
+    def load_if_needed(work: Plan) -> None:
+        if work.to_embed:
+            loaded.append(checked_engine(engine, writer))
+
+    work = run.plan(
+        records, [*missing, *problems], listed, [*roots, *list_entries], prune, prune_excluded, load_if_needed
+    )
+    if loaded:
+        _embed_all(run, loaded[0], work.to_embed, batch_size, workers, draft)
+    return run.finish(index_type)
+
+
+def check_model_for_index(model: str, recorded: IndexIdentity | None, directory: str | os.PathLike) -> None:
+    """Refuse, without loading it, a `model` whose path names no directory, or that is not the model the index
+    at `directory` (identity `recorded`, None: no index yet) was built with (ModelMismatchError, as the
+    writer would refuse it once loaded)."""
+    check_model_path(model)
+    if recorded is not None and model_name(model) != recorded.model:
+        recorded.require_compatible(replace(recorded, model=model_name(model)), directory)
+
+
+def checked_engine(engine: BridgeTowerEngine | Callable[[], BridgeTowerEngine], writer: IndexWriter):
+    """`engine` (loaded now if it is a loader), refused with ModelMismatchError unless it writes the index's
+    identity."""
+    engine = engine() if callable(engine) else engine
+    writer.identity.require_compatible(IndexIdentity.of(engine), writer.directory)
+    return engine
+
+
+def _embed_all(run: IndexRun, engine, to_embed: list[FileRecord], batch_size: int, workers, draft: bool) -> None:
+    if workers is None:
+        workers = config.default_workers(engine.device.type)
+    by_path = {record.path: record for record in to_embed}
     with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
-        for batch, batch_failures in decoded_batches(work.to_embed, engine.preprocessing, batch_size, workers, draft):
+        for batch, batch_failures in decoded_batches(to_embed, engine.preprocessing, batch_size, workers, draft):
             stamped = [(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures]
             run.add(_embed(engine, batch), stamped)
-    return run.finish(index_type)
 
 
 class IndexRun:
@@ -173,13 +209,24 @@ class IndexRun:
 
     @classmethod
     def begin(cls, writer: IndexWriter, progress: IndexProgress, commit_rows: int, rules: ScanRules | None) -> IndexRun:
-        """Start a run; `rules` None means the rules recorded by earlier runs (else the defaults)."""
+        """Start a run; `rules` None means the rules recorded by earlier runs (else the defaults). Nothing is
+        written before `plan`."""
         rules = rules or ScanRules.from_settings(writer.settings.get("scan_rules"))
-        writer.record_settings(scan_rules=rules.as_settings())
         return cls(writer, progress, commit_rows, rules)
 
-    def plan(self, records, problems, listed: Listing, roots, prune: bool, prune_excluded: bool = False) -> Plan:
-        """Plan the run against the index; record scan problems and refreshed rows; choose what to prune."""
+    def plan(
+        self,
+        records,
+        problems,
+        listed: Listing,
+        roots,
+        prune: bool,
+        prune_excluded: bool = False,
+        before_writes: Callable[[Plan], None] | None = None,
+    ) -> Plan:
+        """Plan the run against the index; record the scan rules, scan problems and refreshed rows; choose what to
+        prune. `before_writes(plan)` runs once the plan is known and before the run's first write (the local
+        run loads and checks its model there, only when there is something to embed)."""
         writer, report = self.writer, self.report
         seen = {r.path for r in records} | {p.path for p in problems}
         known = writer.known_files(seen)  # lookups for the scanned paths only, not the whole index
@@ -191,6 +238,9 @@ class IndexRun:
             canonical_roots = [r if "://" in r else canonical_path(r) for r in map(str, roots)]
             candidates = [*writer.paths_under(canonical_roots), *failed]
             self.gone = _pruned(candidates, seen, listed, roots, self.rules, prune_excluded)
+        if before_writes is not None:
+            before_writes(work)
+        writer.record_settings(scan_rules=self.rules.as_settings())
         self.progress.started(len(work.to_embed), work.unchanged)
         self.pending.add(
             _refreshed_rows(writer, work.touched), self.failures.to_record([(p.path, p.reason, 0, 0) for p in problems])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -111,16 +113,31 @@ def load_rgb(
     mode), which is several times faster for camera photos and changes embeddings only slightly.
     """
     path = name or str(source)
+    with _decode_errors(path), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(source) as img:
+            _refuse_bombs(img, path)
+            original_size = img.size
+            if draft_for is not None and img.format == "JPEG":
+                _apply_draft(img, draft_for)
+            img.load()
+            return to_rgb(ImageOps.exif_transpose(img)), original_size
+
+
+def check_image(path: str | Path) -> None:
+    """Raise the ImageDecodeError `load_rgb` would for a file that is missing, unreadable, not an image or too
+    large, from its header alone (no decoding, no model: a caller can refuse a bad file first)."""
+    with _decode_errors(str(path)), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            _refuse_bombs(img, str(path))
+
+
+@contextmanager
+def _decode_errors(path: str) -> Iterator[None]:
+    """Whatever opening or decoding raises, as an ImageDecodeError naming `path` with a short reason."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                _refuse_bombs(img, path)
-                original_size = img.size
-                if draft_for is not None and img.format == "JPEG":
-                    _apply_draft(img, draft_for)
-                img.load()
-                return to_rgb(ImageOps.exif_transpose(img)), original_size
+        yield
     except ImageDecodeError:
         raise
     except (

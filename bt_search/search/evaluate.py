@@ -15,10 +15,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bt_search.errors import UsageError
 from bt_search.search.rerank_budget import default_shortlist
-from bt_search.search.searcher import Searcher, blend_scores
+
+if TYPE_CHECKING:  # the searcher imports torch: `eval` checks its captions file before any model loads
+    from bt_search.search.searcher import Searcher
 
 KS = (1, 5, 10)
 
@@ -161,5 +164,7 @@ def _rank_of(path: str, hits) -> int | None:
 
 def _blended_rank_of(path: str, hits) -> int | None:
     """The rank `--score blend` gives, from the reranked hits (every shortlisted candidate, with both scores)."""
+    from bt_search.search.searcher import blend_scores
+
     order = sorted(hits, key=lambda h: (-float(blend_scores(h.score, h.similarity)), -h.similarity, h.path))
     return next((rank for rank, hit in enumerate(order, start=1) if hit.path == path), None)

@@ -1,7 +1,8 @@
 """Open an index with the model that searches it, and check that the two share an embedding space.
 
 The one way in for every caller: the CLI's `query` and `eval`, the server, and Python users
-(`bt_search.open_searcher`). Torch loads only in `open_searcher`, when the model does.
+(`bt_search.open_searcher`). Torch loads only in `open_searcher`, when the model does, after every check that
+needs no model (the index, the model's path).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bt_search import config
+from bt_search.engine.weights import check_model_path
 from bt_search.errors import IndexMissingError, ModelMismatchError
 from bt_search.store import IndexIdentity, IndexReader
 
@@ -52,12 +54,14 @@ def open_searcher(
     tower (cosine search, no rerank). `searcher_options` go to `Searcher` (on_missing, on_note, progress,
     state_store).
     """
-    from bt_search.engine.loading import load_engine  # torch: only once the index checks out
+    reader = open_index(index)
+    model = model or reader.identity.model
+    check_model_path(model)  # a typo fails here, before torch loads
+    from bt_search.engine.loading import load_engine  # torch: only once the index and the model path check out
     from bt_search.search.searcher import Searcher
 
-    reader = open_index(index)
     engine = load_engine(
-        model or reader.identity.model,
+        model,
         device=device or config.default_device(),
         precision=precision,
         text_only=text_only,

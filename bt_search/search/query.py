@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bt_search import config
-from bt_search.errors import UsageError
+from bt_search.errors import ImageDecodeError, UsageError
 from bt_search.search.hits import Hit
 from bt_search.search.terms import Terms, parse_line, parse_query
 
@@ -73,6 +73,18 @@ class QueryRequest:
 
         check_sort(self.sort)
         return date_filter(parse_day(self.after, "after"), parse_day(self.before, "before"))
+
+    def check(self) -> None:
+        """Refuse, before any model loads, what needs no model to refuse: `sort`, `after`, `before`, and an `image`
+        that is missing or not an image (its header is read)."""
+        self.date_filter()
+        if self.image is not None:
+            from bt_search.media.images import check_image
+
+            try:
+                check_image(self.image)
+            except ImageDecodeError as err:
+                raise UsageError(f"`image` {err}") from None
 
 
 def run_query(searcher: Any, request: QueryRequest) -> list[list[Hit]]:

@@ -11,7 +11,7 @@ it says so.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +64,27 @@ class IndexWriter:
         self._removed = 0
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], identity: IndexIdentity) -> IndexWriter:
-        """Open (or create) the index at `directory` for writing; upgrades a format 1 index in place."""
+    def open(
+        cls, directory: str | os.PathLike[str], identity: IndexIdentity | Callable[[], IndexIdentity]
+    ) -> IndexWriter:
+        """Open (or create) the index at `directory` for writing; upgrades a format 1 index in place.
+
+        `identity` must fit an existing index, and names a new one's model. Given as a callable, it is called
+        (after the lock is taken) only to create a new index: an existing one is opened with its own identity,
+        and the caller checks any model against `writer.identity` before writing its embeddings, as
+        `index_paths` does. So a re-run can take the lock and find nothing to do without loading a model.
+        """
         directory = Path(directory)
         prepare_directory(directory)
         lock_fd = acquire_lock(directory)
         try:
             manifest = read_manifest(directory)
             if manifest is None:
-                manifest = new_manifest(identity)
+                manifest = new_manifest(identity() if callable(identity) else identity)
                 write_manifest(directory, manifest)
             else:
-                IndexIdentity.from_manifest(manifest).require_compatible(identity, directory)
+                if not callable(identity):
+                    IndexIdentity.from_manifest(manifest).require_compatible(identity, directory)
                 if manifest["format_version"] == 1:
                     manifest = upgrade_v1(directory, manifest)
             remove_orphans(directory, manifest)
