@@ -228,3 +228,10 @@ def health_for(index: Path, **changes) -> dict:
         "precision_option": "fp32",
     }
     return {**health, **changes}
+
+
+def plain_request(queries, options):
+    """A plain query as `bt-search query` sends it: query lines plus QueryRequest's options."""
+    from bt_search.search.query import QueryRequest
+
+    return QueryRequest(queries=tuple(queries), **options)

@@ -6,27 +6,24 @@ from __future__ import annotations
 import inspect
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from bt_search import config
-from bt_search.search.query import QueryRequest
 from bt_search.serve import client
 from bt_search.serve.app import build_app
 from bt_search.serve.client import served_results
 from bt_search.serve.runner import ServeSettings, allowed_hosts
-from tests.support.serve import FakeServer, InProcessServer, advertise, build_index, health_for, service_for
+from tests.support.serve import (
+    FakeServer,
+    InProcessServer,
+    advertise,
+    build_index,
+    health_for,
+    plain_request,
+    service_for,
+)
 
 KEY = "k" * 64
 HIT = {"query": "red", "rank": 1, "path": "/photos/a.png", "score": 0.5, "similarity": 0.4, "shortlist_rank": 1}
 OPTIONS = {"top_k": 2, "under": None, "shortlist": 4, "rerank": True, "threshold": None}
-
-
-@pytest.fixture
-def runtime(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    return run
 
 
 def ask(index, notes: list[str], query: str = "red"):
@@ -35,7 +32,7 @@ def ask(index, notes: list[str], query: str = "red"):
         model=None,
         device="cpu",
         precision="fp32",
-        request=_request([query], OPTIONS),
+        request=plain_request([query], OPTIONS),
         on_missing=lambda path, reason: None,
         notice=notes.append,
     )
@@ -129,8 +126,3 @@ def test_parallel_clients_beyond_the_queue_all_get_served_answers(engine, tmp_pa
     assert notes == [], notes
     assert all(answer is not None and len(answer[0]) == 2 for answer in answers)
     assert refused and set(refused) == {b"1"}  # the queue did overflow, and each refusal said when to come back
-
-
-def _request(queries, options) -> QueryRequest:
-    """A plain query as `bt-search query` sends it."""
-    return QueryRequest(queries=tuple(queries), **options)

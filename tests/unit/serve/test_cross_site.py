@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from bt_search.search.query import QueryRequest
 from bt_search.serve.app import build_app
 from bt_search.serve.client import served_results
 from bt_search.serve.runner import allowed_hosts
-from tests.support.serve import InProcessServer, advertise, build_index, service_for
+from tests.support.serve import InProcessServer, advertise, build_index, plain_request, service_for
 
 KEY = "d" * 64
 
@@ -82,7 +81,7 @@ def test_a_request_too_big_for_the_server_is_searched_in_process(service, tmp_pa
             model=None,
             device="cpu",
             precision="fp32",
-            request=_request(
+            request=plain_request(
                 [f"query {i}" for i in range(300)],
                 {"top_k": 10, "under": None, "shortlist": None, "rerank": True, "threshold": None},
             ),  # a --queries-file of 300 lines
@@ -90,8 +89,3 @@ def test_a_request_too_big_for_the_server_is_searched_in_process(service, tmp_pa
             notice=notes.append,
         )
     assert answer is None and len(notes) == 1 and "413" in notes[0]
-
-
-def _request(queries, options) -> QueryRequest:
-    """A plain query as `bt-search query` sends it."""
-    return QueryRequest(queries=tuple(queries), **options)

@@ -9,23 +9,22 @@ import os
 
 import pytest
 
-from bt_search.search.query import QueryRequest
 from bt_search.serve.app import build_app
 from bt_search.serve.client import served_results
 from bt_search.serve.discovery import FILE_NAME, read_server_records, server_files
 from bt_search.serve.runner import allowed_hosts
-from tests.support.serve import FakeServer, InProcessServer, advertise, build_index, health_for, service_for
+from tests.support.serve import (
+    FakeServer,
+    InProcessServer,
+    advertise,
+    build_index,
+    health_for,
+    plain_request,
+    service_for,
+)
 
 KEY = "a" * 64
 SECRET = "/home/victim/.ssh/id_rsa"
-
-
-@pytest.fixture
-def runtime(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    return run
 
 
 @pytest.fixture
@@ -41,7 +40,7 @@ def ask(index, notes: list[str]):
         model=None,
         device="cpu",
         precision="fp32",
-        request=_request(
+        request=plain_request(
             ["my private query"], {"top_k": 1, "under": None, "shortlist": 4, "rerank": True, "threshold": None}
         ),
         on_missing=lambda path, reason: None,
@@ -152,8 +151,3 @@ def test_the_real_server_proves_its_answers(engine, tmp_path, runtime):
         assert notes == [] and results is not None and len(results[0]) == 1
         advertise(index, server.url, "b" * 64)  # a record whose key is not this server's
         assert ask(index, notes) is None and "not the server" in notes[0]
-
-
-def _request(queries, options) -> QueryRequest:
-    """A plain query as `bt-search query` sends it."""
-    return QueryRequest(queries=tuple(queries), **options)

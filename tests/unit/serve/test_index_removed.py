@@ -10,11 +10,10 @@ import sys
 
 from starlette.testclient import TestClient
 
-from bt_search.search.query import QueryRequest
 from bt_search.serve.app import build_app
 from bt_search.serve.client import served_results
 from bt_search.serve.runner import allowed_hosts
-from tests.support.serve import InProcessServer, advertise, build_index, service_for
+from tests.support.serve import InProcessServer, advertise, build_index, plain_request, service_for
 
 KEY = "c" * 64
 
@@ -57,7 +56,9 @@ def test_query_falls_back_to_in_process_which_reports_the_missing_index(engine, 
             model=None,
             device="cpu",
             precision="fp32",
-            request=_request(["red"], {"top_k": 1, "under": None, "shortlist": 4, "rerank": True, "threshold": None}),
+            request=plain_request(
+                ["red"], {"top_k": 1, "under": None, "shortlist": 4, "rerank": True, "threshold": None}
+            ),
             on_missing=lambda path, reason: None,
             notice=notes.append,
         )
@@ -68,8 +69,3 @@ def test_query_falls_back_to_in_process_which_reports_the_missing_index(engine, 
     assert record.exists()  # the server was advertised all along
     assert result.returncode != 0 and result.stdout == ""
     assert "server not used" in result.stderr and f"no index at {index}" in result.stderr.splitlines()[-1]
-
-
-def _request(queries, options) -> QueryRequest:
-    """A plain query as `bt-search query` sends it."""
-    return QueryRequest(queries=tuple(queries), **options)
