@@ -12,7 +12,6 @@ which is the caller's choice (the CLI owns stdout).
 
 from __future__ import annotations
 
-import csv
 import json
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -82,14 +81,27 @@ def render_records(
 def _render_delimited(
     records: Iterable[Record], stream: TextIO, columns: Sequence[str], *, delimiter: str, header: bool
 ) -> None:
-    # The csv module's default dialect: minimal quoting and CRLF line ends (RFC 4180). Keeping "\r\n"
-    # as the terminator is what makes the writer quote fields holding a lone "\r" as well as "\n".
-    writer = csv.writer(stream, delimiter=delimiter)
+    # RFC 4180's quoting with LF line ends, as shell tools (cut, awk, sort) expect: `cut -f7` must not end in
+    # "\r". Written by hand because the csv module quotes only the characters of its line terminator, so with
+    # "\n" a field holding a lone "\r" would go out bare and read back as two lines.
     if header:
-        writer.writerow(columns)
+        stream.write(_delimited_line(columns, delimiter))
     for record in records:
-        # repr-exact floats (str(float) round-trips), so a reader gets back the very same numbers.
-        writer.writerow([record[name] for name in columns])
+        stream.write(_delimited_line([record[name] for name in columns], delimiter))
+
+
+def _delimited_line(values: Sequence[Any], delimiter: str) -> str:
+    """One row: None as an empty field, floats repr-exact (str(float) round-trips, so a reader gets back the very
+    same numbers); a field holding the delimiter, a quote or a line break is quoted, its quotes doubled."""
+    fields = ["" if value is None else str(value) for value in values]
+    line = delimiter.join(_quoted(field, delimiter) for field in fields)
+    return ('""' if fields == [""] else line) + "\n"  # a lone empty field: a quoted one, not a blank line
+
+
+def _quoted(field: str, delimiter: str) -> str:
+    if delimiter in field or '"' in field or "\n" in field or "\r" in field:
+        return '"' + field.replace('"', '""') + '"'
+    return field
 
 
 def _render_paths(records: Iterable[Record], stream: TextIO, *, terminator: str) -> None:

@@ -112,8 +112,27 @@ def test_delimited_without_header_for_later_queries(fmt):
 
 def test_tsv_plain_names_are_not_quoted():
     hit = make_hits(["/photos/a b.jpg"], query="cat")[0]
-    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\r\n"
+    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\n"
     assert rendered([hit], "tsv", include_header=False) == expected
+
+
+@pytest.mark.parametrize(("fmt", "delimiter"), [("csv", ","), ("tsv", "\t")])
+def test_delimited_lines_end_in_lf_and_quote_as_rfc_4180(fmt, delimiter):
+    hits = make_hits(AWKWARD_NAMES)
+    text = rendered(hits, fmt)
+    assert "\r\n" not in text and text.endswith("\n")
+    # the csv module's RFC 4180 dialect, line ends aside: the same fields quoted the same way
+    reference = io.StringIO(newline="")
+    writer = csv.writer(reference, delimiter=delimiter)
+    writer.writerow(COLUMNS)
+    writer.writerows(as_row(hit) for hit in hits)
+    assert text == reference.getvalue().replace("\r\n", "\n")
+
+
+def test_tsv_fields_cut_cleanly():
+    hit = Hit("cats", 1, "/photos/a.jpg", 0.5, 0.25, 1, taken_at="2021-07-04T10:11:12+02:00")
+    line = rendered([hit], "tsv", include_header=False)
+    assert line.rstrip("\n").split("\t")[6] == "2021-07-04T10:11:12+02:00"  # what `cut -f7` prints
 
 
 def test_paths_newline_mode():
