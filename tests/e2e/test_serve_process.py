@@ -149,6 +149,8 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
     assert outputs[0] == outputs[1] and outputs[0][0]
     if "-k" in args and args[args.index("-k") + 1] == "13":  # all images: the dated one among them
         assert b"2021-07-04T10:11:12" in outputs[0][0]
+    if "--not" in args:  # reranked with negatives: the served hits carry the combined ITM probability too
+        assert all(type(json.loads(line)["itm"]) is float for line in outputs[0][0].splitlines())
 
 
 def test_queries_file_batch_through_the_server(setup, tmp_path):
