@@ -23,6 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bt_search.cli.app import app
+from bt_search.serve.service import thumb_key
 from tests.support.cli import cli, cli_index
 from tests.support.images import noise_image
 from tests.support.serve import ServerProcess
@@ -256,6 +257,10 @@ def test_no_path_or_parameter_opens_a_file_that_is_not_an_indexed_row(setup):
         "/api/similar?key=../../etc/passwd",
         f"/?similar={quote(str(outside))}",
         "/?similar=..%2F..%2Fetc%2Fpasswd",
+        "/image/../../../../etc/passwd",
+        "/image/..%2f..%2fetc%2fpasswd",
+        f"/image/{quote(str(secret), safe='')}",
+        f"/image/{thumb_key(str(outside))}",  # the key of a file that is no hit
     ]
     for probe in probes:
         status, _, body = server.request("GET", probe)
@@ -271,6 +276,9 @@ def test_no_path_or_parameter_opens_a_file_that_is_not_an_indexed_row(setup):
     hits = server.get_json(f"/api/similar?path={quote(indexed)}&top_k=2")["hits"]
     assert hits[0]["path"] == indexed
     status, headers, jpeg = server.request("GET", server.get_json("/api/search?q=red&top_k=1")["thumbnails"][0])
+    assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+    thumbnail = server.get_json("/api/search?q=red&top_k=1")["thumbnails"][0]
+    status, headers, jpeg = server.request("GET", thumbnail.replace("/thumb/", "/image/"))  # the full-size view
     assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
 
 
