@@ -12,11 +12,12 @@ which is the caller's choice (the CLI owns stdout).
 
 from __future__ import annotations
 
-import csv
 import json
+import os
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, TextIO
 
 from bt_search.errors import UsageError
@@ -33,6 +34,10 @@ class TableColumn:
     cell: Callable[[Record], str]
     justify: str = "left"
     fold: bool = False  # long values fold onto more lines, never ellipsised (a cut path is useless to copy)
+    # A value to read whole (a path): when a row cannot hold it at full length, it goes on its own line below the
+    # row, and folds only where it is longer than the line itself.
+    whole: bool = False
+    hidden: Callable[[Sequence[Record]], bool] | None = None  # true: these records make the column redundant
 
 
 def default_format(stdout_is_tty: bool) -> str:
@@ -64,9 +69,11 @@ def render_records(
     table: Sequence[TableColumn],
     null_separated: bool = False,
     include_header: bool = True,
+    title: Callable[[Record], str] | None = None,
 ) -> None:
     """Write `records` in format `fmt`. csv/tsv write `columns` (with a header row unless `include_header` is
-    false); "table" shows `table`; "paths" writes each record's "path" (NUL-terminated with `null_separated`)."""
+    false); "table" shows `table`, one table under a title line for each run of records with the same `title`;
+    "paths" writes each record's "path" (NUL-terminated with `null_separated`)."""
     check_format(fmt, null_separated)
     if fmt == "jsonl":
         for record in records:
@@ -76,20 +83,33 @@ def render_records(
     elif fmt == "paths":
         _render_paths(records, stream, terminator="\0" if null_separated else "\n")
     else:
-        _render_table(records, stream, table, header=include_header)
+        _render_table(records, stream, table, header=include_header, title=title)
 
 
 def _render_delimited(
     records: Iterable[Record], stream: TextIO, columns: Sequence[str], *, delimiter: str, header: bool
 ) -> None:
-    # The csv module's default dialect: minimal quoting and CRLF line ends (RFC 4180). Keeping "\r\n"
-    # as the terminator is what makes the writer quote fields holding a lone "\r" as well as "\n".
-    writer = csv.writer(stream, delimiter=delimiter)
+    # RFC 4180's quoting with LF line ends, as shell tools (cut, awk, sort) expect: `cut -f7` must not end in
+    # "\r". Written by hand because the csv module quotes only the characters of its line terminator, so with
+    # "\n" a field holding a lone "\r" would go out bare and read back as two lines.
     if header:
-        writer.writerow(columns)
+        stream.write(_delimited_line(columns, delimiter))
     for record in records:
-        # repr-exact floats (str(float) round-trips), so a reader gets back the very same numbers.
-        writer.writerow([record[name] for name in columns])
+        stream.write(_delimited_line([record[name] for name in columns], delimiter))
+
+
+def _delimited_line(values: Sequence[Any], delimiter: str) -> str:
+    """One row: None as an empty field, floats repr-exact (str(float) round-trips, so a reader gets back the very
+    same numbers); a field holding the delimiter, a quote or a line break is quoted, its quotes doubled."""
+    fields = ["" if value is None else str(value) for value in values]
+    line = delimiter.join(_quoted(field, delimiter) for field in fields)
+    return ('""' if fields == [""] else line) + "\n"  # a lone empty field: a quoted one, not a blank line
+
+
+def _quoted(field: str, delimiter: str) -> str:
+    if delimiter in field or '"' in field or "\n" in field or "\r" in field:
+        return '"' + field.replace('"', '""') + '"'
+    return field
 
 
 def _render_paths(records: Iterable[Record], stream: TextIO, *, terminator: str) -> None:
@@ -103,19 +123,94 @@ def _render_paths(records: Iterable[Record], stream: TextIO, *, terminator: str)
         stream.write(path + terminator)
 
 
-def _render_table(records: Iterable[Record], stream: TextIO, columns: Sequence[TableColumn], *, header: bool) -> None:
+def _render_table(
+    records: Iterable[Record],
+    stream: TextIO,
+    columns: Sequence[TableColumn],
+    *,
+    header: bool,
+    title: Callable[[Record], str] | None,
+) -> None:
     # rich only here: the other formats stay light for the attach fast path (cli/attach.py).
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(show_header=header, header_style="bold")
-    for column in columns:
-        table.add_column(column.header, justify=column.justify, overflow="fold" if column.fold else "ellipsis")
-    for record in records:
+    console = Console(file=stream, highlight=False)
+    for heading, group in groupby(records, key=title) if title is not None else [(None, records)]:
+        rows = list(group)
+        if heading is not None:
+            console.print(Text(visible_path(heading), style="bold"), overflow="fold")
+        shown = [column for column in columns if column.hidden is None or not column.hidden(rows)]
         # Text cells, not str: rich would read "[...]" in file names as markup.
-        table.add_row(*(Text(column.cell(record)) for column in columns))
-    Console(file=stream, highlight=False).print(table)
+        cells = [[Text(column.cell(record)) for column in shown] for record in rows]
+        table = _table(shown, header)
+        for row in cells:
+            table.add_row(*row)
+        if not any(column.whole for column in shown) or _natural_width(console, table) <= console.width:
+            console.print(table)
+        else:
+            _print_whole_values_below(console, shown, cells, header)
+
+
+def _table(columns: Sequence[TableColumn], header: bool, widths: Sequence[int | None] | None = None):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        show_header=header,
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column, width in zip(columns, widths or [None] * len(columns)):
+        table.add_column(
+            column.header,
+            justify=column.justify,
+            overflow="fold" if column.fold or column.whole else "ellipsis",
+            no_wrap=not (column.fold or column.whole),
+            width=width,
+        )
+    return table
+
+
+def _natural_width(console, table) -> int:
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update(width=1 << 16), table).maximum
+
+
+def _print_whole_values_below(console, columns: Sequence[TableColumn], cells: list[list], header: bool) -> None:
+    """Rows too wide for the line: the other columns as a table (same widths on every row), each row's whole
+    values (paths) on lines of their own beneath it."""
+    from rich.cells import cell_len
+
+    grid = [i for i, column in enumerate(columns) if not column.whole]
+    widths = [max([cell_len(columns[i].header) if header else 0, *(row[i].cell_len for row in cells)]) for i in grid]
+    folding = [n for n, i in enumerate(grid) if columns[i].fold]
+    spare = console.width - 2 * (len(grid) - 1) - sum(w for n, w in enumerate(widths) if n not in folding)
+    for n in folding:  # long text columns (a failure's reason) share what the short ones leave
+        widths[n] = min(widths[n], max(8, spare // len(folding)))
+    for number, row in enumerate(cells):
+        table = _table([columns[i] for i in grid], header and number == 0, widths)
+        table.add_row(*(row[i] for i in grid))
+        console.print(table)
+        for i, column in enumerate(columns):
+            if column.whole:
+                console.print(row[i], overflow="fold")
+
+
+def shorter_path(path: str) -> str:
+    """`path` relative to the current directory where that is shorter (a table is read in the shell that printed
+    it), else as it is. URLs and relative paths stay as they are."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        relative = os.path.relpath(path)
+    except (OSError, ValueError):  # the current directory is gone, or another drive (Windows)
+        return path
+    return relative if len(relative) < len(path) else path
 
 
 def visible_path(path: str) -> str:

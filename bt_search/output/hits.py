@@ -2,25 +2,41 @@
 
 `render(hits, fmt, stream)` writes one query's hits (formats.py holds the rules of each format). To stream
 several queries into one csv/tsv, call it once per query with `include_header=False` from the second call
-on; the other formats have no header ("table" hides its header row). `write_query_output` does exactly
-that, for the in-process search and the server's answers alike.
+on; jsonl and paths have no header. A table is a title line (the query) and its own table per query, each
+with its header row. `write_query_output` does exactly that, for the in-process search and the server's
+answers alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from bt_search.output.formats import TableColumn, render_records, visible_path
+from bt_search.output.formats import Record, TableColumn, render_records, shorter_path, visible_path
 from bt_search.search.hits import Hit
 
-COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at")
+# New fields go last, so scripts that cut columns by position keep working.
+COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm")
+
+
+def _score_repeats_another(records: Sequence[Record]) -> bool:
+    """Whether `score` is the cosine (no rerank, an image query) or the ITM probability (`score="itm"`) in every row:
+    the table then shows that column alone."""
+    return all(r["score"] == r["similarity"] for r in records) or all(r["score"] == r["itm"] for r in records)
+
+
+# The query is the title over its hits (render_records' `title`), not a column repeated on every row.
 TABLE = (
-    TableColumn("query", lambda r: r["query"]),
     TableColumn("rank", lambda r: str(r["rank"]), justify="right"),
-    TableColumn("score", lambda r: f"{r['score']:.4f}", justify="right"),
+    TableColumn("score", lambda r: f"{r['score']:.4f}", justify="right", hidden=_score_repeats_another),
+    TableColumn(
+        "itm",
+        lambda r: "" if r["itm"] is None else f"{r['itm']:.4f}",
+        justify="right",
+        hidden=lambda records: all(r["itm"] is None for r in records),
+    ),
     TableColumn("similarity", lambda r: f"{r['similarity']:.4f}", justify="right"),
-    TableColumn("path", lambda r: visible_path(r["path"]), fold=True),
+    TableColumn("path", lambda r: visible_path(shorter_path(r["path"])), whole=True),
 )
 
 
@@ -34,6 +50,7 @@ def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
         "similarity": float(hit.similarity),
         "shortlist_rank": int(hit.shortlist_rank),
         "taken_at": hit.taken_at,
+        "itm": None if hit.itm is None else float(hit.itm),
     }
 
 
@@ -43,7 +60,14 @@ def render(
     """Write one query's `hits` to `stream` in format `fmt` (see formats.render_records)."""
     records = (hit_record(hit) for hit in hits)
     render_records(
-        records, fmt, stream, columns=COLUMNS, table=TABLE, null_separated=null_separated, include_header=include_header
+        records,
+        fmt,
+        stream,
+        columns=COLUMNS,
+        table=TABLE,
+        null_separated=null_separated,
+        include_header=include_header,
+        title=lambda record: record["query"],
     )
 
 
@@ -54,5 +78,6 @@ def write_query_output(
     not UTF-8 go out as their original bytes. Both the in-process search and the server fast path print this way."""
     stream.reconfigure(errors="surrogateescape")
     for position, hits in enumerate(results):
-        render(hits, fmt, stream, null_separated=null_separated, include_header=position == 0)
+        header = position == 0 or fmt == "table"  # each query's table sizes its own columns: each has its header
+        render(hits, fmt, stream, null_separated=null_separated, include_header=header)
     stream.flush()

@@ -1,8 +1,10 @@
 """A self-contained HTML contact sheet of search results.
 
 One page, no external resources: one section per query (in input order), one card per hit in rank
-order, each with an inline JPEG thumbnail (a `data:` URI), its rank and cosine-shortlist rank (so the
-rerank's effect shows), the score (ITM + cosine by default), the cosine and a `file://` link to the image.
+order, each with an inline JPEG thumbnail (a `data:` URI) in its own aspect ratio, its rank and cosine-shortlist
+rank (so the rerank's effect shows), the score (ITM + cosine by default), the ITM probability, the cosine, the
+capture date (else the file's modification date) and a `file://` link to the image, named relative to the
+hits' common folder (shown once at the top). The search page (serve/page.py) shows the same cards.
 
 `render_contact_sheet` is the pure part: thumbnails come from a function argument. `write_contact_sheet`
 makes real thumbnails with Pillow, keeps the whole page under a size budget and writes it atomically.
@@ -18,7 +20,8 @@ import io
 import os
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 
@@ -48,11 +51,11 @@ h2 { font-size: 1.1rem; margin: 2rem 0 .75rem; overflow-wrap: anywhere; }
 ol.cards { list-style: none; padding: 0; margin: 0; display: grid; gap: .75rem;
   grid-template-columns: repeat(auto-fill, minmax(calc(var(--thumb) + 1.5rem), 1fr)); }
 .card { border: 1px solid #8884; border-radius: 6px; padding: .6rem; }
-.thumb { display: flex; align-items: center; justify-content: center;
-  width: var(--thumb); height: var(--thumb); margin: 0 auto .4rem; }
-.thumb img { max-width: 100%; max-height: 100%; object-fit: contain; }
-.placeholder { display: flex; align-items: center; justify-content: center; width: 100%; height: 100%;
-  box-sizing: border-box; padding: .5rem; background: #8882; color: GrayText; font-size: 12px;
+.thumb { display: block; margin: 0 0 .4rem; }
+/* the image's own aspect ratio, no band around it: as wide as the card, its height follows */
+.thumb img { display: block; width: 100%; height: auto; max-height: calc(2 * var(--thumb)); object-fit: contain; }
+.placeholder { display: flex; align-items: center; justify-content: center; width: 100%;
+  height: var(--thumb); box-sizing: border-box; padding: .5rem; background: #8882; color: GrayText; font-size: 12px;
   text-align: center; overflow-wrap: anywhere; }
 .rank { font-weight: 600; }
 .moved { font-size: 12px; color: GrayText; }
@@ -60,7 +63,9 @@ ol.cards { list-style: none; padding: 0; margin: 0; display: grid; gap: .75rem;
 dl { display: grid; grid-template-columns: auto 1fr; gap: 0 .5rem; margin: .3rem 0; font-size: 12px; }
 dt { color: GrayText; }
 dd { margin: 0; font-variant-numeric: tabular-nums; }
-a.path { font-size: 12px; overflow-wrap: anywhere; }
+/* paths break after a "/" (a <wbr> there); inside a name only when the name alone is wider than the card */
+a.path { font-size: 12px; overflow-wrap: break-word; word-break: normal; }
+.folder { overflow-wrap: anywhere; }
 """
 
 
@@ -108,15 +113,17 @@ def render_contact_sheet(
     """The page as a string. `thumbnail(path)` returns JPEG bytes; if it raises FileNotFoundError the
     card says "missing: <name>", any other read/decode error gives "unreadable: <name>"."""
     groups = _group_by_query(hits)
+    folder = common_folder(hit.path for hit in hits)
+    under = f' under <span class="folder">{_esc(folder)}</span>' if folder else ""
     body = [
         f"<h1>{_esc(title)}</h1>",
         f'<p class="summary">{len(groups)} {_plural(len(groups), "query", "queries")}, '
-        f"{len(hits)} {_plural(len(hits), 'result', 'results')}</p>",
+        f"{len(hits)} {_plural(len(hits), 'result', 'results')}{under}</p>",
     ]
     if not hits:
         body.append('<p class="empty">No results.</p>')
     for number, (query, query_hits) in enumerate(groups.items(), start=1):
-        body.append(_section(number, query, query_hits, thumbnail))
+        body.append(_section(number, query, query_hits, thumbnail, folder))
     return (
         "<!doctype html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -166,30 +173,62 @@ def _group_by_query(hits: Sequence[Hit]) -> dict[str, list[Hit]]:
     return groups
 
 
-def _section(number: int, query: str, hits: list[Hit], thumbnail: Thumbnailer) -> str:
-    cards = "\n".join(_card(hit, thumbnail) for hit in hits)
+def _section(number: int, query: str, hits: list[Hit], thumbnail: Thumbnailer, folder: str) -> str:
+    cards = "\n".join(_card(hit, thumbnail, folder) for hit in hits)
     return (
         f'<section class="query" id="q{number}">\n<h2>{_esc(query)}</h2>\n'
         f'<ol class="cards">\n{cards}\n</ol>\n</section>'
     )
 
 
-def _card(hit: Hit, thumbnail: Thumbnailer) -> str:
-    return card_html(hit, _thumb_html(hit.path, thumbnail), Path(hit.path).absolute().as_uri())
+def _card(hit: Hit, thumbnail: Thumbnailer, folder: str) -> str:
+    uri = Path(hit.path).absolute().as_uri()
+    return card_html(hit, _thumb_html(hit.path, thumbnail), image_href=uri, path_href=uri, folder=folder)
 
 
-def card_html(hit: Hit, image_html: str, href: str) -> str:
-    """One result card (also the search page's): `image_html` is trusted markup, `href` is escaped here."""
-    uri = _esc(href)
+def card_html(hit: Hit, image_html: str, *, image_href: str, path_href: str, folder: str = "") -> str:
+    """One result card (also the search page's): `image_html` is trusted markup; the links are escaped here. The
+    path shows relative to `folder` (a common_folder of the hits or of the index), and breaks only after a "/"."""
     path = _esc(hit.path)
+    shown = _esc(relative_to(hit.path, folder)).replace("/", "/<wbr>")
+    itm = "" if hit.itm is None else f'<dt>itm</dt><dd class="itm">{float(hit.itm):.4f}</dd>'
     return (
         f'<li class="card" data-rank="{int(hit.rank)}" data-shortlist-rank="{int(hit.shortlist_rank)}">'
-        f'<a class="thumb" href="{uri}">{image_html}</a>'
+        f'<a class="thumb" href="{_esc(image_href)}">{image_html}</a>'
         f'<div><span class="rank">#{int(hit.rank)}</span> {_moved_html(hit)}</div>'
-        f'<dl><dt>score</dt><dd class="score">{float(hit.score):.4f}</dd>'
-        f'<dt>cosine</dt><dd class="similarity">{float(hit.similarity):.4f}</dd></dl>'
-        f'<a class="path" href="{uri}" title="{path}">{path}</a></li>'
+        f'<dl><dt>score</dt><dd class="score">{float(hit.score):.4f}</dd>{itm}'
+        f'<dt>cosine</dt><dd class="similarity">{float(hit.similarity):.4f}</dd>{_date_html(hit)}</dl>'
+        f'<a class="path" href="{_esc(path_href)}" title="{path}">{shown}</a></li>'
     )
+
+
+def _date_html(hit: Hit) -> str:
+    """The capture date (EXIF), else the file's modification time (what `after`/`before` compare), else nothing."""
+    if hit.taken_at:
+        label, full = "taken", hit.taken_at
+    else:
+        try:
+            label, full = "modified", datetime.fromtimestamp(os.stat(hit.path).st_mtime).isoformat(timespec="seconds")
+        except (OSError, ValueError):
+            return ""
+    return f'<dt>{label}</dt><dd class="date" title="{_esc(full)}">{_esc(full[:16].replace("T", " "))}</dd>'
+
+
+def common_folder(paths: Iterable[str]) -> str:
+    """The deepest folder holding every path, with its trailing "/" ("" when they share none but the root):
+    the part a person need not read on every card. Only the first and last path in string order decide it (every
+    path between them shares their common prefix), so a caller may pass just those two."""
+    paths = list(paths)
+    if not paths:
+        return ""
+    prefix = os.path.commonprefix([min(paths), max(paths)])
+    folder = prefix[: prefix.rfind("/") + 1]
+    return "" if folder in ("", "/") or folder.endswith("://") else folder
+
+
+def relative_to(path: str, folder: str) -> str:
+    """`path` without the leading `folder` (a common_folder), or whole when it is not inside it."""
+    return path[len(folder) :] if folder and path.startswith(folder) and len(path) > len(folder) else path
 
 
 def _moved_html(hit: Hit) -> str:

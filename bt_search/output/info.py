@@ -8,13 +8,13 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from bt_search.errors import UsageError
-from bt_search.output.formats import TableColumn, render_records, visible_path
+from bt_search.output.formats import TableColumn, render_records, shorter_path, visible_path
 from bt_search.store import FailedRow
 
 INFO_FORMATS = ("text", "json")
 FAILED_COLUMNS = ("path", "reason", "size", "mtime_ns")
 FAILED_TABLE = (
-    TableColumn("path", lambda r: visible_path(r["path"]), fold=True),
+    TableColumn("path", lambda r: visible_path(shorter_path(r["path"])), whole=True),
     TableColumn("reason", lambda r: r["reason"], fold=True),
 )
 

@@ -13,4 +13,7 @@ class Hit:
     score: float  # what ranks the hit: ITM probability + cosine (blend), ITM alone, or the cosine (no rerank)
     similarity: float  # cosine similarity of the ITC embeddings
     shortlist_rank: int  # 1-based rank in the cosine shortlist, before reranking
-    taken_at: str | None = None  # capture time (EXIF, ISO 8601), filled by capture.dated_hits
+    taken_at: str | None = None  # capture time (EXIF, ISO 8601), filled by filters.dated_hits
+    # The ITM head's probability that image and text match (with negatives: ITM(text) x prod (1 - ITM(not))^w,
+    # the number the rerank blends with the cosine); None when the hit was not reranked.
+    itm: float | None = None

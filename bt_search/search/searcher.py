@@ -72,8 +72,10 @@ def rank_hits(
     scores: np.ndarray | None,
     top_k: int,
     threshold: float | None = None,
+    itm: np.ndarray | None = None,
 ) -> list[Hit]:
-    """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path."""
+    """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path. `itm`: the
+    candidates' ITM probabilities, carried into the hits (None: not reranked)."""
     scores = shortlist.similarities if scores is None else scores
     order = sorted(
         range(len(shortlist.rows)),
@@ -91,6 +93,7 @@ def rank_hits(
                 score=float(scores[i]),
                 similarity=float(shortlist.similarities[i]),
                 shortlist_rank=i + 1,
+                itm=None if itm is None else float(itm[i]),
             )
         )
         if len(hits) == top_k:
@@ -293,9 +296,9 @@ class Searcher:
                 position += size
                 clock.record(size)
             kept = _concatenated(shortlist.query, kept_parts)
-            scores = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
-            scores = blend_scores(scores, kept.similarities) if score == "blend" else scores
-            results.append(rank_hits(kept, scores, top_k, threshold))
+            itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
+            scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
+            results.append(rank_hits(kept, scores, top_k, threshold, itm=itm))
         return results
 
     def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:

@@ -93,10 +93,15 @@ def build_app(
         return json_response(result.as_json() if request.method == "POST" else _hits_json(result))
 
     async def thumbnail(request: Request) -> Response:
-        key = request.path_params["key"]
-        jpeg = await anyio.to_thread.run_sync(service.thumbnail, key, limiter=gate.thumbs)
+        return await _jpeg(service.thumbnail, request.path_params["key"], "no such thumbnail")
+
+    async def full_image(request: Request) -> Response:
+        return await _jpeg(service.full_image, request.path_params["key"], "no such image")
+
+    async def _jpeg(make, key: str, missing: str) -> Response:
+        jpeg = await anyio.to_thread.run_sync(make, key, limiter=gate.thumbs)
         if jpeg is None:
-            raise Refused(404, "no such thumbnail")
+            raise Refused(404, missing)
         return Response(jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
     async def page(request: Request) -> Response:
@@ -108,25 +113,28 @@ def build_app(
         await anyio.to_thread.run_sync(service.refresh, limiter=gate.thumbs)  # a removed index: 503, as /health
         query, similar = params.get("q", "").strip(), params.get("similar", "")
         rerank = params.get("rerank", "true") != "false"
+        # the date range and order, as the form sends them (empty inputs: no bound); check_request checks them
+        filters = {name: params[name].strip() for name in ("after", "before", "sort") if params.get(name, "").strip()}
         generation = service.reader.generation
+        facts = await anyio.to_thread.run_sync(service.page_facts, limiter=gate.thumbs)
+        shown = {"query": query, "rerank": rerank, "index": facts, "filters": filters}
         try:
             if similar:
                 path = service.path_for_key(similar)
                 if path is None:
                     raise Refused(404, "that image is not among this server's results; search again")
-                result = await answer("similar", [path], {"top_k": 24})
+                result = await answer("similar", [path], {"top_k": 24, **filters})
                 heading = f"Images similar to {path}"
             elif query:
-                result = await answer("search", [query], {"top_k": 24, "shortlist": 48, "rerank": rerank})
+                options = {"top_k": 24, "shortlist": 48, "rerank": rerank, **filters}
+                result = await answer("search", [query], options)
                 heading = f"Results for “{query}”"
             else:
-                return _html(render_page())
+                return _html(render_page(**shown))
         except (Refused, UsageError, LookupError) as err:  # the index gone or the server stopping: 503 JSON
             status = err.status if isinstance(err, Refused) else 413 if isinstance(err, WorkLimitError) else 400
-            return _html(render_page(query=query, rerank=rerank, error=str(err)), status)
-        return _html(
-            render_page(query=query, rerank=rerank, heading=heading, hits=result.results[0], generation=generation)
-        )
+            return _html(render_page(**shown, error=str(err)), status)
+        return _html(render_page(**shown, heading=heading, hits=result.results[0], generation=generation))
 
     async def css(request: Request) -> Response:
         return Response(PAGE_CSS, media_type="text/css", headers={"cache-control": "private, max-age=600"})
@@ -139,6 +147,7 @@ def build_app(
         Route("/api/query", api_query, methods=["POST"]),
         Route("/api/similar", api_similar, methods=["GET", "POST"]),
         Route("/thumb/{key:str}", thumbnail, methods=["GET"]),
+        Route("/image/{key:str}", full_image, methods=["GET"]),
     ]
     handlers = {
         Refused: _refused,

@@ -1,12 +1,15 @@
 """The search page: server-rendered HTML, no script at all, so its CSP can forbid every script.
 
-A GET form is the search box; each result is the contact sheet's card (html_sheet.card_html) whose
-thumbnail comes from /thumb/KEY and whose link asks for images similar to it (/?similar=KEY).
+A GET form is the search box, with a date range and an order; the header names the index and its size. Each
+result is the contact sheet's card (html_sheet.card_html): its thumbnail comes from /thumb/KEY and links to
+images similar to it (/?similar=KEY, in the same date range), its path (relative to the folder holding every
+indexed image) to the full-size view /image/KEY. Both keys name rows this server returned, nothing else.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlencode
 
 from bt_search.output.html_sheet import card_html, escape_html, sheet_css
@@ -20,13 +23,17 @@ CSP = (
 PAGE_CSS = (
     sheet_css(THUMB_PX)
     + """
-form.search { display: flex; gap: .5rem; margin: 0 0 1rem; flex-wrap: wrap; }
+header.index { display: flex; align-items: baseline; gap: 1rem; flex-wrap: wrap; margin: 0 0 .75rem; }
+header.index h1 { margin: 0; }
+.facts { color: GrayText; margin: 0; overflow-wrap: anywhere; }
+form.search { display: flex; gap: .5rem; margin: 0 0 1rem; flex-wrap: wrap; align-items: center; }
 form.search input[type=search] { flex: 1 1 24rem; font: inherit; padding: .4rem .6rem; }
-form.search select, form.search button { font: inherit; padding: .4rem .6rem; }
+form.search input[type=date], form.search select, form.search button { font: inherit; padding: .35rem .5rem; }
+form.search label { display: flex; align-items: center; gap: .3rem; color: GrayText; }
 .error { color: #b00020; }
-.thumb img { width: 100%; height: 100%; }  /* small originals fill the card too (object-fit keeps the shape) */
 """
 )
+SORT_LABELS = {"relevance": "best match first", "date": "oldest first"}
 
 
 def render_page(
@@ -37,17 +44,25 @@ def render_page(
     hits: list[Hit] | None = None,
     generation: int = 0,
     error: str = "",
+    index: dict[str, Any] | None = None,
+    filters: dict[str, str] | None = None,
 ) -> str:
-    """The whole page; `hits` None means no search was asked for yet."""
-    body = [f"<h1>bt-search</h1>\n{_form(query, rerank)}"]
+    """The whole page; `hits` None means no search was asked for yet. `index`: Service.page_facts (name, images,
+    folder); `filters`: the date range and order asked for (`after`, `before`, `sort`), kept in the form and in
+    the links to similar images."""
+    index = index or {}
+    filters = filters or {}
+    body = [_header(index), _form(query, rerank, filters)]
     if error:
         body.append(f'<p class="error">{escape_html(error)}</p>')
     if hits is not None:
         body.append(f"<h2>{escape_html(heading)}</h2>")
         body.append(
-            f'<p class="summary">{len(hits)} result{"" if len(hits) == 1 else "s"}; click an image for similar ones</p>'
+            f'<p class="summary">{len(hits)} result{"" if len(hits) == 1 else "s"}; click an image for similar '
+            "ones, its name for the full-size image</p>"
         )
-        cards = "\n".join(_card(hit, generation) for hit in hits)
+        folder = index.get("folder", "")
+        cards = "\n".join(_card(hit, generation, folder, filters) for hit in hits)
         body.append(f'<ol class="cards">\n{cards}\n</ol>' if hits else '<p class="empty">No results.</p>')
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -58,20 +73,44 @@ def render_page(
     )
 
 
-def _form(query: str, rerank: bool) -> str:
+def _header(index: dict[str, Any]) -> str:
+    facts = []
+    if "name" in index:
+        facts.append(f'index <b class="name">{escape_html(index["name"])}</b>')
+    if "images" in index:
+        count = int(index["images"])
+        facts.append(f'<span class="count">{count:,} image{"" if count == 1 else "s"}</span>')
+    if index.get("folder"):
+        facts.append(f'under <span class="folder">{escape_html(index["folder"])}</span>')
+    shown = f'<p class="facts">{" · ".join(facts)}</p>' if facts else ""
+    return f'<header class="index"><h1>bt-search</h1>{shown}</header>'
+
+
+def _form(query: str, rerank: bool, filters: dict[str, str]) -> str:
     selected = ("", " selected") if rerank else (" selected", "")
+    sort = filters.get("sort", "relevance")
+    orders = "".join(
+        f'<option value="{value}"{" selected" if value == sort else ""}>{label}</option>'
+        for value, label in SORT_LABELS.items()
+    )
+    dates = "".join(
+        f'<label>{name} <input type="date" name="{name}" value="{escape_html(filters.get(name, ""))}"></label>'
+        for name in ("after", "before")
+    )
     return (
         '<form class="search" method="get" action="/" role="search">'
         f'<input type="search" name="q" value="{escape_html(query)}" maxlength="{MAX_QUERY_CHARS}" '
         'placeholder="describe the image you are looking for" aria-label="query" autofocus>'
         '<select name="rerank" aria-label="ranking">'
         f'<option value="true"{selected[1]}>ITM rerank</option><option value="false"{selected[0]}>cosine only</option>'
-        '</select><button type="submit">Search</button></form>'
+        f'</select>{dates}<select name="sort" aria-label="order">{orders}</select>'
+        '<button type="submit">Search</button></form>'
     )
 
 
-def _card(hit: Hit, generation: int) -> str:
+def _card(hit: Hit, generation: int, folder: str, filters: dict[str, str]) -> str:
     key = thumb_key(hit.path)
     name = escape_html(os.path.basename(hit.path) or hit.path)
     image = f'<img src="/thumb/{key}?g={int(generation)}" alt="{name}">'
-    return card_html(hit, image, "/?" + urlencode({"similar": key}))
+    similar = "/?" + urlencode({"similar": key, **filters})
+    return card_html(hit, image, image_href=similar, path_href=f"/image/{key}?g={int(generation)}", folder=folder)

@@ -24,7 +24,7 @@ from typing import Any
 from bt_search import __version__
 from bt_search.engine.loading import resolve_device
 from bt_search.errors import UsageError, WorkLimitError
-from bt_search.output.html_sheet import make_thumbnail
+from bt_search.output.html_sheet import common_folder, make_thumbnail
 from bt_search.search.filters import SORTS, parse_day
 from bt_search.search.hits import Hit
 from bt_search.search.open import check_same_space, open_index, open_searcher
@@ -40,6 +40,7 @@ MAX_QUERY_CHARS = 1_000
 MAX_RESULTS = 1_000  # bound on top_k and shortlist
 MAX_CANDIDATES = 4_096  # queries x shortlist in one request: the rerank pairs one request may cost
 THUMB_PX = 200
+FULL_PX = 1600  # the search page's full-size view: a JPEG at most this many pixels a side
 SEARCH_DEFAULTS = {
     name: p.default for name, p in inspect.signature(Searcher.search).parameters.items() if p.kind is p.KEYWORD_ONLY
 }
@@ -171,6 +172,8 @@ class Service:
         self.states = StateLRU(state_cache_bytes)
         self.results = SmallLRU(128)
         self.thumbs = SmallLRU(512)
+        self.full_images = SmallLRU(8)  # a few hundred kB each
+        self._folder: tuple[tuple, str] | None = None  # (index state, common folder of its paths)
         self.served = SmallLRU(16_384)  # thumb key -> path, for rows this server has returned as hits
         self.auto_device = resolve_device("auto").type  # what `auto` means here, for clients that ask for it
         self._reload_lock = threading.Lock()
@@ -212,6 +215,15 @@ class Service:
                 "budget": self.states.budget_bytes,
             },
         }
+
+    def page_facts(self) -> dict[str, Any]:
+        """What the search page says of the index: its name, its image count and the folder holding every image
+        (cards name paths relative to it; "" when the images share none but the root)."""
+        reader = self.reader
+        if self._folder is None or self._folder[0] != reader.state_id:
+            bounds = reader.path_bounds()  # O(N) once per index state, not per page
+            self._folder = (reader.state_id, common_folder(bounds or ()))
+        return {"name": self.index_dir.name, "images": len(reader), "folder": self._folder[1]}
 
     # ---------------------------------------------------------------- searches
     def check(self, kind: str, queries: Any, options: Any) -> tuple[list[str], dict[str, Any]]:
@@ -269,16 +281,23 @@ class Service:
 
     def thumbnail(self, key: str) -> bytes | None:
         """JPEG bytes of a row this server returned as a hit; None for any other key or an unreadable file."""
+        return self._image(key, self.thumbs, THUMB_PX, 40_000)
+
+    def full_image(self, key: str) -> bytes | None:
+        """The search page's full-size view, as `thumbnail` (the same rows only) at up to FULL_PX a side."""
+        return self._image(key, self.full_images, FULL_PX, 2_000_000)
+
+    def _image(self, key: str, cache: SmallLRU, side: int, max_bytes: int) -> bytes | None:
         path = self.served.get(key)
         if path is None:
             return None
-        cached = self.thumbs.get((self.reader.state_id, key))
+        cached = cache.get((self.reader.state_id, key))
         if cached is None:
             try:
-                cached = make_thumbnail(path, thumb_px=THUMB_PX, max_bytes=40_000)
-            except Exception:  # noqa: BLE001 - any unreadable file is just "no thumbnail"
+                cached = make_thumbnail(path, thumb_px=side, max_bytes=max_bytes)
+            except Exception:  # noqa: BLE001 - any unreadable file is just "no image"
                 return None
-            self.thumbs.put((self.reader.state_id, key), cached)
+            cache.put((self.reader.state_id, key), cached)
         return cached
 
     # ---------------------------------------------------------------- index changes
@@ -294,7 +313,7 @@ class Service:
             self._stamp = stamp
             if reader.state_id != self.reader.state_id:
                 self.reader = reader
-                for cache in (self.states, self.results, self.thumbs, self.served):
+                for cache in (self.states, self.results, self.thumbs, self.full_images, self.served):
                     cache.clear()
 
     def _searcher(

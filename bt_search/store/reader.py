@@ -181,6 +181,16 @@ class IndexReader:
             original_paths(self._snapshot.where(["path"], pc.field("path").isin(wanted)).column("path").to_pylist())
         )
 
+    def path_bounds(self) -> tuple[str, str] | None:
+        """The first and the last live path in string order (None: no rows). Every path lies between them, so they
+        share every path's common prefix (the server names paths relative to it). O(N): reads the path column
+        once, in Arrow, for a caller that keeps the answer per index state."""
+        column = self._snapshot.where(["path"]).column("path")
+        if len(column) == 0:
+            return None
+        bounds = pc.min_max(column)
+        return original_path(bounds["min"].as_py()), original_path(bounds["max"].as_py())
+
     def failed(self) -> list[FailedRow]:
         return [
             FailedRow(**{**record, "path": original_path(record["path"])})

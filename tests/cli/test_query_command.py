@@ -57,7 +57,9 @@ def test_csv_and_tsv_round_trip_awkward_names(index):
         result = query_here(index, QUERY, "--top-k", "6", "--format", fmt)
         rows = list(csv.DictReader(io.StringIO(result.stdout, newline=""), delimiter=delimiter))
         assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == sorted(index[2])
-        assert list(rows[0]) == ["query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at"]
+        assert list(rows[0]) == ["query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm"]
+        # the default blend: each row says what the ITM head answered, the score adds the cosine to it
+        assert all(abs(float(r["score"]) - float(r["itm"]) - float(r["similarity"])) < 1e-6 for r in rows)
 
 
 def test_paths_null_separated_survive_newlines(index):
@@ -83,6 +85,7 @@ def test_queries_from_stdin_in_input_order_equal_single_runs(index):
 def test_no_rerank_scores_are_cosines(index):
     rows = [json.loads(line) for line in query_here(index, QUERY, "--no-rerank", "-k", "3").stdout.splitlines()]
     assert all(r["score"] == r["similarity"] for r in rows) and [r["shortlist_rank"] for r in rows] == [1, 2, 3]
+    assert all(r["itm"] is None for r in rows)  # not reranked: no ITM probability
 
 
 def test_similar_images_by_image(index):

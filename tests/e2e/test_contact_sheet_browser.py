@@ -24,6 +24,11 @@ PAGE_STATE = """({
   injected: document.querySelectorAll('img[src="x"]').length,
   cards: document.querySelectorAll('li.card').length,
   text: document.body.innerText,
+  shown: Array.from(document.querySelectorAll('li.card a.path'), a => a.textContent),
+  bands: Array.from(document.querySelectorAll('li.card a.thumb img'), img =>
+    img.parentElement.getBoundingClientRect().height - img.getBoundingClientRect().height),
+  ratios: Array.from(document.querySelectorAll('li.card a.thumb img'), img =>
+    img.getBoundingClientRect().width / img.getBoundingClientRect().height),
 })"""
 
 
@@ -64,6 +69,10 @@ def test_sheet_renders_safely_and_offline(browser, sheet):
     assert len(state["widths"]) == 3 and all(w > 0 for w in state["widths"])  # every thumbnail decoded
     assert PAYLOAD_NAME in state["text"] and "<b>bold</b> query" in state["text"]
     assert "missing: gone.jpg" in state["text"]
+    # as on the search page: names under the hits' common folder (shown once), a date, each image its own shape
+    assert state["shown"] == ["red.jpg", "green.png", PAYLOAD_NAME, "gone.jpg"]
+    assert f"under {sheet.parent / 'images'}/" in state["text"] and state["text"].count("modified") == 3
+    assert all(abs(band) <= 1 for band in state["bands"]) and all(abs(r - 1.5) < 0.02 for r in state["ratios"])
     requests = page.requested_urls()
     assert requests[0] == sheet.as_uri()
     assert all(url == sheet.as_uri() or url.startswith("data:image/jpeg;base64,") for url in requests)

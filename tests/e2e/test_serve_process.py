@@ -23,6 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bt_search.cli.app import app
+from bt_search.serve.service import thumb_key
 from tests.support.cli import cli, cli_index
 from tests.support.images import noise_image
 from tests.support.serve import ServerProcess
@@ -149,6 +150,8 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
     assert outputs[0] == outputs[1] and outputs[0][0]
     if "-k" in args and args[args.index("-k") + 1] == "13":  # all images: the dated one among them
         assert b"2021-07-04T10:11:12" in outputs[0][0]
+    if "--not" in args:  # reranked with negatives: the served hits carry the combined ITM probability too
+        assert all(type(json.loads(line)["itm"]) is float for line in outputs[0][0].splitlines())
 
 
 def test_queries_file_batch_through_the_server(setup, tmp_path):
@@ -163,7 +166,11 @@ def test_queries_from_stdin_through_the_fast_path(setup):
     lines = b"a red circle\n\ntwo green triangles\n"
     args = ("--queries-file", "-", "-k", "2", "--format", "csv")
     served = query(setup, *args, served=True, input=lines)
-    assert served.stdout == query(setup, *args, served=False, input=lines).stdout and served.stdout.count(b"\r\n") == 5
+    assert (
+        served.stdout == query(setup, *args, served=False, input=lines).stdout
+        and served.stdout.count(b"\n") == 5
+        and b"\r" not in served.stdout
+    )
 
 
 def heavy_modules_after(setup, entry: str, heavy: tuple[str, ...], *options: str) -> list[str]:
@@ -250,6 +257,10 @@ def test_no_path_or_parameter_opens_a_file_that_is_not_an_indexed_row(setup):
         "/api/similar?key=../../etc/passwd",
         f"/?similar={quote(str(outside))}",
         "/?similar=..%2F..%2Fetc%2Fpasswd",
+        "/image/../../../../etc/passwd",
+        "/image/..%2f..%2fetc%2fpasswd",
+        f"/image/{quote(str(secret), safe='')}",
+        f"/image/{thumb_key(str(outside))}",  # the key of a file that is no hit
     ]
     for probe in probes:
         status, _, body = server.request("GET", probe)
@@ -265,6 +276,9 @@ def test_no_path_or_parameter_opens_a_file_that_is_not_an_indexed_row(setup):
     hits = server.get_json(f"/api/similar?path={quote(indexed)}&top_k=2")["hits"]
     assert hits[0]["path"] == indexed
     status, headers, jpeg = server.request("GET", server.get_json("/api/search?q=red&top_k=1")["thumbnails"][0])
+    assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+    thumbnail = server.get_json("/api/search?q=red&top_k=1")["thumbnails"][0]
+    status, headers, jpeg = server.request("GET", thumbnail.replace("/thumb/", "/image/"))  # the full-size view
     assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
 
 

@@ -265,4 +265,46 @@ def test_undecodable_file_name_shows_replacement_but_links_exactly():
     page.encode("utf-8")  # writable as UTF-8: no lone surrogate left
     card = Sheet(page).sections[0]["cards"][0]
     assert card["links"][0]["href"] == "file:///pics/caf%E9.jpg"
-    assert "/pics/caf\ufffd.jpg" in card_text(card)
+    assert "caf\ufffd.jpg" in card_text(card) and card["links"][-1]["title"] == "/pics/caf\ufffd.jpg"
+
+
+def test_cards_show_paths_under_the_common_folder_dates_and_itm(tmp_path):
+    photos = tmp_path / "photos" / "2021"
+    (photos / "summer").mkdir(parents=True)
+    undated = photos / "summer" / "beach_with_a_long_name.jpg"
+    undated.write_bytes(jpeg_bytes(FAKE_COLOR))
+    os.utime(undated, (1_600_000_000, 1_600_000_000))
+    hits = [
+        Hit("beach", 1, str(photos / "dated.jpg"), 1.2, 0.3, 2, taken_at="2021-07-04T10:11:12+02:00", itm=0.9),
+        Hit("beach", 2, str(undated), 1.1, 0.35, 1, itm=0.75),
+        Hit("beach", 3, str(photos / "missing.jpg"), 0.3, 0.3, 3),  # gone, not reranked: no date, no itm
+    ]
+    page = render_contact_sheet(hits, thumbnail=fake_thumbnail)
+    sheet = Sheet(page)
+    assert f'3 results under <span class="folder">{photos}/</span>' in page and page.count(f"{photos}/<") == 1
+    dated, modified, gone = (card_text(card) for card in sheet.sections[0]["cards"])
+    assert "score 1.2000 itm 0.9000 cosine 0.3000 taken 2021-07-04 10:11 dated.jpg" in dated
+    local = __import__("datetime").datetime.fromtimestamp(1_600_000_000).isoformat(timespec="minutes")
+    assert f"itm 0.7500 cosine 0.3500 modified {local.replace('T', ' ')} summer/" in modified
+    assert "itm" not in gone and "taken" not in gone and "modified" not in gone
+    assert ">summer/<wbr>beach_with_a_long_name.jpg</a>" in page  # breaks after a "/" only
+    assert sheet.sections[0]["cards"][1]["links"][-1]["title"] == str(undated)  # the whole path on hover
+
+
+@pytest.mark.parametrize(
+    ("paths", "folder"),
+    [
+        (["/a/b/c.jpg", "/a/b/d/e.jpg", "/a/b/x.jpg"], "/a/b/"),
+        (["/a/bc/x.jpg", "/a/b/x.jpg"], "/a/"),  # a common prefix that is not a whole folder name
+        (["/a/x.jpg", "/b/y.jpg"], ""),  # nothing but the root
+        (["/a/b/only.jpg"], "/a/b/"),
+        (["s3://bucket/p/a.jpg", "s3://bucket/p/q/b.jpg"], "s3://bucket/p/"),
+        (["s3://one/a.jpg", "s3://two/b.jpg"], ""),
+        ([], ""),
+    ],
+)
+def test_common_folder(paths, folder):
+    from bt_search.output.html_sheet import common_folder, relative_to
+
+    assert common_folder(paths) == folder
+    assert all(folder + relative_to(path, folder) == path for path in paths) if folder else True

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from bt_search.errors import EXIT_USAGE, UsageError
 from bt_search.output.formats import FORMATS, default_format
-from bt_search.output.hits import COLUMNS, render
+from bt_search.output.hits import COLUMNS, render, write_query_output
 from bt_search.search.hits import Hit
 
 AWKWARD_NAMES = [
@@ -28,7 +29,15 @@ AWKWARD_NAMES = [
 
 def make_hits(paths: list[str], query: str = 'two "cats", one\ttab') -> list[Hit]:
     return [
-        Hit(query=query, rank=i, path=p, score=1 / (i + 2), similarity=0.1 * i - 0.05, shortlist_rank=9 - i)
+        Hit(
+            query=query,
+            rank=i,
+            path=p,
+            score=1 / (i + 2),
+            similarity=0.1 * i - 0.05,
+            shortlist_rank=9 - i,
+            itm=1 / (i + 3) if i % 2 else None,  # some reranked, some not: a float and an empty field
+        )
         for i, p in enumerate(paths, start=1)
     ]
 
@@ -47,6 +56,7 @@ def as_row(hit: Hit) -> list[str]:
         repr(hit.similarity),
         str(hit.shortlist_rank),
         hit.taken_at or "",
+        "" if hit.itm is None else repr(hit.itm),
     ]
     return [hit.query, *numbers]
 
@@ -79,7 +89,7 @@ def test_jsonl_converts_numpy_like_scalars():
     class FloatLike(float):  # stands in for numpy.float32, which json cannot serialise
         pass
 
-    hit = Hit("q", rank=1, path="/a.jpg", score=FloatLike(0.5), similarity=FloatLike(0.25), shortlist_rank=3)
+    hit = Hit("q", 1, "/a.jpg", score=FloatLike(0.5), similarity=FloatLike(0.25), shortlist_rank=3, itm=FloatLike(0.75))
     assert json.loads(rendered([hit], "jsonl")) == {
         "query": "q",
         "rank": 1,
@@ -88,6 +98,7 @@ def test_jsonl_converts_numpy_like_scalars():
         "similarity": 0.25,
         "shortlist_rank": 3,
         "taken_at": None,
+        "itm": 0.75,
     }
 
 
@@ -112,8 +123,27 @@ def test_delimited_without_header_for_later_queries(fmt):
 
 def test_tsv_plain_names_are_not_quoted():
     hit = make_hits(["/photos/a b.jpg"], query="cat")[0]
-    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\r\n"
+    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\t{hit.itm!r}\n"
     assert rendered([hit], "tsv", include_header=False) == expected
+
+
+@pytest.mark.parametrize(("fmt", "delimiter"), [("csv", ","), ("tsv", "\t")])
+def test_delimited_lines_end_in_lf_and_quote_as_rfc_4180(fmt, delimiter):
+    hits = make_hits(AWKWARD_NAMES)
+    text = rendered(hits, fmt)
+    assert "\r\n" not in text and text.endswith("\n")
+    # the csv module's RFC 4180 dialect, line ends aside: the same fields quoted the same way
+    reference = io.StringIO(newline="")
+    writer = csv.writer(reference, delimiter=delimiter)
+    writer.writerow(COLUMNS)
+    writer.writerows(as_row(hit) for hit in hits)
+    assert text == reference.getvalue().replace("\r\n", "\n")
+
+
+def test_tsv_fields_cut_cleanly():
+    hit = Hit("cats", 1, "/photos/a.jpg", 0.5, 0.25, 1, taken_at="2021-07-04T10:11:12+02:00")
+    line = rendered([hit], "tsv", include_header=False)
+    assert line.rstrip("\n").split("\t")[6] == "2021-07-04T10:11:12+02:00"  # what `cut -f7` prints
 
 
 def test_paths_newline_mode():
@@ -160,7 +190,7 @@ def test_streams_while_hits_arrive():
 def test_table_shows_values_and_literal_paths():
     hits = make_hits(["/photos/cat.jpg", "/p/[bold]x[/bold].jpg"], query="cats")
     text = rendered(hits, "table")
-    for header in ("query", "rank", "score", "similarity", "path"):
+    for header in ("rank", "score", "similarity", "path"):
         assert header in text
     assert "/photos/cat.jpg" in text
     assert "[bold]x[/bold]" in text  # shown literally, not eaten as rich markup
@@ -171,6 +201,68 @@ def test_table_shows_values_and_literal_paths():
 def test_table_without_header():
     text = rendered(make_hits(["/photos/cat.jpg"], query="cats"), "table", include_header=False)
     assert "/photos/cat.jpg" in text and "similarity" not in text
+
+
+class Terminal(io.StringIO):
+    """stdout as write_query_output reconfigures it."""
+
+    def reconfigure(self, **kwargs) -> None:
+        pass
+
+
+def table_at_80_columns(monkeypatch, results) -> list[str]:
+    monkeypatch.setenv("COLUMNS", "80")
+    out = Terminal()
+    write_query_output(results, "table", out)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    return lines
+
+
+def headers(lines: list[str]) -> list[list[str]]:
+    return [line.split() for line in lines if line.split()[:1] == ["rank"]]
+
+
+def test_table_titles_each_query_once_and_keeps_paths_whole_at_80_columns(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    query = "a yellow square below a blue triangle"
+    near = [str(tmp_path / "Pictures" / "2021" / f"summer holiday/IMG_{i:04d}_a_long_file_name.jpg") for i in (1, 2)]
+    far = [f"/srv/archive/photos/{'x' * 40}/IMG_{i:04d}.jpg" for i in (1, 2)]
+    longest = "/mnt/nas/" + "/".join(["folder_with_a_long_name"] * 4) + "/IMG_0001.jpg"  # over 80 characters
+    results = [
+        [Hit(query, i, path, 1.2 - i / 10, 0.3, i, itm=0.9 - i / 10) for i, path in enumerate(near, start=1)],
+        [Hit("red car", i, path, 0.5, 0.3, i, itm=0.2) for i, path in enumerate([*far, longest], start=1)],
+    ]
+    lines = table_at_80_columns(monkeypatch, results)
+    text = "\n".join(lines)
+    assert "query" not in text and text.count(query) == 1 and lines.count("red car") == 1  # a title per query
+    for path in near:  # shorter relative to the current directory, and whole on one line
+        assert os.path.relpath(path) in lines
+    for path in far:  # absolute where that is shorter; whole, though the row cannot hold it beside the numbers
+        assert path in lines and os.path.relpath(path) not in text
+    folded = [line for line in lines if line.startswith("/mnt/nas/")]
+    assert len(folded) == 1 and len(folded[0]) == 80 and longest.startswith(folded[0])  # folds only when longer
+    assert "".join(lines[lines.index(folded[0]) : lines.index(folded[0]) + 2]) == longest
+
+
+def test_table_puts_short_paths_beside_their_numbers(monkeypatch):
+    hits = [Hit("cats", 1, "/photos/cat.jpg", 1.3, 0.4, 2, itm=0.9)]
+    lines = table_at_80_columns(monkeypatch, [hits])
+    assert headers(lines) == [["rank", "score", "itm", "similarity", "path"]]
+    assert lines[-1].split() == ["1", "1.3000", "0.9000", "0.4000", "/photos/cat.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("score", "itm", "columns"),
+    [
+        (0.4, None, ["rank", "similarity", "path"]),  # not reranked: the score is the cosine
+        (0.9, 0.9, ["rank", "itm", "similarity", "path"]),  # score="itm"
+        (1.3, 0.9, ["rank", "score", "itm", "similarity", "path"]),  # the blend: score = itm + cosine
+    ],
+)
+def test_table_shows_no_column_twice(monkeypatch, score, itm, columns):
+    hits = [Hit("cats", rank, f"/p/{rank}.jpg", score, 0.4, rank, itm=itm) for rank in (1, 2)]
+    assert headers(table_at_80_columns(monkeypatch, [hits])) == [columns]
 
 
 def test_table_keeps_carriage_returns_visible():

@@ -112,6 +112,11 @@ def test_negatives_in_rerank_multiply_by_one_minus_their_itm(tiny_checkpoint, en
     np.testing.assert_allclose([h.score for h in hits], expected, atol=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert not np.allclose(expected, positive, atol=1e-3), "negatives changed the scores"
+    # each hit carries that combined probability as `itm`, and the default blend ranks by it plus the cosine
+    assert [h.itm for h in hits] == [h.score for h in hits]
+    (blended,) = Searcher(reader, engine).search([terms], top_k=8, shortlist=8)
+    assert {h.path: h.itm for h in blended} == {h.path: h.itm for h in hits}
+    assert all(h.score == float(blend_scores(h.itm, h.similarity)) for h in blended)
 
 
 def test_score_variants(engine, library):
@@ -126,6 +131,8 @@ def test_score_variants(engine, library):
     assert [h.path for h in blend] == [p for _, p in expected]
     np.testing.assert_allclose([h.score for h in blend], [s for s, _ in expected], atol=1e-6)
     assert all(abs(h.score - itm_by_path[h.path].score - h.similarity) < 1e-6 for h in blend)
+    assert all(h.itm == itm_by_path[h.path].score == itm_by_path[h.path].itm for h in blend)
+    assert all(h.itm is None for h in cosine)
     assert [h.path for h in cosine] == [h.path for h in searcher.search([TEXT], top_k=8, rerank=False)[0]]
     with pytest.raises(UsageError):
         searcher.search([TEXT], score="bogus")
