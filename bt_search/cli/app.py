@@ -462,25 +462,32 @@ def _write_results(results, fmt: str, null: bool, html: Path | None, quiet: bool
 
 
 class _RerankBar:
-    """The rerank's progress (vision states + ITM pairs) on stderr, shown only once it has taken a second."""
+    """The rerank's progress on stderr in candidates (as `--shortlist` counts them), with their rate and the time
+    left; shown only once it has taken a second."""
 
-    def __init__(self, delay_s: float = 1.0):
+    def __init__(self, delay_s: float = 1.0, label: str = "reranking"):
         self.delay_s, self.timer, self.done, self.total = delay_s, None, 0, 0
         self.bar = Progress(
-            TextColumn("[bold]reranking[/]"),
+            TextColumn(f"[bold]{escape(label)}[/]"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("candidates {task.fields[rate]}"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=err_console,
             transient=True,
         )
-        self.task = self.bar.add_task("rerank", total=None)
+        self.task = self.bar.add_task("rerank", total=None, rate="")
 
     def __call__(self, done: int, total: int) -> None:
         import threading
 
         self.done, self.total = done, total
         self.bar.update(self.task, completed=done, total=total)
+        speed = self.bar.tasks[0].speed
+        if speed:
+            self.bar.update(self.task, rate=f"{speed:.1f}/s" if speed >= 1 else f"{1 / speed:.1f} s each")
         if self.timer is None:
             self.timer = threading.Timer(self.delay_s, self._show)
             self.timer.daemon = True
