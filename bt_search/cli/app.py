@@ -49,6 +49,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command inherits -h
 )
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_INTERRUPTED = 130
@@ -63,17 +64,36 @@ FormatOpt = typer.Option(None, "--format", "-f", help=FORMAT_HELP)
 NullOpt = typer.Option(False, "--null", "-0", help=NULL_HELP)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from bt_search import __version__
+
+        typer.echo(f"bt-search {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, expose_value=False, callback=_print_version, help="Print the version."
+    ),
+) -> None:
+    pass
+
+
 @contextmanager
 def cli_errors(quiet: bool = False) -> Iterator[None]:
     """Typed library errors -> one line on stderr and the documented exit code; each distinct Python
     warning -> one line, none with --quiet."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if quiet else "always")
-        warnings.showwarning = _once_per_message(lambda message: err_console.print(f"[yellow]warning:[/] {message}"))
+        warnings.showwarning = _once_per_message(
+            lambda message: err_console.print(f"[yellow]warning:[/] {escape(str(message))}")
+        )
         try:
             yield
         except BtSearchError as err:
-            err_console.print(f"[red]error:[/] {in_flags(str(err), _flags())}")
+            err_console.print(f"[red]error:[/] {escape(in_flags(str(err), _flags()))}")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished batches are kept; run the same command to resume")
@@ -86,12 +106,12 @@ def cli_errors(quiet: bool = False) -> Iterator[None]:
             raise
         except Exception as err:  # noqa: BLE001 - the one place that turns surprises into a message
             if isinstance(err, OSError) and (message := describe_os_error(err)):
-                err_console.print(f"[red]error:[/] {message}")  # disk full, read-only: the user can act
+                err_console.print(f"[red]error:[/] {escape(message)}")  # disk full, read-only: the user can act
                 raise typer.Exit(EXIT_FAILURE) from None
             if os.environ.get(config.ENV_DEBUG):
                 raise
             err_console.print(
-                f"[red]internal error:[/] {type(err).__name__}: {err}. "
+                f"[red]internal error:[/] {type(err).__name__}: {escape(str(err))}. "
                 f"Set {config.ENV_DEBUG}=1 for the traceback, and please report it."
             )
             raise typer.Exit(1) from None
@@ -156,7 +176,7 @@ class RichIndexProgress:
 
     def skipped(self, path: str, reason: str) -> None:
         if not self.quiet:
-            err_console.print(f"[yellow]skipped[/] {path!r}: {reason}")
+            err_console.print(f"[yellow]skipped[/] {escape(repr(path))}: {escape(reason)}")
 
     def stop(self) -> None:
         if self.task is not None:
@@ -340,9 +360,11 @@ def _existing_identity(directory: Path):
         return None
 
 
-def _say(quiet: bool, message: str) -> None:
+def _say(quiet: bool, message: str, prefix: str = "") -> None:
+    """One line of talk on stderr, none with --quiet: `message` printed as it is (rich markup in it is escaped:
+    paths and library text may hold brackets), after `prefix` (markup allowed)."""
     if not quiet:
-        err_console.print(message)
+        err_console.print(prefix + escape(message))
 
 
 def _print_index_summary(report, directory: Path) -> None:
@@ -351,14 +373,15 @@ def _print_index_summary(report, directory: Path) -> None:
     if not (report.indexed or report.skipped or report.kept or report.removed):
         err_console.print(
             f"[bold]up to date[/] in {report.seconds:.1f}s: 0 indexed, {report.unchanged} unchanged (nothing new to "
-            f"embed); {report.total_images} images in {directory}"
+            f"embed); {report.total_images} images in {escape(str(directory))}"
         )
         if report.failed_before:
             err_console.print(f"  {report.failed_before} file(s) that failed before are unchanged and were not retried")
         return
     err_console.print(
         f"[bold]done[/] in {report.seconds:.1f}s: {report.indexed} indexed, {report.unchanged} unchanged, "
-        f"{len(report.skipped)} skipped, {report.removed} removed; {report.total_images} images in {directory}"
+        f"{len(report.skipped)} skipped, {report.removed} removed; "
+        f"{report.total_images} images in {escape(str(directory))}"
     )
     if report.failed_before:
         err_console.print(f"  {report.failed_before} file(s) that failed before are unchanged and were not retried")
@@ -366,7 +389,7 @@ def _print_index_summary(report, directory: Path) -> None:
         err_console.print(f"  {len(report.kept)} indexed file(s) could not be read this run; their rows are kept")
     reasons = Counter(reason.split(" (")[0] for _, reason in report.skipped)
     for reason, count in reasons.most_common():
-        err_console.print(f"  skipped {count:>5} x {reason}")
+        err_console.print(f"  skipped {count:>5} x {escape(reason)}")
 
 
 def query(**options: Any) -> None:
@@ -383,7 +406,7 @@ def query(**options: Any) -> None:
         options["under"] = canonical_under(options["under"])
         missing = _MissingFiles(quiet)
         served = served_hits(
-            options, queries, on_missing=missing, notice=lambda message: _say(quiet, f"[yellow]note:[/] {message}")
+            options, queries, on_missing=missing, notice=lambda message: _say(quiet, message, "[yellow]note:[/] ")
         )
         if served is not None:
             results, notes = served
@@ -413,13 +436,13 @@ class _MissingFiles:
     def __call__(self, path: str, reason: str) -> None:
         self.paths.append(path)
         if len(self.paths) <= self.NAMED:
-            _say(self.quiet, f"[yellow]skipped[/] {path!r}: {reason}")
+            _say(self.quiet, f"{path!r}: {reason}", "[yellow]skipped[/] ")
 
     def summarize(self) -> None:
         from bt_search.search.missing import missing_summary
 
         if len(self.paths) > self.NAMED:
-            _say(self.quiet, f"[yellow]skipped[/] {escape(missing_summary(self.paths))}")
+            _say(self.quiet, missing_summary(self.paths), "[yellow]skipped[/] ")
 
 
 def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingFiles):
@@ -615,7 +638,7 @@ def eval_command(
         searcher = open_searcher(_index_dir(index), device=device, precision=precision, batch_size=batch_size)
         report = evaluate(searcher, pairs, shortlist=shortlist)
         if report.skipped_captions:
-            err_console.print(f"[yellow]warning:[/] {report.skipped_captions} caption(s) name images not in the index")
+            _say(False, f"{report.skipped_captions} caption(s) name images not in the index", "[yellow]warning:[/] ")
         if fmt == "json":
             sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
             return
