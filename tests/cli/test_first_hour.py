@@ -20,7 +20,8 @@ from bt_search.errors import ModelMismatchError
 from bt_search.indexing.run import index_paths
 from bt_search.store import IndexReader, IndexWriter
 from bt_search.store.files import acquire_lock, release_lock
-from tests.conftest import SPECS, noise_image
+from tests.support.checkpoints import SPECS
+from tests.support.images import noise_image
 
 
 def cli(*args):

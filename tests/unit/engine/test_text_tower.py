@@ -14,7 +14,7 @@ import pytest
 from bt_search.engine.loading import load_engine
 from bt_search.engine.model import TruncatedQueryWarning
 from bt_search.engine.text_tower import FastTokenizer, TextModel, light_config
-from tests.conftest import CAPTIONS, SPECS
+from tests.support.checkpoints import CAPTIONS, SPECS
 from tests.support.reference import reference_embeddings
 
 TOL = 1e-4
