@@ -82,9 +82,10 @@ def _options(
 
 
 @contextmanager
-def cli_errors(quiet: bool = False) -> Iterator[None]:
+def cli_errors(quiet: bool = False, resumable: bool = False) -> Iterator[None]:
     """Typed library errors -> one line on stderr and the documented exit code; each distinct Python
-    warning -> one line, none with --quiet."""
+    warning -> one line, none with --quiet. Ctrl-C says what is kept: `resumable` (index) keeps its
+    committed batches and resumes; the other commands write nothing to resume."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if quiet else "always")
         warnings.showwarning = _once_per_message(
@@ -96,7 +97,11 @@ def cli_errors(quiet: bool = False) -> Iterator[None]:
             err_console.print(f"[red]error:[/] {escape(in_flags(str(err), _flags()))}")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: finished batches are kept; run the same command to resume")
+            err_console.print(
+                "[yellow]interrupted[/]: finished batches are kept; run the same command to resume"
+                if resumable
+                else "[yellow]interrupted[/]"
+            )
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             # The reader of stdout went away (`| head`): stop quietly, as shell tools do.
@@ -255,7 +260,7 @@ def index(
     from bt_search.media.scan_rules import resolved_rules
     from bt_search.store import IndexIdentity, IndexWriter
 
-    with cli_errors(quiet):
+    with cli_errors(quiet, resumable=True):
         # Every check that needs no model comes first: a mistake fails in a moment, not after the model loads.
         ann_choice = _ann_choice(index_type, memory_budget)
         sources, list_entries = _index_sources(paths or [], from_list, executor)
@@ -358,6 +363,17 @@ def _existing_identity(directory: Path):
         return IndexReader.open(directory).identity
     except IndexMissingError:
         return None
+
+
+def _on_terminal() -> bool:
+    """Whether stderr is a terminal: bars and "loading model" lines are for a person watching, not for logs."""
+    return sys.stderr.isatty()
+
+
+def _loading(quiet: bool) -> Any:
+    """The `on_loading` of open_searcher for `query` and `eval`: one line before the model loads (seconds cold),
+    on a terminal and without --quiet."""
+    return lambda model: _say(quiet or not _on_terminal(), f"loading model {model} ...")
 
 
 def _say(quiet: bool, message: str, prefix: str = "") -> None:
@@ -468,7 +484,8 @@ def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingF
         batch_size=options["batch_size"],
         on_missing=on_missing,
         on_note=lambda message: _say(quiet, in_flags(message, _flags())),
-        progress=_RerankBar() if sys.stderr.isatty() and not (quiet or request.image or not request.rerank) else None,
+        on_loading=_loading(quiet),
+        progress=_RerankBar() if _on_terminal() and not (quiet or request.image or not request.rerank) else None,
     )
     return run_query(searcher, request)
 
@@ -635,7 +652,14 @@ def eval_command(
         if fmt not in ("table", "json"):
             raise UsageError(f"--format must be table or json, not {fmt!r}")
         pairs = read_captions(captions, images_root)
-        searcher = open_searcher(_index_dir(index), device=device, precision=precision, batch_size=batch_size)
+        searcher = open_searcher(
+            _index_dir(index),
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            on_loading=_loading(False),
+            progress=_RerankBar(label="eval: reranking") if _on_terminal() else None,
+        )
         report = evaluate(searcher, pairs, shortlist=shortlist)
         if report.skipped_captions:
             _say(False, f"{report.skipped_captions} caption(s) name images not in the index", "[yellow]warning:[/] ")

@@ -170,7 +170,7 @@ def check_model_for_index(model: str, recorded: IndexIdentity | None, directory:
     """Refuse, without loading it, a `model` whose path names no directory, or that is not the model the index
     at `directory` (identity `recorded`, None: no index yet) was built with (ModelMismatchError, as the
     writer would refuse it once loaded)."""
-    check_model_path(model)
+    check_model_path(model, built=directory if recorded is not None and model == recorded.model else None)
     if recorded is not None and model_name(model) != recorded.model:
         recorded.require_compatible(replace(recorded, model=model_name(model)), directory)
 

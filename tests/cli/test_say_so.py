@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
+import pytest
+
 from bt_search import __version__
-from tests.support.cli import cli
+from tests.support.cli import cli, cli_index
+from tests.support.images import write_pngs
 
 # --- item 10: --version and -h ---------------------------------------------------------------------------------
 
@@ -36,3 +40,93 @@ def test_paths_with_brackets_survive_errors_and_skip_lines(tiny_checkpoint, tmp_
     result = cli("index", tmp_path / "in", "--index", tmp_path / "idx", "--model", tiny_checkpoint, "--workers", "0")
     assert result.exit_code == 0, result.stderr
     assert "[red]broken.png" in result.stderr and "idx" in result.stderr
+
+
+# --- item 5: long waits say so; Ctrl-C says what is kept -------------------------------------------------------
+
+
+@pytest.fixture
+def on_terminal(monkeypatch):
+    from bt_search.cli import app
+
+    monkeypatch.setattr(app, "_on_terminal", lambda: True)
+
+
+def test_a_query_says_it_loads_the_model_on_a_terminal_only(small_index, on_terminal, monkeypatch):
+    index, _ = small_index
+    result = cli("query", "red", "--index", index, "--no-server", "-f", "jsonl")
+    assert result.exit_code == 0 and "loading model " in result.stderr
+    result = cli("query", "red", "--index", index, "--no-server", "-f", "jsonl", "-q")
+    assert result.exit_code == 0 and result.stderr == ""
+    monkeypatch.undo()
+    result = cli("query", "red", "--index", index, "--no-server", "-f", "jsonl")
+    assert result.exit_code == 0 and "loading model" not in result.stderr
+
+
+def test_eval_says_it_loads_the_model(small_index, on_terminal, tmp_path):
+    index, photos = small_index
+    captions = tmp_path / "captions.csv"
+    captions.write_text(f"file,caption\n{photos[0]},a red circle\n")
+    result = cli("eval", captions, "--index", index, "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert "loading model " in result.stderr
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_what_is_kept_for_each_command(small_index, tiny_checkpoint, monkeypatch, tmp_path):
+    from bt_search.indexing import run
+    from bt_search.search import open as search_open
+
+    index, photos = small_index
+    monkeypatch.setattr(search_open, "open_searcher", _interrupted)
+    monkeypatch.setattr(run, "index_paths", _interrupted)
+    captions = tmp_path / "captions.csv"
+    captions.write_text(f"file,caption\n{photos[0]},a red circle\n")
+    for args in (["query", "red", "--index", index, "--no-server"], ["eval", captions, "--index", index]):
+        result = cli(*args)
+        assert result.exit_code == 130 and result.stderr.strip() == "interrupted", args
+    result = cli("index", photos[0].parent, "--index", tmp_path / "new", "--model", tiny_checkpoint)
+    assert result.exit_code == 130 and "finished batches are kept; run the same command to resume" in result.stderr
+
+
+# --- item 9: a model folder that moved, a mistyped path, the hub's own tool -------------------------------------
+
+
+def test_a_moved_model_folder_says_that_model_newpath_works(tiny_checkpoint, tmp_path):
+    model = tmp_path / "models" / "tiny"
+    shutil.copytree(tiny_checkpoint, model)
+    write_pngs(tmp_path / "photos", ["a.png", "b.png"], seed=3)
+    cli_index([tmp_path / "photos"], tmp_path / "index", model, "-q")
+    moved = model.rename(tmp_path / "models" / "moved")
+    for args in (
+        ["query", "red", "--index", tmp_path / "index", "--no-server"],
+        ["index", tmp_path / "photos", "--index", tmp_path / "index"],
+    ):
+        result = cli(*args)
+        assert result.exit_code == 1, args
+        assert f"built with the model in {model}, which is no longer there" in result.stderr
+        assert "pass its new folder as --model" in result.stderr
+    result = cli("query", "red", "--index", tmp_path / "index", "--no-server", "--model", moved, "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_mistyped_model_path_is_a_path_not_a_hub_id(tiny_checkpoint, tmp_path, monkeypatch):
+    shutil.copytree(tiny_checkpoint, tmp_path / "sample_data" / "demo-model")
+    write_pngs(tmp_path / "photos", ["a.png"], seed=5)
+    monkeypatch.chdir(tmp_path)
+    result = cli("index", "photos", "--index", "idx", "--model", "sample_data/demo-modle")
+    assert result.exit_code == 1
+    assert "model directory 'sample_data/demo-modle' does not exist (did you mean sample_data/demo-model?)" in (
+        result.stderr
+    )
+    assert not (tmp_path / "idx").exists()
+
+
+def test_the_offline_hint_names_the_tool_the_install_provides():
+    from bt_search.engine.weights import _offline_advice
+
+    advice = _offline_advice("org/name", OSError("offline"))
+    assert "`hf download org/name`" in advice and "huggingface-cli" not in advice
