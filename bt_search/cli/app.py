@@ -422,7 +422,11 @@ def query(**options: Any) -> None:
         options["under"] = canonical_under(options["under"])
         missing = _MissingFiles(quiet)
         served = served_hits(
-            options, queries, on_missing=missing, notice=lambda message: _say(quiet, message, "[yellow]note:[/] ")
+            options,
+            queries,
+            on_missing=missing,
+            notice=lambda message: _say(quiet, message, "[yellow]note:[/] "),
+            on_route=(lambda message: _say(quiet, message)) if options["verbose"] else None,
         )
         if served is not None:
             results, notes = served

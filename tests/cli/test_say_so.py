@@ -130,3 +130,51 @@ def test_the_offline_hint_names_the_tool_the_install_provides():
 
     advice = _offline_advice("org/name", OSError("offline"))
     assert "`hf download org/name`" in advice and "huggingface-cli" not in advice
+
+
+# --- item 6: --verbose says which path answered ----------------------------------------------------------------
+
+HIT = {"query": "red", "rank": 1, "path": "/photos/a.png", "score": 0.5, "similarity": 0.4, "shortlist_rank": 1}
+KEY = "k" * 64
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    return run
+
+
+def test_verbose_names_the_server_that_answered_on_both_paths(tmp_path, runtime, capsys):
+    from bt_search.cli.attach import attached_query
+    from tests.support.serve import FakeServer, advertise, health_for
+
+    index = tmp_path / "index"
+    index.mkdir()
+
+    def respond(method, path, body):
+        if path == "/health":
+            return 200, {}, health_for(index)
+        return 200, {}, {"results": [[HIT]], "missing": []}
+
+    args = ["red", "--index", str(index), "--device", "cpu", "--precision", "fp32", "-f", "jsonl"]
+    with FakeServer(respond, KEY) as fake:
+        advertise(index, fake.url, KEY)
+        result = cli("query", *args, "-v")
+        assert result.exit_code == 0 and result.stderr == f"answered by the server at {fake.url}\n"
+        assert cli("query", *args).stderr == ""
+        assert attached_query([*args, "--verbose"]) == 0
+        light = capsys.readouterr()
+        assert light.err == f"answered by the server at {fake.url}\n" and light.out == result.stdout
+
+
+def test_verbose_says_why_the_search_ran_in_process(small_index):
+    index, _ = small_index
+    result = cli("query", "red", "--index", index, "-f", "jsonl", "-v")
+    assert result.exit_code == 0 and f"searching in-process: no server is running for the index {index}" in (
+        result.stderr
+    )
+    result = cli("query", "red", "--index", index, "-f", "jsonl", "-v", "--no-server")
+    assert result.exit_code == 0 and "searching in-process: --no-server" in result.stderr
+    assert "searching in-process" not in cli("query", "red", "--index", index, "-f", "jsonl", "-v", "-q").stderr
