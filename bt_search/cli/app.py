@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bt_search import config
-from bt_search.cli.flags import flag_names, in_flags
+from bt_search.cli.flags import flag_names, in_flags, with_picks
 from bt_search.cli.options import (
     BATCH_HELP,
     DEVICE_HELP,
@@ -81,11 +81,34 @@ def _options(
     pass
 
 
+# The options that picked this command's index and model, as given (flag -> value): every command a message
+# suggests repeats them (flags.with_picks), so the hint works on the index the user meant.
+_PICKS: dict[str, str] = {}
+
+
+def _picks(**given: Any) -> dict[str, str]:
+    return {f"--{name}": str(value) for name, value in given.items() if value not in (None, "")}
+
+
 @contextmanager
-def cli_errors(quiet: bool = False, resumable: bool = False) -> Iterator[None]:
+def cli_errors(quiet: bool = False, resumable: bool = False, picks: dict[str, str] | None = None) -> Iterator[None]:
     """Typed library errors -> one line on stderr and the documented exit code; each distinct Python
     warning -> one line, none with --quiet. Ctrl-C says what is kept: `resumable` (index) keeps its
-    committed batches and resumes; the other commands write nothing to resume."""
+    committed batches and resumes; the other commands write nothing to resume. `picks`: the options that
+    picked the index and model, repeated in every command a message suggests."""
+    previous = dict(_PICKS)
+    _PICKS.clear()
+    _PICKS.update(picks or {})
+    try:
+        with _reported(quiet, resumable):
+            yield
+    finally:
+        _PICKS.clear()
+        _PICKS.update(previous)
+
+
+@contextmanager
+def _reported(quiet: bool, resumable: bool) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if quiet else "always")
         warnings.showwarning = _once_per_message(
@@ -94,7 +117,7 @@ def cli_errors(quiet: bool = False, resumable: bool = False) -> Iterator[None]:
         try:
             yield
         except BtSearchError as err:
-            err_console.print(f"[red]error:[/] {escape(in_flags(str(err), _flags()))}")
+            err_console.print(f"[red]error:[/] {escape(_in_cli_words(str(err)))}")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print(
@@ -120,6 +143,22 @@ def cli_errors(quiet: bool = False, resumable: bool = False) -> Iterator[None]:
                 f"Set {config.ENV_DEBUG}=1 for the traceback, and please report it."
             )
             raise typer.Exit(1) from None
+
+
+def _in_cli_words(message: str) -> str:
+    """A library message as the CLI prints it: parameters as flags, suggested commands with the user's picks."""
+    return _hinted(in_flags(message, _flags()))
+
+
+def _hinted(message: str) -> str:
+    return with_picks(message, _PICKS, _accepts())
+
+
+@cache
+def _accepts() -> dict[str, set[str]]:
+    """Each command's flags (what a suggested command may be completed with)."""
+    commands = typer.main.get_command(app).commands
+    return {name: {opt for param in command.params for opt in param.opts} for name, command in commands.items()}
 
 
 @cache
@@ -260,7 +299,7 @@ def index(
     from bt_search.media.scan_rules import resolved_rules
     from bt_search.store import IndexIdentity, IndexWriter
 
-    with cli_errors(quiet, resumable=True):
+    with cli_errors(quiet, resumable=True, picks=_picks(index=index, model=model)):
         # Every check that needs no model comes first: a mistake fails in a moment, not after the model loads.
         ann_choice = _ann_choice(index_type, memory_budget)
         sources, list_entries = _index_sources(paths or [], from_list, executor)
@@ -380,7 +419,7 @@ def _say(quiet: bool, message: str, prefix: str = "") -> None:
     """One line of talk on stderr, none with --quiet: `message` printed as it is (rich markup in it is escaped:
     paths and library text may hold brackets), after `prefix` (markup allowed)."""
     if not quiet:
-        err_console.print(prefix + escape(message))
+        err_console.print(prefix + escape(_hinted(message)))
 
 
 def _print_index_summary(report, directory: Path) -> None:
@@ -415,7 +454,7 @@ def query(**options: Any) -> None:
     from bt_search.output.formats import check_format, default_format
 
     quiet, null = options["quiet"], options["null"]
-    with cli_errors(quiet):
+    with cli_errors(quiet, picks=_picks(index=options["index"], model=options["model"])):
         fmt = options["fmt"] or ("paths" if null else default_format(sys.stdout.isatty()))
         check_format(fmt, null)  # before the model loads
         queries = collect_queries(options["texts"] or [], options["queries_file"], options["image"])
@@ -431,7 +470,7 @@ def query(**options: Any) -> None:
         if served is not None:
             results, notes = served
             for note in notes:  # what the search said, as the in-process search says it
-                _say(quiet, in_flags(note, _flags()))
+                _say(quiet, _in_cli_words(note))
         else:
             results = _searched(options, queries, missing)
         missing.summarize()
@@ -487,7 +526,7 @@ def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingF
         text_only=not request.needs_vision(),
         batch_size=options["batch_size"],
         on_missing=on_missing,
-        on_note=lambda message: _say(quiet, in_flags(message, _flags())),
+        on_note=lambda message: _say(quiet, _in_cli_words(message)),
         on_loading=_loading(quiet),
         progress=_RerankBar() if _on_terminal() and not (quiet or request.image or not request.rerank) else None,
     )
@@ -554,8 +593,10 @@ def info(
     from bt_search.output.info import render_info
     from bt_search.store.info import index_info
 
-    with cli_errors():
-        render_info(index_info(_index_dir(index)), fmt, sys.stdout)
+    with cli_errors(picks=_picks(index=index)):
+        render_info(
+            index_info(_index_dir(index)), fmt, sys.stdout, failed_command=_hinted("`bt-search failed`").strip("`")
+        )
 
 
 @app.command()
@@ -569,7 +610,7 @@ def failed(
     from bt_search.output.info import render_failed
     from bt_search.store.info import failed_rows
 
-    with cli_errors():
+    with cli_errors(picks=_picks(index=index)):
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
         check_format(fmt, null)
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -613,7 +654,7 @@ def serve(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from bt_search.serve.runner import ServeSettings, parse_duration, serve_forever
 
-    with cli_errors():
+    with cli_errors(picks=_picks(index=index, model=model)):
         settings = ServeSettings(
             index_dir=_index_dir(index),
             model=model,
@@ -652,7 +693,7 @@ def eval_command(
     from bt_search.search.evaluate import KS, evaluate, read_captions
     from bt_search.search.open import open_searcher
 
-    with cli_errors():
+    with cli_errors(picks=_picks(index=index)):
         if fmt not in ("table", "json"):
             raise UsageError(f"--format must be table or json, not {fmt!r}")
         pairs = read_captions(captions, images_root)

@@ -23,7 +23,8 @@ def open_index(index: str | os.PathLike[str] | None = None) -> IndexReader:
     reader = IndexReader.open(config.index_dir(None if index is None else Path(index)))
     if len(reader) == 0:
         raise IndexMissingError(
-            f"the index at {reader.directory} holds no images yet; run `bt-search index PATH` first"
+            f"the index at {reader.directory} holds no images yet; index some first: "
+            f"`bt-search index PATH --index {reader.directory}`"
         )
     return reader
 

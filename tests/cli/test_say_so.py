@@ -178,3 +178,45 @@ def test_verbose_says_why_the_search_ran_in_process(small_index):
     result = cli("query", "red", "--index", index, "-f", "jsonl", "-v", "--no-server")
     assert result.exit_code == 0 and "searching in-process: --no-server" in result.stderr
     assert "searching in-process" not in cli("query", "red", "--index", index, "-f", "jsonl", "-v", "-q").stderr
+
+
+# --- item 7: every suggested command repeats the options that picked the index and model -------------------------
+
+
+def test_suggested_commands_repeat_the_index_and_model_the_user_gave(small_index, tiny_checkpoint, tmp_path):
+    from bt_search.cli.app import _accepts
+    from bt_search.cli.flags import with_picks
+
+    picks = {"--index": "my idx", "--model": "m"}
+    assert with_picks("run `bt-search failed`, `bt-search index X --index y`", picks, _accepts()) == (
+        "run `bt-search failed --index 'my idx'`, `bt-search index X --index y --model m`"
+    )
+    index, photos = small_index
+    broken = tmp_path / "index"
+    shutil.copytree(index, broken)
+    shutil.copytree(photos[0].parent, tmp_path / "photos")
+    (tmp_path / "photos" / "junk.png").write_bytes(b"not an image")
+    cli_index([tmp_path / "photos"], broken, tiny_checkpoint, "-q")
+    result = cli("info", "--index", broken)
+    assert result.exit_code == 0 and f"(list them: bt-search failed --index {broken})" in result.stdout
+
+
+def test_a_photo_folder_given_as_the_index_is_not_offered_as_one(small_index, tiny_checkpoint):
+    _, photos = small_index
+    folder = photos[0].parent
+    for args in (["query", "red", "--no-server"], ["info"]):
+        result = cli(*args, "--index", folder, *(["--model", tiny_checkpoint] if args[0] == "query" else []))
+        assert result.exit_code == 1, args
+        assert f"{folder} holds images, not a bt-search index" in result.stderr
+        assert f"`bt-search index {folder} --index INDEX_DIR" in result.stderr
+        assert f"--index {folder}`" not in result.stderr
+
+
+def test_an_empty_index_suggests_indexing_into_it(tiny_checkpoint, tmp_path):
+    write_pngs(tmp_path / "photos", ["a.png"], seed=9)
+    cli_index([tmp_path / "photos"], tmp_path / "index", tiny_checkpoint, "-q")
+    (tmp_path / "photos" / "a.png").unlink()
+    cli_index([tmp_path / "photos"], tmp_path / "index", tiny_checkpoint, "-q", "--prune")
+    result = cli("query", "red", "--index", tmp_path / "index", "--no-server")
+    assert result.exit_code == 1
+    assert f"`bt-search index PATH --index {tmp_path / 'index'}`" in result.stderr
