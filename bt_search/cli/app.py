@@ -1,13 +1,14 @@
 """The `bt-search` command line: parse options, call the library, print. stdout is data, stderr is talk.
 
 Exit codes: 0 ok; 1 failure (bad index, model, I/O); 2 usage error; 3 `index --strict` skipped files;
-4 `query` found no hits because every candidate's file is gone; 130 interrupted (committed work is kept;
-re-run to resume).
+4 `query` found no hits because every candidate's file is gone; 5 `index` could not read a folder or file it
+was given; 130 interrupted (`index` keeps its committed work: re-run to resume).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from bt_search.errors import (
     EXIT_FAILURE,
     EXIT_NOTHING_LIVE,
     EXIT_SKIPPED,
+    EXIT_UNREADABLE_ROOT,
     BtSearchError,
     IndexMissingError,
     UsageError,
@@ -342,7 +344,14 @@ def index(
             finally:
                 progress.stop()
         if not quiet:
-            _print_index_summary(report, directory)
+            _print_index_summary(
+                report, directory, [*(paths or []), *([f"--from-list {from_list}"] if from_list else [])]
+            )
+        for root in report.unread_roots:  # an error, with or without --quiet: nothing under it was indexed
+            reason = dict([*report.skipped, *report.kept]).get(root, "unreadable")
+            _say(False, f"could not read {root} ({reason}): nothing under it was indexed", "[red]error:[/] ")
+        if report.unread_roots:
+            raise typer.Exit(EXIT_UNREADABLE_ROOT)
         if strict and (report.skipped or report.kept):
             raise typer.Exit(EXIT_SKIPPED)
 
@@ -422,7 +431,21 @@ def _say(quiet: bool, message: str, prefix: str = "") -> None:
         err_console.print(prefix + escape(_hinted(message)))
 
 
-def _print_index_summary(report, directory: Path) -> None:
+def _print_index_summary(report, directory: Path, sources: list[str]) -> None:
+    """The run's summary on stderr; `sources` as given (PATHS, --from-list FILE), for the commands it suggests."""
+    _print_counts(report, directory)
+    if not (report.found or report.skipped or report.kept or report.unread_roots):
+        _say(False, f"found no image files under {', '.join(sources)}", "[yellow]warning:[/] ")
+    if report.gone:
+        given = " ".join(source if source.startswith("--") else shlex.quote(source) for source in sources)
+        _say(
+            False,
+            f"  {report.gone} indexed file(s) are gone from these folders since they were indexed; their rows are "
+            f"kept: `bt-search index {given} --prune` drops them",
+        )
+
+
+def _print_counts(report, directory: Path) -> None:
     from collections import Counter
 
     if not (report.indexed or report.skipped or report.kept or report.removed):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
@@ -220,3 +221,54 @@ def test_an_empty_index_suggests_indexing_into_it(tiny_checkpoint, tmp_path):
     result = cli("query", "red", "--index", tmp_path / "index", "--no-server")
     assert result.exit_code == 1
     assert f"`bt-search index PATH --index {tmp_path / 'index'}`" in result.stderr
+
+
+# --- item 8: runs that found nothing say so; files gone since the last run offer --prune ------------------------
+
+
+def test_an_empty_folder_says_it_found_no_images(tiny_checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = cli("index", tmp_path / "empty", "--index", tmp_path / "idx", "--model", tiny_checkpoint)
+    assert result.exit_code == 0 and f"found no image files under {tmp_path / 'empty'}" in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="root reads any folder")
+def test_an_unreadable_folder_is_an_error_with_its_own_exit_status(tiny_checkpoint, tmp_path):
+    locked = tmp_path / "locked"
+    write_pngs(locked, ["a.png"])
+    locked.chmod(0)
+    try:
+        result = cli("index", locked, "--index", tmp_path / "idx", "--model", tiny_checkpoint, "-q")
+    finally:
+        locked.chmod(0o755)
+    assert result.exit_code == 5
+    assert f"could not read {locked}" in result.stderr and "nothing under it was indexed" in result.stderr
+
+
+def test_an_unreadable_root_exits_5_even_unprivileged(tiny_checkpoint, tmp_path, monkeypatch):
+    from bt_search.media import scan
+
+    write_pngs(tmp_path / "photos", ["a.png"])
+    real = scan._sorted_entries
+
+    def refused(directory):
+        if directory == str(tmp_path / "photos"):
+            raise PermissionError(13, "Permission denied", directory)
+        return real(directory)
+
+    monkeypatch.setattr(scan, "_sorted_entries", refused)
+    result = cli("index", tmp_path / "photos", "--index", tmp_path / "idx", "--model", tiny_checkpoint)
+    assert result.exit_code == 5, result.stderr
+    assert f"could not read {tmp_path / 'photos'} (" in result.stderr
+
+
+def test_files_gone_since_the_last_run_offer_prune_with_the_index(tiny_checkpoint, tmp_path):
+    photos = write_pngs(tmp_path / "photos", ["a.png", "b.png", "c.png"], seed=11)
+    cli_index([tmp_path / "photos"], tmp_path / "idx", tiny_checkpoint, "-q")
+    photos[0].unlink(), photos[1].unlink()
+    result = cli("index", tmp_path / "photos", "--index", tmp_path / "idx")
+    assert result.exit_code == 0
+    assert "2 indexed file(s) are gone from these folders" in result.stderr
+    assert f"`bt-search index {tmp_path / 'photos'} --prune --index {tmp_path / 'idx'}` drops them" in result.stderr
+    result = cli("index", tmp_path / "photos", "--index", tmp_path / "idx", "--prune")
+    assert result.exit_code == 0 and "2 removed" in result.stderr and "are gone" not in result.stderr
