@@ -13,6 +13,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_SKIPPED = 3  # `index --strict`: some files were skipped
 EXIT_NOTHING_LIVE = 4  # `query`: no hits, because every candidate's file is gone (docs/cli-guide.md)
+EXIT_UNREADABLE_ROOT = 5  # `index`: a folder or file given to it could not be read at all (docs/cli-guide.md)
 
 
 class BtSearchError(Exception):

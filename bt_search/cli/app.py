@@ -1,13 +1,14 @@
 """The `bt-search` command line: parse options, call the library, print. stdout is data, stderr is talk.
 
 Exit codes: 0 ok; 1 failure (bad index, model, I/O); 2 usage error; 3 `index --strict` skipped files;
-4 `query` found no hits because every candidate's file is gone; 130 interrupted (committed work is kept;
-re-run to resume).
+4 `query` found no hits because every candidate's file is gone; 5 `index` could not read a folder or file it
+was given; 130 interrupted (`index` keeps its committed work: re-run to resume).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bt_search import config
-from bt_search.cli.flags import flag_names, in_flags
+from bt_search.cli.flags import flag_names, in_flags, with_picks
 from bt_search.cli.options import (
     BATCH_HELP,
     DEVICE_HELP,
@@ -38,6 +39,7 @@ from bt_search.errors import (
     EXIT_FAILURE,
     EXIT_NOTHING_LIVE,
     EXIT_SKIPPED,
+    EXIT_UNREADABLE_ROOT,
     BtSearchError,
     IndexMissingError,
     UsageError,
@@ -49,6 +51,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command inherits -h
 )
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_INTERRUPTED = 130
@@ -63,20 +66,67 @@ FormatOpt = typer.Option(None, "--format", "-f", help=FORMAT_HELP)
 NullOpt = typer.Option(False, "--null", "-0", help=NULL_HELP)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from bt_search import __version__
+
+        typer.echo(f"bt-search {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, expose_value=False, callback=_print_version, help="Print the version."
+    ),
+) -> None:
+    pass
+
+
+# The options that picked this command's index and model, as given (flag -> value): every command a message
+# suggests repeats them (flags.with_picks), so the hint works on the index the user meant.
+_PICKS: dict[str, str] = {}
+
+
+def _picks(**given: Any) -> dict[str, str]:
+    return {f"--{name}": str(value) for name, value in given.items() if value not in (None, "")}
+
+
 @contextmanager
-def cli_errors(quiet: bool = False) -> Iterator[None]:
+def cli_errors(quiet: bool = False, resumable: bool = False, picks: dict[str, str] | None = None) -> Iterator[None]:
     """Typed library errors -> one line on stderr and the documented exit code; each distinct Python
-    warning -> one line, none with --quiet."""
+    warning -> one line, none with --quiet. Ctrl-C says what is kept: `resumable` (index) keeps its
+    committed batches and resumes; the other commands write nothing to resume. `picks`: the options that
+    picked the index and model, repeated in every command a message suggests."""
+    previous = dict(_PICKS)
+    _PICKS.clear()
+    _PICKS.update(picks or {})
+    try:
+        with _reported(quiet, resumable):
+            yield
+    finally:
+        _PICKS.clear()
+        _PICKS.update(previous)
+
+
+@contextmanager
+def _reported(quiet: bool, resumable: bool) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if quiet else "always")
-        warnings.showwarning = _once_per_message(lambda message: err_console.print(f"[yellow]warning:[/] {message}"))
+        warnings.showwarning = _once_per_message(
+            lambda message: err_console.print(f"[yellow]warning:[/] {escape(str(message))}")
+        )
         try:
             yield
         except BtSearchError as err:
-            err_console.print(f"[red]error:[/] {in_flags(str(err), _flags())}")
+            err_console.print(f"[red]error:[/] {escape(_in_cli_words(str(err)))}")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: finished batches are kept; run the same command to resume")
+            err_console.print(
+                "[yellow]interrupted[/]: finished batches are kept; run the same command to resume"
+                if resumable
+                else "[yellow]interrupted[/]"
+            )
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             # The reader of stdout went away (`| head`): stop quietly, as shell tools do.
@@ -86,15 +136,31 @@ def cli_errors(quiet: bool = False) -> Iterator[None]:
             raise
         except Exception as err:  # noqa: BLE001 - the one place that turns surprises into a message
             if isinstance(err, OSError) and (message := describe_os_error(err)):
-                err_console.print(f"[red]error:[/] {message}")  # disk full, read-only: the user can act
+                err_console.print(f"[red]error:[/] {escape(message)}")  # disk full, read-only: the user can act
                 raise typer.Exit(EXIT_FAILURE) from None
             if os.environ.get(config.ENV_DEBUG):
                 raise
             err_console.print(
-                f"[red]internal error:[/] {type(err).__name__}: {err}. "
+                f"[red]internal error:[/] {type(err).__name__}: {escape(str(err))}. "
                 f"Set {config.ENV_DEBUG}=1 for the traceback, and please report it."
             )
             raise typer.Exit(1) from None
+
+
+def _in_cli_words(message: str) -> str:
+    """A library message as the CLI prints it: parameters as flags, suggested commands with the user's picks."""
+    return _hinted(in_flags(message, _flags()))
+
+
+def _hinted(message: str) -> str:
+    return with_picks(message, _PICKS, _accepts())
+
+
+@cache
+def _accepts() -> dict[str, set[str]]:
+    """Each command's flags (what a suggested command may be completed with)."""
+    commands = typer.main.get_command(app).commands
+    return {name: {opt for param in command.params for opt in param.opts} for name, command in commands.items()}
 
 
 @cache
@@ -156,7 +222,7 @@ class RichIndexProgress:
 
     def skipped(self, path: str, reason: str) -> None:
         if not self.quiet:
-            err_console.print(f"[yellow]skipped[/] {path!r}: {reason}")
+            err_console.print(f"[yellow]skipped[/] {escape(repr(path))}: {escape(reason)}")
 
     def stop(self) -> None:
         if self.task is not None:
@@ -235,7 +301,7 @@ def index(
     from bt_search.media.scan_rules import resolved_rules
     from bt_search.store import IndexIdentity, IndexWriter
 
-    with cli_errors(quiet):
+    with cli_errors(quiet, resumable=True, picks=_picks(index=index, model=model)):
         # Every check that needs no model comes first: a mistake fails in a moment, not after the model loads.
         ann_choice = _ann_choice(index_type, memory_budget)
         sources, list_entries = _index_sources(paths or [], from_list, executor)
@@ -278,7 +344,14 @@ def index(
             finally:
                 progress.stop()
         if not quiet:
-            _print_index_summary(report, directory)
+            _print_index_summary(
+                report, directory, [*(paths or []), *([f"--from-list {from_list}"] if from_list else [])]
+            )
+        for root in report.unread_roots:  # an error, with or without --quiet: nothing under it was indexed
+            reason = dict([*report.skipped, *report.kept]).get(root, "unreadable")
+            _say(False, f"could not read {root} ({reason}): nothing under it was indexed", "[red]error:[/] ")
+        if report.unread_roots:
+            raise typer.Exit(EXIT_UNREADABLE_ROOT)
         if strict and (report.skipped or report.kept):
             raise typer.Exit(EXIT_SKIPPED)
 
@@ -340,25 +413,53 @@ def _existing_identity(directory: Path):
         return None
 
 
-def _say(quiet: bool, message: str) -> None:
+def _on_terminal() -> bool:
+    """Whether stderr is a terminal: bars and "loading model" lines are for a person watching, not for logs."""
+    return sys.stderr.isatty()
+
+
+def _loading(quiet: bool) -> Any:
+    """The `on_loading` of open_searcher for `query` and `eval`: one line before the model loads (seconds cold),
+    on a terminal and without --quiet."""
+    return lambda model: _say(quiet or not _on_terminal(), f"loading model {model} ...")
+
+
+def _say(quiet: bool, message: str, prefix: str = "") -> None:
+    """One line of talk on stderr, none with --quiet: `message` printed as it is (rich markup in it is escaped:
+    paths and library text may hold brackets), after `prefix` (markup allowed)."""
     if not quiet:
-        err_console.print(message)
+        err_console.print(prefix + escape(_hinted(message)))
 
 
-def _print_index_summary(report, directory: Path) -> None:
+def _print_index_summary(report, directory: Path, sources: list[str]) -> None:
+    """The run's summary on stderr; `sources` as given (PATHS, --from-list FILE), for the commands it suggests."""
+    _print_counts(report, directory)
+    if not (report.found or report.skipped or report.kept or report.unread_roots):
+        _say(False, f"found no image files under {', '.join(sources)}", "[yellow]warning:[/] ")
+    if report.gone:
+        given = " ".join(source if source.startswith("--") else shlex.quote(source) for source in sources)
+        _say(
+            False,
+            f"  {report.gone} indexed file(s) are gone from these folders since they were indexed; their rows are "
+            f"kept: `bt-search index {given} --prune` drops them",
+        )
+
+
+def _print_counts(report, directory: Path) -> None:
     from collections import Counter
 
     if not (report.indexed or report.skipped or report.kept or report.removed):
         err_console.print(
             f"[bold]up to date[/] in {report.seconds:.1f}s: 0 indexed, {report.unchanged} unchanged (nothing new to "
-            f"embed); {report.total_images} images in {directory}"
+            f"embed); {report.total_images} images in {escape(str(directory))}"
         )
         if report.failed_before:
             err_console.print(f"  {report.failed_before} file(s) that failed before are unchanged and were not retried")
         return
     err_console.print(
         f"[bold]done[/] in {report.seconds:.1f}s: {report.indexed} indexed, {report.unchanged} unchanged, "
-        f"{len(report.skipped)} skipped, {report.removed} removed; {report.total_images} images in {directory}"
+        f"{len(report.skipped)} skipped, {report.removed} removed; "
+        f"{report.total_images} images in {escape(str(directory))}"
     )
     if report.failed_before:
         err_console.print(f"  {report.failed_before} file(s) that failed before are unchanged and were not retried")
@@ -366,7 +467,7 @@ def _print_index_summary(report, directory: Path) -> None:
         err_console.print(f"  {len(report.kept)} indexed file(s) could not be read this run; their rows are kept")
     reasons = Counter(reason.split(" (")[0] for _, reason in report.skipped)
     for reason, count in reasons.most_common():
-        err_console.print(f"  skipped {count:>5} x {reason}")
+        err_console.print(f"  skipped {count:>5} x {escape(reason)}")
 
 
 def query(**options: Any) -> None:
@@ -376,19 +477,23 @@ def query(**options: Any) -> None:
     from bt_search.output.formats import check_format, default_format
 
     quiet, null = options["quiet"], options["null"]
-    with cli_errors(quiet):
+    with cli_errors(quiet, picks=_picks(index=options["index"], model=options["model"])):
         fmt = options["fmt"] or ("paths" if null else default_format(sys.stdout.isatty()))
         check_format(fmt, null)  # before the model loads
         queries = collect_queries(options["texts"] or [], options["queries_file"], options["image"])
         options["under"] = canonical_under(options["under"])
         missing = _MissingFiles(quiet)
         served = served_hits(
-            options, queries, on_missing=missing, notice=lambda message: _say(quiet, f"[yellow]note:[/] {message}")
+            options,
+            queries,
+            on_missing=missing,
+            notice=lambda message: _say(quiet, message, "[yellow]note:[/] "),
+            on_route=(lambda message: _say(quiet, message)) if options["verbose"] else None,
         )
         if served is not None:
             results, notes = served
             for note in notes:  # what the search said, as the in-process search says it
-                _say(quiet, in_flags(note, _flags()))
+                _say(quiet, _in_cli_words(note))
         else:
             results = _searched(options, queries, missing)
         missing.summarize()
@@ -413,13 +518,13 @@ class _MissingFiles:
     def __call__(self, path: str, reason: str) -> None:
         self.paths.append(path)
         if len(self.paths) <= self.NAMED:
-            _say(self.quiet, f"[yellow]skipped[/] {path!r}: {reason}")
+            _say(self.quiet, f"{path!r}: {reason}", "[yellow]skipped[/] ")
 
     def summarize(self) -> None:
         from bt_search.search.missing import missing_summary
 
         if len(self.paths) > self.NAMED:
-            _say(self.quiet, f"[yellow]skipped[/] {escape(missing_summary(self.paths))}")
+            _say(self.quiet, missing_summary(self.paths), "[yellow]skipped[/] ")
 
 
 def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingFiles):
@@ -444,8 +549,9 @@ def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingF
         text_only=not request.needs_vision(),
         batch_size=options["batch_size"],
         on_missing=on_missing,
-        on_note=lambda message: _say(quiet, in_flags(message, _flags())),
-        progress=_RerankBar() if sys.stderr.isatty() and not (quiet or request.image or not request.rerank) else None,
+        on_note=lambda message: _say(quiet, _in_cli_words(message)),
+        on_loading=_loading(quiet),
+        progress=_RerankBar() if _on_terminal() and not (quiet or request.image or not request.rerank) else None,
     )
     return run_query(searcher, request)
 
@@ -462,25 +568,32 @@ def _write_results(results, fmt: str, null: bool, html: Path | None, quiet: bool
 
 
 class _RerankBar:
-    """The rerank's progress (vision states + ITM pairs) on stderr, shown only once it has taken a second."""
+    """The rerank's progress on stderr in candidates (as `--shortlist` counts them), with their rate and the time
+    left; shown only once it has taken a second."""
 
-    def __init__(self, delay_s: float = 1.0):
+    def __init__(self, delay_s: float = 1.0, label: str = "reranking"):
         self.delay_s, self.timer, self.done, self.total = delay_s, None, 0, 0
         self.bar = Progress(
-            TextColumn("[bold]reranking[/]"),
+            TextColumn(f"[bold]{escape(label)}[/]"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("candidates {task.fields[rate]}"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=err_console,
             transient=True,
         )
-        self.task = self.bar.add_task("rerank", total=None)
+        self.task = self.bar.add_task("rerank", total=None, rate="")
 
     def __call__(self, done: int, total: int) -> None:
         import threading
 
         self.done, self.total = done, total
         self.bar.update(self.task, completed=done, total=total)
+        speed = self.bar.tasks[0].speed
+        if speed:
+            self.bar.update(self.task, rate=f"{speed:.1f}/s" if speed >= 1 else f"{1 / speed:.1f} s each")
         if self.timer is None:
             self.timer = threading.Timer(self.delay_s, self._show)
             self.timer.daemon = True
@@ -503,8 +616,10 @@ def info(
     from bt_search.output.info import render_info
     from bt_search.store.info import index_info
 
-    with cli_errors():
-        render_info(index_info(_index_dir(index)), fmt, sys.stdout)
+    with cli_errors(picks=_picks(index=index)):
+        render_info(
+            index_info(_index_dir(index)), fmt, sys.stdout, failed_command=_hinted("`bt-search failed`").strip("`")
+        )
 
 
 @app.command()
@@ -518,7 +633,7 @@ def failed(
     from bt_search.output.info import render_failed
     from bt_search.store.info import failed_rows
 
-    with cli_errors():
+    with cli_errors(picks=_picks(index=index)):
         fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
         check_format(fmt, null)
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -562,7 +677,7 @@ def serve(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from bt_search.serve.runner import ServeSettings, parse_duration, serve_forever
 
-    with cli_errors():
+    with cli_errors(picks=_picks(index=index, model=model)):
         settings = ServeSettings(
             index_dir=_index_dir(index),
             model=model,
@@ -601,14 +716,21 @@ def eval_command(
     from bt_search.search.evaluate import KS, evaluate, read_captions
     from bt_search.search.open import open_searcher
 
-    with cli_errors():
+    with cli_errors(picks=_picks(index=index)):
         if fmt not in ("table", "json"):
             raise UsageError(f"--format must be table or json, not {fmt!r}")
         pairs = read_captions(captions, images_root)
-        searcher = open_searcher(_index_dir(index), device=device, precision=precision, batch_size=batch_size)
+        searcher = open_searcher(
+            _index_dir(index),
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            on_loading=_loading(False),
+            progress=_RerankBar(label="eval: reranking") if _on_terminal() else None,
+        )
         report = evaluate(searcher, pairs, shortlist=shortlist)
         if report.skipped_captions:
-            err_console.print(f"[yellow]warning:[/] {report.skipped_captions} caption(s) name images not in the index")
+            _say(False, f"{report.skipped_captions} caption(s) name images not in the index", "[yellow]warning:[/] ")
         if fmt == "json":
             sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
             return

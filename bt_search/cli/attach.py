@@ -134,14 +134,18 @@ def _served(args: dict[str, Any]) -> tuple[list, str] | None:
     check_format(fmt, args["null"])
     queries = collect_queries(args["texts"], args["queries_file"], args["image"])
     missing: list[str] = []
+    routes: list[str] = []
     served = served_hits(
         {**args, "under": canonical_under(args["under"])},
         queries,
         on_missing=lambda path, reason: missing.append(path),
         notice=lambda message: None,  # a server was not used: the full CLI will say why
+        on_route=routes.append,
     )
     if served is None or ((missing or served[1]) and not args["quiet"]):
         return None  # the CLI asks again (the server's result cache answers) and prints files and notes
+    if args["verbose"] and not args["quiet"]:
+        sys.stderr.write("".join(f"{line}\n" for line in routes))  # --verbose, as the full CLI says it
     return served[0], fmt
 
 

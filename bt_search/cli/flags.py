@@ -8,10 +8,12 @@ the few spellings that are not a command's parameter (`rerank=False`) are listed
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Collection, Iterable, Mapping
 
 SPELLINGS = {"rerank=False": "--no-rerank", "null_separated=True": "-0"}
 _NAMED = re.compile(r"`([A-Za-z_][A-Za-z_0-9]*)(?:=([^`\s]*))?`")
+_COMMAND_HINT = re.compile(r"`bt-search ([a-z]+)([^`]*)`")
 
 
 def in_flags(message: str, flags: Mapping[str, str]) -> str:
@@ -27,6 +29,24 @@ def in_flags(message: str, flags: Mapping[str, str]) -> str:
         return flags[name] if value is None else f"{flags[name]} {value}"
 
     return _NAMED.sub(flag_for, message)
+
+
+def with_picks(message: str, picks: Mapping[str, str], accepts: Mapping[str, Collection[str]]) -> str:
+    """`message` with each suggested command (`bt-search COMMAND ...` in backticks) completed by the options
+    that picked the user's index and model (`picks`: flag -> value as given on this command line) which
+    COMMAND takes (`accepts`: command -> its flags) and the suggestion does not set already."""
+
+    def completed(match: re.Match) -> str:
+        command, rest = match.group(1), match.group(2)
+        words = rest.split()
+        extra = "".join(
+            f" {flag} {shlex.quote(value)}"
+            for flag, value in picks.items()
+            if flag in accepts.get(command, ()) and flag not in words
+        )
+        return f"`bt-search {command}{rest}{extra}`"
+
+    return _COMMAND_HINT.sub(completed, message)
 
 
 def flag_names(params: Iterable[tuple[str | None, Iterable[str]]]) -> dict[str, str]:

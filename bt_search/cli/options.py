@@ -146,6 +146,13 @@ QUERY_OPTIONS = (
         served=False,
     ),
     QueryOption("quiet", ("--quiet", "-q"), bool, False, QUIET_HELP),
+    QueryOption(
+        "verbose",
+        ("--verbose", "-v"),
+        bool,
+        False,
+        "Say on stderr which path answered: a running server (its URL), or this process and why.",
+    ),
 )
 QUERY_DEFAULTS: dict[str, Any] = {"texts": [], **{option.name: option.default for option in QUERY_OPTIONS}}
 

@@ -53,10 +53,14 @@ def served_hits(
     *,
     on_missing: Callable[[str, str], None],
     notice: Callable[[str], None],
+    on_route: Callable[[str], None] | None = None,
 ) -> tuple[list[list[Hit]], list[str]] | None:
     """(hits per query, the search's notes) from a running `bt-search serve` for the index and model `options`
-    name (cli.app.query's parameters, --under already canonical), or None: search in-process."""
+    name (cli.app.query's parameters, --under already canonical), or None: search in-process. `on_route` hears
+    which path answers and why (--verbose) whenever `notice` does not already say it."""
     if not asks_only_what_a_server_answers(options):
+        if on_route is not None:
+            on_route("searching in-process: --no-server (or BT_SEARCH_NO_SERVER) was given")
         return None
     return served_results(
         str(config.index_dir(options["index"])),
@@ -66,4 +70,5 @@ def served_hits(
         request=query_request(options, queries),
         on_missing=on_missing,
         notice=notice,
+        on_route=on_route,
     )

@@ -97,7 +97,8 @@ def index_with_ray(
         sources, skip=[writer.directory], listed=listed, rules=run.rules, list_entries=list_entries
     )
     roots = [s for s in [*sources, *list_entries] if not is_url(s)]
-    work = run.plan(records, problems, listed, roots, prune, prune_excluded)
+    given = [s for s in sources if not is_url(s)]
+    work = run.plan(records, problems, listed, roots, prune, prune_excluded, given=given)
     if work.to_embed:
         with ray_session(address):
             dataset = embedding_dataset(

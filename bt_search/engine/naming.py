@@ -13,3 +13,12 @@ def model_name(model: str) -> str:
     a hub id as given."""
     local = os.path.expanduser(model)
     return os.path.realpath(local) if os.path.isdir(local) else model
+
+
+def looks_like_path(model: str) -> bool:
+    """Whether `model` reads as a local path rather than a hub id (`name` or `org/name`): it starts with `.`,
+    `/` or `~`, holds a backslash or more than one `/`, or its first part names a folder here
+    (`sample_data/demo-modle`: `sample_data` exists, so this is a mistyped path, not a repository)."""
+    if model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1:
+        return True
+    return "/" in model and os.path.isdir(model.split("/")[0])

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bt_search.engine.naming import looks_like_path
 from bt_search.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -221,15 +222,39 @@ def missing_safetensors(snapshot: Path) -> bool:
     return not any(snapshot.glob("*.safetensors"))
 
 
-def check_model_path(model: str) -> Path | None:
-    """The local checkpoint directory `model` names; None for a hub id. A path that names no directory raises
-    ModelLoadError: no download, no torch, so a typo fails in a moment."""
+def check_model_path(model: str, built: str | os.PathLike[str] | None = None) -> Path | None:
+    """The local checkpoint directory `model` names; None for a hub id (naming.looks_like_path tells them apart).
+    A path that names no directory raises ModelLoadError: no download, no torch, so a typo fails in a moment,
+    with the nearest name in its folder. `built`: the index whose recorded model `model` is (its folder may
+    have moved since; the message says how to point the index at the new place)."""
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve()
-    if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise ModelLoadError(f"model directory {model!r} does not exist (or is not a directory)")
-    return None
+    if local.exists():
+        raise ModelLoadError(f"model {model!r} is a file; `model` takes a checkpoint directory or a hub id")
+    if not looks_like_path(model):
+        return None
+    if built is not None:
+        raise ModelLoadError(
+            f"the index at {built} was built with the model in {model}, which is no longer there; if the "
+            "checkpoint moved, pass its new folder as `model` (the index checks it is the same checkpoint)"
+        )
+    raise ModelLoadError(
+        f"model directory {model!r} does not exist{_near_miss(local)}; `model` takes a checkpoint directory, "
+        "or a hub id such as BridgeTower/bridgetower-large-itm-mlm-itc"
+    )
+
+
+def _near_miss(path: Path) -> str:
+    """ " (did you mean X?)" for the name in `path`'s folder closest to its own, or ""."""
+    import difflib
+
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return ""
+    near = difflib.get_close_matches(path.name, names, n=1)
+    return f" (did you mean {path.parent / near[0]}?)" if near else ""
 
 
 def resolve_checkpoint(model: str, revision: str | None = None) -> tuple[Path, str | None]:
@@ -268,5 +293,6 @@ def _offline_advice(repo_id: str, err: Exception) -> str:
     return (
         f"cannot load model {repo_id!r}: {why}. Point `model` at a local checkpoint directory "
         f"(e.g. `model=sample_data/demo-model`), or download it once on a connected machine "
-        f"(`huggingface-cli download {repo_id}`) so it sits in the HF cache (HF_HOME), then set HF_HUB_OFFLINE=1"
+        f"(`hf download {repo_id}`: huggingface_hub's tool, installed with bt-search) so it sits in the HF cache "
+        "(HF_HOME), then set HF_HUB_OFFLINE=1"
     )

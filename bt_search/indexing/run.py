@@ -45,6 +45,9 @@ class IndexReport:
     kept: list[tuple[str, str]] = field(default_factory=list)  # indexed earlier, unreadable this run: row kept
     seconds: float = 0.0
     total_images: int = 0
+    found: int = 0  # image files the scan found under the roots (new, changed or not)
+    unread_roots: list[str] = field(default_factory=list)  # roots given that could not be read at all
+    gone: int = 0  # without `prune`: indexed files under the roots that the scan saw gone (rows kept)
 
 
 COMMIT_ROWS = 256  # rows per crash-safe commit: fewer segments to merge, at most this much redone after a crash
@@ -159,7 +162,14 @@ def index_paths(
             loaded.append(checked_engine(engine, writer))
 
     work = run.plan(
-        records, [*missing, *problems], listed, [*roots, *list_entries], prune, prune_excluded, load_if_needed
+        records,
+        [*missing, *problems],
+        listed,
+        [*roots, *list_entries],
+        prune,
+        prune_excluded,
+        load_if_needed,
+        given=[str(root) for root in roots],
     )
     if loaded:
         _embed_all(run, loaded[0], work.to_embed, batch_size, workers, draft)
@@ -170,7 +180,7 @@ def check_model_for_index(model: str, recorded: IndexIdentity | None, directory:
     """Refuse, without loading it, a `model` whose path names no directory, or that is not the model the index
     at `directory` (identity `recorded`, None: no index yet) was built with (ModelMismatchError, as the
     writer would refuse it once loaded)."""
-    check_model_path(model)
+    check_model_path(model, built=directory if recorded is not None and model == recorded.model else None)
     if recorded is not None and model_name(model) != recorded.model:
         recorded.require_compatible(replace(recorded, model=model_name(model)), directory)
 
@@ -223,10 +233,12 @@ class IndexRun:
         prune: bool,
         prune_excluded: bool = False,
         before_writes: Callable[[Plan], None] | None = None,
+        given: Sequence[str] | None = None,
     ) -> Plan:
         """Plan the run against the index; record the scan rules, scan problems and refreshed rows; choose what to
         prune. `before_writes(plan)` runs once the plan is known and before the run's first write (the local
-        run loads and checks its model there, only when there is something to embed)."""
+        run loads and checks its model there, only when there is something to embed). `given`: the roots the
+        caller named (not a source list's entries), reported in `unread_roots` when unreadable (None: `roots`)."""
         writer, report = self.writer, self.report
         seen = {r.path for r in records} | {p.path for p in problems}
         known = writer.known_files(seen)  # lookups for the scanned paths only, not the whole index
@@ -234,10 +246,17 @@ class IndexRun:
         self.failures = Failures(known, report, self.progress)
         work = plan(records, known, failed)
         report.unchanged, report.failed_before = work.unchanged, work.failed_before
+        canonical_roots = [r if "://" in r else canonical_path(r) for r in map(str, roots)]
+        report.found = len(records)
+        named = canonical_roots if given is None else [canonical_path(r) for r in map(str, given) if "://" not in r]
+        report.unread_roots = sorted({p.path for p in problems} & set(named))
         if prune:
-            canonical_roots = [r if "://" in r else canonical_path(r) for r in map(str, roots)]
             candidates = [*writer.paths_under(canonical_roots), *failed]
             self.gone = _pruned(candidates, seen, listed, roots, self.rules, prune_excluded)
+        elif writer.count_under(canonical_roots) > len(known):
+            # Some indexed file under the roots was not seen: say how many are gone, so --prune can be offered.
+            # Counting first keeps the common case (nothing missing) free of a Python object per indexed row.
+            report.gone = len(vanished(writer.paths_under(canonical_roots), seen, listed))
         if before_writes is not None:
             before_writes(work)
         writer.record_settings(scan_rules=self.rules.as_settings())

@@ -39,7 +39,9 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def render_info(info: dict[str, Any], fmt: str, stream: TextIO) -> None:
+def render_info(info: dict[str, Any], fmt: str, stream: TextIO, failed_command: str = "bt-search failed") -> None:
+    """`info` as text or JSON; `failed_command` is the command the text suggests for listing failed files
+    (a CLI completes it with the options that picked the index)."""
     if fmt not in INFO_FORMATS:
         raise UsageError(f"`fmt` must be {' or '.join(INFO_FORMATS)}, not {fmt!r}")
     if fmt == "json":
@@ -52,7 +54,7 @@ def render_info(info: dict[str, Any], fmt: str, stream: TextIO) -> None:
         ("model", info["model"] + (f" @ {info['model_revision']}" if info["model_revision"] else "")),
         ("embedding size", info["embedding_dim"]),
         ("images", info["images"]),
-        ("failed", f"{info['failed']}" + (" (list them: bt-search failed)" if info["failed"] else "")),
+        ("failed", f"{info['failed']}" + (f" (list them: {failed_command})" if info["failed"] else "")),
         ("index type", info["index_type"] or "none yet"),
         ("measured recall", _recall_text(recall)),
         ("size on disk", human_size(info["size_bytes"])),

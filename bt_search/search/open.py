@@ -8,6 +8,7 @@ needs no model (the index, the model's path).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ def open_index(index: str | os.PathLike[str] | None = None) -> IndexReader:
     reader = IndexReader.open(config.index_dir(None if index is None else Path(index)))
     if len(reader) == 0:
         raise IndexMissingError(
-            f"the index at {reader.directory} holds no images yet; run `bt-search index PATH` first"
+            f"the index at {reader.directory} holds no images yet; index some first: "
+            f"`bt-search index PATH --index {reader.directory}`"
         )
     return reader
 
@@ -45,21 +47,28 @@ def open_searcher(
     precision: str = "auto",
     text_only: bool = False,
     batch_size: int | None = None,
+    on_loading: Callable[[str], None] | None = None,
     **searcher_options: Any,
 ):
     """A Searcher over `index` (None: the default index) with `model` (None: the model the index was built
     with), after checking they share an embedding space.
 
     `device`: auto, cpu, cuda or mps (None: `$BT_SEARCH_DEVICE`, else auto). `text_only` loads just the text
-    tower (cosine search, no rerank). `searcher_options` go to `Searcher` (on_missing, on_note, progress,
+    tower (cosine search, no rerank). `on_loading(model)` is called once every check has passed, just before
+    the model loads (the slow part: a CLI says so). `searcher_options` go to `Searcher` (on_missing, on_note, progress,
     state_store).
     """
     reader = open_index(index)
-    model = model or reader.identity.model
-    check_model_path(model)  # a typo fails here, before torch loads
+    if model is None:
+        model = reader.identity.model
+        check_model_path(model, built=reader.directory)  # the index's own model: a folder that moved is said so
+    else:
+        check_model_path(model)  # a typo fails here, before torch loads
     from bt_search.engine.loading import load_engine  # torch: only once the index and the model path check out
     from bt_search.search.searcher import Searcher
 
+    if on_loading is not None:
+        on_loading(model)
     engine = load_engine(
         model,
         device=device or config.default_device(),

@@ -40,7 +40,7 @@ RERANK_DRAFT_DECODE = True
 # up to this many times deeper, and no further (a missing folder must not make a query read the whole index).
 MISSING_DEPTH_FACTOR = 64
 SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
-ProgressCallback = Callable[[int, int], None]  # (steps done, steps in all): one step per vision state or ITM pair
+ProgressCallback = Callable[[int, int], None]  # (candidates done, candidates in all) of the call's rerank
 CancelledHook = Callable[[], bool]  # True: stop the search (SearchCancelledError) before its next rerank chunk
 
 
@@ -270,11 +270,8 @@ class Searcher:
         clock: RerankClock,
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
-        # one step per vision state and one per ITM pass (negatives add passes)
-        tick = _Ticker(
-            self.progress, total=len(uses) + sum(len(s.rows) * (1 + len(t.nots)) for s, t in zip(shortlists, terms))
-        )
-        cache = VisionStateCache(self, uses, tick)
+        tick = _Ticker(self.progress, total=clock.candidates)  # candidates, as the user counts them (`shortlist`)
+        cache = VisionStateCache(self, uses)
         text_states = {}  # each distinct text (query or negative) runs the text tower once per call
         results = []
         for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
@@ -285,6 +282,7 @@ class Searcher:
                 size = clock.chunk_size(number, position, len(shortlist.rows) - position, self.batch_size)
                 if size == 0:
                     clock.skip(len(shortlist.rows) - position)
+                    tick(len(shortlist.rows) - position)  # left out: the bar still ends full
                     break
                 kept, states = cache.take(shortlist.subset(range(position, position + size)))
                 if states is not None:
@@ -292,7 +290,7 @@ class Searcher:
                     weights = np.array([t.weight for t in query.nots])
                     kept_parts.append(kept)
                     score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
-                tick(size * (1 + len(query.nots)))
+                tick(size)
                 position += size
                 clock.record(size)
             kept = _concatenated(shortlist.query, kept_parts)
@@ -330,7 +328,7 @@ def check_threshold(threshold: float | None) -> None:
 
 
 class _Ticker:
-    """Counts rerank steps and reports (done, total) to an optional progress callback."""
+    """Counts reranked candidates and reports (done, total) to an optional progress callback."""
 
     def __init__(self, callback: ProgressCallback | None, total: int):
         self.callback, self.total, self.done = callback, total, 0
@@ -346,10 +344,9 @@ class _Ticker:
 class VisionStateCache:
     """Vision-tower states per candidate row, computed once, dropped when no later query needs them."""
 
-    def __init__(self, searcher: Searcher, uses: Counter, tick: Callable[[int], None] = lambda steps: None):
+    def __init__(self, searcher: Searcher, uses: Counter):
         self.searcher = searcher
         self.uses = uses
-        self.tick = tick
         self.states: dict[int, torch.Tensor] = {}
         self.failed: set[int] = set()
 
@@ -381,7 +378,6 @@ class VisionStateCache:
             except ImageDecodeError as err:
                 self.failed.add(row)
                 self.searcher.on_missing(path, err.reason)
-        self.tick(len(paths_by_row) - len(decoded))
         size = self.searcher.batch_size
         for start in range(0, len(decoded), size):
             chunk = decoded[start : start + size]
@@ -390,4 +386,3 @@ class VisionStateCache:
                 self.states[row] = state
                 if store is not None:
                     store.put(path, state)
-            self.tick(len(chunk))

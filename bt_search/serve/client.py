@@ -172,13 +172,17 @@ def served_results(
     request: QueryRequest,
     on_missing: Callable[[str, str], None],
     notice: Callable[[str], None],
+    on_route: Callable[[str], None] | None = None,
 ) -> tuple[list[list[Hit]], list[str]] | None:
     """(hits per query, the search's notes) from a running server for `index_dir`, or None: search in-process.
+    `notice` hears why an advertised server was not used; `on_route` (a CLI's --verbose) the path otherwise:
+    the server's URL, or why no server was asked.
 
     The server answers `request` with the same function as an in-process search (search/query.run_query).
     It is sent as `QueryRequest.for_server` writes it (image paths absolute, shared terms in each line), and
     the hits come back named as the in-process search names them (`QueryRequest.labels`).
     """
+    route = on_route or (lambda message: None)
     reasons: list[str] = []
     records = read_server_records(index_dir, on_ignored=reasons.append)
     for record in records:
@@ -198,8 +202,10 @@ def served_results(
             continue
         finally:
             client.close()
-        if answer is None:
-            return None  # the server may not open this image; in-process can: not worth a notice
+        if answer is None:  # the server may not open this image; in-process can: not worth a notice
+            route(f"searching in-process: the server at {record['url']} does not open this image")
+            return None
+        route(f"answered by the server at {record['url']}")
         for path, reason in answer["missing"]:
             on_missing(path, reason)
         labels = request.labels()
@@ -207,6 +213,8 @@ def served_results(
         return results, answer.get("notes", [])
     if reasons:
         notice(f"server not used ({reasons[-1]}); searching in-process")
+    else:
+        route(f"searching in-process: no server is running for the index {canonical_index(index_dir)}")
     return None
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bt_search.errors import IndexFormatError, IndexLockedError, IndexMissingError
+from bt_search.media.scan import has_image_extension
 from bt_search.store.ann import faiss_index
 from bt_search.store.ann.exact_copy import exact_lookup, open_exact_copy
 from bt_search.store.ann.policy import search_params
@@ -60,6 +61,32 @@ def _read_ann(directory: Path, manifest: dict[str, Any]) -> _AnnFile | None:
         return None
 
 
+def _no_index_message(directory: Path) -> str:
+    """Why there is no index at `directory`, and what to run. A folder of photos given as the index is the
+    common mistake: suggesting to index into it would mix index files with the photos (and be refused)."""
+    if _holds_images(directory):
+        return (
+            f"{directory} holds images, not a bt-search index: `index` names the folder the index lives in. "
+            f"Index the photos with `bt-search index {directory} --index INDEX_DIR` (INDEX_DIR a new folder; "
+            "without `index`, the default index), then search that"
+        )
+    return f"no index at {directory}; build one with `bt-search index PATH --index {directory}`"
+
+
+def _holds_images(directory: Path, look_at: int = 200) -> bool:
+    """Whether one of the first `look_at` entries of `directory` is an image file (an error path: bounded)."""
+    try:
+        with os.scandir(directory) as entries:
+            for number, entry in enumerate(entries):
+                if number >= look_at:
+                    break
+                if has_image_extension(entry.name):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
 class IndexReader:
     """A consistent view of an index as of open(); takes no lock, sees every committed batch."""
 
@@ -85,8 +112,7 @@ class IndexReader:
             manifest_file = _file_id(directory / MANIFEST_FILE)
             manifest = read_manifest(directory)
             if manifest is None:
-                hint = f"build one with `bt-search index PATH --index {directory}`"
-                raise IndexMissingError(f"no index at {directory}; {hint}")
+                raise IndexMissingError(_no_index_message(directory))
             if manifest["format_version"] == 1:
                 snapshot = in_memory_snapshot(directory, manifest, *load_v1(directory, manifest))
                 return cls(directory, snapshot, None, manifest_file)

@@ -141,14 +141,15 @@ class IndexWriter:
 
     def paths_under(self, roots: Sequence[str]) -> list[str]:
         """Live image paths equal to one of `roots` or inside one of them (for --prune)."""
-        condition = None
-        for root in stored_paths(roots):
-            prefix = root if root.endswith(os.sep) else root + os.sep
-            term = (pc.field("path") == root) | pc.starts_with(pc.field("path"), prefix)
-            condition = term if condition is None else condition | term
+        condition = _under(roots)
         if condition is None:
             return []
         return original_paths(self._snapshot.where(["path"], condition).column("path").to_pylist())
+
+    def count_under(self, roots: Sequence[str]) -> int:
+        """How many live image rows paths_under would return, without making a Python object per row."""
+        condition = _under(roots)
+        return 0 if condition is None else self._snapshot.where(["path"], condition).num_rows
 
     def rows_by_sha256(self, sha256s: Iterable[str]) -> dict[str, ImageRow]:
         """One indexed row per given content hash that the index holds (under any path).
@@ -281,3 +282,13 @@ def _with_ann_choice(manifest: dict[str, Any], index_type: str | None, memory_bu
             raise UsageError(f"the memory budget must be positive, not {memory_budget}")
         manifest["memory_budget"] = int(memory_budget)
     return manifest
+
+
+def _under(roots: Sequence[str]):
+    """The filter for paths equal to one of `roots` or inside one of them (None: no roots)."""
+    condition = None
+    for root in stored_paths(roots):
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        term = (pc.field("path") == root) | pc.starts_with(pc.field("path"), prefix)
+        condition = term if condition is None else condition | term
+    return condition

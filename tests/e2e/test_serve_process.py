@@ -116,7 +116,7 @@ def test_query_through_the_server_is_byte_identical_and_torch_free(setup, args):
 EVERY_OPTION = [
     ("--queries-file", "{queries}", "--not", "dogs::0.5", "--like", "{photos}/p01.png", "--unlike", "{photos}/p02.png"),
     (QUERY, "--score", "itm", "-k", "13", "-n", "13", "--after", "2000-01-01", "--before", "2100-12-31", "-f", "csv"),
-    (QUERY, "--sort", "date", "--rerank-budget", "60", "--threshold", "-5", "--format", "tsv"),
+    (QUERY, "--sort", "date", "--rerank-budget", "60", "--threshold", "-5", "--format", "tsv", "--verbose"),
     ("--image", "{photos}/p03.png", "-k", "13", "--under", "{photos}", "-f", "jsonl", "--after", "2000-01-01"),
     (QUERY, "--model", "{model}", "--device", "cpu", "--precision", "auto", "--batch-size", "2", "--no-rerank"),
     (QUERY, "-f", "paths", "-0", "-q", "--score", "cosine", "--html", "{html}"),

@@ -19,7 +19,9 @@ class FakeTime:
         return self.t
 
 
-def _drive(clock, fake, candidates_per_query, seconds_each, batch=16):
+def _drive(clock, fake, candidates_per_query, seconds_each, batch=16, first_chunk=None):
+    """Rerank as the Searcher does, each candidate costing `seconds_each`; the first chunk costs `first_chunk`
+    seconds in all when given (a warm-up). Returns the candidates reranked per query."""
     reranked = []
     for query, total in enumerate(candidates_per_query):
         position = 0
@@ -28,11 +30,15 @@ def _drive(clock, fake, candidates_per_query, seconds_each, batch=16):
             if size == 0:
                 clock.skip(total - position)
                 break
-            fake.t += size * seconds_each
+            fake.t += first_chunk if (first_chunk is not None and clock.done == 0) else size * seconds_each
             clock.record(size)
             position += size
         reranked.append(position)
     return reranked
+
+
+def _announced_seconds(note: str) -> float:
+    return float(note.split("about ")[1].split(" s")[0])
 
 
 def test_budget_reranks_what_fits_and_shares_it_over_queries():
@@ -52,6 +58,44 @@ def test_no_budget_reranks_everything_and_announces_only_long_reranks():
     clock = RerankClock(20, 1, now=fake, on_note=notes.append)
     _drive(clock, fake, [20], 3.0)
     assert len(notes) == 1 and "about 60 s" in notes[0]
+
+
+@pytest.mark.parametrize(
+    "candidates, first, each",
+    [
+        (20, 2.7, 0.6),  # issue 23: "about 53 s at 2.7 s each" for a rerank that took 14.5 s
+        (300, 0.35, 0.018),  # issue 23: "about 105 s" for a -n 300 rerank that took about 6 s
+        (20, 30.0, 0.5),  # a very slow first chunk (a cold disk, a first download of kernels)
+        (50, 3.0, 3.0),  # no warm-up at all
+        (200, 0.05, 0.2),  # a first chunk faster than the rest (its image was cached)
+    ],
+)
+def test_the_estimate_is_within_2x_of_the_truth_or_not_made(candidates, first, each):
+    fake, notes = FakeTime(), []
+    clock = RerankClock(candidates, 1, now=fake, on_note=notes.append)
+    _drive(clock, fake, [candidates], each, first_chunk=first)
+    truth = fake.t
+    assert len(notes) <= 1
+    if notes:
+        assert truth / 2 <= _announced_seconds(notes[0]) <= truth * 2, (notes[0], truth)
+    else:
+        assert truth - first <= 2 * 10.0  # what was left after the warm-up was short: nothing worth saying
+    assert clock.seconds_per_candidate == pytest.approx(each)
+
+
+def test_the_warm_up_is_not_taken_as_the_rate_and_the_estimate_waits_for_the_probe():
+    fake, notes = FakeTime(), []
+    clock = RerankClock(20, 1, now=fake, on_note=notes.append)
+    assert clock.chunk_size(0, 0, 20, 16) == 1
+    fake.t += 2.7
+    clock.record(1)
+    assert notes == [] and clock.seconds_per_candidate is None  # one warm-up candidate says nothing yet
+    assert clock.chunk_size(0, 1, 19, 16) == RerankClock.PROBE  # a few candidates, timed alone
+    fake.t += RerankClock.PROBE * 0.7
+    clock.record(RerankClock.PROBE)
+    assert clock.seconds_per_candidate == pytest.approx(0.7)
+    assert clock.chunk_size(0, 5, 15, 16) == 15
+    assert len(notes) == 1 and "about 16 s in all at 700 ms each" in notes[0]
 
 
 def test_every_query_reranks_at_least_one_candidate():
