@@ -230,8 +230,19 @@ def health_for(index: Path, **changes) -> dict:
     return {**health, **changes}
 
 
-def plain_request(queries, options):
-    """A plain query as `bt-search query` sends it: query lines plus QueryRequest's options."""
+def ask_server(index, queries, notes: list[str], **options):
+    """Hits per query from a server advertised for `index`, as `bt-search query` on CPU in fp32 asks for a plain
+    query with `options` (QueryRequest's fields), or None: search in-process. The client's notices go to `notes`."""
     from bt_search.search.query import QueryRequest
+    from bt_search.serve.client import served_results
 
-    return QueryRequest(queries=tuple(queries), **options)
+    answer = served_results(
+        str(index),
+        model=None,
+        device="cpu",
+        precision="fp32",
+        request=QueryRequest(queries=tuple(queries), **options),
+        on_missing=lambda path, reason: None,
+        notice=notes.append,
+    )
+    return None if answer is None else answer[0]

@@ -9,15 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from bt_search import config
 from bt_search.serve import client
 from bt_search.serve.app import build_app
-from bt_search.serve.client import served_results
 from bt_search.serve.runner import ServeSettings, allowed_hosts
 from tests.support.serve import (
     FakeServer,
     InProcessServer,
     advertise,
+    ask_server,
     build_index,
     health_for,
-    plain_request,
     service_for,
 )
 
@@ -27,16 +26,7 @@ OPTIONS = {"top_k": 2, "under": None, "shortlist": 4, "rerank": True, "threshold
 
 
 def ask(index, notes: list[str], query: str = "red"):
-    answer = served_results(
-        str(index),
-        model=None,
-        device="cpu",
-        precision="fp32",
-        request=plain_request([query], OPTIONS),
-        on_missing=lambda path, reason: None,
-        notice=notes.append,
-    )
-    return None if answer is None else answer[0]
+    return ask_server(index, [query], notes, **OPTIONS)
 
 
 def test_a_busy_server_is_waited_for_instead_of_searching_in_process(tmp_path, runtime):

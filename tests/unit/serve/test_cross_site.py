@@ -8,9 +8,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from bt_search.serve.app import build_app
-from bt_search.serve.client import served_results
 from bt_search.serve.runner import allowed_hosts
-from tests.support.serve import InProcessServer, advertise, build_index, plain_request, service_for
+from tests.support.serve import InProcessServer, advertise, ask_server, build_index, service_for
 
 KEY = "d" * 64
 
@@ -76,16 +75,6 @@ def test_a_request_too_big_for_the_server_is_searched_in_process(service, tmp_pa
     with InProcessServer(make_app) as server:
         advertise(service.index_dir, server.url, KEY)
         notes: list[str] = []
-        answer = served_results(
-            str(service.index_dir),
-            model=None,
-            device="cpu",
-            precision="fp32",
-            request=plain_request(
-                [f"query {i}" for i in range(300)],
-                {"top_k": 10, "under": None, "shortlist": None, "rerank": True, "threshold": None},
-            ),  # a --queries-file of 300 lines
-            on_missing=lambda path, reason: None,
-            notice=notes.append,
-        )
+        # a --queries-file of 300 lines
+        answer = ask_server(service.index_dir, [f"query {i}" for i in range(300)], notes, top_k=10)
     assert answer is None and len(notes) == 1 and "413" in notes[0]

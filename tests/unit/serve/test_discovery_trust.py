@@ -10,16 +10,15 @@ import os
 import pytest
 
 from bt_search.serve.app import build_app
-from bt_search.serve.client import served_results
 from bt_search.serve.discovery import FILE_NAME, read_server_records, server_files
 from bt_search.serve.runner import allowed_hosts
 from tests.support.serve import (
     FakeServer,
     InProcessServer,
     advertise,
+    ask_server,
     build_index,
     health_for,
-    plain_request,
     service_for,
 )
 
@@ -35,18 +34,7 @@ def index(tmp_path):
 
 
 def ask(index, notes: list[str]):
-    answer = served_results(
-        str(index),
-        model=None,
-        device="cpu",
-        precision="fp32",
-        request=plain_request(
-            ["my private query"], {"top_k": 1, "under": None, "shortlist": 4, "rerank": True, "threshold": None}
-        ),
-        on_missing=lambda path, reason: None,
-        notice=notes.append,
-    )
-    return None if answer is None else answer[0]
+    return ask_server(index, ["my private query"], notes, top_k=1, shortlist=4)
 
 
 def hostile(index):

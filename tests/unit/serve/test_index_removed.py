@@ -11,9 +11,8 @@ import sys
 from starlette.testclient import TestClient
 
 from bt_search.serve.app import build_app
-from bt_search.serve.client import served_results
 from bt_search.serve.runner import allowed_hosts
-from tests.support.serve import InProcessServer, advertise, build_index, plain_request, service_for
+from tests.support.serve import InProcessServer, advertise, ask_server, build_index, service_for
 
 KEY = "c" * 64
 
@@ -51,17 +50,7 @@ def test_query_falls_back_to_in_process_which_reports_the_missing_index(engine, 
         record = advertise(index, server.url, KEY)
         shutil.rmtree(index)
         notes: list[str] = []
-        answer = served_results(
-            str(index),
-            model=None,
-            device="cpu",
-            precision="fp32",
-            request=plain_request(
-                ["red"], {"top_k": 1, "under": None, "shortlist": 4, "rerank": True, "threshold": None}
-            ),
-            on_missing=lambda path, reason: None,
-            notice=notes.append,
-        )
+        answer = ask_server(index, ["red"], notes, top_k=1, shortlist=4)
         assert answer is None and len(notes) == 1 and "503" in notes[0] and "no index at" in notes[0]
         env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
         args = ["query", "red", "--index", str(index), "--device", "cpu", "--precision", "fp32"]
