@@ -17,6 +17,10 @@ from bt_search.errors import ImageDecodeError, UsageError
 from bt_search.search.hits import Hit
 from bt_search.search.terms import Terms, parse_line, parse_query
 
+# The fields that shape an image query (Searcher.similar_images takes top_k, threshold and under; the date
+# filters and order apply as to text): what a client sends and a server accepts for one.
+IMAGE_QUERY_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort")
+
 
 @dataclass(frozen=True)
 class QueryRequest:

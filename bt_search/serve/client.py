@@ -24,11 +24,9 @@ from urllib.parse import urlsplit
 from bt_search.engine.naming import model_name
 from bt_search.errors import UsageError
 from bt_search.search.hits import Hit
-from bt_search.search.query import QueryRequest
+from bt_search.search.query import IMAGE_QUERY_OPTIONS, QueryRequest
 from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof, canonical_index, read_server_records
 
-# What an image query sends (serve/service.SIMILAR_OPTIONS; the service is not imported on this light path).
-SIMILAR_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort")
 HEALTH_TIMEOUT_S = 2.0
 SEARCH_TIMEOUT_S = 3600.0  # a large rerank on CPU is slow but legitimate
 BUSY_WAIT_S = 120.0  # in all, at a server that keeps answering Retry-After; then the search runs in-process
@@ -224,7 +222,7 @@ def _ask(client: ServerClient, request: QueryRequest) -> dict[str, Any] | None:
     try:
         if request.image is None:
             return client.search(list(request.queries), options)
-        return client.similar(request.image, {name: options[name] for name in SIMILAR_OPTIONS})
+        return client.similar(request.image, {name: options[name] for name in IMAGE_QUERY_OPTIONS})
     except ServerUnusable as err:
         if " 404" in str(err):
             return None

@@ -28,7 +28,7 @@ from bt_search.output.html_sheet import common_folder, make_thumbnail
 from bt_search.search.filters import SORTS, parse_day
 from bt_search.search.hits import Hit
 from bt_search.search.open import check_same_space, open_index, open_searcher
-from bt_search.search.query import QueryRequest, run_query
+from bt_search.search.query import IMAGE_QUERY_OPTIONS, QueryRequest, run_query
 from bt_search.search.rerank_budget import default_shortlist
 from bt_search.search.searcher import SCORES, Searcher
 from bt_search.serve.caches import SmallLRU, StateLRU
@@ -83,7 +83,6 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "before": (lambda v: v is None or (type(v) is str and _is_day(v)), "null or a day as YYYY-MM-DD"),
     "sort": (lambda v: type(v) is str and v in SORTS, f"one of {', '.join(SORTS)}"),
 }
-SIMILAR_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort")
 
 
 @dataclass
@@ -114,7 +113,7 @@ def check_request(kind: str, queries: Any, options: Any, *, shortlist: int) -> t
     may. Returns the queries and the options with the default `shortlist` filled in (caches key on them)."""
     if not isinstance(options, dict):
         raise UsageError("options must be an object")
-    rules = OPTION_RULES if kind == "search" else {name: OPTION_RULES[name] for name in SIMILAR_OPTIONS}
+    rules = OPTION_RULES if kind == "search" else {name: OPTION_RULES[name] for name in IMAGE_QUERY_OPTIONS}
     unknown = sorted(set(options) - set(rules))
     if unknown:
         raise UsageError(f"unsupported {kind} option(s): {', '.join(map(str, unknown))}")
