@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from bt_search.output.formats import Record, TableColumn, render_records, shorter_path, visible_path
-from bt_search.search.hits import Hit
+from bt_search.search.hits import Explanation, Hit
 
 # New fields go last, so scripts that cut columns by position keep working.
 COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm")
@@ -40,8 +40,9 @@ TABLE = (
 )
 
 
-def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
-    """The hit as plain Python values in COLUMNS order (numpy scalars become int/float)."""
+def hit_record(hit: Hit) -> dict[str, str | int | float | dict | None]:
+    """The hit as plain Python values in COLUMNS order (numpy scalars become int/float); an explained hit's
+    `explanation` last."""
     return {
         "query": hit.query,
         "rank": int(hit.rank),
@@ -51,6 +52,20 @@ def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
         "shortlist_rank": int(hit.shortlist_rank),
         "taken_at": hit.taken_at,
         "itm": None if hit.itm is None else float(hit.itm),
+        **({} if hit.explanation is None else {"explanation": explanation_record(hit.explanation)}),
+    }
+
+
+def explanation_record(explanation: Explanation) -> dict:
+    """An explanation as jsonl carries it (only there: csv, tsv and the table leave it out): the method, the
+    maps' grid (rows, columns) and window over the image, the whole query's map and each word's (row-major, peak 1).
+    """
+    return {
+        "method": explanation.method,
+        "grid": list(explanation.grid),
+        "window": list(explanation.window),
+        "query": list(explanation.query),
+        "words": {word: list(values) for word, values in explanation.words},
     }
 
 

@@ -39,6 +39,11 @@ class QueryRequest:
     before: str | None = None
     sort: str = "relevance"
     score: str = config.DEFAULT_SCORE
+    explain: bool = False  # each hit's Explanation (search/explain.py): needs the rerank, refused with `image`
+
+    def __post_init__(self) -> None:
+        if self.explain and self.image is not None:
+            raise UsageError("`explain` shows where a text matched: it cannot explain a search by `image`")
 
     def terms(self) -> list[Terms]:
         """Each query line's terms, with the shared ones added."""
@@ -114,5 +119,6 @@ def run_query(searcher: Any, request: QueryRequest) -> list[list[Hit]]:
             score=request.score,
             rerank_budget=request.rerank_budget,
             where=where,
+            explain=request.explain,
         )
     return [dated_hits(hits, request.sort) for hits in results]

@@ -23,6 +23,7 @@ from bt_search.errors import ImageDecodeError, SearchCancelledError, UsageError
 from bt_search.media.decoding import load_file_pixels
 from bt_search.media.file_reading import existing_files
 from bt_search.media.images import load_pixels
+from bt_search.search.explain import KeptStates, explain_hits
 from bt_search.search.hits import Hit
 from bt_search.search.missing import MISSING_REASON
 from bt_search.search.rerank_budget import RerankClock, default_shortlist
@@ -159,13 +160,15 @@ class Searcher:
         score: str = DEFAULT_SCORE,
         rerank_budget: float | None = None,
         where=None,
+        explain: bool = False,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
         with negatives and example images: see terms.py). `shortlist`: cosine candidates to rerank (None: the
         default for the engine's device, rerank_budget.default_shortlist). `score` ranks reranked candidates
         (see blend_scores); "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks
         only the best candidates that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow
-        expression on the index's columns) filters before the shortlist."""
+        expression on the index's columns) filters before the shortlist. `explain` gives each hit an Explanation
+        (where the query and each of its words matched: search/explain.py); it needs the rerank."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
@@ -175,12 +178,14 @@ class Searcher:
         labels = [t.label for t in terms]
         shortlist = shortlist or default_shortlist(self.engine.device.type)
         reranked = rerank and score != "cosine"
+        if explain and not reranked:
+            raise UsageError("`explain` needs the rerank (the fusion layers): drop `rerank=False` and `score=cosine`")
         vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
         shortlists = self._live_shortlists(labels, vectors, max(shortlist, top_k), under, where)
         if not reranked:
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
         clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
-        results = self._reranked(shortlists, terms, top_k, threshold, score, clock)
+        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, explain)
         if clock.summary():
             self.on_note(clock.summary())
         return results
@@ -268,6 +273,7 @@ class Searcher:
         threshold: float | None,
         score: str,
         clock: RerankClock,
+        explain: bool = False,
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
         tick = _Ticker(self.progress, total=clock.candidates)  # candidates, as the user counts them (`shortlist`)
@@ -276,6 +282,7 @@ class Searcher:
         results = []
         for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
             kept_parts, score_parts, position = [], [], 0
+            kept_states = KeptStates(top_k) if explain else None
             while position < len(shortlist.rows):
                 if self.cancelled():
                     raise SearchCancelledError("the search was cancelled")
@@ -290,19 +297,32 @@ class Searcher:
                     weights = np.array([t.weight for t in query.nots])
                     kept_parts.append(kept)
                     score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
+                    if kept_states is not None:
+                        chunk = (
+                            blend_scores(score_parts[-1], kept.similarities) if score == "blend" else score_parts[-1]
+                        )
+                        kept_states.offer(kept.paths, chunk, kept.similarities, states)
                 tick(size)
                 position += size
                 clock.record(size)
             kept = _concatenated(shortlist.query, kept_parts)
             itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
             scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
-            results.append(rank_hits(kept, scores, top_k, threshold, itm=itm))
+            hits = rank_hits(kept, scores, top_k, threshold, itm=itm)
+            if kept_states is not None:
+                hits = explain_hits(
+                    self.engine, self._text_states(text_states, query.text.value), hits, kept_states.by_path()
+                )
+            results.append(hits)
         return results
 
     def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:
+        return self.engine.itm_scores(self._text_states(text_states, text), states)
+
+    def _text_states(self, text_states: dict, text: str):
         if text not in text_states:
             text_states[text] = self.engine.text_states(text)
-        return self.engine.itm_scores(text_states[text], states)
+        return text_states[text]
 
 
 def blend_scores(itm: np.ndarray, cosine: np.ndarray) -> np.ndarray:

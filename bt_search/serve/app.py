@@ -113,11 +113,12 @@ def build_app(
         await anyio.to_thread.run_sync(service.refresh, limiter=gate.thumbs)  # a removed index: 503, as /health
         query, similar = params.get("q", "").strip(), params.get("similar", "")
         rerank = params.get("rerank", "true") != "false"
+        explain = rerank and params.get("explain", "true") != "false"  # heatmaps need the rerank's fusion
         # the date range and order, as the form sends them (empty inputs: no bound); check_request checks them
         filters = {name: params[name].strip() for name in ("after", "before", "sort") if params.get(name, "").strip()}
         generation = service.reader.generation
         facts = await anyio.to_thread.run_sync(service.page_facts, limiter=gate.thumbs)
-        shown = {"query": query, "rerank": rerank, "index": facts, "filters": filters}
+        shown = {"query": query, "rerank": rerank, "index": facts, "filters": filters, "explain": explain}
         try:
             if similar:
                 path = service.path_for_key(similar)
@@ -126,7 +127,7 @@ def build_app(
                 result = await answer("similar", [path], {"top_k": 24, **filters})
                 heading = f"Images similar to {path}"
             elif query:
-                options = {"top_k": 24, "shortlist": 48, "rerank": rerank, **filters}
+                options = {"top_k": 24, "shortlist": 48, "rerank": rerank, "explain": explain, **filters}
                 result = await answer("search", [query], options)
                 heading = f"Results for “{query}”"
             else:

@@ -12,13 +12,16 @@ import os
 from typing import Any
 from urllib.parse import urlencode
 
+from bt_search.output.explanations import card_parts
 from bt_search.output.html_sheet import card_html, escape_html, sheet_css
 from bt_search.search.hits import Hit
 from bt_search.serve.service import MAX_QUERY_CHARS, THUMB_PX, thumb_key
 
-# No script, no frames, no plugins; images, styles and form posts to this origin only.
+# No script, no frames, no plugins; images (and the explanations' heat layers, as data: PNGs), styles and form
+# posts to this origin only.
 CSP = (
-    "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; img-src 'self' data:; style-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 PAGE_CSS = (
     sheet_css(THUMB_PX)
@@ -46,13 +49,14 @@ def render_page(
     error: str = "",
     index: dict[str, Any] | None = None,
     filters: dict[str, str] | None = None,
+    explain: bool = True,
 ) -> str:
     """The whole page; `hits` None means no search was asked for yet. `index`: Service.page_facts (name, images,
     folder); `filters`: the date range and order asked for (`after`, `before`, `sort`), kept in the form and in
     the links to similar images."""
     index = index or {}
     filters = filters or {}
-    body = [_header(index), _form(query, rerank, filters)]
+    body = [_header(index), _form(query, rerank, filters, explain)]
     if error:
         body.append(f'<p class="error">{escape_html(error)}</p>')
     if hits is not None:
@@ -62,7 +66,7 @@ def render_page(
             "ones, its name for the full-size image</p>"
         )
         folder = index.get("folder", "")
-        cards = "\n".join(_card(hit, generation, folder, filters) for hit in hits)
+        cards = "\n".join(_card(hit, generation, folder, filters, f"x{n}") for n, hit in enumerate(hits))
         body.append(f'<ol class="cards">\n{cards}\n</ol>' if hits else '<p class="empty">No results.</p>')
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -86,7 +90,7 @@ def _header(index: dict[str, Any]) -> str:
     return f'<header class="index"><h1>bt-search</h1>{shown}</header>'
 
 
-def _form(query: str, rerank: bool, filters: dict[str, str]) -> str:
+def _form(query: str, rerank: bool, filters: dict[str, str], explain: bool = True) -> str:
     selected = ("", " selected") if rerank else (" selected", "")
     sort = filters.get("sort", "relevance")
     orders = "".join(
@@ -103,14 +107,28 @@ def _form(query: str, rerank: bool, filters: dict[str, str]) -> str:
         'placeholder="describe the image you are looking for" aria-label="query" autofocus>'
         '<select name="rerank" aria-label="ranking">'
         f'<option value="true"{selected[1]}>ITM rerank</option><option value="false"{selected[0]}>cosine only</option>'
-        f'</select>{dates}<select name="sort" aria-label="order">{orders}</select>'
+        f'</select>{dates}<select name="sort" aria-label="order">{orders}</select>{_explain_select(explain)}'
         '<button type="submit">Search</button></form>'
     )
 
 
-def _card(hit: Hit, generation: int, folder: str, filters: dict[str, str]) -> str:
+def _card(hit: Hit, generation: int, folder: str, filters: dict[str, str], group: str = "") -> str:
     key = thumb_key(hit.path)
     name = escape_html(os.path.basename(hit.path) or hit.path)
     image = f'<img src="/thumb/{key}?g={int(generation)}" alt="{name}">'
+    layers, picker = card_parts(hit, group)  # where each word matched (explanations.py), when the hit has it
+    if layers:
+        image = f'<span class="frame">{image}{layers}</span>'
     similar = "/?" + urlencode({"similar": key, **filters})
-    return card_html(hit, image, image_href=similar, path_href=f"/image/{key}?g={int(generation)}", folder=folder)
+    path_href = f"/image/{key}?g={int(generation)}"
+    return card_html(hit, image, image_href=similar, path_href=path_href, folder=folder, picker_html=picker)
+
+
+def _explain_select(explain: bool) -> str:
+    """Whether reranked hits carry heatmaps of where each word matched (search/explain.py)."""
+    selected = (" selected", "") if explain else ("", " selected")
+    return (
+        '<select name="explain" aria-label="heatmaps">'
+        f'<option value="true"{selected[0]}>heatmaps</option><option value="false"{selected[1]}>no heatmaps</option>'
+        "</select>"
+    )
