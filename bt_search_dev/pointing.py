@@ -117,10 +117,15 @@ def score_explanation(scene: Scene, explanation, tallies: dict[str, Tally]) -> N
         tallies.setdefault(kind, Tally()).add(hit, area_fraction(boxes, size), chance_cell, word)
 
 
-def pointing_game(engine, scenes: Sequence[Scene], images, method: str, batch: int = 16) -> dict[str, Tally]:
-    """Explain each scene's own caption on its image (the true pair) and play the pointing game."""
+def pointing_game(
+    engine, scenes: Sequence[Scene], images, method: str, batch: int = 16, explain=None
+) -> dict[str, Tally]:
+    """Explain each scene's own caption on its image (the true pair) and play the pointing game. `explain`: a
+    function with explain_pairs' signature (default: explain_pairs itself)."""
     from bt_search.media.images import preprocess
     from bt_search.search.explain import crop_window, explain_pairs
+
+    explain = explain or explain_pairs
 
     tallies: dict[str, Tally] = {}
     for start in range(0, len(scenes), batch):

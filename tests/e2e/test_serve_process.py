@@ -120,6 +120,8 @@ EVERY_OPTION = [
     ("--image", "{photos}/p03.png", "-k", "13", "--under", "{photos}", "-f", "jsonl", "--after", "2000-01-01"),
     (QUERY, "--model", "{model}", "--device", "cpu", "--precision", "auto", "--batch-size", "2", "--no-rerank"),
     (QUERY, "-f", "paths", "-0", "-q", "--score", "cosine", "--html", "{html}"),
+    (QUERY, "-k", "3", "--explain", "-f", "jsonl", "--html", "{html}"),
+    ("a red circle", "-k", "2", "--explain-dir", "{explain}", "-f", "jsonl"),
 ]
 
 
@@ -137,8 +139,8 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
     paths = {"photos": setup["photos"], "queries": queries, "model": tiny_checkpoint}
     outputs = []
     for served in (True, False):
-        html = tmp_path / f"sheet-{served}.html"
-        argv = [token.format(**paths, html=html) for token in args]
+        html, explain = tmp_path / f"sheet-{served}.html", tmp_path / f"explain-{served}"
+        argv = [token.format(**paths, html=html, explain=explain) for token in args]
         poison = [setup["poison"] / "model"]  # torch cannot load: served means the server answered
         extra = () if served else ("--no-server",)
         result = run_cli(
@@ -146,10 +148,15 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
         )
         assert result.returncode == 0, result.stderr.decode()
         assert b"server not used" not in result.stderr
-        outputs.append((result.stdout, html.read_bytes() if html.exists() else None))
+        pngs = {p.name: p.read_bytes() for p in sorted(explain.iterdir())} if explain.exists() else None
+        outputs.append((result.stdout, html.read_bytes() if html.exists() else None, pngs))
     assert outputs[0] == outputs[1] and outputs[0][0]
     if "-k" in args and args[args.index("-k") + 1] == "13":  # all images: the dated one among them
         assert b"2021-07-04T10:11:12" in outputs[0][0]
+    if "--explain" in args or "--explain-dir" in args:  # every hit explained, its maps the same served or not
+        assert all("explanation" in json.loads(line) for line in outputs[0][0].splitlines())
+        assert outputs[0][1] is None or b'class="heat"' in outputs[0][1]
+        assert outputs[0][2] is None or len(outputs[0][2]) >= 2 * 2  # per hit: the query and its words
     if "--not" in args:  # reranked with negatives: the served hits carry the combined ITM probability too
         assert all(type(json.loads(line)["itm"]) is float for line in outputs[0][0].splitlines())
 
