@@ -9,6 +9,8 @@ answers alike.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
@@ -57,16 +59,10 @@ def hit_record(hit: Hit) -> dict[str, str | int | float | dict | None]:
 
 
 def explanation_record(explanation: Explanation) -> dict:
-    """An explanation as jsonl carries it (only there: csv, tsv and the table leave it out): the method, the
-    maps' grid (rows, columns) and window over the image, the whole query's map and each word's (row-major, peak 1).
-    """
-    return {
-        "method": explanation.method,
-        "grid": list(explanation.grid),
-        "window": list(explanation.window),
-        "query": list(explanation.query),
-        "words": {word: list(values) for word, values in explanation.words},
-    }
+    """An explanation as jsonl carries it (only there: csv, tsv and the table leave it out), in the server's JSON
+    form: the method, the maps' grid (rows, columns) and window over the image, the whole query's map, and
+    [word, map] pairs in query order (maps row-major, peak 1)."""
+    return json.loads(json.dumps(dataclasses.asdict(explanation)))  # tuples as the lists JSON reads back
 
 
 def render(

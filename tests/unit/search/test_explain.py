@@ -150,7 +150,7 @@ def test_explanations_travel_as_json_and_jsonl_carries_them():
     wire = json.loads(json.dumps(dataclasses.asdict(hit)))  # as the server sends it
     assert hit_from_json(wire) == hit
     record = hit_record(hit)
-    assert record["explanation"]["words"] == {"red": [0.0, 1.0, 0.5, 0.5]} and list(record)[-1] == "explanation"
+    assert record["explanation"] == wire["explanation"] and list(record)[-1] == "explanation"
     assert "explanation" not in hit_record(dataclasses.replace(hit, explanation=None))
     assert e.word_map("RED") == (0.0, 1.0, 0.5, 0.5) and e.word_map("blue") is None
 
@@ -161,3 +161,10 @@ def test_fusion_attention_needs_no_gradients_for_rollout(engine, sample_images):
     states = engine.vision_states(np.stack([preprocess(sample_images[0], engine.preprocessing)]))
     maps = fusion_attention(engine, engine.text_states("a red circle"), states)
     assert maps.gradients is None and relevance(maps, "rollout").shape[0] == 1
+
+
+def test_an_image_query_cannot_be_explained():
+    from bt_search.search.query import QueryRequest
+
+    with pytest.raises(UsageError, match="`explain` shows where a text matched"):
+        QueryRequest(image="/x.png", explain=True)
