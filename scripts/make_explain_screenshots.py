@@ -89,7 +89,7 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.5)
-            shoot(f"{base}/?q={quote(QUERY)}", ROOT / "docs" / "explain-serve-page.png", 1200, 700)
+            shoot(f"{base}/?q={quote(QUERY)}&explain=true", ROOT / "docs" / "explain-serve-page.png", 1200, 700)
         finally:
             server.terminate()
             server.wait(timeout=30)

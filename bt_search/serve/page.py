@@ -49,7 +49,7 @@ def render_page(
     error: str = "",
     index: dict[str, Any] | None = None,
     filters: dict[str, str] | None = None,
-    explain: bool = True,
+    explain: bool = False,
 ) -> str:
     """The whole page; `hits` None means no search was asked for yet. `index`: Service.page_facts (name, images,
     folder); `filters`: the date range and order asked for (`after`, `before`, `sort`), kept in the form and in
@@ -90,7 +90,7 @@ def _header(index: dict[str, Any]) -> str:
     return f'<header class="index"><h1>bt-search</h1>{shown}</header>'
 
 
-def _form(query: str, rerank: bool, filters: dict[str, str], explain: bool = True) -> str:
+def _form(query: str, rerank: bool, filters: dict[str, str], explain: bool = False) -> str:
     selected = ("", " selected") if rerank else (" selected", "")
     sort = filters.get("sort", "relevance")
     orders = "".join(
@@ -129,6 +129,6 @@ def _explain_select(explain: bool) -> str:
     selected = (" selected", "") if explain else ("", " selected")
     return (
         '<select name="explain" aria-label="heatmaps">'
-        f'<option value="true"{selected[0]}>heatmaps</option><option value="false"{selected[1]}>no heatmaps</option>'
+        f'<option value="false"{selected[1]}>no heatmaps</option><option value="true"{selected[0]}>heatmaps</option>'
         "</select>"
     )

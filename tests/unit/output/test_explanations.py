@@ -72,8 +72,8 @@ def test_the_search_page_shows_the_same_toggles_under_its_csp(tmp_path):
     photo = tmp_path / "a.png"
     Image.new("RGB", (50, 50), "gray").save(photo)
     hit = Hit("q", 1, str(photo), 1.0, 0.5, 1, itm=0.5, explanation=_explanation())
-    page = render_page(query="q", heading="Results", hits=[hit])
+    page = render_page(query="q", heading="Results", hits=[hit], explain=True)
     assert len(_heat_layers(page)) == 3 and 'name="x0"' in page and "<script" not in page
     assert "img-src 'self' data:" in CSP and "script-src" not in CSP  # default-src 'none' forbids scripts
     assert '<option value="true" selected>heatmaps</option>' in page
-    assert '<option value="false" selected>no heatmaps</option>' in render_page(query="q", explain=False)
+    assert '<option value="false" selected>no heatmaps</option>' in render_page(query="q")  # asked for, not default
