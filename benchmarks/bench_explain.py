@@ -1,7 +1,7 @@
 """Explanations (`--explain`): how well they point, and what they cost per hit.
 
 1. Pointing game (bt_search_dev/pointing.py) with the demo model on sample_data: each image explained for its own
-   caption, for both methods of search/explain.py, against a random pixel and a random grid cell.
+   caption, for each method of search/explain.py, against a random pixel and a random grid cell.
 2. Cost per hit: the rerank of K hits (itm_scores) and their explanation (explain_pairs), side by side over the
    same states, on the demo model and on a BridgeTower-base-shaped random checkpoint (benchmarks/common.py).
 
@@ -40,27 +40,11 @@ def sample_scenes():
     return scenes, [Image.open(IMAGES / r["file"]).convert("RGB") for r in rows]
 
 
-def last_layer_attention(engine, text_states, states, windows, method):
-    """A reference that propagates nothing: the last fusion layer's text-to-image attention, heads averaged (each
-    token's row as it is), in explain_pairs' form."""
-    from bt_search.engine.attention import fusion_attention
-    from bt_search.search.explain import content_words, explanations
-
-    maps = fusion_attention(engine, text_states, states)
-    encoded = engine.tokenizer([text_states.text], return_offsets_mapping=True, verbose=False)
-    words = content_words(text_states.text, [tuple(o) for o in encoded["offset_mapping"][0]])
-    cells = maps.text_cross[0].shape[-1] - 1
-    side = int(round(cells**0.5))
-    return explanations(maps.text_cross[-1].mean(dim=1), words, (side, cells // side), windows, "last-layer")
-
-
 def pointing(engine) -> dict:
     scenes, images = sample_scenes()
-    runs = {method: dict(method=method) for method in METHODS}
-    runs["last-layer attention"] = dict(method="rollout", explain=last_layer_attention)
     return {
-        name: {kind: t.summary() for kind, t in pointing_game(engine, scenes, images, **run).items()}
-        for name, run in runs.items()
+        method: {kind: t.summary() for kind, t in pointing_game(engine, scenes, images, method).items()}
+        for method in METHODS
     }
 
 

@@ -117,15 +117,10 @@ def score_explanation(scene: Scene, explanation, tallies: dict[str, Tally]) -> N
         tallies.setdefault(kind, Tally()).add(hit, area_fraction(boxes, size), chance_cell, word)
 
 
-def pointing_game(
-    engine, scenes: Sequence[Scene], images, method: str, batch: int = 16, explain=None
-) -> dict[str, Tally]:
-    """Explain each scene's own caption on its image (the true pair) and play the pointing game. `explain`: a
-    function with explain_pairs' signature (default: explain_pairs itself)."""
+def pointing_game(engine, scenes: Sequence[Scene], images, method: str, batch: int = 16) -> dict[str, Tally]:
+    """Explain each scene's own caption on its image (the true pair) by `method` and play the pointing game."""
     from bt_search.media.images import preprocess
     from bt_search.search.explain import crop_window, explain_pairs
-
-    explain = explain or explain_pairs
 
     tallies: dict[str, Tally] = {}
     for start in range(0, len(scenes), batch):
@@ -133,8 +128,7 @@ def pointing_game(
         states = engine.vision_states(np.stack([preprocess(img, engine.preprocessing) for _, img in chunk]))
         for n, (scene, img) in enumerate(chunk):
             window = crop_window(img.width, img.height, engine.preprocessing)
-            (explanation,) = explain_pairs(
-                engine, engine.text_states(scene.caption), states[n : n + 1], [window], method
-            )
+            text = engine.text_states(scene.caption)
+            (explanation,) = explain_pairs(engine, text, states[n : n + 1], [window], method)
             score_explanation(scene, explanation, tallies)
     return tallies

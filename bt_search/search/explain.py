@@ -1,18 +1,21 @@
 """Where each word matched: relevance heatmaps of a reranked hit, from the fusion layers' attention.
 
 BridgeTower's cross-modal text layers attend from every query token to every image patch, and its image layers
-from every patch to every token. `relevance` propagates those maps through the fusion layers with the rules of
-Chefer et al. 2021 ("Generic Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder
-Transformers", eqs. 6-11), from identity relevance at the fusion's input (the towers' own layers mix nothing
-across modalities). Each layer's maps enter as one head-averaged map Ā, either
+from every patch to every token. Three ways to turn that into one [text token x image token] map (`METHODS`):
 
-- "gradient" (the default): Ā = mean over heads of (dA ⊙ A)^+, A weighted by the gradient of the ITM log-odds of
-  a match (one backward pass through the fusion layers for all K hits); or
-- "rollout": Ā = mean over heads of A, no gradients (attention rollout through the same rules).
+- "attention" (the default): the last fusion layer's text-to-image attention, heads averaged. No gradients,
+  no propagation: the cheapest, and the best at pointing on sample_data.
+- "gradient": `relevance` propagates every fusion layer's maps with the rules of Chefer et al. 2021 ("Generic
+  Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder Transformers", eqs. 6-11), from
+  identity relevance at the fusion's input (the towers' own layers mix nothing across modalities), each layer's
+  maps entering as Ā = mean over heads of (dA ⊙ A)^+, A weighted by the gradient of the ITM log-odds of a match
+  (one backward pass through the fusion layers for all K hits). Best on colour words.
+- "rollout": the same rules with Ā = mean over heads of A (attention rollout), no gradients. Measured, and
+  never ahead of the other two: kept as the gradient method's no-gradient control, for the benchmark.
 
-The text-to-image relevance R_ti then has one row per query token: the whole query's map is the text CLS
-token's row, a word's map is the mean of its tokens' rows, each over the image patches (the image CLS dropped).
-docs/performance.md ("Where each word matched") measures both methods with a pointing game on sample_data.
+A map has one row per query token: the whole query's map is the text CLS token's row, a word's map is the mean
+of its tokens' rows, each over the image patches (the image CLS dropped). docs/performance.md ("Where each word
+matched") measures the three with a pointing game on sample_data.
 
 Explanations are computed for the hits shown only, from the rerank's own states: the query's text states
 (computed once per query) and the vision states the rerank kept for the best `top_k` candidates (KeptStates).
@@ -28,8 +31,8 @@ import torch
 from bt_search.errors import UsageError
 from bt_search.search.hits import Explanation, Hit
 
-METHODS = ("gradient", "rollout")
-DEFAULT_METHOD = "gradient"
+METHODS = ("attention", "gradient", "rollout")
+DEFAULT_METHOD = "attention"  # measured best on sample_data: docs/performance.md, "Where each word matched"
 DIGITS = 3  # map values are rounded to this many decimals (peak 1): compact in JSON, far finer than a colour map
 # Words that are not explained (their maps say little about where things are): articles, prepositions and
 # conjunctions, pronouns, and forms of "be".
@@ -40,13 +43,20 @@ STOP_WORDS = frozenset(
 _WORD = re.compile(r"\w+")
 
 
-def relevance(maps, method: str = DEFAULT_METHOD) -> torch.Tensor:
+def text_to_image(maps, method: str = DEFAULT_METHOD) -> torch.Tensor:
+    """[K, T, I]: how much each text token points at each image token, by `method` (see the module docstring)."""
+    if method == "attention":
+        return maps.text_cross[-1].mean(dim=1)
+    return relevance(maps, method)
+
+
+def relevance(maps, method: str = "gradient") -> torch.Tensor:
     """R_ti [K, T, I]: how relevant each image token is to each text token, after every fusion layer.
 
     `maps` is an engine.attention.FusionAttention (with gradients for "gradient"). Pure tensor arithmetic.
     """
-    if method not in METHODS:
-        raise UsageError(f"`method` must be one of {', '.join(METHODS)}, not {method!r}")
+    if method not in METHODS[1:]:
+        raise UsageError(f"`method` must be one of {', '.join(METHODS[1:])}, not {method!r}")
     if method == "gradient" and maps.gradients is None:
         raise ValueError("the gradient method needs FusionAttention with gradients")
     k, t, i = maps.text_cross[0].shape[0], maps.text_cross[0].shape[2], maps.text_cross[0].shape[3]
@@ -161,7 +171,7 @@ def explain_pairs(
     words = content_words(text_states.text, offsets)
     cells = maps.text_cross[0].shape[-1] - 1
     side = int(round(cells**0.5))
-    return explanations(relevance(maps, method), words, (side, cells // side), windows, method)
+    return explanations(text_to_image(maps, method), words, (side, cells // side), windows, method)
 
 
 def explain_hits(engine, text_states, hits: list[Hit], states_by_path: dict, method: str = DEFAULT_METHOD) -> list[Hit]:

@@ -136,7 +136,7 @@ def test_searcher_explains_the_hits_shown_from_the_reranks_states(engine, librar
             == ["red", "circle", "left", "blue", "square"]
         )
     e = explained[0].explanation
-    assert e.method == "gradient" and e.grid == (4, 4) and max(e.query) == 1.0 and len(e.query) == 16
+    assert e.method == "attention" and e.grid == (4, 4) and max(e.query) == 1.0 and len(e.query) == 16
     assert e.window == (0.0, 0.0, 1.0, 1.0)  # t0.png is 64 px square: the model sees all of it
     with pytest.raises(UsageError, match="`explain` needs the rerank"):
         searcher.search(["a red circle"], rerank=False, explain=True)
@@ -155,12 +155,18 @@ def test_explanations_travel_as_json_and_jsonl_carries_them():
     assert e.word_map("RED") == (0.0, 1.0, 0.5, 0.5) and e.word_map("blue") is None
 
 
-def test_fusion_attention_needs_no_gradients_for_rollout(engine, sample_images):
+def test_the_default_map_is_the_last_fusion_layers_attention_and_needs_no_gradients(engine, sample_images):
     from bt_search.media.images import preprocess
+    from bt_search.search.explain import scaled
 
     states = engine.vision_states(np.stack([preprocess(sample_images[0], engine.preprocessing)]))
-    maps = fusion_attention(engine, engine.text_states("a red circle"), states)
-    assert maps.gradients is None and relevance(maps, "rollout").shape[0] == 1
+    text = engine.text_states("a red circle")
+    maps = fusion_attention(engine, text, states)
+    assert maps.gradients is None
+    (explanation,) = explain_pairs(engine, text, states, [(0.0, 0.0, 1.0, 1.0)])
+    last = maps.text_cross[-1].mean(dim=1)[0]  # [tokens, 1 + patches]: <s> a red circle </s>
+    assert explanation.method == "attention" and explanation.query == scaled(last[0, 1:])
+    assert explanation.words == (("red", scaled(last[2, 1:])), ("circle", scaled(last[3:-1, 1:].mean(dim=0))))
 
 
 def test_an_image_query_cannot_be_explained():
