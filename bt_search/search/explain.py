@@ -147,13 +147,17 @@ def crop_window(width: int, height: int, prep) -> tuple[float, float, float, flo
 
 
 def image_window(path: str, prep) -> tuple[float, float, float, float]:
-    """crop_window of the image at `path`, upright as it is decoded (EXIF orientation), from its header alone."""
+    """crop_window of the image at `path`, upright as it is decoded (EXIF orientation), from its header alone; the
+    whole image (0, 0, 1, 1) when the header cannot be read here (a URL, a file gone since the rerank)."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        width, height = img.size
-        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned a quarter: decoding swaps the sides
-            width, height = height, width
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned a quarter: decoding swaps the sides
+                width, height = height, width
+    except (OSError, ValueError, SyntaxError):
+        return (0.0, 0.0, 1.0, 1.0)
     return crop_window(width, height, prep)
 
 

@@ -97,6 +97,12 @@ def test_crop_window_is_the_centre_crop_the_model_sees(width, height):
     )
 
 
+def test_an_image_that_cannot_be_read_here_is_explained_over_its_whole_area(tmp_path):
+    from bt_search.search.explain import image_window
+
+    assert image_window(str(tmp_path / "gone.png"), Preprocessing(size=64, crop=64)) == (0.0, 0.0, 1.0, 1.0)
+
+
 def test_kept_states_hold_exactly_the_best_in_rank_order():
     rng = np.random.default_rng(3)
     scores, sims = rng.random(11).astype(np.float32), rng.random(11).astype(np.float32)
