@@ -26,7 +26,7 @@ class Explanation:
     text-to-image attention (search/explain.py computes them). Maps are row-major grids of the vision tower's
     patches, scaled so each map's peak is 1."""
 
-    method: str  # "gradient" (gradient-weighted attention) or "rollout"
+    method: str  # "attention" (the default), "gradient" or "rollout": search/explain.py
     grid: tuple[int, int]  # (rows, columns) of every map
     # The part of the image the maps cover, as fractions of its width and height (x0, y0, x1, y1): the model's
     # centre crop (beyond 0..1 where the crop was padded).

@@ -113,7 +113,7 @@ def build_app(
         await anyio.to_thread.run_sync(service.refresh, limiter=gate.thumbs)  # a removed index: 503, as /health
         query, similar = params.get("q", "").strip(), params.get("similar", "")
         rerank = params.get("rerank", "true") != "false"
-        # heatmaps need the rerank's fusion, and cost a few reranks per card on a CPU: asked for in the form
+        # heatmaps need the rerank's fusion, and cost about one reranked candidate per card: asked for in the form
         explain = rerank and params.get("explain", "false") == "true"
         # the date range and order, as the form sends them (empty inputs: no bound); check_request checks them
         filters = {name: params[name].strip() for name in ("after", "before", "sort") if params.get(name, "").strip()}
