@@ -71,6 +71,7 @@ PollOpt = typer.Option(
     None,
     "--poll",
     min=0.1,
+    metavar="SECONDS",
     help="With --watch: look for changes every SECONDS instead of waiting for file-system events (network "
     "shares; default: events, polling every 60 s where there are none).",
 )
