@@ -23,7 +23,7 @@ from bt_search.indexing.progress import IndexProgress
 from bt_search.indexing.run import COMMIT_ROWS, IndexReport, index_paths
 from bt_search.media.scan import canonical_path
 from bt_search.media.scan_rules import ScanRules
-from bt_search.store import IndexIdentity, IndexWriter
+from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from bt_search.store.files import MANIFEST_FILE
 from bt_search.watch.changes import ADDED, DELETED, MODIFIED, targets
 from bt_search.watch.filesystems import without_events
@@ -87,6 +87,8 @@ class Watcher:
         self._notifier = None
         self._polling: float | None = None
         self._locked_said = False
+        self._index_path = canonical_path(self.index_dir)
+        self._rules: ScanRules | None = None  # the index's recorded rules, as of its last batch
 
     # ------------------------------------------------------------------ public
     def start(self) -> None:
@@ -146,7 +148,10 @@ class Watcher:
 
     def _batch(self, changes: set[tuple[str, str]] | None) -> IndexReport | None:
         """One batch under the writer lock, waiting while another run holds it; None when there was nothing to do.
-        `changes` None: the whole roots."""
+        `changes` None: the whole roots. Changes that ask nothing (the index's own files, hidden ones) are let go
+        before the lock is taken: taking it writes the lock file, which may itself be under a watched root."""
+        if changes is not None and not targets(changes, self.roots, self._known_rules(), skip=[self._index_path]):
+            return None
         while not self.stop.is_set():
             if not (self.index_dir / MANIFEST_FILE).exists():
                 self._failed(f"the index {self.index_dir} is gone; changes are not indexed until it is back")
@@ -172,11 +177,11 @@ class Watcher:
     def _locked_batch(self, changes: set[tuple[str, str]] | None) -> IndexReport | None:
         with IndexWriter.open(self.index_dir, lambda: IndexIdentity.of(self._engine())) as writer:
             self.status.update(waiting="")
-            rules = ScanRules.from_settings(writer.settings.get("scan_rules"))
+            rules = self._rules = ScanRules.from_settings(writer.settings.get("scan_rules"))
             if changes is None:
                 trees, folders = _mounted(self.roots, writer, self.say), ()
             else:
-                work = targets(changes, self.roots, rules, skip=[str(writer.directory)])
+                work = targets(changes, self.roots, rules, skip=[self._index_path])
                 trees, folders = work.trees, work.folders
             trees = [tree for tree in trees if os.path.isdir(tree)]  # gone since the change
             if not (trees or folders):
@@ -208,12 +213,30 @@ class Watcher:
             )
         return report
 
+    def _known_rules(self) -> ScanRules:
+        """The scan rules the index records (read once, then kept from each batch); until an index records
+        some, none that leave anything out (a batch applies the recorded ones anyway)."""
+        if self._rules is None:
+            recorded = _recorded_settings(self.index_dir).get("scan_rules")
+            if recorded is None:
+                return ScanRules(include_hidden=True)
+            self._rules = ScanRules.from_settings(recorded)
+        return self._rules
+
     def _engine(self):
         return self.engine() if callable(self.engine) else self.engine
 
     def _failed(self, message: str) -> None:
         self.say(f"watch batch failed: {message}")
         self.status.update(error=message)
+
+
+def _recorded_settings(index_dir: Path) -> dict[str, Any]:
+    """The index's recorded settings (scan rules, ...), read without a lock; none for an unreadable index."""
+    try:
+        return IndexReader.open(index_dir).manifest.get("settings") or {}
+    except BtSearchError:
+        return {}
 
 
 def watchable_roots(roots: Sequence[str | os.PathLike[str]], say: Say) -> list[str]:

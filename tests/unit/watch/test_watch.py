@@ -88,7 +88,8 @@ def test_dropped_files_become_findable_and_deleted_ones_disappear(tmp_path, engi
         (photos / "old.png").unlink()
         shutil.rmtree(photos / "album")
         wait_for(lambda: paths_of(index) == {str(photos / "kept.png"), str(new)}, what="the deletions pruned")
-        assert watching.status.state.batches >= 2 and not watching.status.state.error
+        wait_for(lambda: watching.status.state.batches >= 2, what="the second batch to end")  # rows land first
+        assert not watching.status.state.error
 
 
 def test_a_manual_index_run_holds_the_lock_and_the_watcher_waits(tmp_path, engine):
@@ -178,6 +179,7 @@ def test_serve_watch_answers_from_the_new_state_and_says_so(tmp_path, engine):
         wait_for(lambda: service.refresh() or service.health()["images"] == 3, what="the new image served")
         hits = service.similar(new, {"top_k": 1}).results[0]
         assert [hit.path for hit in hits] == [new]
+        wait_for(lambda: service.watch_status.state.batches >= 2, what="the batch to end")  # its rows land first
         health = service.health()
         assert health["watch"]["roots"] == [str(photos)] and health["watch"]["last_batch"]["indexed"] == 1
     finally:
