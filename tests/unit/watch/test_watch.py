@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bt_search.indexing.run import index_paths
 from bt_search.media.scan_rules import ScanRules
 from bt_search.search.searcher import Searcher
@@ -54,6 +56,26 @@ def test_a_change_lists_its_folder_and_only_an_added_folder_is_walked(tmp_path):
     work = targets(changes, [r], rules, skip=[f"{r}/index"])
     assert work == Targets(folders=(r, f"{r}/2024", f"{r}/2024/trip"), trees=(f"{r}/new",))
     assert not targets({(ADDED, f"{r}/.hidden.jpg")}, [r], rules)
+
+
+def test_a_listed_folder_yields_its_own_files_only(tmp_path):
+    from bt_search.media.scan import FileRecord, scan
+
+    write_pngs(tmp_path / "top", ["a.png"])
+    write_pngs(tmp_path / "top" / "sub", ["b.png"])
+    listed = {}
+    found = [item.path for item in scan([], listed=listed, folders=[tmp_path / "top", tmp_path / "gone"])]
+    assert found == [str(tmp_path / "top" / "a.png")] and isinstance(
+        next(scan([], folders=[tmp_path / "top"])), FileRecord
+    )
+    assert listed == {str(tmp_path / "top"): frozenset({"a.png", "sub"})}  # what the prune rule reads
+
+
+def test_indexes_record_the_outermost_folders_they_were_given():
+    from bt_search.indexing.roots import merged_roots
+
+    assert merged_roots([], ["/p/a", "/p/a/b", "/q"]) == ["/p/a", "/q"]
+    assert merged_roots(["/p/a/b", "/p/ab"], ["/p/a"]) == ["/p/a", "/p/ab"]
 
 
 def test_network_mounts_are_told_from_local_ones():
@@ -187,6 +209,22 @@ def test_serve_watch_answers_from_the_new_state_and_says_so(tmp_path, engine):
     assert watcher.roots == [str(photos)]
     page = render_page(index={"name": "lib", "images": 3, "indexing": 12})
     assert "indexing 12 new files" in page
+
+
+def test_serve_watch_needs_an_index_that_records_its_folders(tmp_path, engine):
+    import threading
+
+    from bt_search.errors import UsageError
+    from bt_search.serve.watching import start_watching
+    from tests.support.serve import service_for
+
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    write_pngs(photos, ["a.png"])
+    _index(engine, photos, index)
+    with IndexWriter.open(index, IndexIdentity.of(engine)) as writer:
+        writer.record_settings(roots=[])  # as an index built before indexes recorded their folders
+    with pytest.raises(UsageError, match="records no folders to watch"):
+        start_watching(service_for(index, engine), None, 4, print, threading.Event())
 
 
 def test_watch_options_are_checked_before_any_model_loads(tmp_path, monkeypatch):
