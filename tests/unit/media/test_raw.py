@@ -206,3 +206,14 @@ def test_capture_of_orf_rw2_raf_and_cr3_containers(tmp_path):
     }
     (tmp_path / "junk.cr3").write_bytes(b"\x00\x00\x00\x10ftypjunk" + b"\xff" * 40)
     assert read_capture(tmp_path / "junk.cr3").taken_at is None
+
+
+def test_the_contact_sheet_and_page_thumbnail_of_a_raw_is_its_upright_image(tmp_path):
+    from bt_search.output.html_sheet import make_thumbnail
+
+    sensor = _photo(6, 160, 120)
+    dng = write_linear_dng(tmp_path / "a.dng", srgb_to_linear(np.asarray(sensor)), orientation=6)
+    with Image.open(io.BytesIO(make_thumbnail(str(dng), thumb_px=80, max_bytes=50_000))) as thumb:
+        assert thumb.size == (60, 80)
+        expected = sensor.transpose(ROTATE_CW).resize((60, 80))
+        assert _mean_abs(thumb.convert("RGB"), expected) < 12
