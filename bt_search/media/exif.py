@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import BinaryIO
@@ -54,27 +55,43 @@ def read_capture(source: str | os.PathLike[str] | BinaryIO, name: str | None = N
 
 def read_raw_capture(source: str | os.PathLike[str] | BinaryIO) -> Capture:
     """The capture info of a RAW photo, from its bytes alone (no rawpy): the TIFF IFD0 and EXIF IFD of
-    DNG, CR2, NEF, ARW, ORF and RW2, the EXIF of RAF's embedded JPEG, CR3's CMT1 and CMT2 boxes."""
+    DNG, CR2, NEF, ARW, ORF and RW2, the EXIF of RAF's embedded JPEG, CR3's CMT1 and CMT2 boxes. The first
+    `raw.EXIF_PREFIX_BYTES` of the file are read, and the whole file only when they hold no date."""
     try:
         if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as file:
-                data = file.read()
-        else:
-            data = source.read()
-        streams = raw.exif_streams(data)
-        if streams.jpeg is not None:
-            return read_capture(io.BytesIO(streams.jpeg))
-        if streams.tiff is None and streams.exif is None:
-            return Capture()
-        ifd0 = _tiff_exif(streams.tiff)
-        sub = _tiff_exif(streams.exif) if streams.exif is not None else ifd0.get_ifd(EXIF_IFD)
-        return Capture(
-            iso_taken_at(sub.get(DATE_TIME_ORIGINAL), sub.get(OFFSET_TIME_ORIGINAL)),
-            _text(ifd0.get(MAKE)),
-            _text(ifd0.get(MODEL)),
-        )
+                return _raw_capture(file)
+        return _raw_capture(source)
     except Exception:  # noqa: BLE001 - capture info is optional: a bad EXIF block never fails a file
         return Capture()
+
+
+def _raw_capture(file: BinaryIO) -> Capture:
+    start = file.tell()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" for offsets past the prefix
+        try:
+            capture = _capture_of(raw.exif_streams(file, raw.EXIF_PREFIX_BYTES))
+        except Exception:  # noqa: BLE001 - a prefix that cut an IFD: the whole file below
+            capture = Capture()
+        if capture.taken_at is None and file.seek(0, os.SEEK_END) - start > raw.EXIF_PREFIX_BYTES:
+            file.seek(start)
+            capture = _capture_of(raw.exif_streams(file, limit=None))
+    return capture
+
+
+def _capture_of(streams: raw.ExifStreams) -> Capture:
+    if streams.jpeg is not None:
+        return read_capture(io.BytesIO(streams.jpeg))
+    if streams.tiff is None and streams.exif is None:
+        return Capture()
+    ifd0 = _tiff_exif(streams.tiff)
+    sub = _tiff_exif(streams.exif) if streams.exif is not None else ifd0.get_ifd(EXIF_IFD)
+    return Capture(
+        iso_taken_at(sub.get(DATE_TIME_ORIGINAL), sub.get(OFFSET_TIME_ORIGINAL)),
+        _text(ifd0.get(MAKE)),
+        _text(ifd0.get(MODEL)),
+    )
 
 
 def _tiff_exif(stream: bytes | None) -> Image.Exif:

@@ -191,6 +191,10 @@ _TIFF_MAGICS = {
     b"IIU\x00": b"II*\x00",  # Panasonic RW2
 }
 RAF_MAGIC = b"FUJIFILMCCD-RAW"
+# EXIF sits near the start of a RAW file (IFD0 and the EXIF IFD, CR3's moov box): reading this much of the
+# file finds it without reading the sensor data; a file where it does not is read again whole.
+EXIF_PREFIX_BYTES = 1 << 20
+MAX_RAF_JPEG_BYTES = 64 << 20
 CANON_UUID = bytes.fromhex("85c0b687820f11e08111f4ce462b6a48")
 
 
@@ -205,17 +209,22 @@ class ExifStreams:
     jpeg: bytes | None = None
 
 
-def exif_streams(data: bytes) -> ExifStreams:
-    """Find a RAW file's EXIF in its bytes (any of the formats RAW_EXTENSIONS names); empty when none."""
+def exif_streams(file: BinaryIO, limit: int | None) -> ExifStreams:
+    """Find a RAW file's EXIF (any of the formats RAW_EXTENSIONS names), reading from `file`'s position at
+    most `limit` bytes (None: all) plus RAF's embedded JPEG; empty when none is found."""
+    start = file.tell()
+    data = file.read(-1 if limit is None else limit)
     head = data[:4]
     if head in _TIFF_MAGICS:
         patch = _TIFF_MAGICS[head]
         return ExifStreams(tiff=data if patch is None else patch + data[4:])
     if data.startswith(RAF_MAGIC) and len(data) >= 92:
         offset, length = struct.unpack(">II", data[84:92])
-        if 0 < offset and 0 < length and offset + length <= len(data):
-            return ExifStreams(jpeg=data[offset : offset + length])
-        return ExifStreams()
+        if offset <= 0 or not 0 < length <= MAX_RAF_JPEG_BYTES:
+            return ExifStreams()
+        file.seek(start + offset)
+        jpeg = file.read(length)
+        return ExifStreams(jpeg=jpeg) if len(jpeg) == length else ExifStreams()
     if data[4:8] == b"ftyp":
         return _cr3_streams(data)
     return ExifStreams()
@@ -234,7 +243,7 @@ def _cr3_streams(data: bytes) -> ExifStreams:
 
 
 def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """ISO-BMFF boxes in data[start:end]: (type, payload start, payload end); stops at the first bad size."""
+    """ISO-BMFF boxes in data[start:end]: (type, payload start, payload end); stops at a bad size."""
     pos = start
     while pos + 8 <= end:
         size, kind = struct.unpack(">I4s", data[pos : pos + 8])
@@ -243,7 +252,7 @@ def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]
             size, header = struct.unpack(">Q", data[pos + 8 : pos + 16])[0], 16
         elif size == 0:
             size = end - pos
-        if size < header or pos + size > end:
+        if size < header:
             return
-        yield kind, pos + header, pos + size
+        yield kind, pos + header, min(pos + size, end)  # a box cut off by a read prefix: what there is of it
         pos += size

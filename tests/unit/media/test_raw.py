@@ -217,3 +217,18 @@ def test_the_contact_sheet_and_page_thumbnail_of_a_raw_is_its_upright_image(tmp_
         assert thumb.size == (60, 80)
         expected = sensor.transpose(ROTATE_CW).resize((60, 80))
         assert _mean_abs(thumb.convert("RGB"), expected) < 12
+
+
+def test_capture_is_read_from_the_file_start_and_from_the_whole_file_when_it_lies_further(tmp_path, monkeypatch):
+    dng = write_linear_dng(
+        tmp_path / "a.dng", srgb_to_linear(np.asarray(_photo(1, 64, 48))), taken=("2022:02:03 04:05:06", "+09:00")
+    )
+    assert read_capture(dng).taken_at == "2022-02-03T04:05:06+09:00"
+    with dng.open("rb") as file:  # the first KiB holds IFD0 and the EXIF IFD: the prefix alone finds them
+        assert read_capture(io.BytesIO(file.read(1024)), name="a.dng").taken_at == "2022-02-03T04:05:06+09:00"
+    monkeypatch.setattr(raw, "EXIF_PREFIX_BYTES", 16)  # now the prefix cuts IFD0 off: the whole file is read
+    assert read_capture(dng).as_fields() == {
+        "taken_at": "2022-02-03T04:05:06+09:00",
+        "camera_make": "BTSearch",
+        "camera_model": "Test DNG",
+    }
