@@ -1,10 +1,10 @@
 """RAW files the tests build themselves: minimal DNGs (a TIFF with DNG tags) written with struct.
 
 A LinearRaw DNG (PhotometricInterpretation 34892: three samples per pixel, already demosaiced) is the simplest
-file LibRaw decodes: no CFA, identity colour matrices, so its output is the stored linear values through
-LibRaw's white balance, output gamma and brightness steps. A preview is an 8-bit RGB image in IFD0 or a
-JPEG in a SubIFD (NewSubFileType 1), where cameras put theirs.
-"""
+file LibRaw decodes, and a CFA one (32803, an RGGB mosaic) what a camera writes. The colour matrix makes the
+"camera" space linear sRGB, so LibRaw's output is the stored values through its white balance (1, 1, 1),
+output gamma and brightness steps. A preview is a JPEG or an 8-bit RGB bitmap in a SubIFD (NewSubFileType 1),
+where cameras put theirs; LibRaw's `extract_thumb` finds either."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ ROWS_PER_STRIP, STRIP_BYTE_COUNTS, PLANAR_CONFIG, SUB_IFDS, EXIF_IFD = 278, 279,
 DATE_TIME_ORIGINAL, OFFSET_TIME_ORIGINAL = 36867, 36881
 DNG_VERSION, UNIQUE_CAMERA_MODEL, COLOR_MATRIX_1, AS_SHOT_NEUTRAL, WHITE_LEVEL = 50706, 50708, 50721, 50728, 50717
 CALIBRATION_ILLUMINANT_1 = 50778
-LINEAR_RAW, RGB, JPEG_OLD = 34892, 2, 6
+LINEAR_RAW, RGB, CFA = 34892, 2, 32803
+CFA_REPEAT_PATTERN_DIM, CFA_PATTERN, CFA_PLANE_COLOR, CFA_LAYOUT = 33421, 33422, 50710, 50711
 WHITE = 65535
 # ColorMatrix1 (XYZ -> camera) of a "camera" whose native space is linear sRGB: LibRaw's camera-to-sRGB
 # matrix is then the identity, and its output is the stored values through white balance (1, 1, 1) and gamma.
@@ -50,6 +51,7 @@ def write_linear_dng(
     path: Path,
     linear: np.ndarray,
     *,
+    bayer: bool = False,
     orientation: int = 1,
     preview: Image.Image | None = None,
     preview_as_jpeg: bool = True,
@@ -58,11 +60,18 @@ def write_linear_dng(
     make: str = "BTSearch",
     model: str = "Test DNG",
 ) -> Path:
-    """A LinearRaw DNG of `linear` (H, W, 3 floats in [0, 1], stored as 16 bit), with an optional preview:
+    """A LinearRaw DNG of `linear` (H, W, 3 floats in [0, 1], stored as 16 bit), or with `bayer` an RGGB CFA
+    DNG sampled from it (what a camera sensor records, demosaiced by LibRaw), with an optional preview:
     a JPEG in a SubIFD (`preview_as_jpeg`, with EXIF orientation `preview_orientation` if given) or an 8-bit
     RGB image in a SubIFD. `taken` is (DateTimeOriginal, OffsetTimeOriginal) for the EXIF IFD."""
     height, width = linear.shape[:2]
-    raw = np.clip(np.rint(linear * WHITE), 0, WHITE).astype("<u2").tobytes()
+    values = np.clip(np.rint(linear * WHITE), 0, WHITE).astype("<u2")
+    if bayer:  # an RGGB mosaic: each photosite keeps one colour, as a camera sensor does
+        mosaic = values[:, :, 1].copy()
+        mosaic[0::2, 0::2] = values[0::2, 0::2, 0]
+        mosaic[1::2, 1::2] = values[1::2, 1::2, 2]
+        values = mosaic
+    raw = values.tobytes()
     main = {
         NEW_SUBFILE_TYPE: (4, [0]),
         IMAGE_WIDTH: (4, [width]),
@@ -85,6 +94,10 @@ def write_linear_dng(
     }
     blobs = {"main": raw}
     exif = None
+    if bayer:
+        main[BITS_PER_SAMPLE], main[SAMPLES_PER_PIXEL], main[PHOTOMETRIC] = (3, [16]), (3, [1]), (3, [CFA])
+        main[CFA_REPEAT_PATTERN_DIM], main[CFA_PATTERN] = (3, [2, 2]), (1, [0, 1, 1, 2])
+        main[CFA_PLANE_COLOR], main[CFA_LAYOUT] = (1, [0, 1, 2]), (3, [1])
     if taken is not None:
         exif = {DATE_TIME_ORIGINAL: (2, taken[0])}
         if taken[1]:

@@ -94,6 +94,16 @@ def test_the_preview_is_used_when_it_covers_the_resize_target_and_the_demosaic_o
         assert size == (160, 120) and big.size == (160, 120) and _mean_abs(big, sensor) < 10
 
 
+def test_a_bayer_dng_is_demosaiced_at_half_size_and_keeps_its_sensor_size(tmp_path):
+    sensor = _photo(7, 160, 120)
+    dng = write_linear_dng(tmp_path / "cfa.dng", srgb_to_linear(np.asarray(sensor)), bayer=True, orientation=6)
+    img, size = load_rgb(dng, prep=Preprocessing(size=64, crop=64))
+    assert size == (160, 120) and img.size == (60, 80)  # half of each side, turned once
+    expected = sensor.transpose(ROTATE_CW).resize((60, 80), Image.Resampling.BOX)
+    assert _mean_abs(img, expected) < 16  # one sample per 2x2 block per colour, and LibRaw's curve
+    assert _mean_abs(img, _photo(8, 160, 120).transpose(ROTATE_CW).resize((60, 80))) > 30
+
+
 def test_use_preview_judges_size_and_shape():
     assert raw.use_preview((1616, 1080), (6000, 4000), need=(384, 576))
     assert raw.use_preview((1080, 1616), (6000, 4000), need=(384, 576)), "a preview stored turned still counts"
