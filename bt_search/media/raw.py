@@ -8,8 +8,8 @@ A RAW file becomes an image in one of two ways, chosen per file by `use_preview`
   the model's input for any sensor.
 Either way the image comes back in sensor orientation with the one EXIF orientation to apply (`oriented`):
 the RAW's own flag (LibRaw's `sizes.flip`), so a preview is never turned by its own EXIF as well, and the
-demosaic is asked not to turn (`user_flip=0`). `images.load_rgb` is the only caller: every path (indexing,
-Ray, rerank, a query image) reads a RAW file the same way.
+demosaic is asked not to turn (`user_flip=0`). Pixels are read through `images.load_rgb` only, so every path (indexing,
+Ray, rerank, a query image, thumbnails) reads a RAW file the same way.
 
 The capture date and camera are read from the file's bytes alone (`exif_streams`), with no rawpy: TIFF-based
 RAWs (DNG, CR2, NEF, ARW, ORF, RW2) carry a TIFF IFD0 and EXIF IFD (ORF and RW2 under their own magic), RAF
