@@ -120,15 +120,16 @@ def check_raw(source: str | os.PathLike[str] | BinaryIO, name: str) -> None:
 
 
 def use_preview(preview: tuple[int, int], raw: tuple[int, int], need: tuple[int, int]) -> bool:
-    """Whether a preview of (width, height) `preview` stands in for a RAW of `raw`: it has the RAW's shape
-    (within PREVIEW_ASPECT_TOLERANCE, either way round: some cameras store it turned) and both its sides are
-    at least the resize target `need` (height, width) for the RAW's size, as JPEG draft decoding judges."""
+    """Whether a preview of (width, height) `preview` stands in for a RAW of (width, height) `raw`: it has
+    the RAW's shape, the same way round (within PREVIEW_ASPECT_TOLERANCE: not letterboxed, cropped or stored
+    already turned, which the RAW's orientation would turn again), and each side is at least the resize target
+    `need` (height, width) for the RAW's size, as JPEG draft decoding judges."""
     (pw, ph), (rw, rh) = preview, raw
     if min(pw, ph) <= 0 or min(rw, rh) <= 0:
         return False
-    if abs((max(pw, ph) / min(pw, ph)) / (max(rw, rh) / min(rw, rh)) - 1) > PREVIEW_ASPECT_TOLERANCE:
+    if abs((pw / ph) / (rw / rh) - 1) > PREVIEW_ASPECT_TOLERANCE:
         return False
-    return min(pw, ph) >= min(need) and max(pw, ph) >= max(need)
+    return ph >= need[0] and pw >= need[1]
 
 
 def oriented(img: Image.Image, orientation: int) -> Image.Image:

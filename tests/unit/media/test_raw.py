@@ -106,7 +106,9 @@ def test_a_bayer_dng_is_demosaiced_at_half_size_and_keeps_its_sensor_size(tmp_pa
 
 def test_use_preview_judges_size_and_shape():
     assert raw.use_preview((1616, 1080), (6000, 4000), need=(384, 576))
-    assert raw.use_preview((1080, 1616), (6000, 4000), need=(384, 576)), "a preview stored turned still counts"
+    assert raw.use_preview((1080, 720), (6000, 4000), need=(704, 1056)), "exactly the resize target"
+    assert not raw.use_preview((1056, 704), (6000, 4000), need=(720, 1080)), "a few pixels short"
+    assert not raw.use_preview((1080, 1616), (6000, 4000), need=(384, 576)), "stored turned: would turn twice"
     assert not raw.use_preview((320, 213), (6000, 4000), need=(384, 576)), "too small"
     assert not raw.use_preview((1920, 1080), (6000, 4000), need=(384, 576)), "16:9 for a 3:2 sensor"
     assert not raw.use_preview((0, 0), (6000, 4000), need=(384, 576))
