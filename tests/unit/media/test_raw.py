@@ -92,6 +92,8 @@ def test_the_preview_is_used_when_it_covers_the_resize_target_and_the_demosaic_o
         assert _mean_abs(small, preview) < 4  # JPEG quality 95; the bitmap is exact
         big, size = load_rgb(dng, prep=Preprocessing(size=96, crop=96))  # target 96x128 > 96x72
         assert size == (160, 120) and big.size == (160, 120) and _mean_abs(big, sensor) < 10
+    unsized, _ = load_rgb(dng)  # no target: the preview when it is at least the half-size demosaic (80x60)
+    assert unsized.size == (96, 72)
 
 
 def test_a_bayer_dng_is_demosaiced_at_half_size_and_keeps_its_sensor_size(tmp_path):
