@@ -20,37 +20,35 @@ from dataclasses import dataclass
 from bt_search.errors import UsageError
 from bt_search.media.scan_rules import ScanRules
 
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".mpo",
+        ".png",
+        ".apng",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+        ".avif",
+        ".heic",
+        ".heif",
+        ".hif",
+    }
+)
 # camera RAW photos, decoded through rawpy, the `[raw]` extra (media/raw.py)
 RAW_EXTENSIONS: frozenset[str] = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
-IMAGE_EXTENSIONS: frozenset[str] = (
-    frozenset(
-        {
-            ".jpg",
-            ".jpeg",
-            ".jpe",
-            ".jfif",
-            ".mpo",
-            ".png",
-            ".apng",
-            ".webp",
-            ".gif",
-            ".bmp",
-            ".dib",
-            ".tif",
-            ".tiff",
-            ".ppm",
-            ".pgm",
-            ".pbm",
-            ".pnm",
-            ".tga",
-            ".avif",
-            ".heic",
-            ".heif",
-            ".hif",
-        }
-    )
-    | RAW_EXTENSIONS
-)
+IMAGE_EXTENSIONS |= RAW_EXTENSIONS
 
 DirId = tuple[int, int]  # (st_dev, st_ino): what makes a directory the same one through any path
 
