@@ -89,6 +89,8 @@ class Watcher:
         self._locked_said = False
         self._index_path = canonical_path(self.index_dir)
         self._rules: ScanRules | None = None  # the index's recorded rules, as of its last batch
+        self._carried: set[tuple[str, str]] = set()  # changes of a batch that failed, for the next one
+        self._catch_up_due = False  # a catch-up failed: the next batch catches up first
 
     # ------------------------------------------------------------------ public
     def start(self) -> None:
@@ -121,7 +123,11 @@ class Watcher:
                 raise KeyboardInterrupt
             if raw in ("stop", "timeout"):
                 continue
-            self._batch({(_KINDS.get(kind, MODIFIED), path) for kind, path in raw})
+            changes, self._carried = self._carried | {(_KINDS.get(kind, MODIFIED), path) for kind, path in raw}, set()
+            if self._catch_up_due:
+                self._catch_up_due = False
+                self._batch(None)
+            self._batch(changes)
 
     def close(self) -> None:
         if self._notifier is not None:
@@ -154,7 +160,7 @@ class Watcher:
             return None
         while not self.stop.is_set():
             if not (self.index_dir / MANIFEST_FILE).exists():
-                self._failed(f"the index {self.index_dir} is gone; changes are not indexed until it is back")
+                self._failed(f"the index {self.index_dir} is gone; changes are not indexed until it is back", changes)
                 return None
             try:
                 report = self._locked_batch(changes)
@@ -167,8 +173,8 @@ class Watcher:
                 continue
             except (ModelMismatchError, IndexFormatError):
                 raise  # no later batch can do better
-            except (BtSearchError, OSError) as err:
-                self._failed(str(err))
+            except (BtSearchError, OSError) as err:  # disk full, a permission: the next change tries again
+                self._failed(str(err), changes)
                 return None
             self._locked_said = False
             return report
@@ -226,9 +232,14 @@ class Watcher:
     def _engine(self):
         return self.engine() if callable(self.engine) else self.engine
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str, changes: set[tuple[str, str]] | None) -> None:
+        """Say why a batch failed; its changes are carried into the next batch (a catch-up: into the next one's)."""
         self.say(f"watch batch failed: {message}")
         self.status.update(error=message)
+        if changes is None:
+            self._catch_up_due = True
+        else:
+            self._carried |= changes
 
 
 def _recorded_settings(index_dir: Path) -> dict[str, Any]:

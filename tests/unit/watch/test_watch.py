@@ -128,6 +128,31 @@ def test_a_manual_index_run_holds_the_lock_and_the_watcher_waits(tmp_path, engin
         assert watching.status.state.waiting == ""
 
 
+def test_a_failed_batch_is_tried_again_with_the_next_change(tmp_path, engine, monkeypatch):
+    import errno
+
+    from bt_search.watch import watcher as watcher_module
+
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    write_pngs(photos, ["a.png"])
+    _index(engine, photos, index)
+    calls = []
+
+    def disk_full_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return index_paths(*args, **kwargs)
+
+    monkeypatch.setattr(watcher_module, "index_paths", disk_full_once)
+    with WatcherThread(index, [photos], engine) as watching:
+        write_pngs(photos / "one", ["b.png"], seed=4)
+        wait_for(lambda: "No space left" in watching.status.state.error, what="the failed batch")
+        write_pngs(photos / "two", ["c.png"], seed=5)
+        want = {str(photos / "a.png"), str(photos / "one" / "b.png"), str(photos / "two" / "c.png")}
+        wait_for(lambda: paths_of(index) == want, what="both changes indexed by the next batch")
+
+
 def test_polling_finds_changes_where_events_are_not_used(tmp_path, engine):
     photos, index = tmp_path / "photos", tmp_path / "index"
     write_pngs(photos, ["a.png"])
