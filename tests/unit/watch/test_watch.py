@@ -232,7 +232,8 @@ def test_serve_watch_answers_from_the_new_state_and_says_so(tmp_path, engine):
     finally:
         stop.set()
     assert watcher.roots == [str(photos)]
-    page = render_page(index={"name": "lib", "images": 3, "indexing": 12})
+    service.watch_status.update(indexing=12)  # what a running batch of 12 files sets
+    page = render_page(index=service.page_facts())
     assert "indexing 12 new files" in page
 
 
