@@ -153,6 +153,25 @@ def test_a_failed_batch_is_tried_again_with_the_next_change(tmp_path, engine, mo
         wait_for(lambda: paths_of(index) == want, what="both changes indexed by the next batch")
 
 
+def test_without_events_the_watcher_polls(tmp_path, engine, monkeypatch):
+    import watchfiles._rust_notify as rust_notify
+
+    real = rust_notify.RustNotify
+
+    def events_unavailable(paths, debug, force_polling, *rest):
+        if not force_polling:
+            raise OSError(28, "inotify watch limit reached")
+        return real(paths, debug, force_polling, *rest)
+
+    monkeypatch.setattr(rust_notify, "RustNotify", events_unavailable)
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    write_pngs(photos, ["a.png"])
+    _index(engine, photos, index)
+    with WatcherThread(index, [photos], engine) as watching:
+        assert watching.status.state.mode == "polling every 60 s"
+        assert any("file-system events are unavailable" in line for line in watching.said)
+
+
 def test_polling_finds_changes_where_events_are_not_used(tmp_path, engine):
     photos, index = tmp_path / "photos", tmp_path / "index"
     write_pngs(photos, ["a.png"])
