@@ -176,6 +176,8 @@ class Service:
         self.served = SmallLRU(16_384)  # thumb key -> path, for rows this server has returned as hits
         self.auto_device = resolve_device("auto").type  # what `auto` means here, for clients that ask for it
         self._reload_lock = threading.Lock()
+        self.model_lock = threading.Lock()  # searches and a watcher's image batches take turns on the engine
+        self.watch_status = None  # a WatchStatus while `serve --watch` keeps the index current
         self._stamp = _dir_stamp(index_dir)
         self.reader = reader
 
@@ -213,6 +215,7 @@ class Service:
                 "bytes": self.states.used_bytes,
                 "budget": self.states.budget_bytes,
             },
+            **({"watch": self.watch_status.as_json()} if self.watch_status is not None else {}),
         }
 
     def page_facts(self) -> dict[str, Any]:
@@ -222,7 +225,10 @@ class Service:
         if self._folder is None or self._folder[0] != reader.state_id:
             bounds = reader.path_bounds()  # O(N) once per index state, not per page
             self._folder = (reader.state_id, common_folder(bounds or ()))
-        return {"name": self.index_dir.name, "images": len(reader), "folder": self._folder[1]}
+        facts = {"name": self.index_dir.name, "images": len(reader), "folder": self._folder[1]}
+        if self.watch_status is not None and self.watch_status.state.indexing:
+            facts["indexing"] = self.watch_status.state.indexing
+        return facts
 
     # ---------------------------------------------------------------- searches
     def check(self, kind: str, queries: Any, options: Any) -> tuple[list[str], dict[str, Any]]:
@@ -272,7 +278,8 @@ class Service:
                 raise LookupError("not an indexed image")
         answer = Answer([])
         searcher = self._searcher(reader, answer.missing, cancelled, answer.notes.append)
-        answer.results = run_query(searcher, request)
+        with self.model_lock:
+            answer.results = run_query(searcher, request)
         return self._remember(reader.state_id, kind, queries, options, answer)
 
     def path_for_key(self, key: str) -> str | None:
