@@ -293,16 +293,28 @@ def index(
     from_list: Path | None = typer.Option(
         None, "--from-list", help="Also index the paths/URLs listed in FILE (text, or Parquet/CSV with a path column)."
     ),
+    video_frames_per_minute: float = typer.Option(
+        config.DEFAULT_VIDEO_FRAMES_PER_MINUTE,
+        "--video-frames-per-minute",
+        help="Videos: at most this many frames a minute, kept at scene changes (the `video` extra).",
+    ),
+    video_max_frames: int = typer.Option(
+        config.DEFAULT_VIDEO_MAX_FRAMES,
+        "--video-max-frames",
+        help="Videos: at most this many frames per video, spread over a long one.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
     from bt_search.engine.facts import driver_model
     from bt_search.indexing.run import check_model_for_index, index_paths
     from bt_search.media.scan_rules import resolved_rules
+    from bt_search.media.video import VideoSampling
     from bt_search.store import IndexIdentity, IndexWriter
 
     with cli_errors(quiet, resumable=True, picks=_picks(index=index, model=model)):
         # Every check that needs no model comes first: a mistake fails in a moment, not after the model loads.
+        video = VideoSampling(video_frames_per_minute, video_max_frames)
         ann_choice = _ann_choice(index_type, memory_budget)
         sources, list_entries = _index_sources(paths or [], from_list, executor)
         directory = _index_dir(index)
@@ -331,6 +343,7 @@ def index(
                     rules=rules,
                     prune_excluded=prune_excluded,
                     list_entries=list_entries,
+                    video=video,
                 )
                 if on_ray:
                     from bt_search.distributed import index_with_ray

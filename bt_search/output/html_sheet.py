@@ -28,9 +28,12 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from bt_search.errors import BtSearchError, UsageError
+from bt_search.media.video_reading import frame_at, is_video
+from bt_search.output.hits import frame_time_text
 from bt_search.search.hits import Hit
 
-Thumbnailer = Callable[[str], bytes]  # image path -> JPEG bytes; raises OSError & co. when unreadable
+# image path -> JPEG bytes; raises OSError & co. when unreadable. A video frame's hit calls it with (path, t).
+Thumbnailer = Callable[..., bytes]
 
 DEFAULT_TITLE = "bt-search results"
 MAX_PAGE_BYTES = 2_000_000
@@ -90,8 +93,8 @@ def write_contact_sheet(
 
     # The same image often answers several queries: encode it once.
     @cache
-    def thumbnail(path: str) -> bytes:
-        return make_thumbnail(path, thumb_px=thumb_px, max_bytes=per_thumb)
+    def thumbnail(path: str, t: float | None = None) -> bytes:
+        return make_thumbnail(path, thumb_px=thumb_px, max_bytes=per_thumb, t=t)
 
     page = render_contact_sheet(hits, thumbnail=thumbnail, thumb_px=thumb_px, title=title)
     try:
@@ -136,14 +139,21 @@ def render_contact_sheet(
     )
 
 
-def make_thumbnail(path: str, *, thumb_px: int = 160, max_bytes: int = 20_000) -> bytes:
-    """A JPEG of `path`, upright (EXIF), at most `thumb_px` a side, under `max_bytes` where possible.
+def make_thumbnail(path: str, *, thumb_px: int = 160, max_bytes: int = 20_000, t: float | None = None) -> bytes:
+    """A JPEG of `path`, upright (EXIF), at most `thumb_px` a side, under `max_bytes` where possible; of a
+    video, its frame at `t` seconds (decoded as the indexer and the rerank decode it).
 
     Lowers the quality first, then halves the size, down to `_MIN_SIDE` pixels.
     """
-    with Image.open(path) as opened:
-        opened.draft("RGB", (thumb_px, thumb_px))  # JPEG: let the decoder downscale, much faster
-        im = _to_rgb(ImageOps.exif_transpose(opened))
+    if t is not None or is_video(path):
+        try:
+            im = frame_at(path, t or 0.0)  # the frame the indexer kept at t (media/video_reading.py)
+        except BtSearchError as err:
+            raise OSError(str(err)) from None  # unreadable, as a broken image is
+    else:
+        with Image.open(path) as opened:
+            opened.draft("RGB", (thumb_px, thumb_px))  # JPEG: let the decoder downscale, much faster
+            im = _to_rgb(ImageOps.exif_transpose(opened))
     im.thumbnail((thumb_px, thumb_px))
     while True:
         for quality in _QUALITIES:
@@ -182,8 +192,13 @@ def _section(number: int, query: str, hits: list[Hit], thumbnail: Thumbnailer, f
 
 
 def _card(hit: Hit, thumbnail: Thumbnailer, folder: str) -> str:
-    uri = Path(hit.path).absolute().as_uri()
-    return card_html(hit, _thumb_html(hit.path, thumbnail), image_href=uri, path_href=uri, folder=folder)
+    uri = Path(hit.path).absolute().as_uri() + frame_fragment(hit.t)
+    return card_html(hit, _thumb_html(hit, thumbnail), image_href=uri, path_href=uri, folder=folder)
+
+
+def frame_fragment(t: float | None) -> str:
+    """The media fragment (`#t=12.5`) that opens a video at a frame in a browser or player; "" for an image."""
+    return "" if t is None else f"#t={round(float(t), 3):g}"
 
 
 def card_html(hit: Hit, image_html: str, *, image_href: str, path_href: str, folder: str = "") -> str:
@@ -192,6 +207,8 @@ def card_html(hit: Hit, image_html: str, *, image_href: str, path_href: str, fol
     path = _esc(hit.path)
     shown = _esc(relative_to(hit.path, folder)).replace("/", "/<wbr>")
     itm = "" if hit.itm is None else f'<dt>itm</dt><dd class="itm">{float(hit.itm):.4f}</dd>'
+    if hit.t is not None:  # a video's frame: the time it shows
+        itm += f'<dt>t</dt><dd class="t">{_esc(frame_time_text(hit.t))}</dd>'
     return (
         f'<li class="card" data-rank="{int(hit.rank)}" data-shortlist-rank="{int(hit.shortlist_rank)}">'
         f'<a class="thumb" href="{_esc(image_href)}">{image_html}</a>'
@@ -239,10 +256,11 @@ def _moved_html(hit: Hit) -> str:
     return f'<span class="moved {direction}">(was #{was} by cosine)</span>'
 
 
-def _thumb_html(path: str, thumbnail: Thumbnailer) -> str:
+def _thumb_html(hit: Hit, thumbnail: Thumbnailer) -> str:
+    path = hit.path
     name = _esc(os.path.basename(path) or path)
     try:
-        jpeg = thumbnail(path)
+        jpeg = thumbnail(path) if hit.t is None else thumbnail(path, hit.t)
     except FileNotFoundError:
         return _placeholder("missing", name)
     except _UNREADABLE:

@@ -109,8 +109,8 @@ def _form(query: str, rerank: bool, filters: dict[str, str]) -> str:
 
 
 def _card(hit: Hit, generation: int, folder: str, filters: dict[str, str]) -> str:
-    key = thumb_key(hit.path)
+    key = thumb_key(hit.path, hit.t)  # a video's hit: its frame
     name = escape_html(os.path.basename(hit.path) or hit.path)
     image = f'<img src="/thumb/{key}?g={int(generation)}" alt="{name}">'
-    similar = "/?" + urlencode({"similar": key, **filters})
+    similar = "/?" + urlencode({"similar": thumb_key(hit.path), **filters})
     return card_html(hit, image, image_href=similar, path_href=f"/image/{key}?g={int(generation)}", folder=folder)
