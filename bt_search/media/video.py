@@ -36,6 +36,7 @@ from bt_search.media.video_reading import (
     frame_time,
     missing_extra,
     open_video,
+    container_duration,
     stream_duration,
     video_errors,
     video_stream,
@@ -125,8 +126,8 @@ def sample_frames(
     frames: list[T] = []
     with video_errors(path), open_video(path) as (container, digest):
         stream = video_stream(container, path)
-        duration = stream_duration(stream)
-        sampler = SceneSampler(sampling, duration)
+        duration = stream_duration(stream)  # the video stream's own: what a truncated file falls short of
+        sampler = SceneSampler(sampling, duration or container_duration(container))
         last_time, count = None, 0
         try:
             for frame in container.decode(stream):

@@ -114,6 +114,11 @@ def stream_duration(stream) -> float | None:
     return None
 
 
+def container_duration(container) -> float | None:
+    """The container's duration in seconds (the longest stream's; MKV and WebM state no stream duration)."""
+    return container.duration / 1_000_000 if container.duration else None
+
+
 def frame_time(frame, stream, count: int) -> float:
     """The frame's presentation time in seconds (its position at the stream's rate when it has no pts)."""
     if frame.time is not None:

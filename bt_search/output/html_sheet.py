@@ -169,7 +169,7 @@ def _thumb_budget(hits: Sequence[Hit], max_page_bytes: int, thumb_px: int, title
     """Bytes each thumbnail may take so the page fits `max_page_bytes` (base64 costs 4/3)."""
     if not hits:
         return max_page_bytes
-    markup = render_contact_sheet(hits, thumbnail=lambda _: b"", thumb_px=thumb_px, title=title)
+    markup = render_contact_sheet(hits, thumbnail=lambda *_: b"", thumb_px=thumb_px, title=title)
     spare = max_page_bytes - len(markup.encode("utf-8"))
     return max(_MIN_THUMB_BYTES, spare * 3 // 4 // len(hits))
 
