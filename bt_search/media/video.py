@@ -33,10 +33,10 @@ from bt_search.errors import ImageDecodeError, UsageError
 from bt_search.media.exif import Capture
 from bt_search.media.video_reading import (
     TIME_EPSILON,
+    container_duration,
     frame_time,
     missing_extra,
     open_video,
-    container_duration,
     stream_duration,
     video_errors,
     video_stream,

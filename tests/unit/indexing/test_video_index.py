@@ -134,3 +134,24 @@ def test_an_image_query_finds_the_segment_and_shows_one_frame_per_video_unless_a
     every = searcher.similar_images(str(query), top_k=10, frames="all")
     assert sorted(hit.t for hit in every if hit.path == str(clip)) == [0.0, 4.0, 8.0]
     assert every[0].t == 4.0 and np.isclose(every[0].similarity, best[0].similarity)
+
+
+def test_ray_batches_hand_over_a_video_once_all_its_frames_came_back(engine, library, tmp_path):
+    from bt_search.distributed.pipeline import rows_and_failures
+    from bt_search.distributed.stages import decode_batch
+
+    folder, clip = library
+    listing = {"path": np.array([os.fsencode(clip), os.fsencode(folder / "photo.png")], dtype=object)}
+    listing["size"] = np.array([clip.stat().st_size, (folder / "photo.png").stat().st_size])
+    listing["mtime_ns"] = np.array([clip.stat().st_mtime_ns, (folder / "photo.png").stat().st_mtime_ns])
+    decoded = decode_batch(listing, engine.preprocessing, draft=True, video=SAMPLING)  # the local sampler's frames
+    assert decoded["frame_time"][:3].tolist() == [0.0, 4.0, 8.0] and np.isnan(decoded["frame_time"][3])
+    assert decoded["frames"].tolist() == [3, 3, 3, 1]
+    embedded = {**decoded, "embedding": np.eye(4, engine.embedding_dim, dtype=np.float32)}
+    waiting: dict = {}
+    halves = [{name: column[i] for name, column in embedded.items()} for i in ([2, 3], [1, 0])]  # split, shuffled
+    first, _ = rows_and_failures(halves[0], waiting)
+    assert [(row.path, row.frame_time) for row in first] == [(str(folder / "photo.png"), None)]
+    second, _ = rows_and_failures(halves[1], waiting)
+    assert [(row.path, row.frame_time) for row in second] == [(str(clip), 0.0), (str(clip), 4.0), (str(clip), 8.0)]
+    assert waiting == {}
