@@ -7,6 +7,7 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 
 from tests.support.cli import cli, cli_index
@@ -66,3 +67,30 @@ def test_frame_caps_are_index_options(tiny_checkpoint, tmp_path):
     assert reader.frame_times_for(reader.ids()) == [0.0, 4.0]  # 2 frames spread over the 8 s
     bad = cli("index", tmp_path / "lib", "--index", tmp_path / "bad", "--video-frames-per-minute", "0")
     assert bad.exit_code != 0 and "--video-frames-per-minute" in bad.output + bad.stderr
+
+
+def test_the_server_answers_with_t_and_its_thumbnails_and_page_show_each_frame(video_index, tiny_checkpoint):
+    from PIL import Image
+    from starlette.testclient import TestClient
+
+    from bt_search.serve.app import build_app
+    from bt_search.serve.runner import allowed_hosts
+    from bt_search.serve.service import Service, thumb_key
+
+    root, clip = video_index
+    service = Service.load(
+        root / "index", str(tiny_checkpoint), device="cpu", precision="fp32", state_cache_mb=8, batch_size=4
+    )
+    answer = service.search(["a red circle"], {"top_k": 5, "frames": "all", "rerank": False})
+    frames = sorted(hit.t for hit in answer.results[0] if hit.path == str(clip))
+    assert frames == [0.0, 4.0, 8.0]
+    app = build_app(service, allowed_hosts=allowed_hosts("127.0.0.1", 8765), token=None, max_queue=4)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+        for index, t in enumerate(frames):  # scene `index` runs from 4 * index seconds
+            response = client.get(f"/thumb/{thumb_key(str(clip), t)}")
+            assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+            shown = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"), np.int16)
+            assert np.abs(shown - np.asarray(scene(index), np.int16)).mean() < 12
+        page = client.get("/", params={"q": "a red circle"}).text
+    shown = [t for t in frames if f"/thumb/{thumb_key(str(clip), t)}" in page]
+    assert len(shown) == 1 and '<dd class="t">' in page  # the video's best frame, once
