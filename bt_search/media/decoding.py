@@ -75,11 +75,13 @@ def decode_record(
     if not data:
         return record.path, "empty file"
     try:
-        img, (width, height) = load_rgb(io.BytesIO(data), draft_for=prep if draft else None, name=record.path)
+        img, (width, height) = load_rgb(
+            io.BytesIO(data), draft_for=prep if draft else None, name=record.path, prep=prep
+        )
         pixels = resize_and_crop(img, prep)
     except ImageDecodeError as err:
         return record.path, err.reason
-    capture = read_capture(io.BytesIO(data))
+    capture = read_capture(io.BytesIO(data), name=record.path)
     return Decoded(record, pixels, width, height, hashlib.sha256(data).hexdigest(), capture)
 
 
@@ -92,19 +94,24 @@ def _decode_video(record: FileRecord, prep: Preprocessing, video: VideoSampling)
     return Decoded(record, pixels, sampled.width, sampled.height, sampled.sha256, sampled.capture, tuple(sampled.times))
 
 
-def load_file_image(path: str, draft_for: Preprocessing | None = None, frame_time: float | None = None):
+def load_file_image(
+    path: str,
+    draft_for: Preprocessing | None = None,
+    frame_time: float | None = None,
+    prep: Preprocessing | None = None,
+):
     """One file's RGB image as the indexer decodes it (a local path or a URL): for a video, its frame at
     `frame_time` seconds. Rerank and thumbnails use this. Raises ImageDecodeError."""
     if frame_time is not None or is_video(path):
         return frame_at(path, frame_time or 0.0)
-    img, _ = load_rgb(io.BytesIO(read_file_bytes(path)), draft_for=draft_for, name=path)
+    img, _ = load_rgb(io.BytesIO(read_file_bytes(path)), draft_for=draft_for, name=path, prep=prep)
     return img
 
 
 def load_file_pixels(path: str, prep: Preprocessing, draft: bool, frame_time: float | None = None) -> np.ndarray:
     """Normalised float32 pixels [3, crop, crop] of one file (a local path or a URL), or of a video's frame at
     `frame_time`, read as the indexer reads it (the rerank's candidates). Raises ImageDecodeError."""
-    return preprocess(load_file_image(path, prep if draft else None, frame_time), prep)
+    return preprocess(load_file_image(path, prep if draft else None, frame_time, prep=prep), prep)
 
 
 def decoded_batches(

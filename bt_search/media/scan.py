@@ -47,6 +47,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
         ".hif",
     }
 )
+# camera RAW photos, decoded through rawpy, the `[raw]` extra (media/raw.py)
+RAW_EXTENSIONS: frozenset[str] = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
+IMAGE_EXTENSIONS |= RAW_EXTENSIONS
 
 DirId = tuple[int, int]  # (st_dev, st_ino): what makes a directory the same one through any path
 

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from bt_search.errors import BtSearchError, UsageError
+from bt_search.errors import BtSearchError, ImageDecodeError, UsageError
+from bt_search.media.images import Preprocessing, load_rgb
+from bt_search.media.raw import is_raw
 from bt_search.media.video_reading import frame_at, is_video
 from bt_search.output.hits import frame_time_text
 from bt_search.search.hits import Hit
@@ -148,8 +150,13 @@ def make_thumbnail(path: str, *, thumb_px: int = 160, max_bytes: int = 20_000, t
     if t is not None or is_video(path):
         try:
             im = frame_at(path, t or 0.0)  # the frame the indexer kept at t (media/video_reading.py)
-        except BtSearchError as err:
-            raise OSError(str(err)) from None  # unreadable, as a broken image is
+        except ImageDecodeError as err:
+            raise OSError(err.reason) from None  # unreadable, as a broken image is
+    elif is_raw(path):  # LibRaw, as the indexer reads it: the camera's preview when big enough, turned once
+        try:
+            im, _ = load_rgb(path, prep=Preprocessing(size=thumb_px, crop=thumb_px))
+        except ImageDecodeError as err:
+            raise OSError(err.reason) from None
     else:
         with Image.open(path) as opened:
             opened.draft("RGB", (thumb_px, thumb_px))  # JPEG: let the decoder downscale, much faster
