@@ -28,8 +28,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from bt_search.errors import BtSearchError, ImageDecodeError, UsageError
-from bt_search.media.images import Preprocessing, load_rgb
-from bt_search.media.raw import is_raw
+from bt_search.media.scan import RAW_EXTENSIONS
 from bt_search.media.video_reading import frame_at, is_video
 from bt_search.output.hits import frame_time_text
 from bt_search.search.hits import Hit
@@ -152,7 +151,10 @@ def make_thumbnail(path: str, *, thumb_px: int = 160, max_bytes: int = 20_000, t
             im = frame_at(path, t or 0.0)  # the frame the indexer kept at t (media/video_reading.py)
         except ImageDecodeError as err:
             raise OSError(err.reason) from None  # unreadable, as a broken image is
-    elif is_raw(path):  # LibRaw, as the indexer reads it: the camera's preview when big enough, turned once
+    elif os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:  # LibRaw, as the indexer reads it: the preview
+        # when big enough, turned once. Imported here: a served query's sheet (the light client) loads no numpy.
+        from bt_search.media.images import Preprocessing, load_rgb
+
         try:
             im, _ = load_rgb(path, prep=Preprocessing(size=thumb_px, crop=thumb_px))
         except ImageDecodeError as err:
