@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from bt_search.errors import BtSearchError
+from bt_search.errors import BtSearchError, ImageDecodeError
 from bt_search.search.hits import Explanation, Hit
 
 LAYER_PX = 96  # long side of a page's heat layer (the browser scales it smoothly over the thumbnail)
@@ -57,15 +57,27 @@ def heat_layer(explanation: Explanation, values: Sequence[float], size: tuple[in
     return layer
 
 
-def overlay(path: str, explanation: Explanation, values: Sequence[float], max_side: int = PNG_PX) -> Image.Image:
-    """The image at `path` (upright, at most `max_side` a side) with the map laid over it."""
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened).convert("RGBA")
+def overlay(
+    path: str, explanation: Explanation, values: Sequence[float], max_side: int = PNG_PX, t: float | None = None
+) -> Image.Image:
+    """The image at `path` (upright; a video's frame at `t` seconds), at most `max_side` a side, with the map laid
+    over it."""
+    image = _picture(path, t).convert("RGBA")
     image.thumbnail((max_side, max_side))
     if max(image.size) < MIN_PNG_PX:  # a tiny image (the demo's are 64 px) is enlarged so the map can be read
         scale = MIN_PNG_PX / max(image.size)
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
     return Image.alpha_composite(image, heat_layer(explanation, values, image.size)).convert("RGB")
+
+
+def _picture(path: str, t: float | None) -> Image.Image:
+    """The image as the model saw it: upright, or a video's frame (the one the indexer kept at `t`)."""
+    from bt_search.media.video_reading import frame_at, is_video
+
+    if t is not None or is_video(path):
+        return frame_at(path, t or 0.0)
+    with Image.open(path) as opened:
+        return ImageOps.exif_transpose(opened)
 
 
 def overlay_name(query_number: int, hit: Hit, label: str) -> str:
@@ -89,8 +101,8 @@ def write_overlays(results: Iterable[Sequence[Hit]], directory: str | os.PathLik
                 continue
             for label, values in maps_of(hit.explanation):
                 try:
-                    picture = overlay(hit.path, hit.explanation, values)
-                except OSError:
+                    picture = overlay(hit.path, hit.explanation, values, t=hit.t)
+                except (OSError, ImageDecodeError):
                     break
                 target = folder / overlay_name(number, hit, label)
                 picture.save(target, format="PNG", optimize=True)
@@ -106,14 +118,20 @@ def layer_uri(explanation: Explanation, values: Sequence[float], aspect: float) 
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def image_aspect(path: str) -> float:
-    """Width / height of the image as decoded (EXIF orientation applied), from its header; 1 when unreadable."""
+def image_aspect(path: str, t: float | None = None) -> float:
+    """Width / height of the image as decoded (EXIF orientation applied; a video's frame at `t`), from its header
+    where it has one; 1 when unreadable."""
+    from bt_search.media.video_reading import is_video
+
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-                width, height = height, width
-    except (OSError, ValueError, SyntaxError):
+        if t is not None or is_video(path):
+            width, height = _picture(path, t).size
+        else:
+            with Image.open(path) as img:
+                width, height = img.size
+                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                    width, height = height, width
+    except (OSError, ValueError, SyntaxError, ImageDecodeError):
         return 1.0
     return width / height if height else 1.0
 
@@ -125,7 +143,7 @@ def card_parts(hit: Hit, group: str) -> tuple[str, str]:
     explanation = hit.explanation
     if explanation is None:
         return "", ""
-    aspect = image_aspect(hit.path)
+    aspect = image_aspect(hit.path, hit.t)
     layers, choices = [], [f'<label><input type="radio" name="{_esc(group)}" value="off" checked>off</label>']
     for position, (label, values) in enumerate(maps_of(explanation)):
         layers.append(f'<img class="heat" data-i="{position}" src="{layer_uri(explanation, values, aspect)}" alt="">')

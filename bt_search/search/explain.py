@@ -146,11 +146,21 @@ def crop_window(width: int, height: int, prep) -> tuple[float, float, float, flo
     return (round(x0, 4), round(y0, 4), round(x1, 4), round(y1, 4))
 
 
-def image_window(path: str, prep) -> tuple[float, float, float, float]:
-    """crop_window of the image at `path`, upright as it is decoded (EXIF orientation), from its header alone; the
-    whole image (0, 0, 1, 1) when the header cannot be read here (a URL, a file gone since the rerank)."""
+def image_window(path: str, prep, t: float | None = None) -> tuple[float, float, float, float]:
+    """crop_window of the image at `path`, upright as it is decoded (EXIF orientation), from its header alone (a
+    video's frame at `t`: decoded); the whole image (0, 0, 1, 1) when it cannot be read here (a URL, a file gone
+    since the rerank)."""
     from PIL import Image
 
+    from bt_search.errors import ImageDecodeError
+    from bt_search.media.video_reading import frame_at, is_video
+
+    if t is not None or is_video(path):
+        try:
+            frame = frame_at(path, t or 0.0)
+        except (OSError, ImageDecodeError):
+            return (0.0, 0.0, 1.0, 1.0)
+        return crop_window(frame.width, frame.height, prep)
     try:
         with Image.open(path) as img:
             width, height = img.size
@@ -178,31 +188,37 @@ def explain_pairs(
     return explanations(text_to_image(maps, method), words, (side, cells // side), windows, method)
 
 
-def explain_hits(engine, text_states, hits: list[Hit], states_by_path: dict, method: str = DEFAULT_METHOD) -> list[Hit]:
-    """`hits` with their explanations (the states are the rerank's, by path)."""
+def explain_hits(engine, text_states, hits: list[Hit], states_by_key: dict, method: str = DEFAULT_METHOD) -> list[Hit]:
+    """`hits` with their explanations (the states are the rerank's, by (path, video frame time or None))."""
     if not hits:
         return hits
     from dataclasses import replace
 
-    states = torch.stack([states_by_path[hit.path] for hit in hits])
-    windows = [image_window(hit.path, engine.preprocessing) for hit in hits]
+    states = torch.stack([states_by_key[(hit.path, hit.t)] for hit in hits])
+    windows = [image_window(hit.path, engine.preprocessing, hit.t) for hit in hits]
     found = explain_pairs(engine, text_states, states, windows, method)
     return [replace(hit, explanation=explanation) for hit, explanation in zip(hits, found)]
 
 
 class KeptStates:
-    """The vision states of the best `size` candidates seen so far (in rank_hits' order: score, then cosine, then
-    path), so the hits shown can be explained without a second vision-tower pass or keeping the whole shortlist."""
+    """The vision states of the best `size` candidates seen so far, in rank_hits' order (score, cosine, path, frame
+    time), so the hits shown can be explained without a second vision-tower pass or keeping the whole shortlist.
+    Candidates are keyed by (path, video frame time or None); with `one_per_path` (rank_hits' frames="best") only
+    each path's best frame counts, as it does among the hits."""
 
-    def __init__(self, size: int):
-        self.size = size
-        self.best: list[tuple[tuple, str, torch.Tensor]] = []
+    def __init__(self, size: int, one_per_path: bool = False):
+        self.size, self.one_per_path = size, one_per_path
+        self.best: list[tuple[tuple, tuple[str, float | None], torch.Tensor]] = []
 
-    def offer(self, paths: Sequence[str], scores, similarities, states: torch.Tensor) -> None:
-        for n, path in enumerate(paths):
-            self.best.append(((-float(scores[n]), -float(similarities[n]), path), path, states[n]))
+    def offer(self, keys: Sequence[tuple[str, float | None]], scores, similarities, states: torch.Tensor) -> None:
+        for n, (path, time) in enumerate(keys):
+            order = (-float(scores[n]), -float(similarities[n]), path, time or 0.0)
+            self.best.append((order, (path, time), states[n]))
         self.best.sort(key=lambda item: item[0])
+        if self.one_per_path:
+            seen: set[str] = set()
+            self.best = [item for item in self.best if not (item[1][0] in seen or seen.add(item[1][0]))]
         del self.best[self.size :]
 
-    def by_path(self) -> dict[str, torch.Tensor]:
-        return {path: state for _, path, state in self.best}
+    def by_key(self) -> dict[tuple[str, float | None], torch.Tensor]:
+        return {key: state for _, key, state in self.best}

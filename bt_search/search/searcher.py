@@ -24,7 +24,7 @@ from bt_search.media.decoding import load_file_pixels
 from bt_search.media.file_reading import existing_files
 from bt_search.media.images import load_pixels
 from bt_search.search.explain import KeptStates, explain_hits
-from bt_search.search.hits import Hit
+from bt_search.search.hits import DEFAULT_FRAMES, Hit, check_frames
 from bt_search.search.missing import MISSING_REASON
 from bt_search.search.rerank_budget import RerankClock, default_shortlist
 from bt_search.search.term_vectors import (
@@ -61,11 +61,16 @@ class Shortlist:
     rows: np.ndarray
     similarities: np.ndarray
     paths: list[str]  # paths[i] is row rows[i]'s file
+    times: list[float | None] | None = None  # times[i]: row rows[i]'s video frame time (None: all still images)
 
     def subset(self, keep: Sequence[int]) -> Shortlist:
         """The candidates at positions `keep`, in that order."""
         keep = list(keep)
-        return Shortlist(self.query, self.rows[keep], self.similarities[keep], [self.paths[i] for i in keep])
+        times = None if self.times is None else [self.times[i] for i in keep]
+        return Shortlist(self.query, self.rows[keep], self.similarities[keep], [self.paths[i] for i in keep], times)
+
+    def time(self, i: int) -> float | None:
+        return None if self.times is None else self.times[i]
 
 
 def rank_hits(
@@ -74,18 +79,30 @@ def rank_hits(
     top_k: int,
     threshold: float | None = None,
     itm: np.ndarray | None = None,
+    frames: str = DEFAULT_FRAMES,
 ) -> list[Hit]:
-    """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path. `itm`: the
-    candidates' ITM probabilities, carried into the hits (None: not reranked)."""
+    """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path, then frame
+    time. `itm`: the candidates' ITM probabilities, carried into the hits (None: not reranked). `frames="best"`
+    keeps a video's best frame only (its other frames are left out, not counted in `top_k`); "all" every one."""
+    check_frames(frames)
     scores = shortlist.similarities if scores is None else scores
     order = sorted(
         range(len(shortlist.rows)),
-        key=lambda i: (-float(scores[i]), -float(shortlist.similarities[i]), shortlist.paths[i]),
+        key=lambda i: (
+            -float(scores[i]),
+            -float(shortlist.similarities[i]),
+            shortlist.paths[i],
+            shortlist.time(i) or 0.0,
+        ),
     )
-    hits = []
+    hits, videos_shown = [], set()
     for i in order:
         if threshold is not None and scores[i] < threshold:
             continue
+        if shortlist.time(i) is not None and frames == "best":
+            if shortlist.paths[i] in videos_shown:
+                continue
+            videos_shown.add(shortlist.paths[i])
         hits.append(
             Hit(
                 query=shortlist.query,
@@ -95,6 +112,7 @@ def rank_hits(
                 similarity=float(shortlist.similarities[i]),
                 shortlist_rank=i + 1,
                 itm=None if itm is None else float(itm[i]),
+                t=shortlist.time(i),
             )
         )
         if len(hits) == top_k:
@@ -109,7 +127,10 @@ def cosine_shortlists(
     (a pyarrow.compute expression over the rows' columns, e.g. capture.date_filter) is given."""
     if under is None and where is None:
         similarities, rows = reader.search(query_embeddings, size)
-        return [Shortlist(q, r, s, reader.paths_for(r)) for q, r, s in zip(queries, rows, similarities)]
+        return [
+            Shortlist(q, r, s, reader.paths_for(r), _frame_times(reader, r))
+            for q, r, s in zip(queries, rows, similarities)
+        ]
     subset = reader.ids_under(under) if under is not None else None
     if where is not None:
         matching = reader.ids_where(where)
@@ -120,8 +141,15 @@ def cosine_shortlists(
     shortlists = []
     for query, row_sims in zip(queries, sims):
         order = np.argsort(-row_sims, kind="stable")[:size]
-        shortlists.append(Shortlist(query, subset[order], row_sims[order], reader.paths_for(subset[order])))
+        rows = subset[order]
+        shortlists.append(Shortlist(query, rows, row_sims[order], reader.paths_for(rows), _frame_times(reader, rows)))
     return shortlists
+
+
+def _frame_times(reader, rows: np.ndarray) -> list[float | None] | None:
+    """The rows' video frame times; None when every row is a still image (the common case)."""
+    times = reader.frame_times_for(rows)
+    return times if any(t is not None for t in times) else None
 
 
 class Searcher:
@@ -160,6 +188,7 @@ class Searcher:
         score: str = DEFAULT_SCORE,
         rerank_budget: float | None = None,
         where=None,
+        frames: str = DEFAULT_FRAMES,
         explain: bool = False,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
@@ -167,14 +196,16 @@ class Searcher:
         default for the engine's device, rerank_budget.default_shortlist). `score` ranks reranked candidates
         (see blend_scores); "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks
         only the best candidates that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow
-        expression on the index's columns) filters before the shortlist. `explain` gives each hit an Explanation
-        (where the query and each of its words matched: search/explain.py); it needs the rerank."""
+        expression on the index's columns) filters before the shortlist. `frames`: a video's best frame only
+        ("best") or each of its frames ("all"). `explain` gives each hit an Explanation (where the query and each
+        of its words matched: search/explain.py); it needs the rerank."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
         if score not in SCORES:
             raise UsageError(f"`score` must be one of {', '.join(SCORES)}, not {score!r}")
         check_threshold(threshold)
+        check_frames(frames)
         labels = [t.label for t in terms]
         shortlist = shortlist or default_shortlist(self.engine.device.type)
         reranked = rerank and score != "cosine"
@@ -183,9 +214,9 @@ class Searcher:
         vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
         shortlists = self._live_shortlists(labels, vectors, max(shortlist, top_k), under, where)
         if not reranked:
-            return [rank_hits(s, None, top_k, threshold) for s in shortlists]
+            return [rank_hits(s, None, top_k, threshold, frames=frames) for s in shortlists]
         clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
-        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, explain)
+        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, frames, explain)
         if clock.summary():
             self.on_note(clock.summary())
         return results
@@ -217,17 +248,25 @@ class Searcher:
         return self.engine.encode_images(np.stack(pixels))
 
     def similar_images(
-        self, image_path: str, *, top_k: int = 10, threshold: float | None = None, under: str | None = None, where=None
+        self,
+        image_path: str,
+        *,
+        top_k: int = 10,
+        threshold: float | None = None,
+        under: str | None = None,
+        where=None,
+        frames: str = DEFAULT_FRAMES,
     ) -> list[Hit]:
         """Images nearest to `image_path` by ITC image embedding (no rerank: ITM scores text against images)."""
         check_threshold(threshold)
+        check_frames(frames)
         try:
             pixels, _ = load_pixels(image_path, self.engine.preprocessing, draft=False)
         except ImageDecodeError as err:
             raise UsageError(f"`image` {err}") from None
         embedding = self.engine.encode_images(pixels[None])
         (found,) = self._live_shortlists([image_path], embedding, top_k, under, where)
-        return rank_hits(found, None, top_k, threshold)
+        return rank_hits(found, None, top_k, threshold, frames=frames)
 
     def _live_shortlists(
         self, queries: Sequence[str], embeddings: np.ndarray, size: int, under: str | None, where=None
@@ -273,6 +312,7 @@ class Searcher:
         threshold: float | None,
         score: str,
         clock: RerankClock,
+        frames: str = DEFAULT_FRAMES,
         explain: bool = False,
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
@@ -282,7 +322,7 @@ class Searcher:
         results = []
         for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
             kept_parts, score_parts, position = [], [], 0
-            kept_states = KeptStates(top_k) if explain else None
+            kept_states = KeptStates(top_k, one_per_path=frames == "best") if explain else None
             while position < len(shortlist.rows):
                 if self.cancelled():
                     raise SearchCancelledError("the search was cancelled")
@@ -301,17 +341,18 @@ class Searcher:
                         chunk = (
                             blend_scores(score_parts[-1], kept.similarities) if score == "blend" else score_parts[-1]
                         )
-                        kept_states.offer(kept.paths, chunk, kept.similarities, states)
+                        keys = [(path, kept.time(n)) for n, path in enumerate(kept.paths)]
+                        kept_states.offer(keys, chunk, kept.similarities, states)
                 tick(size)
                 position += size
                 clock.record(size)
             kept = _concatenated(shortlist.query, kept_parts)
             itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
             scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
-            hits = rank_hits(kept, scores, top_k, threshold, itm=itm)
+            hits = rank_hits(kept, scores, top_k, threshold, itm=itm, frames=frames)
             if kept_states is not None:
                 hits = explain_hits(
-                    self.engine, self._text_states(text_states, query.text.value), hits, kept_states.by_path()
+                    self.engine, self._text_states(text_states, query.text.value), hits, kept_states.by_key()
                 )
             results.append(hits)
         return results
@@ -339,6 +380,7 @@ def _concatenated(query: str, parts: list[Shortlist]) -> Shortlist:
         np.concatenate([p.rows for p in parts]),
         np.concatenate([p.similarities for p in parts]),
         [path for p in parts for path in p.paths],
+        None if all(p.times is None for p in parts) else [p.time(i) for p in parts for i in range(len(p.rows))],
     )
 
 
@@ -373,7 +415,11 @@ class VisionStateCache:
     def take(self, shortlist: Shortlist) -> tuple[Shortlist, torch.Tensor | None]:
         """The candidates whose file decodes, with their states in order; failing files are reported and left out."""
         rows = [int(r) for r in shortlist.rows]
-        todo = {r: p for r, p in zip(rows, shortlist.paths) if r not in self.states and r not in self.failed}
+        todo = {
+            r: (p, shortlist.time(i))
+            for i, (r, p) in enumerate(zip(rows, shortlist.paths))
+            if r not in self.states and r not in self.failed
+        }
         self._compute(todo)
         usable = [i for i, r in enumerate(rows) if r in self.states]
         stacked = torch.stack([self.states[rows[i]] for i in usable]) if usable else None
@@ -383,10 +429,12 @@ class VisionStateCache:
                 self.states.pop(row, None)
         return shortlist.subset(usable), stacked
 
-    def _compute(self, paths_by_row: dict[int, str]) -> None:
+    def _compute(self, paths_by_row: dict[int, tuple[str, float | None]]) -> None:
+        """States of the rows' files (path, video frame time or None), decoded as the indexer decoded them."""
         engine, store = self.searcher.engine, self.searcher.state_store
         decoded = []
-        for row, path in paths_by_row.items():
+        for row, (file, time) in paths_by_row.items():
+            path = file if time is None else f"{file}#t={time!r}"  # the state store's key
             stored = store.get(path) if store is not None else None
             if stored is not None:
                 self.states[row] = stored
@@ -394,10 +442,11 @@ class VisionStateCache:
             try:
                 # Draft JPEG decoding (DCT scaling, as at index time): ~9x faster to decode a large photo, ITM within
                 # 0.01 of the full decode (docs/performance.md; tests/unit/search/test_terms.py checks the bound).
-                decoded.append((row, path, load_file_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)))
+                pixels = load_file_pixels(file, engine.preprocessing, draft=RERANK_DRAFT_DECODE, frame_time=time)
+                decoded.append((row, path, pixels))
             except ImageDecodeError as err:
                 self.failed.add(row)
-                self.searcher.on_missing(path, err.reason)
+                self.searcher.on_missing(file, err.reason)
         size = self.searcher.batch_size
         for start in range(0, len(decoded), size):
             chunk = decoded[start : start + size]

@@ -86,6 +86,9 @@ def _header(index: dict[str, Any]) -> str:
         facts.append(f'<span class="count">{count:,} image{"" if count == 1 else "s"}</span>')
     if index.get("folder"):
         facts.append(f'under <span class="folder">{escape_html(index["folder"])}</span>')
+    if index.get("indexing"):  # serve --watch: a batch of new or changed files is being embedded
+        count = int(index["indexing"])
+        facts.append(f'<span class="indexing">indexing {count:,} new file{"" if count == 1 else "s"}</span>')
     shown = f'<p class="facts">{" · ".join(facts)}</p>' if facts else ""
     return f'<header class="index"><h1>bt-search</h1>{shown}</header>'
 
@@ -113,15 +116,16 @@ def _form(query: str, rerank: bool, filters: dict[str, str], explain: bool = Fal
 
 
 def _card(hit: Hit, generation: int, folder: str, filters: dict[str, str], group: str = "") -> str:
-    key = thumb_key(hit.path)
+    key = thumb_key(hit.path, hit.t)  # a video's hit: its frame
     name = escape_html(os.path.basename(hit.path) or hit.path)
     image = f'<img src="/thumb/{key}?g={int(generation)}" alt="{name}">'
     layers, picker = card_parts(hit, group)  # where each word matched (explanations.py), when the hit has it
     if layers:
         image = f'<span class="frame">{image}{layers}</span>'
-    similar = "/?" + urlencode({"similar": key, **filters})
-    path_href = f"/image/{key}?g={int(generation)}"
-    return card_html(hit, image, image_href=similar, path_href=path_href, folder=folder, picker_html=picker)
+    full = f"/image/{key}?g={int(generation)}"
+    # A video's frame opens its full view: there is no image query by a video.
+    similar = full if hit.t is not None else "/?" + urlencode({"similar": thumb_key(hit.path), **filters})
+    return card_html(hit, image, image_href=similar, path_href=full, folder=folder, picker_html=picker)
 
 
 def _explain_select(explain: bool) -> str:

@@ -111,12 +111,24 @@ def test_kept_states_hold_exactly_the_best_in_rank_order():
     states = torch.arange(11.0)
     kept = KeptStates(4)
     for start in range(0, 11, 3):  # in chunks, as the rerank offers them
-        kept.offer(
-            paths[start : start + 3], scores[start : start + 3], sims[start : start + 3], states[start : start + 3]
-        )
+        part = slice(start, start + 3)
+        kept.offer([(path, None) for path in paths[part]], scores[part], sims[part], states[part])
     hits = rank_hits(Shortlist("q", np.arange(11), sims, paths), scores, top_k=4)
-    assert [path for path in kept.by_path()] == [hit.path for hit in hits]
-    assert [float(v) for v in kept.by_path().values()] == [float(paths.index(h.path)) for h in hits]
+    assert list(kept.by_key()) == [(hit.path, None) for hit in hits]
+    assert [float(v) for v in kept.by_key().values()] == [float(paths.index(h.path)) for h in hits]
+
+
+def test_kept_states_of_video_frames_follow_frames_best():
+    """Frames of one video share its path: with frames="best" its later frames make way for other files, as
+    rank_hits leaves them out of the hits."""
+    scores, sims = np.array([0.9, 0.8, 0.7, 0.6]), np.zeros(4)
+    keys = [("/v.mkv", 0.0), ("/v.mkv", 5.0), ("/a.png", None), ("/b.png", None)]
+    states = torch.arange(4.0)
+    best, every = KeptStates(2, one_per_path=True), KeptStates(2)
+    for kept in (best, every):
+        kept.offer(keys, scores, sims, states)
+    assert list(best.by_key()) == [("/v.mkv", 0.0), ("/a.png", None)]
+    assert list(every.by_key()) == [("/v.mkv", 0.0), ("/v.mkv", 5.0)]
 
 
 def test_searcher_explains_the_hits_shown_from_the_reranks_states(engine, library, monkeypatch):
