@@ -40,7 +40,7 @@ def _reference_maps(checkpoint, images, text):
     return out, cross
 
 
-@pytest.mark.parametrize("spec", SPECS[:3], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [SPECS[0], SPECS[2]], ids=lambda s: s.name)  # both layouts, two link towers
 def test_attention_maps_equal_the_reference(spec, checkpoints, sample_images):
     engine = load_engine(str(checkpoints[spec.name]), device="cpu", precision="fp32")
     images = sample_images[:3]
