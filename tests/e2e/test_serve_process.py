@@ -240,6 +240,15 @@ def test_a_mismatched_server_is_not_used_and_says_so_once(setup, tiny_checkpoint
     assert result.stdout == query(setup, *args, served=False).stdout
 
 
+def test_the_search_page_shows_heatmaps_when_asked(setup):
+    server = setup["server"]
+    status, headers, plain = server.request("GET", "/?q=a+red+circle")
+    assert status == 200 and b'class="heat"' not in plain  # off unless asked for
+    status, headers, body = server.request("GET", "/?q=a+red+circle&explain=true")
+    assert status == 200 and b'class="heat"' in body and b'value="red"' in body and b"<script" not in body
+    assert "img-src 'self' data:" in headers["content-security-policy"]
+
+
 def test_host_header_and_cross_origin_refusals(setup):
     server = setup["server"]
     for host in ("evil.example", f"evil.example:{server.port}", f"127.0.0.1.evil.example:{server.port}", ""):
