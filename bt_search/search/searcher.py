@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +42,12 @@ MISSING_DEPTH_FACTOR = 64
 SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
 ProgressCallback = Callable[[int, int], None]  # (candidates done, candidates in all) of the call's rerank
 CancelledHook = Callable[[], bool]  # True: stop the search (SearchCancelledError) before its next rerank chunk
+# Hits per query as known so far: first the cosine shortlist, then after each rerank chunk the reranked candidates
+# (best first) followed by those still waiting (cosine order, itm None). See Searcher.search's `on_update`.
+UpdateCallback = Callable[[list[list[Hit]]], None]
+# Paths a search shortlisted but did not rerank (budget cuts, and the `lookahead` candidates just past the
+# shortlist), best first: what a server may compute vision states for while it is idle (serve/idle.py).
+UnrerankedCallback = Callable[[list[str]], None]
 
 
 class StateStore(Protocol):
@@ -137,6 +143,8 @@ class Searcher:
         state_store: StateStore | None = None,
         progress: ProgressCallback | None = None,
         cancelled: CancelledHook | None = None,
+        on_unreranked: UnrerankedCallback | None = None,
+        lookahead: int = 0,
     ):
         self.reader = reader
         self.engine = engine
@@ -146,6 +154,8 @@ class Searcher:
         self.state_store = state_store
         self.progress = progress
         self.cancelled = cancelled or (lambda: False)
+        self.on_unreranked = on_unreranked
+        self.lookahead = lookahead  # candidates past the shortlist reported to on_unreranked (one more FAISS search)
 
     def search(
         self,
@@ -159,13 +169,17 @@ class Searcher:
         score: str = DEFAULT_SCORE,
         rerank_budget: float | None = None,
         where=None,
+        on_update: UpdateCallback | None = None,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
         with negatives and example images: see terms.py). `shortlist`: cosine candidates to rerank (None: the
         default for the engine's device, rerank_budget.default_shortlist). `score` ranks reranked candidates
         (see blend_scores); "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks
         only the best candidates that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow
-        expression on the index's columns) filters before the shortlist."""
+        expression on the index's columns) filters before the shortlist. `on_update` (reranked searches only) sees
+        the hits as they improve: the cosine shortlist's first (no threshold: it bounds the final score), then
+        after each rerank chunk the reranked candidates best first with those still waiting after them in cosine
+        order (`itm` None). The returned hits are the final order; the caller shows them last."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
@@ -180,10 +194,30 @@ class Searcher:
         if not reranked:
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
         clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
-        results = self._reranked(shortlists, terms, top_k, threshold, score, clock)
+        updates = _Updates(shortlists, top_k, on_update)
+        reranked_rows: set[int] = set()
+        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows)
         if clock.summary():
             self.on_note(clock.summary())
+        if self.on_unreranked is not None:
+            self._report_unreranked(labels, vectors, shortlists, reranked_rows, under, where)
         return results
+
+    def _report_unreranked(self, labels, vectors, shortlists, reranked_rows: set[int], under, where) -> None:
+        """Tell on_unreranked the candidates this search shortlisted (or would have, `lookahead` deeper) and did
+        not rerank, best first, each once. The deeper look is its own FAISS search: the search's shortlist is
+        never made deeper (an approximate index may order a deeper result differently)."""
+        found = shortlists
+        if self.lookahead > 0:
+            size = max(len(s.rows) for s in shortlists) + self.lookahead
+            found = cosine_shortlists(self.reader, labels, vectors, size, under, where)
+        paths = {}
+        for shortlist in found:
+            for row, path in zip(shortlist.rows, shortlist.paths):
+                if int(row) not in reranked_rows:
+                    paths.setdefault(path, None)
+        if paths:
+            self.on_unreranked(list(paths))
 
     def _query_vectors(self, terms: list[Terms]) -> np.ndarray:
         """Unit query vectors [Q, D]; each distinct text and image is encoded once for the whole batch."""
@@ -268,6 +302,8 @@ class Searcher:
         threshold: float | None,
         score: str,
         clock: RerankClock,
+        updates: _Updates,
+        reranked_rows: set[int],
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
         tick = _Ticker(self.progress, total=clock.candidates)  # candidates, as the user counts them (`shortlist`)
@@ -290,19 +326,58 @@ class Searcher:
                     weights = np.array([t.weight for t in query.nots])
                     kept_parts.append(kept)
                     score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
+                    reranked_rows.update(int(r) for r in kept.rows)
                 tick(size)
                 position += size
                 clock.record(size)
-            kept = _concatenated(shortlist.query, kept_parts)
-            itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
-            scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
-            results.append(rank_hits(kept, scores, top_k, threshold, itm=itm))
+                if updates.wanted and position < len(shortlist.rows):
+                    ranked = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold)
+                    updates.show(number, ranked + _waiting(shortlist, position, top_k - len(ranked), len(ranked)))
+            results.append(_ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold))
+            updates.done(number, results[-1])
         return results
 
     def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:
         if text not in text_states:
             text_states[text] = self.engine.text_states(text)
         return self.engine.itm_scores(text_states[text], states)
+
+
+def _ranked(query: str, kept_parts, score_parts, score: str, top_k: int, threshold: float | None) -> list[Hit]:
+    """The reranked candidates so far (all of them: the final order), ranked as the search ranks them."""
+    kept = _concatenated(query, kept_parts)
+    itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
+    scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
+    return rank_hits(kept, scores, top_k, threshold, itm=itm)
+
+
+def _waiting(shortlist: Shortlist, position: int, room: int, ranked: int) -> list[Hit]:
+    """Up to `room` candidates not reranked yet (from `position` on), in cosine order, ranked after `ranked`."""
+    if room <= 0:
+        return []
+    hits = rank_hits(shortlist.subset(range(position, len(shortlist.rows))), None, room)
+    return [replace(h, rank=ranked + h.rank, shortlist_rank=position + h.shortlist_rank) for h in hits]
+
+
+class _Updates:
+    """Each query's hits as they improve, handed to an UpdateCallback: the cosine shortlist at once, then each
+    query's partial rerank as its chunks finish (the queries not reranked yet keep their shortlist)."""
+
+    def __init__(self, shortlists: list[Shortlist], top_k: int, callback: UpdateCallback | None):
+        self.callback = callback
+        self.wanted = callback is not None
+        self.current = [rank_hits(s, None, top_k) for s in shortlists] if callback else []
+        if callback:
+            callback([list(hits) for hits in self.current])
+
+    def show(self, number: int, hits: list[Hit]) -> None:
+        self.current[number] = hits
+        self.callback([list(hits) for hits in self.current])
+
+    def done(self, number: int, hits: list[Hit]) -> None:
+        """A query's final order; shown only while later queries are still to come (the caller shows the end)."""
+        if self.wanted and number < len(self.current) - 1:
+            self.show(number, hits)
 
 
 def blend_scores(itm: np.ndarray, cosine: np.ndarray) -> np.ndarray:

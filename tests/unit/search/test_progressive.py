@@ -1,0 +1,46 @@
+"""Results that arrive first and improve: run_query's `on_update` sees the cosine shortlist, then partial reranks
+as chunks finish, and last the very answer run_query returns; a search reports what it shortlisted but did not
+rerank (what an idle server may compute states for)."""
+
+from __future__ import annotations
+
+from bt_search.search.query import QueryRequest, run_query
+from bt_search.search.searcher import Searcher
+
+QUERIES = ("a red circle left of a blue square", "two green triangles")
+
+
+def test_updates_start_with_the_shortlist_and_end_with_the_answer(engine, library):
+    reader = library[0]
+    updates = []
+    request = QueryRequest(queries=QUERIES, top_k=5, shortlist=8)
+    final = run_query(Searcher(reader, engine, batch_size=3), request, on_update=updates.append)
+    assert final == run_query(Searcher(reader, engine, batch_size=3), request)  # watching changes nothing
+    cosine = run_query(Searcher(reader, engine), QueryRequest(queries=QUERIES, top_k=5, shortlist=8, rerank=False))
+    assert updates[0] == cosine  # the shortlist first, as a cosine-only search ranks it
+    assert updates[-1] == final
+    # 8 candidates in chunks of at most 3 per query: partial updates for each, one when the first query ends
+    assert len(updates) >= 1 + 2 + 1 + 2 + 1
+    first_partial = updates[1][0]
+    done = sum(h.itm is not None for h in first_partial)
+    assert 1 <= done <= 3 and [h.itm is not None for h in first_partial] == [True] * done + [False] * (5 - done)
+    assert [h.rank for h in first_partial] == [1, 2, 3, 4, 5]
+    assert [h.path for h in first_partial[done:]] == [h.path for h in cosine[0][done:5]]  # waiting, cosine order
+    assert updates[1][1] == cosine[1]  # the second query keeps its shortlist until its own chunks run
+    assert all(h.itm is not None for hits in final for h in hits)
+
+
+def test_a_search_without_rerank_has_one_update_the_answer(engine, library):
+    updates = []
+    final = run_query(Searcher(library[0], engine), QueryRequest(queries=QUERIES, rerank=False), updates.append)
+    assert updates == [final]
+
+
+def test_unreranked_candidates_are_reported_past_the_shortlist(engine, library):
+    reader, _, paths, _ = library
+    reported = []
+    searcher = Searcher(reader, engine, on_unreranked=reported.extend, lookahead=3)
+    (hits,) = searcher.search([QUERIES[0]], top_k=2, shortlist=3)
+    deeper = Searcher(reader, engine).search([QUERIES[0]], top_k=6, rerank=False)[0]
+    assert reported == [h.path for h in deeper[3:6]]  # the next three by cosine, best first
+    assert not {h.path for h in hits} & set(reported)
