@@ -98,9 +98,9 @@ def run_query(
     """The hits of `request`, one list per query (one for an image query): shortlist, rerank, rank, capture
     dates, order. The CLI in-process and the server both answer with this.
 
-    `on_update` sees the hits as they arrive and improve, dated and ordered as the answer is: for a reranked
-    search the cosine shortlist first, then the partial reranks (Searcher.search), and always, last, the very
-    lists this returns. A search without rerank has one update, the answer."""
+    `on_update` sees the hits before the answer, dated and ordered as the answer is: for a reranked search the
+    cosine shortlist first, then the partial reranks as chunks finish (Searcher.search's `on_update`). The
+    answer itself is what this returns (a search without rerank has no update before it)."""
     from bt_search.search.filters import dated_hits
 
     def dated(results: list[list[Hit]]) -> list[list[Hit]]:
@@ -126,7 +126,4 @@ def run_query(
             where=where,
             **({} if on_update is None else {"on_update": lambda partial: on_update(dated(partial))}),
         )
-    results = dated(results)
-    if on_update is not None:
-        on_update(results)
-    return results
+    return dated(results)
