@@ -24,6 +24,7 @@ from bt_search.errors import BtSearchError, UsageError, WorkLimitError
 from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof
 from bt_search.serve.page import CSP, PAGE_CSS, render_page
 from bt_search.serve.service import Answer, Service, thumb_key
+from bt_search.serve.stream import stream_response, wants_stream
 
 MAX_BODY_BYTES = 1 << 20
 TOKEN_COOKIE = "bt_search_token"
@@ -74,8 +75,26 @@ def build_app(
 
     async def api_search(request: Request) -> Response:
         params = request.query_params
+        if wants_stream(params, request.headers):
+            return streamed("search", params.getlist("q"), _options(params, rerank=True))
         result = await answer("search", params.getlist("q"), _options(params, rerank=True))
         return json_response(_hits_json(result))
+
+    def streamed(kind: str, queries: Any, options: Any) -> Response:
+        """The search as NDJSON lines (serve/stream.py): checked, and refused when busy, before the stream starts."""
+        queries, options = service.check(kind, queries, options)
+        cached = service.cached(kind, tuple(queries), options)
+        if cached is None and gate.waiting >= gate.max_queue:
+            raise Refused(429, "busy: too many searches waiting; retry shortly", {"retry-after": "1"})
+
+        def search(on_update, gone):
+            cancelled = lambda: gate.stopping.is_set() or gone()  # noqa: E731
+            return service.search(queries, options, cancelled=cancelled, on_update=on_update)
+
+        partial = lambda results: {k: v for k, v in _hits_json(Answer(results)).items() if k != "missing"}  # noqa: E731
+        return stream_response(
+            search, cached=cached, partial_json=partial, answer_json=_hits_json, admitted=gate.slot, limiter=gate.model
+        )
 
     async def api_query(request: Request) -> Response:
         queries, options = _fields(await _json_body(request), "queries")

@@ -240,13 +240,18 @@ class Service:
         return answer
 
     def search(
-        self, queries: list[str], options: dict[str, Any], cancelled: Callable[[], bool] | None = None
+        self,
+        queries: list[str],
+        options: dict[str, Any],
+        cancelled: Callable[[], bool] | None = None,
+        on_update: Callable[[list[list[Hit]]], None] | None = None,
     ) -> Answer:
         """The query, answered as `query` answers it in-process (search/query.run_query), on the current index;
-        call from the one model thread. `cancelled` as Searcher's."""
+        call from the one model thread. `cancelled` as Searcher's; `on_update` as run_query's (the hits it sees
+        have thumbnails here too)."""
         queries, options = self.check("search", queries, options)
         request = QueryRequest(queries=tuple(queries), **options)
-        return self._answer("search", tuple(queries), options, request, cancelled)
+        return self._answer("search", tuple(queries), options, request, cancelled, on_update)
 
     def similar(self, path: str, options: dict[str, Any]) -> Answer:
         """Images like the indexed image at `path`; any other path is refused without being opened."""
@@ -260,6 +265,7 @@ class Service:
         options: dict[str, Any],
         request: QueryRequest,
         cancelled: Callable[[], bool] | None = None,
+        on_update: Callable[[list[list[Hit]]], None] | None = None,
     ) -> Answer:
         """run_query over the newest index, remembered under the checked (queries, options) the caches key on.
         Only indexed images are opened: a query image or example image that is not a row of the index is
@@ -272,8 +278,21 @@ class Service:
                 raise LookupError("not an indexed image")
         answer = Answer([])
         searcher = self._searcher(reader, answer.missing, cancelled, answer.notes.append)
-        answer.results = run_query(searcher, request)
+        if on_update is not None:
+            on_update = self._serving(on_update)
+        answer.results = run_query(searcher, request, on_update)
         return self._remember(reader.state_id, kind, queries, options, answer)
+
+    def _serving(self, on_update: Callable[[list[list[Hit]]], None]) -> Callable[[list[list[Hit]]], None]:
+        """`on_update` with each hit's thumbnail served from then on, as an answer's are."""
+
+        def update(results: list[list[Hit]]) -> None:
+            for hits in results:
+                for hit in hits:
+                    self.served.put(thumb_key(hit.path), hit.path)
+            on_update(results)
+
+        return update
 
     def path_for_key(self, key: str) -> str | None:
         return self.served.get(key)
