@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 from starlette.applications import Starlette
@@ -137,6 +138,7 @@ def build_app(
         generation = service.reader.generation
         facts = await anyio.to_thread.run_sync(service.page_facts, limiter=gate.thumbs)
         shown = {"query": query, "rerank": rerank, "index": facts, "filters": filters}
+        refresh = ""  # the reranked page's URL while the cosine shortlist is shown first
         try:
             if similar:
                 path = service.path_for_key(similar)
@@ -146,14 +148,20 @@ def build_app(
                 heading = f"Images similar to {path}"
             elif query:
                 options = {"top_k": 24, "shortlist": 48, "rerank": rerank, **filters}
-                result = await answer("search", [query], options)
                 heading = f"Results for “{query}”"
+                first = rerank and params.get("ranked") != "1"
+                if first and service.cached("search", *_checked(service, query, options)) is None:
+                    # the cosine shortlist at once, and the reranked order when it is ready (docs/serve.md)
+                    options["rerank"] = False
+                    refresh = "/?" + urlencode({"q": query, "rerank": "true", **filters, "ranked": "1"})
+                result = await answer("search", [query], options)
             else:
                 return _html(render_page(**shown))
         except (Refused, UsageError, LookupError) as err:  # the index gone or the server stopping: 503 JSON
             status = err.status if isinstance(err, Refused) else 413 if isinstance(err, WorkLimitError) else 400
             return _html(render_page(**shown, error=str(err)), status)
-        return _html(render_page(**shown, heading=heading, hits=result.results[0], generation=generation))
+        hits = result.results[0]
+        return _html(render_page(**shown, heading=heading, hits=hits, generation=generation, refresh=refresh))
 
     async def css(request: Request) -> Response:
         return Response(PAGE_CSS, media_type="text/css", headers={"cache-control": "private, max-age=600"})
@@ -352,6 +360,12 @@ def _options(params, *, rerank: bool) -> dict[str, Any]:
     if "under" in params:
         options["under"] = params["under"]
     return options
+
+
+def _checked(service: Service, query: str, options: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The page's search as the result cache keys it."""
+    queries, options = service.check("search", [query], options)
+    return tuple(queries), options
 
 
 def _hits_json(result: Answer) -> dict[str, Any]:

@@ -7,12 +7,13 @@ Uses the shipped demo model and sample images (and two dated photos that are not
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from tests.support.cdp import Browser, find_chromium
 from tests.support.cli import cli_index
@@ -53,6 +54,8 @@ PAGE_STATE = """({
     return ok;
   }),
   query: document.querySelector('input[name=q]').value,
+  pending: document.querySelectorAll('.pending').length,
+  itms: document.querySelectorAll('li.card dd.itm').length,
   after: document.querySelector('input[name=after]').value,
 })"""
 
@@ -78,8 +81,11 @@ def server(tmp_path_factory):
 
 
 def wait_for_navigation(page, action) -> dict:
+    """The page `action` leads to; a shortlist shown first is followed to its reranked page (its meta refresh)."""
     action()
     page.browser.wait_event("Page.loadEventFired", page.session_id)
+    while page.evaluate("document.querySelector('meta[http-equiv=refresh]') !== null"):
+        page.browser.wait_event("Page.loadEventFired", page.session_id)
     return page.evaluate(PAGE_STATE)
 
 
@@ -168,3 +174,42 @@ def test_a_date_range_narrows_the_search_and_keeps_each_image_its_shape(server):
 
         empty = wait_for_navigation(page, search_2030)
         assert empty["cards"] == 0 and "no indexed images match" in empty["error"]
+
+
+# Each page's cards as it finished loading, appended to window.name (which survives same-origin navigations):
+# DevTools cannot read the DOM while a navigation is held, so the page records itself (CDP's injected script
+# runs despite the page's CSP; the page itself has none).
+RECORD_LOADS = """addEventListener('load', () => {
+  const log = JSON.parse(window.name || '[]');
+  log.push({search: location.search, pending: document.querySelectorAll('.pending').length,
+            itms: document.querySelectorAll('li.card dd.itm').length,
+            widths: Array.from(document.querySelectorAll('li.card img'), img => img.naturalWidth),
+            paths: Array.from(document.querySelectorAll('li.card a.path'), a => a.title)});
+  window.name = JSON.stringify(log);
+});"""
+
+
+def test_the_shortlist_shows_first_then_the_reranked_order(server):
+    """No script: the first answer is the cosine shortlist with a meta refresh to the reranked page; the browser
+    keeps the shortlist on screen while that is computed (held here by intercepting its answer)."""
+    query = "a+blue+square"
+    cosine = [h["path"] for h in server.get_json(f"/api/search?q={query}&top_k=24&shortlist=48&rerank=false")["hits"]]
+    with Browser(CHROMIUM) as browser:
+        page = browser.new_page(width=1000, height=800)
+        page.send("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_LOADS})
+        page.send("Fetch.enable", {"patterns": [{"urlPattern": "*ranked=1*", "requestStage": "Response"}]})
+        page.send("Page.navigate", {"url": f"{server.url}/?q={query}"})
+        paused = page.browser.wait_event("Fetch.requestPaused", page.session_id)  # the reranked page, computed
+        held = Image.open(io.BytesIO(page.screenshot_png())).convert("L")  # what the user sees meanwhile
+        page.send("Fetch.continueRequest", {"requestId": paused["params"]["requestId"]})
+        page.browser.wait_event("Page.loadEventFired", page.session_id)
+        page.browser.wait_event("Page.loadEventFired", page.session_id)
+        first, final = page.evaluate("JSON.parse(window.name)")
+        shown = Image.open(io.BytesIO(page.screenshot_png())).convert("L")
+    assert first["search"] == f"?q={query}" and final["search"].endswith("&ranked=1")
+    assert first["pending"] == 1 and first["itms"] == 0 and first["paths"] == cosine  # the shortlist, first
+    assert len(first["paths"]) == 24 and all(w > 0 for w in first["widths"])  # with its thumbnails
+    reranked = server.get_json(f"/api/search?q={query}&top_k=24&shortlist=48")["hits"]
+    assert final["pending"] == 0 and final["itms"] == 24 and final["paths"] == [h["path"] for h in reranked]
+    assert final["paths"] != cosine  # the rerank moved something (else this test would show nothing)
+    assert held.getextrema()[0] < 128 and ImageChops.difference(held, shown).getbbox() is not None  # cards, then others

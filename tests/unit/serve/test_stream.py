@@ -60,3 +60,14 @@ def test_a_bad_streamed_request_keeps_its_status(index, engine):
     with client_for(index, engine) as client:
         response = client.get("/api/search?q=red&top_k=0&stream=1")
         assert response.status_code == 400 and "top_k" in response.json()["error"]
+
+
+def test_the_page_shows_the_shortlist_first_and_asks_for_the_reranked_order(index, engine):
+    with client_for(index, engine) as client:
+        first = client.get("/?q=a+red+circle").text
+        assert '<meta http-equiv="refresh" content="0; url=/?q=a+red+circle&amp;rerank=true&amp;ranked=1">' in first
+        assert 'class="pending"' in first and 'class="itm"' not in first
+        final = client.get("/?q=a+red+circle&rerank=true&ranked=1").text
+        assert "http-equiv" not in final and 'class="pending"' not in final and 'class="itm"' in final
+        assert client.get("/?q=a+red+circle").text == final  # answered already: the reranked page at once
+        assert "http-equiv" not in client.get("/?q=blue&rerank=false").text  # cosine asked for: one step
