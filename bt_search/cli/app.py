@@ -682,6 +682,11 @@ def serve(
         help="Require this token (Authorization: Bearer, or /?token= once in a browser).",
     ),
     batch_size: int | None = BatchOpt,
+    idle_states: bool = typer.Option(
+        False,
+        "--idle-states",
+        help="While idle, compute vision states for candidates recent queries shortlisted but did not rerank.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Keep the model and index loaded and answer searches: a JSON API, a search page, and `query` auto-attach."""
@@ -704,6 +709,7 @@ def serve(
             token=token,
             max_queue=max_queue,
             batch_size=batch_size or config.default_batch_size(),
+            idle_states=idle_states,
         )
         serve_forever(settings, say=lambda message: _say(quiet, message))
 

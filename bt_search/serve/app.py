@@ -51,10 +51,24 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def build_app(
-    service: Service, *, allowed_hosts: set[str], token: str | None, max_queue: int, key: str | None = None
+    service: Service,
+    *,
+    allowed_hosts: set[str],
+    token: str | None,
+    max_queue: int,
+    key: str | None = None,
+    idle_states: bool = False,
 ) -> Guard:
-    """`key`: the secret of the discovery record; answers to a request with a nonce then carry their proof."""
+    """`key`: the secret of the discovery record; answers to a request with a nonce then carry their proof.
+    `idle_states`: compute states for recent queries' unreranked candidates while idle (serve/idle.py)."""
     gate = Gate(max_queue)
+    idle = None
+    if idle_states:
+        from bt_search.search.rerank_budget import default_shortlist
+        from bt_search.serve.idle import IdleStates
+
+        idle = IdleStates(service, idle_seconds=lambda: guard.idle_seconds())
+        service.on_unreranked, service.lookahead = idle.offer, default_shortlist(service.engine.device.type)
 
     async def answer(kind: str, queries: Any, options: Any) -> Answer:
         queries, options = service.check(kind, queries, options)
@@ -184,8 +198,10 @@ def build_app(
         BtSearchError: _unavailable,
         Exception: _internal_error,
     }
-    app = Starlette(routes=routes, lifespan=_lifespan(gate), exception_handlers=handlers)
-    return Guard(app, allowed_hosts=allowed_hosts, token=token, key=key)
+    app = Starlette(routes=routes, lifespan=_lifespan(gate, idle), exception_handlers=handlers)
+    guard = Guard(app, allowed_hosts=allowed_hosts, token=token, key=key)
+    guard.idle_states = idle
+    return guard
 
 
 class Gate:
@@ -210,15 +226,19 @@ class Gate:
             self.waiting -= 1
 
 
-def _lifespan(gate: Gate):
+def _lifespan(gate: Gate, idle=None):
     @asynccontextmanager
     async def lifespan(app):
         gate.model, gate.thumbs = anyio.CapacityLimiter(1), anyio.CapacityLimiter(2)
         gate.stopping.clear()
+        if idle is not None:
+            idle.start()
         yield
         # uvicorn runs this after its graceful wait (in-flight requests finished or their tasks cancelled); a
         # cancelled task still waits for its worker thread, so tell a running search to end now.
         gate.stopping.set()
+        if idle is not None:
+            await anyio.to_thread.run_sync(idle.stop)
 
     return lifespan
 
@@ -231,6 +251,7 @@ class Guard:
         self.app, self.allowed_hosts, self.token, self.key = app, allowed_hosts, token, key
         self.in_flight = 0
         self.last_request = time.monotonic()  # when the last request ended (or the server started)
+        self.idle_states = None  # serve/idle.IdleStates when `idle_states` is on
 
     def idle_seconds(self) -> float:
         """Seconds without a request in flight."""

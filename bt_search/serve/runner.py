@@ -37,6 +37,7 @@ class ServeSettings:
     token: str | None = None
     max_queue: int = DEFAULT_MAX_QUEUE
     batch_size: int = 16
+    idle_states: bool = False  # compute recent queries' unreranked candidates' states while idle (serve/idle.py)
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -102,6 +103,7 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
         token=settings.token,
         max_queue=settings.max_queue,
         key=key,
+        idle_states=settings.idle_states,
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,11 @@ class Service:
         self.served = SmallLRU(16_384)  # thumb key -> path, for rows this server has returned as hits
         self.auto_device = resolve_device("auto").type  # what `auto` means here, for clients that ask for it
         self._reload_lock = threading.Lock()
+        self.model_lock = threading.Lock()  # searches and idle-time work (serve/idle.py) take turns on the model
+        # Where a search's shortlisted but unreranked candidates go, `lookahead` past each shortlist: (index state,
+        # paths) to serve/idle.IdleStates.offer when `serve --idle-states` is on, else nowhere.
+        self.on_unreranked: Callable[[tuple, list[str]], None] | None = None
+        self.lookahead = 0
         self._stamp = _dir_stamp(index_dir)
         self.reader = reader
 
@@ -280,7 +286,8 @@ class Service:
         searcher = self._searcher(reader, answer.missing, cancelled, answer.notes.append)
         if on_update is not None:
             on_update = self._serving(on_update)
-        answer.results = run_query(searcher, request, on_update)
+        with self.model_lock:
+            answer.results = run_query(searcher, request, on_update)
         return self._remember(reader.state_id, kind, queries, options, answer)
 
     def _serving(self, on_update: Callable[[list[list[Hit]]], None]) -> Callable[[list[list[Hit]]], None]:
@@ -349,6 +356,8 @@ class Service:
             on_note=on_note,
             state_store=_StateStore(self.states, reader.state_id),
             cancelled=cancelled,
+            on_unreranked=None if self.on_unreranked is None else partial(self.on_unreranked, reader.state_id),
+            lookahead=self.lookahead,
         )
 
     @staticmethod
