@@ -70,7 +70,11 @@ class IdleStates:
             if idle < self.settle_s:  # a request in flight (idle 0), or one just ended: look again shortly
                 self._stop.wait(self.settle_s - idle if idle > 0 else self.settle_s / 2)
                 continue
-            if not self.step():  # the cache is full: nothing more until the next offer
+            try:
+                room = self.step()
+            except Exception:  # noqa: BLE001 - a guess that failed (an odd file): the next one may not
+                continue
+            if not room:  # the cache is full: nothing more until the next offer
                 self._wake.clear()
                 self._wake.wait(timeout=60.0)
 

@@ -79,14 +79,14 @@ async def _lines(search, cached, partial_json, answer_json, admitted, limiter) -
         finally:
             send.close()
 
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(run)
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        try:
             async with receive:
                 async for line in receive:
                     yield line
-    finally:
-        gone.set()
+        finally:
+            gone.set()  # the search (still running if the client left) stops before its next chunk
     if "answer" in outcome:
         yield json_line(answer_json(outcome["answer"]))
     else:
