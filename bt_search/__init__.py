@@ -9,6 +9,7 @@ The public API, importable from `bt_search` itself (everything else is internal 
 - `index_paths(paths, writer, engine, ...)` brings an index up to date with folders, files or URLs;
   `IndexWriter.open(directory, IndexIdentity.of(engine))` is the writer, `load_engine(model)` the model.
 - `IndexReader.open(directory)` reads an index without a model (rows, counts, vector search).
+- `Watcher(index, folders, engine)` keeps an index current with its folders (`start()`, `run()`; extra `watch`).
 - Errors are `BtSearchError` and its subclasses; `UsageError` means the arguments were wrong.
 
     import bt_search
@@ -37,6 +38,8 @@ _HOMES = {
     "IndexWriter": "bt_search.store",
     "IndexIdentity": "bt_search.store",
     "load_engine": "bt_search.engine.loading",
+    "Watcher": "bt_search.watch.watcher",
+    "WatchOptions": "bt_search.watch.watcher",
     "BtSearchError": "bt_search.errors",
     "UsageError": "bt_search.errors",
     "ModelLoadError": "bt_search.errors",

@@ -64,6 +64,17 @@ BatchOpt = typer.Option(None, "--batch-size", min=1, help=BATCH_HELP)
 QuietOpt = typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
 FormatOpt = typer.Option(None, "--format", "-f", help=FORMAT_HELP)
 NullOpt = typer.Option(False, "--null", "-0", help=NULL_HELP)
+WatchOpt = typer.Option(
+    False, "--watch", help="Then keep watching the folders: new and changed images are indexed, deleted ones pruned."
+)
+PollOpt = typer.Option(
+    None,
+    "--poll",
+    min=0.1,
+    metavar="SECONDS",
+    help="With --watch: look for changes every SECONDS instead of waiting for file-system events (network "
+    "shares; default: events, polling every 60 s where there are none).",
+)
 
 
 def _print_version(asked: bool) -> None:
@@ -293,6 +304,8 @@ def index(
     from_list: Path | None = typer.Option(
         None, "--from-list", help="Also index the paths/URLs listed in FILE (text, or Parquet/CSV with a path column)."
     ),
+    watch: bool = WatchOpt,
+    poll: float | None = PollOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
@@ -305,6 +318,7 @@ def index(
         # Every check that needs no model comes first: a mistake fails in a moment, not after the model loads.
         ann_choice = _ann_choice(index_type, memory_budget)
         sources, list_entries = _index_sources(paths or [], from_list, executor)
+        _check_watch(watch, poll, executor)
         directory = _index_dir(index)
         recorded = _existing_identity(directory)
         model = model or (recorded.model if recorded else None) or config.default_model()
@@ -318,6 +332,11 @@ def index(
             engine = _EngineLoader(model, device or config.default_device(), precision, quiet)
             identity = recorded or (lambda: IndexIdentity.of(engine()))
         progress = RichIndexProgress(quiet)
+        watcher = (
+            _watcher(directory, sources, engine, quiet, poll, batch_size, workers, draft, commit_every)
+            if watch
+            else None
+        )
         with IndexWriter.open(directory, identity) as writer:
             writer.choose_ann(**ann_choice)
             try:
@@ -354,6 +373,41 @@ def index(
             raise typer.Exit(EXIT_UNREADABLE_ROOT)
         if strict and (report.skipped or report.kept):
             raise typer.Exit(EXIT_SKIPPED)
+        if watcher is not None:
+            _say(quiet, f"watching {', '.join(watcher.roots)} ({watcher.status.state.mode}); Ctrl-C stops")
+            watcher.run()
+
+
+def _check_watch(watch: bool, poll: float | None, executor: str) -> None:
+    """--watch and --poll checked before any model loads: the extra is installed, the run is local."""
+    if poll is not None and not watch:
+        raise UsageError("`poll` sets how `watch` watches: add `watch`")
+    if watch:
+        from bt_search.watch.watcher import require_watchfiles
+
+        require_watchfiles()
+        if executor != "local":
+            raise UsageError("`watch` indexes changes in this process: leave `executor` at local")
+
+
+def _watcher(directory: Path, sources, engine, quiet: bool, poll, batch_size, workers, draft: bool, commit_every: int):
+    """The watcher of `index --watch`, collecting changes from before the first run (none falls between them);
+    it keeps the run's model loader, so the model loads once."""
+    from bt_search.watch.watcher import Watcher, WatchOptions
+
+    options = WatchOptions(
+        poll=poll,
+        batch_size=batch_size or config.default_batch_size(),
+        workers=workers,
+        draft=draft,
+        commit_rows=commit_every,
+    )
+    say = lambda message: _say(quiet, message, "[bold]watch:[/] ")  # noqa: E731
+    watcher = Watcher(
+        directory, [source for source in sources if os.path.isdir(source)], engine, options=options, say=say
+    )
+    watcher.start()
+    return watcher
 
 
 def _ann_choice(index_type: str | None, memory_budget: str | None) -> dict:
@@ -682,6 +736,10 @@ def serve(
         help="Require this token (Authorization: Bearer, or /?token= once in a browser).",
     ),
     batch_size: int | None = BatchOpt,
+    watch: bool = typer.Option(
+        False, "--watch", help="Keep the index current with the folders it was built from (serve.md, watch mode)."
+    ),
+    poll: float | None = PollOpt,
     idle_states: bool = typer.Option(
         False,
         "--idle-states",
@@ -709,6 +767,8 @@ def serve(
             token=token,
             max_queue=max_queue,
             batch_size=batch_size or config.default_batch_size(),
+            watch=watch,
+            poll=poll,
             idle_states=idle_states,
         )
         serve_forever(settings, say=lambda message: _say(quiet, message))

@@ -25,6 +25,7 @@ from bt_search import config
 from bt_search.engine.naming import model_name
 from bt_search.engine.weights import check_model_path
 from bt_search.indexing.progress import IndexProgress, TqdmProgress
+from bt_search.indexing.roots import ROOTS_SETTING, merged_roots, recorded_roots
 from bt_search.media.decoding import Decoded, decoded_batches
 from bt_search.media.exif import read_capture
 from bt_search.media.scan import FileRecord, Listing, ScanProblem, canonical_path, scan, split_missing
@@ -135,6 +136,7 @@ def index_paths(
     rules: ScanRules | None = None,
     prune_excluded: bool = False,
     list_entries: Sequence[str] = (),
+    folders: Sequence[str] = (),
 ) -> IndexReport:
     """Bring the index up to date with `roots`. Committed work survives any interruption.
 
@@ -149,12 +151,17 @@ def index_paths(
     `rules`: what the scan leaves out (None: the rules recorded by earlier runs, else the defaults); they are
     recorded for later runs. `--prune` keeps files that still exist but the rules now leave out, unless
     `prune_excluded`. `progress=True` draws a `tqdm.auto` bar (a widget in notebooks).
+
+    `folders` are brought up to date without their subfolders (one listing each; a watcher's changed folders):
+    with `prune`, what they no longer hold is pruned, whole subfolders included.
     """
     progress = _progress(progress)
     run = IndexRun.begin(writer, progress, commit_rows, rules)
     listed: Listing = {}
     present, missing = split_missing(list_entries)
-    records, problems = _scan([*roots, *present], skip=[writer.directory], listed=listed, rules=run.rules)
+    records, problems = _scan(
+        [*roots, *present], skip=[writer.directory], listed=listed, rules=run.rules, folders=folders
+    )
     loaded: list[BridgeTowerEngine] = []
 
     def load_if_needed(work: Plan) -> None:
@@ -165,7 +172,7 @@ def index_paths(
         records,
         [*missing, *problems],
         listed,
-        [*roots, *list_entries],
+        [*roots, *list_entries, *folders],
         prune,
         prune_excluded,
         load_if_needed,
@@ -259,7 +266,9 @@ class IndexRun:
             report.gone = len(vanished(writer.paths_under(canonical_roots), seen, listed))
         if before_writes is not None:
             before_writes(work)
-        writer.record_settings(scan_rules=self.rules.as_settings())
+        folders = [root for root in named if os.path.isdir(root)]
+        roots_now = merged_roots(recorded_roots(writer.settings), folders)
+        writer.record_settings(scan_rules=self.rules.as_settings(), **{ROOTS_SETTING: roots_now})
         self.progress.started(len(work.to_embed), work.unchanged)
         self.pending.add(
             _refreshed_rows(writer, work.touched), self.failures.to_record([(p.path, p.reason, 0, 0) for p in problems])
@@ -397,9 +406,11 @@ def _progress(progress: IndexProgress | bool | None) -> IndexProgress:
     return progress or IndexProgress()
 
 
-def _scan(roots, skip, listed: Listing, rules: ScanRules) -> tuple[list[FileRecord], list[ScanProblem]]:
+def _scan(
+    roots, skip, listed: Listing, rules: ScanRules, folders: Sequence[str] = ()
+) -> tuple[list[FileRecord], list[ScanProblem]]:
     records, problems = [], []
-    for item in scan(roots, skip=skip, listed=listed, rules=rules):
+    for item in scan(roots, skip=skip, listed=listed, rules=rules, folders=folders):
         (records if isinstance(item, FileRecord) else problems).append(item)
     return records, problems
 

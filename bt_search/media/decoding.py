@@ -60,18 +60,20 @@ def decode_record(record: FileRecord, prep: Preprocessing, draft: bool) -> Decod
     if not data:
         return record.path, "empty file"
     try:
-        img, (width, height) = load_rgb(io.BytesIO(data), draft_for=prep if draft else None, name=record.path)
+        img, (width, height) = load_rgb(
+            io.BytesIO(data), draft_for=prep if draft else None, name=record.path, prep=prep
+        )
         pixels = resize_and_crop(img, prep)
     except ImageDecodeError as err:
         return record.path, err.reason
-    capture = read_capture(io.BytesIO(data))
+    capture = read_capture(io.BytesIO(data), name=record.path)
     return Decoded(record, pixels, width, height, hashlib.sha256(data).hexdigest(), capture)
 
 
 def load_file_pixels(path: str, prep: Preprocessing, draft: bool) -> np.ndarray:
     """Normalised float32 pixels [3, crop, crop] of one file (a local path or a URL), read as the indexer
     reads it (the rerank's candidates). Raises ImageDecodeError."""
-    img, _ = load_rgb(io.BytesIO(read_file_bytes(path)), draft_for=prep if draft else None, name=path)
+    img, _ = load_rgb(io.BytesIO(read_file_bytes(path)), draft_for=prep if draft else None, name=path, prep=prep)
     return preprocess(img, prep)
 
 

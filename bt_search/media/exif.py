@@ -8,15 +8,20 @@ Only the file's header is parsed here, never its pixels, so re-reading EXIF of a
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import BinaryIO
 
 from PIL import Image
 
-from bt_search.media import images  # noqa: F401 - registers HEIC/HEIF with Pillow, whose EXIF is read here too
+from bt_search.media import (
+    images,  # noqa: F401 - registers HEIC/HEIF with Pillow, whose EXIF is read here too
+    raw,
+)
 
 EXIF_IFD = 0x8769
 MAKE, MODEL = 0x010F, 0x0110
@@ -36,13 +41,65 @@ class Capture:
         return asdict(self)
 
 
-def read_capture(source: str | os.PathLike[str] | BinaryIO) -> Capture:
-    """The capture info in a file's EXIF; an empty Capture when there is none or it cannot be read."""
+def read_capture(source: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> Capture:
+    """The capture info in a file's EXIF; an empty Capture when there is none or it cannot be read.
+    A RAW photo (by `name`, or the path given) is read where its format keeps EXIF (`read_raw_capture`)."""
+    if raw.is_raw(name or (source if isinstance(source, (str, os.PathLike)) else "")):
+        return read_raw_capture(source)
     try:
         with Image.open(source) as img:
             return capture_from_exif(img.getexif())
     except Exception:  # noqa: BLE001 - capture info is optional: a bad EXIF block never fails a file
         return Capture()
+
+
+def read_raw_capture(source: str | os.PathLike[str] | BinaryIO) -> Capture:
+    """The capture info of a RAW photo, from its bytes alone (no rawpy): the TIFF IFD0 and EXIF IFD of
+    DNG, CR2, NEF, ARW, ORF and RW2, the EXIF of RAF's embedded JPEG, CR3's CMT1 and CMT2 boxes. The first
+    `raw.EXIF_PREFIX_BYTES` of the file are read, and the whole file only when they hold no date."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as file:
+                return _raw_capture(file)
+        return _raw_capture(source)
+    except Exception:  # noqa: BLE001 - capture info is optional: a bad EXIF block never fails a file
+        return Capture()
+
+
+def _raw_capture(file: BinaryIO) -> Capture:
+    start = file.tell()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" for offsets past the prefix
+        try:
+            capture = _capture_of(raw.exif_streams(file, raw.EXIF_PREFIX_BYTES))
+        except Exception:  # noqa: BLE001 - a prefix that cut an IFD: the whole file below
+            capture = Capture()
+        if capture.taken_at is None and file.seek(0, os.SEEK_END) - start > raw.EXIF_PREFIX_BYTES:
+            file.seek(start)
+            capture = _capture_of(raw.exif_streams(file, limit=None))
+    return capture
+
+
+def _capture_of(streams: raw.ExifStreams) -> Capture:
+    if streams.jpeg is not None:
+        return read_capture(io.BytesIO(streams.jpeg))
+    if streams.tiff is None and streams.exif is None:
+        return Capture()
+    ifd0 = _tiff_exif(streams.tiff)
+    sub = _tiff_exif(streams.exif) if streams.exif is not None else ifd0.get_ifd(EXIF_IFD)
+    return Capture(
+        iso_taken_at(sub.get(DATE_TIME_ORIGINAL), sub.get(OFFSET_TIME_ORIGINAL)),
+        _text(ifd0.get(MAKE)),
+        _text(ifd0.get(MODEL)),
+    )
+
+
+def _tiff_exif(stream: bytes | None) -> Image.Exif:
+    """A TIFF stream's IFD0 (and the IFDs it points to) as Pillow's Exif; empty for None."""
+    exif = Image.Exif()
+    if stream:
+        exif.load(stream)
+    return exif
 
 
 def capture_from_exif(exif: Image.Exif) -> Capture:

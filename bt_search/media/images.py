@@ -9,6 +9,7 @@ that floors to 0 at extreme aspect ratios keeps its rounded length (at least 1 p
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from bt_search.errors import ImageDecodeError
+from bt_search.media import raw
 
 
 def _register_heif() -> None:
@@ -101,7 +103,11 @@ def _floor_to_divisor(length: int, divisor: int) -> int:
 
 
 def load_rgb(
-    source: str | Path | BinaryIO, draft_for: Preprocessing | None = None, name: str | None = None
+    source: str | Path | BinaryIO,
+    draft_for: Preprocessing | None = None,
+    name: str | None = None,
+    *,
+    prep: Preprocessing | None = None,
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Open and fully decode one image (a path, or a file object named `name`) as RGB, EXIF orientation applied.
 
@@ -111,8 +117,13 @@ def load_rgb(
 
     With `draft_for`, a JPEG at least twice the target size is decoded at a reduced DCT scale (JPEG draft
     mode), which is several times faster for camera photos and changes embeddings only slightly.
+
+    A RAW photo (by its name's extension) goes through `raw.read_raw`: its embedded preview when that is at
+    least the resize target for `prep` (or `draft_for`), else a half-size demosaic.
     """
     path = name or str(source)
+    if raw.is_raw(path):
+        return _load_raw(source, draft_for, prep or draft_for, path)
     with _decode_errors(path), warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(source) as img:
@@ -127,10 +138,33 @@ def load_rgb(
 def check_image(path: str | Path) -> None:
     """Raise the ImageDecodeError `load_rgb` would for a file that is missing, unreadable, not an image or too
     large, from its header alone (no decoding, no model: a caller can refuse a bad file first)."""
+    if raw.is_raw(path):
+        with _decode_errors(str(path)):
+            raw.check_raw(path, str(path))
+        return
     with _decode_errors(str(path)), warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:
             _refuse_bombs(img, str(path))
+
+
+def _load_raw(
+    source: str | Path | BinaryIO, draft_for: Preprocessing | None, target: Preprocessing | None, path: str
+) -> tuple[Image.Image, tuple[int, int]]:
+    """A RAW photo as `load_rgb` returns any image: its preview JPEG decoded as a JPEG is (bomb guard, draft)
+    but turned by the RAW's own orientation, not the preview's EXIF; or LibRaw's RGB, turned the same way."""
+    needed = (lambda height, width: resized_shape(height, width, target)) if target is not None else None
+    with _decode_errors(path), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        found = raw.read_raw(source, path, needed)
+        if found.jpeg is None:
+            return raw.oriented(to_rgb(found.image), found.orientation), found.size
+        with Image.open(io.BytesIO(found.jpeg)) as img:
+            _refuse_bombs(img, path)
+            if draft_for is not None and img.format == "JPEG":
+                _apply_draft(img, draft_for)
+            img.load()
+            return raw.oriented(to_rgb(img), found.orientation), found.size
 
 
 @contextmanager
@@ -232,5 +266,5 @@ def _crop_span(length: int, crop: int) -> tuple[int, int, int]:
 
 def load_pixels(path: str | Path, prep: Preprocessing, draft: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode + preprocess one file. Returns (pixels, the file's (width, height))."""
-    img, original_size = load_rgb(path, draft_for=prep if draft else None)
+    img, original_size = load_rgb(path, draft_for=prep if draft else None, prep=prep)
     return preprocess(img, prep), original_size

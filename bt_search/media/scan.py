@@ -46,6 +46,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
         ".hif",
     }
 )
+# camera RAW photos, decoded through rawpy, the `[raw]` extra (media/raw.py)
+RAW_EXTENSIONS: frozenset[str] = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
+IMAGE_EXTENSIONS |= RAW_EXTENSIONS
 
 DirId = tuple[int, int]  # (st_dev, st_ino): what makes a directory the same one through any path
 
@@ -91,6 +94,7 @@ def scan(
     skip: Iterable[str | os.PathLike[str]] = (),
     listed: Listing | None = None,
     rules: ScanRules = ScanRules(),
+    folders: Iterable[str | os.PathLike[str]] = (),
 ) -> Iterator[ScanItem]:
     """Yield the image files under `roots` (recursively), in a deterministic order, under canonical paths.
 
@@ -100,10 +104,16 @@ def scan(
     recorded there with the names it held: what was positively seen, as opposed to a folder that
     could not be read. Entries `rules` leave out (hidden names, excludes) are neither yielded nor
     reported; roots are taken as given. Raises UsageError, before yielding anything, when a root does not exist.
+
+    `folders` are listed without descending into their subfolders (a watcher's changed folders: the cost of a
+    change is one listing), after the roots; one that a root's walk listed already is not listed again, one
+    that is gone is passed over.
     """
     root_paths = [_checked_root(root) for root in roots]
+    folder_paths = [canonical_path(folder) for folder in folders]  # one gone meanwhile is skipped
     skip_paths = [canonical_path(s) for s in skip]
-    return _walk_roots(root_paths, skip=skip_paths, listed={} if listed is None else listed, rules=rules)
+    listed = {} if listed is None else listed
+    return _walk_roots(root_paths, skip=skip_paths, listed=listed, rules=rules, folders=folder_paths)
 
 
 def _checked_root(root: str | os.PathLike[str]) -> str:
@@ -130,7 +140,9 @@ def _missing_reason(path: str) -> str:
     return "is a dangling symlink" if os.path.lexists(path) else "does not exist"
 
 
-def _walk_roots(roots: list[str], skip: list[str], listed: Listing, rules: ScanRules) -> Iterator[ScanItem]:
+def _walk_roots(
+    roots: list[str], skip: list[str], listed: Listing, rules: ScanRules, folders: list[str] = ()
+) -> Iterator[ScanItem]:
     file_roots = {root for root in roots if not os.path.isdir(root)}
     walk = _TreeWalk(skip_paths=set(skip), skip_ids=_dir_ids(skip), file_roots=file_roots, listed=listed, rules=rules)
     yielded_file_roots: set[str] = set()
@@ -141,6 +153,9 @@ def _walk_roots(roots: list[str], skip: list[str], listed: Listing, rules: ScanR
             yielded_file_roots.add(root)
             yield _file_root_item(root)
     yield from walk.deferred_symlinked_dirs()
+    for folder in folders:
+        if os.path.isdir(folder):
+            yield from walk.folder(folder)
 
 
 def _dir_ids(paths: Iterable[str]) -> set[DirId]:
@@ -185,12 +200,17 @@ class _TreeWalk:
             yield from self._directory(directory, subdirs)
             stack.extend(reversed(subdirs))  # reversed: popped in sorted order
 
+    def folder(self, directory: str) -> Iterator[ScanItem]:
+        """The image files directly in `directory`; its subfolders are not entered."""
+        yield from self._directory(directory, subdirs=None)
+
     def deferred_symlinked_dirs(self) -> Iterator[ScanItem]:
         while self._symlinked_dirs:  # walking one may defer more
             yield from self.tree(os.path.realpath(self._symlinked_dirs.popleft()))
 
-    def _directory(self, directory: str, subdirs: list[str]) -> Iterator[ScanItem]:
-        """Yield the image files directly in `directory`; append its real subdirectories to `subdirs`."""
+    def _directory(self, directory: str, subdirs: list[str] | None) -> Iterator[ScanItem]:
+        """Yield the image files directly in `directory`; append its real subdirectories to `subdirs` (None:
+        neither they nor its symlinked folders are entered)."""
         if directory in self._skip_paths:
             return
         try:
@@ -207,9 +227,11 @@ class _TreeWalk:
             if self._rules.skips(entry.path, entry.name, is_dir=_is_real_dir(entry) or _is_symlinked_dir(entry)):
                 continue
             if _is_real_dir(entry):
-                subdirs.append(entry.path)
+                if subdirs is not None:
+                    subdirs.append(entry.path)
             elif _is_symlinked_dir(entry):
-                self._symlinked_dirs.append(entry.path)
+                if subdirs is not None:
+                    self._symlinked_dirs.append(entry.path)
             elif has_image_extension(entry.name) and entry.path not in self._file_roots:
                 yield _entry_item(entry)
 

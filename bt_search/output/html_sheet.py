@@ -27,7 +27,9 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from bt_search.errors import BtSearchError, UsageError
+from bt_search.errors import BtSearchError, ImageDecodeError, UsageError
+from bt_search.media.images import Preprocessing, load_rgb
+from bt_search.media.raw import is_raw
 from bt_search.search.hits import Hit
 
 Thumbnailer = Callable[[str], bytes]  # image path -> JPEG bytes; raises OSError & co. when unreadable
@@ -141,9 +143,15 @@ def make_thumbnail(path: str, *, thumb_px: int = 160, max_bytes: int = 20_000) -
 
     Lowers the quality first, then halves the size, down to `_MIN_SIDE` pixels.
     """
-    with Image.open(path) as opened:
-        opened.draft("RGB", (thumb_px, thumb_px))  # JPEG: let the decoder downscale, much faster
-        im = _to_rgb(ImageOps.exif_transpose(opened))
+    if is_raw(path):  # LibRaw, as the indexer reads it: the camera's preview when big enough, turned once
+        try:
+            im, _ = load_rgb(path, prep=Preprocessing(size=thumb_px, crop=thumb_px))
+        except ImageDecodeError as err:
+            raise OSError(err.reason) from None
+    else:
+        with Image.open(path) as opened:
+            opened.draft("RGB", (thumb_px, thumb_px))  # JPEG: let the decoder downscale, much faster
+            im = _to_rgb(ImageOps.exif_transpose(opened))
     im.thumbnail((thumb_px, thumb_px))
     while True:
         for quality in _QUALITIES:

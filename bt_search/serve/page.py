@@ -94,6 +94,9 @@ def _header(index: dict[str, Any]) -> str:
         facts.append(f'<span class="count">{count:,} image{"" if count == 1 else "s"}</span>')
     if index.get("folder"):
         facts.append(f'under <span class="folder">{escape_html(index["folder"])}</span>')
+    if index.get("indexing"):  # serve --watch: a batch of new or changed files is being embedded
+        count = int(index["indexing"])
+        facts.append(f'<span class="indexing">indexing {count:,} new file{"" if count == 1 else "s"}</span>')
     shown = f'<p class="facts">{" · ".join(facts)}</p>' if facts else ""
     return f'<header class="index"><h1>bt-search</h1>{shown}</header>'
 

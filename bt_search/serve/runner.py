@@ -37,6 +37,8 @@ class ServeSettings:
     token: str | None = None
     max_queue: int = DEFAULT_MAX_QUEUE
     batch_size: int = 16
+    watch: bool = False  # keep the index current with its folders (serve/watching.py)
+    poll: float | None = None  # with watch: poll every this many seconds instead of waiting for events
     idle_states: bool = False  # compute recent queries' unreranked candidates' states while idle (serve/idle.py)
 
 
@@ -85,6 +87,10 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
     from bt_search.serve.service import Service
 
     check_exposure(settings.host, settings.allow_remote, settings.token)
+    if settings.watch:
+        from bt_search.watch.watcher import require_watchfiles
+
+        require_watchfiles()  # before the model loads
     say(f"loading {settings.index_dir} ...")
     service = Service.load(
         settings.index_dir,
@@ -132,10 +138,19 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
     say(f"serving {images} images from {service.index_dir} at {url}/ (model {model})")
     if settings.idle_timeout:
         _exit_when_idle(server, app, settings.idle_timeout, say)
+    stop_watching = threading.Event()
+    if settings.watch:
+        from bt_search.serve.watching import start_watching
+
+        watcher = start_watching(
+            service, settings.poll, settings.batch_size, lambda message: say(f"watch: {message}"), stop_watching
+        )
+        say(f"watching {', '.join(watcher.roots)}")
     try:
         with _signals_end_quietly():
             server.run(sockets=[sock])
     finally:
+        stop_watching.set()
         remove_server_file(advert, os.getpid())
         sock.close()
     say("stopped")

@@ -177,7 +177,8 @@ class Service:
         self.served = SmallLRU(16_384)  # thumb key -> path, for rows this server has returned as hits
         self.auto_device = resolve_device("auto").type  # what `auto` means here, for clients that ask for it
         self._reload_lock = threading.Lock()
-        self.model_lock = threading.Lock()  # searches and idle-time work (serve/idle.py) take turns on the model
+        self.model_lock = threading.Lock()  # searches, a watcher's image batches and idle-time work take turns
+        self.watch_status = None  # a WatchStatus while `serve --watch` keeps the index current
         # Where a search's shortlisted but unreranked candidates go, `lookahead` past each shortlist: (index state,
         # paths) to serve/idle.IdleStates.offer when `serve --idle-states` is on, else nowhere.
         self.on_unreranked: Callable[[tuple, list[str]], None] | None = None
@@ -219,6 +220,7 @@ class Service:
                 "bytes": self.states.used_bytes,
                 "budget": self.states.budget_bytes,
             },
+            **({"watch": self.watch_status.as_json()} if self.watch_status is not None else {}),
         }
 
     def page_facts(self) -> dict[str, Any]:
@@ -228,7 +230,10 @@ class Service:
         if self._folder is None or self._folder[0] != reader.state_id:
             bounds = reader.path_bounds()  # O(N) once per index state, not per page
             self._folder = (reader.state_id, common_folder(bounds or ()))
-        return {"name": self.index_dir.name, "images": len(reader), "folder": self._folder[1]}
+        facts = {"name": self.index_dir.name, "images": len(reader), "folder": self._folder[1]}
+        if self.watch_status is not None and self.watch_status.state.indexing:
+            facts["indexing"] = self.watch_status.state.indexing
+        return facts
 
     # ---------------------------------------------------------------- searches
     def check(self, kind: str, queries: Any, options: Any) -> tuple[list[str], dict[str, Any]]:

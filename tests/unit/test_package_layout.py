@@ -24,6 +24,7 @@ RANKS = {
     "indexing": 4,
     "output": 5,
     "distributed": 5,
+    "watch": 5,  # follows folders and runs indexing batches; serve starts it
     "serve": 6,
     "cli": 7,
     "__main__": 8,
