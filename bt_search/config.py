@@ -24,6 +24,12 @@ DEFAULT_MAX_FILE_MB = 256  # bigger files are skipped unread: a decoder holds th
 # `serve --max-queue`: searches that may wait for the model. A shell's `xargs -P 12` of queries waits in line
 # instead of being refused; a refused client waits Retry-After and asks again (serve/client.py).
 DEFAULT_MAX_QUEUE = 32
+# Video frames (media/video.py): a frame is kept when its 16x16 grey thumbnail differs from the last kept frame's
+# by at least VIDEO_SCENE_THRESHOLD (mean absolute difference, 0..1), at most `frames_per_minute` a minute (spaced
+# evenly) and `max_frames` per video (spread over a long video's duration). The first frame is always kept.
+DEFAULT_VIDEO_FRAMES_PER_MINUTE = 12.0
+DEFAULT_VIDEO_MAX_FRAMES = 120
+VIDEO_SCENE_THRESHOLD = 0.05  # two demo-generator scenes differ by 0.02-0.18; grain averages out at 16x16
 
 
 def default_model() -> str:

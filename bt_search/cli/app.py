@@ -306,16 +306,28 @@ def index(
     ),
     watch: bool = WatchOpt,
     poll: float | None = PollOpt,
+    video_frames_per_minute: float = typer.Option(
+        config.DEFAULT_VIDEO_FRAMES_PER_MINUTE,
+        "--video-frames-per-minute",
+        help="Videos: at most this many frames a minute, kept at scene changes (the `video` extra).",
+    ),
+    video_max_frames: int = typer.Option(
+        config.DEFAULT_VIDEO_MAX_FRAMES,
+        "--video-max-frames",
+        help="Videos: at most this many frames per video, spread over a long one.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Embed images under PATHS into the index (incremental: unchanged files are not decoded again)."""
     from bt_search.engine.facts import driver_model
     from bt_search.indexing.run import check_model_for_index, index_paths
     from bt_search.media.scan_rules import resolved_rules
+    from bt_search.media.video import VideoSampling
     from bt_search.store import IndexIdentity, IndexWriter
 
     with cli_errors(quiet, resumable=True, picks=_picks(index=index, model=model)):
         # Every check that needs no model comes first: a mistake fails in a moment, not after the model loads.
+        video = VideoSampling(video_frames_per_minute, video_max_frames)
         ann_choice = _ann_choice(index_type, memory_budget)
         sources, list_entries = _index_sources(paths or [], from_list, executor)
         _check_watch(watch, poll, executor)
@@ -333,7 +345,7 @@ def index(
             identity = recorded or (lambda: IndexIdentity.of(engine()))
         progress = RichIndexProgress(quiet)
         watcher = (
-            _watcher(directory, sources, engine, quiet, poll, batch_size, workers, draft, commit_every)
+            _watcher(directory, sources, engine, quiet, poll, batch_size, workers, draft, commit_every, video)
             if watch
             else None
         )
@@ -350,6 +362,7 @@ def index(
                     rules=rules,
                     prune_excluded=prune_excluded,
                     list_entries=list_entries,
+                    video=video,
                 )
                 if on_ray:
                     from bt_search.distributed import index_with_ray
@@ -390,7 +403,9 @@ def _check_watch(watch: bool, poll: float | None, executor: str) -> None:
             raise UsageError("`watch` indexes changes in this process: leave `executor` at local")
 
 
-def _watcher(directory: Path, sources, engine, quiet: bool, poll, batch_size, workers, draft: bool, commit_every: int):
+def _watcher(
+    directory: Path, sources, engine, quiet: bool, poll, batch_size, workers, draft: bool, commit_every: int, video
+):
     """The watcher of `index --watch`, collecting changes from before the first run (none falls between them);
     it keeps the run's model loader, so the model loads once."""
     from bt_search.watch.watcher import Watcher, WatchOptions
@@ -401,6 +416,7 @@ def _watcher(directory: Path, sources, engine, quiet: bool, poll, batch_size, wo
         workers=workers,
         draft=draft,
         commit_rows=commit_every,
+        video=video,
     )
     say = lambda message: _say(quiet, message, "[bold]watch:[/] ")  # noqa: E731
     watcher = Watcher(

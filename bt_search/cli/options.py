@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bt_search import config
+from bt_search.search.hits import DEFAULT_FRAMES
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,13 @@ QUERY_OPTIONS = (
         str,
         config.DEFAULT_SCORE,
         "Rank reranked results by blend (ITM probability + cosine), itm or cosine.",
+    ),
+    QueryOption(
+        "frames",
+        ("--frames",),
+        str,
+        DEFAULT_FRAMES,
+        "Videos: best (each video's best frame) or all (every matching frame, each with its time t).",
     ),
     QueryOption("fmt", ("--format", "-f"), str, None, FORMAT_HELP),
     QueryOption("null", ("--null", "-0"), bool, False, NULL_HELP),

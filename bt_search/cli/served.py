@@ -44,6 +44,7 @@ def query_request(options: dict[str, Any], queries: list[str]) -> QueryRequest:
         before=options["before"],
         sort=options["sort"],
         score=options["score"],
+        frames=options["frames"],
     )
 
 

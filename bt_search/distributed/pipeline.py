@@ -25,6 +25,7 @@ from bt_search.indexing.run import COMMIT_ROWS, IndexReport, IndexRun
 from bt_search.media.scan import FileRecord, Listing
 from bt_search.media.scan_rules import ScanRules
 from bt_search.media.sources import is_url, list_sources
+from bt_search.media.video import VideoSampling
 from bt_search.store import FailedRow, ImageRow, IndexWriter
 
 if TYPE_CHECKING:
@@ -81,8 +82,12 @@ def index_with_ray(
     rules: ScanRules | None = None,
     prune_excluded: bool = False,
     list_entries: Sequence[str] = (),
+    video: VideoSampling | None = None,
 ) -> IndexReport:
     """Bring the index up to date with `sources` (folders, files, URLs), embedding on a Ray cluster.
+
+    Videos are decoded in the decode tasks by the local indexer's sampler (`video`: how, None: the defaults); a
+    video's frame rows are committed together once all have come back.
 
     `list_entries` (read from a source list) are indexed like `sources`, except that one that does not exist
     becomes a failed row instead of stopping the run.
@@ -102,11 +107,12 @@ def index_with_ray(
     if work.to_embed:
         with ray_session(address):
             dataset = embedding_dataset(
-                work.to_embed, engine, device, precision, batch_size, actors, decode_cpus, draft
+                work.to_embed, engine, device, precision, batch_size, actors, decode_cpus, draft, video
             )
+            waiting: dict[str, list[ImageRow]] = {}  # a video's frames that came back so far
             # prefetch_batches=0: each batch as soon as it is embedded (prefetching held one back until the next)
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-                rows, failed = rows_and_failures(batch)
+                rows, failed = rows_and_failures(batch, waiting)
                 run.add(rows, [(f.path, f.reason, f.size, f.mtime_ns) for f in failed])
     return run.finish(index_type)
 
@@ -126,7 +132,9 @@ def ray_session(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def embedding_dataset(records, engine, device, precision, batch_size, actors=None, decode_cpus=1.0, draft=True):
+def embedding_dataset(
+    records, engine, device, precision, batch_size, actors=None, decode_cpus=1.0, draft=True, video=None
+):
     """The Ray Dataset of embedded rows for `records`: listing -> decode tasks -> embed actors (lazy: nothing
     runs until it is iterated)."""
     import ray
@@ -143,7 +151,7 @@ def embedding_dataset(records, engine, device, precision, batch_size, actors=Non
     dataset = ray.data.from_items(listing, override_num_blocks=blocks)
     decoded = dataset.map_batches(
         decode_batch,
-        fn_kwargs={"prep": engine.preprocessing, "draft": draft},
+        fn_kwargs={"prep": engine.preprocessing, "draft": draft, "video": video},
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=decode_cpus,
@@ -171,28 +179,41 @@ def embedding_dataset(records, engine, device, precision, batch_size, actors=Non
     )
 
 
-def rows_and_failures(batch: dict[str, np.ndarray]) -> tuple[list[ImageRow], list[FailedRow]]:
-    """One embedded batch -> index rows for the images and failure rows (same reasons as local) for the rest."""
+def rows_and_failures(
+    batch: dict[str, np.ndarray], waiting: dict[str, list[ImageRow]] | None = None
+) -> tuple[list[ImageRow], list[FailedRow]]:
+    """One embedded batch -> index rows for the images and failure rows (same reasons as local) for the rest.
+
+    A video's frames are returned together, in frame order, once all of them (`frames`) have come: until then
+    they wait in `waiting` (None: a dict for this batch alone), so a video is committed as a unit."""
+    waiting = {} if waiting is None else waiting
     rows, failed = [], []
-    names = (*LISTING_COLUMNS, "sha256", "width", "height", "error", "embedding", *CAPTURE_COLUMNS)
-    for path, size, mtime_ns, sha256, width, height, error, embedding, *capture in zip(*(batch[c] for c in names)):
+    names = (*LISTING_COLUMNS, "sha256", "width", "height", "error", "embedding", "frame_time", "frames")
+    columns = zip(*(batch[c] for c in names), *(batch[c] for c in CAPTURE_COLUMNS))
+    for path, size, mtime_ns, sha256, width, height, error, embedding, time, frames, *capture in columns:
         record = FileRecord(os.fsdecode(path), int(size), int(mtime_ns))
         if error:
             failed.append(FailedRow(record.path, str(error), record.size, record.mtime_ns))
-        else:
-            taken_at, make, model = map(capture_value, capture)
-            rows.append(
-                ImageRow(
-                    record.path,
-                    record.size,
-                    record.mtime_ns,
-                    str(sha256),
-                    int(width),
-                    int(height),
-                    embedding,
-                    taken_at=taken_at,
-                    camera_make=make,
-                    camera_model=model,
-                )
-            )
+            continue
+        taken_at, make, model = map(capture_value, capture)
+        row = ImageRow(
+            record.path,
+            record.size,
+            record.mtime_ns,
+            str(sha256),
+            int(width),
+            int(height),
+            embedding,
+            taken_at=taken_at,
+            camera_make=make,
+            camera_model=model,
+            frame_time=None if np.isnan(time) else float(time),
+        )
+        if row.frame_time is None:
+            rows.append(row)
+            continue
+        arrived = waiting.setdefault(row.path, [])
+        arrived.append(row)
+        if len(arrived) == int(frames):
+            rows.extend(sorted(waiting.pop(row.path), key=lambda frame: frame.frame_time))
     return rows, failed

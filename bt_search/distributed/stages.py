@@ -15,6 +15,7 @@ import numpy as np
 from bt_search.media.decoding import Decoded, decode_record
 from bt_search.media.images import Preprocessing
 from bt_search.media.scan import FileRecord
+from bt_search.media.video import VideoSampling
 
 LISTING_COLUMNS = ("path", "size", "mtime_ns")
 CAPTURE_COLUMNS = ("taken_at", "camera_make", "camera_model")  # as the local indexer stores them
@@ -28,17 +29,30 @@ def capture_value(value: object) -> str | None:
     return value if isinstance(value, str) and value != NO_CAPTURE_VALUE else None
 
 
-def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool, video: VideoSampling | None = None
+) -> dict[str, np.ndarray]:
     """Listing rows -> rows with sha256, size in pixels, capture info, uint8 crops [B, crop, crop, 3] and an
-    error column."""
+    error column. A video becomes a row per kept frame (decode_record samples them, as the local indexer does):
+    `frame_time` (NaN for an image) and `frames` (how many rows its file made, so the driver commits a video's
+    rows together however Ray splits them into batches)."""
     columns = zip(*(batch[c] for c in LISTING_COLUMNS))
-    records = [FileRecord(os.fsdecode(p), int(s), int(m)) for p, s, m in columns]  # paths travel as bytes
-    results = [decode_record(record, prep, draft) for record in records]
+    listed = [FileRecord(os.fsdecode(p), int(s), int(m)) for p, s, m in columns]  # paths travel as bytes
+    records, results, crops, times, counts = [], [], [], [], []
+    for record in listed:
+        result = decode_record(record, prep, draft, video)
+        frames = result.frames() if isinstance(result, Decoded) else [(None, None)]
+        for crop, time in frames:
+            records.append(record)
+            results.append(result)
+            crops.append(crop)
+            times.append(np.nan if time is None else time)
+            counts.append(len(frames))
     ok = [isinstance(result, Decoded) for result in results]
     pixels = np.zeros((len(records), prep.crop, prep.crop, 3), np.uint8)
-    for i, result in enumerate(results):
+    for i, crop in enumerate(crops):
         if ok[i]:
-            pixels[i] = result.pixels
+            pixels[i] = crop
     return {
         "path": np.array([os.fsencode(r.path) for r in records], dtype=object),
         "size": np.array([r.size for r in records], dtype=np.int64),
@@ -57,6 +71,8 @@ def decode_batch(batch: dict[str, np.ndarray], prep: Preprocessing, draft: bool)
             )
             for name in CAPTURE_COLUMNS
         },
+        "frame_time": np.array(times, dtype=np.float64),
+        "frames": np.array(counts, dtype=np.int64),
         "pixels": pixels,
     }
 

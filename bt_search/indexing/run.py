@@ -30,6 +30,7 @@ from bt_search.media.decoding import Decoded, decoded_batches
 from bt_search.media.exif import read_capture
 from bt_search.media.scan import FileRecord, Listing, ScanProblem, canonical_path, scan, split_missing
 from bt_search.media.scan_rules import ScanRules
+from bt_search.media.video import VideoSampling
 from bt_search.store import FailedRow, ImageRow, IndexIdentity, IndexWriter
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module (the Ray driver never loads it)
@@ -137,8 +138,12 @@ def index_paths(
     prune_excluded: bool = False,
     list_entries: Sequence[str] = (),
     folders: Sequence[str] = (),
+    video: VideoSampling | None = None,
 ) -> IndexReport:
     """Bring the index up to date with `roots`. Committed work survives any interruption.
+
+    A video becomes a row per kept frame (`video`: how frames are sampled, None: the defaults; media/video.py),
+    committed and replaced as a unit.
 
     `list_entries` (paths read from a source list) are indexed like `roots`, except that one that does not
     exist becomes a failed row instead of stopping the run.
@@ -179,7 +184,7 @@ def index_paths(
         given=[str(root) for root in roots],
     )
     if loaded:
-        _embed_all(run, loaded[0], work.to_embed, batch_size, workers, draft)
+        _embed_all(run, loaded[0], work.to_embed, batch_size, workers, draft, video)
     return run.finish(index_type)
 
 
@@ -200,14 +205,17 @@ def checked_engine(engine: BridgeTowerEngine | Callable[[], BridgeTowerEngine], 
     return engine
 
 
-def _embed_all(run: IndexRun, engine, to_embed: list[FileRecord], batch_size: int, workers, draft: bool) -> None:
+def _embed_all(
+    run: IndexRun, engine, to_embed: list[FileRecord], batch_size: int, workers, draft: bool, video=None
+) -> None:
     if workers is None:
         workers = config.default_workers(engine.device.type)
     by_path = {record.path: record for record in to_embed}
     with torch_threads(config.parent_torch_threads(engine.device.type, workers)):
-        for batch, batch_failures in decoded_batches(to_embed, engine.preprocessing, batch_size, workers, draft):
+        batches = decoded_batches(to_embed, engine.preprocessing, batch_size, workers, draft, video)
+        for batch, batch_failures in batches:
             stamped = [(path, reason, by_path[path].size, by_path[path].mtime_ns) for path, reason in batch_failures]
-            run.add(_embed(engine, batch), stamped)
+            run.add(_embed(engine, batch, batch_size), stamped)
 
 
 class IndexRun:
@@ -278,10 +286,12 @@ class IndexRun:
         return work
 
     def add(self, rows: list[ImageRow], failures: list[tuple[str, str, int, int]]) -> None:
-        """Embedded rows and (path, reason, size, mtime_ns) failures of one batch."""
+        """Embedded rows and (path, reason, size, mtime_ns) failures of one batch. A video's rows (its frames) come
+        in one call."""
         self.pending.add(rows, self.failures.to_record(failures))
-        self.report.indexed += len(rows)
-        self.progress.advanced(len(rows) + len(failures))
+        files = len({row.path for row in rows})
+        self.report.indexed += files
+        self.progress.advanced(files + len(failures))
 
     def finish(self, index_type: str) -> IndexReport:
         self.pending.flush(removed=self.gone)
@@ -315,25 +325,30 @@ class Failures:
 class PendingCommit:
     """Rows and failures waiting for the next atomic commit: every `rows` rows or COMMIT_SECONDS.
 
-    Keyed by path, so one commit never names a path twice (the later entry for a path wins).
+    Keyed by path, so one commit never names a path twice (the later entry for a path wins). A video's frames
+    (the rows of one path in one `add`) are one entry: they are committed, and replace the video's rows, together.
     """
 
     def __init__(self, writer: IndexWriter, rows: int):
         self.writer, self.limit = writer, max(1, rows)
-        self.entries: dict[str, ImageRow | FailedRow] = {}
+        self.entries: dict[str, list[ImageRow] | FailedRow] = {}
         self.since = time.monotonic()
 
     def add(self, rows: list[ImageRow], failed: list[FailedRow]) -> None:
-        for entry in [*rows, *failed]:
-            self.entries.pop(entry.path, None)  # re-inserted last: the order of operations is kept
-            self.entries[entry.path] = entry
+        units: dict[str, list[ImageRow] | FailedRow] = {}
+        for row in rows:
+            units.setdefault(row.path, []).append(row)  # type: ignore[union-attr]
+        units.update((failure.path, failure) for failure in failed)
+        for path, entry in units.items():
+            self.entries.pop(path, None)  # re-inserted last: the order of operations is kept
+            self.entries[path] = entry
         if len(self.entries) >= self.limit or time.monotonic() - self.since >= COMMIT_SECONDS:
             self.flush()
 
     def flush(self, removed: Sequence[str] = ()) -> None:
         for path in removed:
             self.entries.pop(path, None)
-        rows = [e for e in self.entries.values() if isinstance(e, ImageRow)]
+        rows = [row for e in self.entries.values() if isinstance(e, list) for row in e]
         failed = [e for e in self.entries.values() if isinstance(e, FailedRow)]
         if rows or failed or removed:
             self.writer.commit(rows, failed=failed, removed=removed)
@@ -358,18 +373,13 @@ def _refreshed_rows(writer: IndexWriter, touched: list[tuple[FileRecord, str]]) 
     """Rows of touched files with their new size/mtime, so the next run needs no hashing for them."""
     if not touched:
         return []
-    stored = writer.rows_by_sha256(sha for _, sha in touched)
-    return [
-        replace(
-            stored[sha],
-            path=record.path,
-            size=record.size,
-            mtime_ns=record.mtime_ns,
-            **read_capture(record.path).as_fields(),
-        )
-        for record, sha in touched
-        if sha in stored
-    ]
+    stored = writer.row_sets_by_sha256(sha for _, sha in touched)
+    refreshed = []
+    for record, sha in touched:
+        for row in stored.get(sha, []):  # a video: each of its frames
+            capture = read_capture(record.path).as_fields() if row.frame_time is None else {}
+            refreshed.append(replace(row, path=record.path, size=record.size, mtime_ns=record.mtime_ns, **capture))
+    return refreshed
 
 
 def _capture_upgrade(writer: IndexWriter, pending: PendingCommit, busy: set[str]) -> None:
@@ -415,10 +425,15 @@ def _scan(
     return records, problems
 
 
-def _embed(engine: BridgeTowerEngine, batch: list[Decoded]) -> list[ImageRow]:
-    if not batch:
+def _embed(engine: BridgeTowerEngine, batch: list[Decoded], batch_size: int = 16) -> list[ImageRow]:
+    """Rows of a decoded batch: one per image, one per kept frame of a video (embedded `batch_size` at a time)."""
+    frames = [(d, pixels, time) for d in batch for pixels, time in d.frames()]
+    if not frames:
         return []
-    embeddings = engine.encode_images(np.stack([d.pixels for d in batch]))
+    step = max(1, batch_size)
+    embeddings = np.concatenate(
+        [engine.encode_images(np.stack([p for _, p, _ in frames[i : i + step]])) for i in range(0, len(frames), step)]
+    )
     return [
         ImageRow(
             path=d.record.path,
@@ -429,6 +444,7 @@ def _embed(engine: BridgeTowerEngine, batch: list[Decoded]) -> list[ImageRow]:
             height=d.height,
             embedding=embedding,
             **d.capture.as_fields(),
+            frame_time=time,
         )
-        for d, embedding in zip(batch, embeddings)
+        for (d, _, time), embedding in zip(frames, embeddings)
     ]

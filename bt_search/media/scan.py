@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from bt_search.errors import UsageError
 from bt_search.media.scan_rules import ScanRules
+from bt_search.media.video_reading import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -70,7 +71,9 @@ ScanItem = FileRecord | ScanProblem
 
 
 def has_image_extension(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    """Whether the scan picks the file up: an image, or a video (media/video.py)."""
+    extension = os.path.splitext(name)[1].lower()
+    return extension in IMAGE_EXTENSIONS or extension in VIDEO_EXTENSIONS
 
 
 Listing = dict[str, frozenset[str]]  # directory -> the names it held when it was listed

@@ -16,7 +16,9 @@ from bt_search.output.formats import Record, TableColumn, render_records, shorte
 from bt_search.search.hits import Hit
 
 # New fields go last, so scripts that cut columns by position keep working.
-COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm")
+# `t`: a video frame's time in seconds (null for a still image); `paths` writes the file's path alone, so a pipe
+# into xargs still names files (docs/output.md).
+COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm", "t")
 
 
 def _score_repeats_another(records: Sequence[Record]) -> bool:
@@ -36,6 +38,12 @@ TABLE = (
         hidden=lambda records: all(r["itm"] is None for r in records),
     ),
     TableColumn("similarity", lambda r: f"{r['similarity']:.4f}", justify="right"),
+    TableColumn(
+        "t",
+        lambda r: "" if r["t"] is None else frame_time_text(r["t"]),
+        justify="right",
+        hidden=lambda records: all(r["t"] is None for r in records),
+    ),
     TableColumn("path", lambda r: visible_path(shorter_path(r["path"])), whole=True),
 )
 
@@ -51,7 +59,13 @@ def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
         "shortlist_rank": int(hit.shortlist_rank),
         "taken_at": hit.taken_at,
         "itm": None if hit.itm is None else float(hit.itm),
+        "t": None if hit.t is None else float(hit.t),
     }
+
+
+def frame_time_text(t: float) -> str:
+    """A frame time as the table shows it: seconds with at most 3 decimals (`12.5s`)."""
+    return f"{round(float(t), 3):g}s"
 
 
 def render(

@@ -28,11 +28,13 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from bt_search.errors import BtSearchError, ImageDecodeError, UsageError
-from bt_search.media.images import Preprocessing, load_rgb
-from bt_search.media.raw import is_raw
+from bt_search.media.scan import RAW_EXTENSIONS
+from bt_search.media.video_reading import frame_at, is_video
+from bt_search.output.hits import frame_time_text
 from bt_search.search.hits import Hit
 
-Thumbnailer = Callable[[str], bytes]  # image path -> JPEG bytes; raises OSError & co. when unreadable
+# image path -> JPEG bytes; raises OSError & co. when unreadable. A video frame's hit calls it with (path, t).
+Thumbnailer = Callable[..., bytes]
 
 DEFAULT_TITLE = "bt-search results"
 MAX_PAGE_BYTES = 2_000_000
@@ -92,8 +94,8 @@ def write_contact_sheet(
 
     # The same image often answers several queries: encode it once.
     @cache
-    def thumbnail(path: str) -> bytes:
-        return make_thumbnail(path, thumb_px=thumb_px, max_bytes=per_thumb)
+    def thumbnail(path: str, t: float | None = None) -> bytes:
+        return make_thumbnail(path, thumb_px=thumb_px, max_bytes=per_thumb, t=t)
 
     page = render_contact_sheet(hits, thumbnail=thumbnail, thumb_px=thumb_px, title=title)
     try:
@@ -138,12 +140,21 @@ def render_contact_sheet(
     )
 
 
-def make_thumbnail(path: str, *, thumb_px: int = 160, max_bytes: int = 20_000) -> bytes:
-    """A JPEG of `path`, upright (EXIF), at most `thumb_px` a side, under `max_bytes` where possible.
+def make_thumbnail(path: str, *, thumb_px: int = 160, max_bytes: int = 20_000, t: float | None = None) -> bytes:
+    """A JPEG of `path`, upright (EXIF), at most `thumb_px` a side, under `max_bytes` where possible; of a
+    video, its frame at `t` seconds (decoded as the indexer and the rerank decode it).
 
     Lowers the quality first, then halves the size, down to `_MIN_SIDE` pixels.
     """
-    if is_raw(path):  # LibRaw, as the indexer reads it: the camera's preview when big enough, turned once
+    if t is not None or is_video(path):
+        try:
+            im = frame_at(path, t or 0.0)  # the frame the indexer kept at t (media/video_reading.py)
+        except ImageDecodeError as err:
+            raise OSError(err.reason) from None  # unreadable, as a broken image is
+    elif os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:  # LibRaw, as the indexer reads it: the preview
+        # when big enough, turned once. Imported here: a served query's sheet (the light client) loads no numpy.
+        from bt_search.media.images import Preprocessing, load_rgb
+
         try:
             im, _ = load_rgb(path, prep=Preprocessing(size=thumb_px, crop=thumb_px))
         except ImageDecodeError as err:
@@ -167,7 +178,7 @@ def _thumb_budget(hits: Sequence[Hit], max_page_bytes: int, thumb_px: int, title
     """Bytes each thumbnail may take so the page fits `max_page_bytes` (base64 costs 4/3)."""
     if not hits:
         return max_page_bytes
-    markup = render_contact_sheet(hits, thumbnail=lambda _: b"", thumb_px=thumb_px, title=title)
+    markup = render_contact_sheet(hits, thumbnail=lambda *_: b"", thumb_px=thumb_px, title=title)
     spare = max_page_bytes - len(markup.encode("utf-8"))
     return max(_MIN_THUMB_BYTES, spare * 3 // 4 // len(hits))
 
@@ -190,8 +201,13 @@ def _section(number: int, query: str, hits: list[Hit], thumbnail: Thumbnailer, f
 
 
 def _card(hit: Hit, thumbnail: Thumbnailer, folder: str) -> str:
-    uri = Path(hit.path).absolute().as_uri()
-    return card_html(hit, _thumb_html(hit.path, thumbnail), image_href=uri, path_href=uri, folder=folder)
+    uri = Path(hit.path).absolute().as_uri() + frame_fragment(hit.t)
+    return card_html(hit, _thumb_html(hit, thumbnail), image_href=uri, path_href=uri, folder=folder)
+
+
+def frame_fragment(t: float | None) -> str:
+    """The media fragment (`#t=12.5`) that opens a video at a frame in a browser or player; "" for an image."""
+    return "" if t is None else f"#t={round(float(t), 3):g}"
 
 
 def card_html(hit: Hit, image_html: str, *, image_href: str, path_href: str, folder: str = "") -> str:
@@ -200,6 +216,8 @@ def card_html(hit: Hit, image_html: str, *, image_href: str, path_href: str, fol
     path = _esc(hit.path)
     shown = _esc(relative_to(hit.path, folder)).replace("/", "/<wbr>")
     itm = "" if hit.itm is None else f'<dt>itm</dt><dd class="itm">{float(hit.itm):.4f}</dd>'
+    if hit.t is not None:  # a video's frame: the time it shows
+        itm += f'<dt>t</dt><dd class="t">{_esc(frame_time_text(hit.t))}</dd>'
     return (
         f'<li class="card" data-rank="{int(hit.rank)}" data-shortlist-rank="{int(hit.shortlist_rank)}">'
         f'<a class="thumb" href="{_esc(image_href)}">{image_html}</a>'
@@ -247,10 +265,11 @@ def _moved_html(hit: Hit) -> str:
     return f'<span class="moved {direction}">(was #{was} by cosine)</span>'
 
 
-def _thumb_html(path: str, thumbnail: Thumbnailer) -> str:
+def _thumb_html(hit: Hit, thumbnail: Thumbnailer) -> str:
+    path = hit.path
     name = _esc(os.path.basename(path) or path)
     try:
-        jpeg = thumbnail(path)
+        jpeg = thumbnail(path) if hit.t is None else thumbnail(path, hit.t)
     except FileNotFoundError:
         return _placeholder("missing", name)
     except _UNREADABLE:

@@ -87,7 +87,18 @@ def dated_hits(hits: list[Hit], sort: str = "relevance") -> list[Hit]:
     Ranks stay the relevance ranks, so a date-ordered list still shows how well each image matched.
     """
     check_sort(sort)
-    dated = [replace(hit, taken_at=read_capture(hit.path).taken_at) for hit in hits]
+    dated = [replace(hit, taken_at=_capture(hit.path).taken_at) for hit in hits]
     if sort == "date":
         dated.sort(key=lambda hit: (hit_date(hit.path, hit.taken_at), hit.rank))
     return dated
+
+
+def _capture(path: str):
+    """A hit's capture info: EXIF, or a video container's metadata (as the indexer read them)."""
+    from bt_search.media.video_reading import is_video
+
+    if is_video(path):
+        from bt_search.media.video import read_video_capture
+
+        return read_video_capture(path)
+    return read_capture(path)

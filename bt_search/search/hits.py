@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bt_search.errors import UsageError
+
+# What a query shows of a video: its best frame per query ("best": a video's other frames are left out and do
+# not count in top_k), or each frame that ranks ("all").
+FRAMES = ("best", "all")
+DEFAULT_FRAMES = "best"
+
+
+def check_frames(frames: str) -> None:
+    if frames not in FRAMES:
+        raise UsageError(f"`frames` must be {' or '.join(FRAMES)}, not {frames!r}")
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -17,3 +29,4 @@ class Hit:
     # The ITM head's probability that image and text match (with negatives: ITM(text) x prod (1 - ITM(not))^w,
     # the number the rerank blends with the cosine); None when the hit was not reranked.
     itm: float | None = None
+    t: float | None = None  # a video's frame: its time in seconds (`path` is the video); None for a still image

@@ -15,12 +15,12 @@ from typing import Any
 
 from bt_search import config
 from bt_search.errors import ImageDecodeError, UsageError
-from bt_search.search.hits import Hit
+from bt_search.search.hits import DEFAULT_FRAMES, Hit, check_frames
 from bt_search.search.terms import Terms, parse_line, parse_query
 
 # The fields that shape an image query (Searcher.similar_images takes top_k, threshold and under; the date
 # filters and order apply as to text): what a client sends and a server accepts for one.
-IMAGE_QUERY_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort")
+IMAGE_QUERY_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort", "frames")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class QueryRequest:
     before: str | None = None
     sort: str = "relevance"
     score: str = config.DEFAULT_SCORE
+    frames: str = DEFAULT_FRAMES  # a video's best frame ("best") or each matching frame ("all"): hits.FRAMES
 
     def terms(self) -> list[Terms]:
         """Each query line's terms, with the shared ones added."""
@@ -72,11 +73,12 @@ class QueryRequest:
         return uses_images or (self.rerank and self.score != "cosine")
 
     def date_filter(self):
-        """The rows `after` and `before` admit (a pyarrow expression, None: all); checks `sort` too, so a caller can
-        refuse a bad request before any model loads."""
+        """The rows `after` and `before` admit (a pyarrow expression, None: all); checks `sort` and `frames` too, so
+        a caller can refuse a bad request before any model loads."""
         from bt_search.search.filters import check_sort, date_filter, parse_day
 
         check_sort(self.sort)
+        check_frames(self.frames)
         return date_filter(parse_day(self.after, "after"), parse_day(self.before, "before"))
 
     def check(self) -> None:
@@ -110,7 +112,12 @@ def run_query(
     if request.image is not None:
         results = [
             searcher.similar_images(
-                request.image, top_k=request.top_k, threshold=request.threshold, under=request.under, where=where
+                request.image,
+                top_k=request.top_k,
+                threshold=request.threshold,
+                under=request.under,
+                where=where,
+                frames=request.frames,
             )
         ]
     else:
@@ -124,6 +131,7 @@ def run_query(
             score=request.score,
             rerank_budget=request.rerank_budget,
             where=where,
+            frames=request.frames,
             **({} if on_update is None else {"on_update": lambda partial: on_update(dated(partial))}),
         )
     return dated(results)

@@ -23,7 +23,7 @@ from bt_search.errors import ImageDecodeError, SearchCancelledError, UsageError
 from bt_search.media.decoding import load_file_pixels
 from bt_search.media.file_reading import existing_files
 from bt_search.media.images import load_pixels
-from bt_search.search.hits import Hit
+from bt_search.search.hits import DEFAULT_FRAMES, Hit, check_frames
 from bt_search.search.missing import MISSING_REASON
 from bt_search.search.rerank_budget import RerankClock, default_shortlist
 from bt_search.search.term_vectors import (
@@ -45,9 +45,15 @@ CancelledHook = Callable[[], bool]  # True: stop the search (SearchCancelledErro
 # Hits per query as known so far: first the cosine shortlist, then after each rerank chunk the reranked candidates
 # (best first) followed by those still waiting (cosine order, itm None). See Searcher.search's `on_update`.
 UpdateCallback = Callable[[list[list[Hit]]], None]
-# Paths a search shortlisted but did not rerank (budget cuts, and the `lookahead` candidates just past the
-# shortlist), best first: what a server may compute vision states for while it is idle (serve/idle.py).
-UnrerankedCallback = Callable[[list[str]], None]
+# Candidates a search shortlisted but did not rerank (budget cuts, and the `lookahead` candidates just past the
+# shortlist), best first, as (file, video frame time or None): what a server may compute vision states for while
+# it is idle (serve/idle.py).
+UnrerankedCallback = Callable[[list[tuple[str, float | None]]], None]
+
+
+def state_key(file: str, time: float | None) -> str:
+    """The key a StateStore keeps a candidate's vision states under: its path, and a video frame's time."""
+    return file if time is None else f"{file}#t={time!r}"
 
 
 class StateStore(Protocol):
@@ -66,11 +72,16 @@ class Shortlist:
     rows: np.ndarray
     similarities: np.ndarray
     paths: list[str]  # paths[i] is row rows[i]'s file
+    times: list[float | None] | None = None  # times[i]: row rows[i]'s video frame time (None: all still images)
 
     def subset(self, keep: Sequence[int]) -> Shortlist:
         """The candidates at positions `keep`, in that order."""
         keep = list(keep)
-        return Shortlist(self.query, self.rows[keep], self.similarities[keep], [self.paths[i] for i in keep])
+        times = None if self.times is None else [self.times[i] for i in keep]
+        return Shortlist(self.query, self.rows[keep], self.similarities[keep], [self.paths[i] for i in keep], times)
+
+    def time(self, i: int) -> float | None:
+        return None if self.times is None else self.times[i]
 
 
 def rank_hits(
@@ -79,18 +90,30 @@ def rank_hits(
     top_k: int,
     threshold: float | None = None,
     itm: np.ndarray | None = None,
+    frames: str = DEFAULT_FRAMES,
 ) -> list[Hit]:
-    """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path. `itm`: the
-    candidates' ITM probabilities, carried into the hits (None: not reranked)."""
+    """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path, then frame
+    time. `itm`: the candidates' ITM probabilities, carried into the hits (None: not reranked). `frames="best"`
+    keeps a video's best frame only (its other frames are left out, not counted in `top_k`); "all" every one."""
+    check_frames(frames)
     scores = shortlist.similarities if scores is None else scores
     order = sorted(
         range(len(shortlist.rows)),
-        key=lambda i: (-float(scores[i]), -float(shortlist.similarities[i]), shortlist.paths[i]),
+        key=lambda i: (
+            -float(scores[i]),
+            -float(shortlist.similarities[i]),
+            shortlist.paths[i],
+            shortlist.time(i) or 0.0,
+        ),
     )
-    hits = []
+    hits, videos_shown = [], set()
     for i in order:
         if threshold is not None and scores[i] < threshold:
             continue
+        if shortlist.time(i) is not None and frames == "best":
+            if shortlist.paths[i] in videos_shown:
+                continue
+            videos_shown.add(shortlist.paths[i])
         hits.append(
             Hit(
                 query=shortlist.query,
@@ -100,6 +123,7 @@ def rank_hits(
                 similarity=float(shortlist.similarities[i]),
                 shortlist_rank=i + 1,
                 itm=None if itm is None else float(itm[i]),
+                t=shortlist.time(i),
             )
         )
         if len(hits) == top_k:
@@ -114,7 +138,10 @@ def cosine_shortlists(
     (a pyarrow.compute expression over the rows' columns, e.g. capture.date_filter) is given."""
     if under is None and where is None:
         similarities, rows = reader.search(query_embeddings, size)
-        return [Shortlist(q, r, s, reader.paths_for(r)) for q, r, s in zip(queries, rows, similarities)]
+        return [
+            Shortlist(q, r, s, reader.paths_for(r), _frame_times(reader, r))
+            for q, r, s in zip(queries, rows, similarities)
+        ]
     subset = reader.ids_under(under) if under is not None else None
     if where is not None:
         matching = reader.ids_where(where)
@@ -125,8 +152,15 @@ def cosine_shortlists(
     shortlists = []
     for query, row_sims in zip(queries, sims):
         order = np.argsort(-row_sims, kind="stable")[:size]
-        shortlists.append(Shortlist(query, subset[order], row_sims[order], reader.paths_for(subset[order])))
+        rows = subset[order]
+        shortlists.append(Shortlist(query, rows, row_sims[order], reader.paths_for(rows), _frame_times(reader, rows)))
     return shortlists
+
+
+def _frame_times(reader, rows: np.ndarray) -> list[float | None] | None:
+    """The rows' video frame times; None when every row is a still image (the common case)."""
+    times = reader.frame_times_for(rows)
+    return times if any(t is not None for t in times) else None
 
 
 class Searcher:
@@ -169,6 +203,7 @@ class Searcher:
         score: str = DEFAULT_SCORE,
         rerank_budget: float | None = None,
         where=None,
+        frames: str = DEFAULT_FRAMES,
         on_update: UpdateCallback | None = None,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
@@ -176,27 +211,29 @@ class Searcher:
         default for the engine's device, rerank_budget.default_shortlist). `score` ranks reranked candidates
         (see blend_scores); "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks
         only the best candidates that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow
-        expression on the index's columns) filters before the shortlist. `on_update` (reranked searches only) sees
-        the hits as they improve: the cosine shortlist's first (no threshold: it bounds the final score), then
-        after each rerank chunk the reranked candidates best first with those still waiting after them in cosine
-        order (`itm` None). The returned hits are the final order; the caller shows them last."""
+        expression on the index's columns) filters before the shortlist. `frames`: a video's best frame only
+        ("best") or each of its frames ("all"). `on_update` (reranked searches only) sees the hits as they
+        improve: the cosine shortlist's first (no threshold: it bounds the final score), then after each rerank
+        chunk the reranked candidates best first with those still waiting after them in cosine order (`itm`
+        None). The returned hits are the final order; the caller shows them last."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
         if score not in SCORES:
             raise UsageError(f"`score` must be one of {', '.join(SCORES)}, not {score!r}")
         check_threshold(threshold)
+        check_frames(frames)
         labels = [t.label for t in terms]
         shortlist = shortlist or default_shortlist(self.engine.device.type)
         reranked = rerank and score != "cosine"
         vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
         shortlists = self._live_shortlists(labels, vectors, max(shortlist, top_k), under, where)
         if not reranked:
-            return [rank_hits(s, None, top_k, threshold) for s in shortlists]
+            return [rank_hits(s, None, top_k, threshold, frames=frames) for s in shortlists]
         clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
-        updates = _Updates(shortlists, top_k, on_update)
+        updates = _Updates(shortlists, top_k, on_update, frames)
         reranked_rows: set[int] = set()
-        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows)
+        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows, frames)
         if clock.summary():
             self.on_note(clock.summary())
         if self.on_unreranked is not None:
@@ -211,13 +248,13 @@ class Searcher:
         if self.lookahead > 0:
             size = max(len(s.rows) for s in shortlists) + self.lookahead
             found = cosine_shortlists(self.reader, labels, vectors, size, under, where)
-        paths = {}
+        candidates = {}
         for shortlist in found:
-            for row, path in zip(shortlist.rows, shortlist.paths):
+            for i, (row, path) in enumerate(zip(shortlist.rows, shortlist.paths)):
                 if int(row) not in reranked_rows:
-                    paths.setdefault(path, None)
-        if paths:
-            self.on_unreranked(list(paths))
+                    candidates.setdefault((path, shortlist.time(i)), None)
+        if candidates:
+            self.on_unreranked(list(candidates))
 
     def _query_vectors(self, terms: list[Terms]) -> np.ndarray:
         """Unit query vectors [Q, D]; each distinct text and image is encoded once for the whole batch."""
@@ -246,17 +283,25 @@ class Searcher:
         return self.engine.encode_images(np.stack(pixels))
 
     def similar_images(
-        self, image_path: str, *, top_k: int = 10, threshold: float | None = None, under: str | None = None, where=None
+        self,
+        image_path: str,
+        *,
+        top_k: int = 10,
+        threshold: float | None = None,
+        under: str | None = None,
+        where=None,
+        frames: str = DEFAULT_FRAMES,
     ) -> list[Hit]:
         """Images nearest to `image_path` by ITC image embedding (no rerank: ITM scores text against images)."""
         check_threshold(threshold)
+        check_frames(frames)
         try:
             pixels, _ = load_pixels(image_path, self.engine.preprocessing, draft=False)
         except ImageDecodeError as err:
             raise UsageError(f"`image` {err}") from None
         embedding = self.engine.encode_images(pixels[None])
         (found,) = self._live_shortlists([image_path], embedding, top_k, under, where)
-        return rank_hits(found, None, top_k, threshold)
+        return rank_hits(found, None, top_k, threshold, frames=frames)
 
     def _live_shortlists(
         self, queries: Sequence[str], embeddings: np.ndarray, size: int, under: str | None, where=None
@@ -304,6 +349,7 @@ class Searcher:
         clock: RerankClock,
         updates: _Updates,
         reranked_rows: set[int],
+        frames: str = DEFAULT_FRAMES,
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
         tick = _Ticker(self.progress, total=clock.candidates)  # candidates, as the user counts them (`shortlist`)
@@ -331,9 +377,9 @@ class Searcher:
                 position += size
                 clock.record(size)
                 if updates.wanted and position < len(shortlist.rows):
-                    ranked = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold)
-                    updates.show(number, ranked + _waiting(shortlist, position, top_k - len(ranked), len(ranked)))
-            results.append(_ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold))
+                    ranked = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames)
+                    updates.show(number, ranked + _waiting(shortlist, position, top_k, ranked, frames))
+            results.append(_ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames))
             updates.done(number, results[-1])
         return results
 
@@ -343,30 +389,38 @@ class Searcher:
         return self.engine.itm_scores(text_states[text], states)
 
 
-def _ranked(query: str, kept_parts, score_parts, score: str, top_k: int, threshold: float | None) -> list[Hit]:
+def _ranked(
+    query: str, kept_parts, score_parts, score: str, top_k: int, threshold: float | None, frames: str
+) -> list[Hit]:
     """The reranked candidates so far (all of them: the final order), ranked as the search ranks them."""
     kept = _concatenated(query, kept_parts)
     itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
     scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
-    return rank_hits(kept, scores, top_k, threshold, itm=itm)
+    return rank_hits(kept, scores, top_k, threshold, itm=itm, frames=frames)
 
 
-def _waiting(shortlist: Shortlist, position: int, room: int, ranked: int) -> list[Hit]:
-    """Up to `room` candidates not reranked yet (from `position` on), in cosine order, ranked after `ranked`."""
-    if room <= 0:
+def _waiting(shortlist: Shortlist, position: int, top_k: int, ranked: list[Hit], frames: str) -> list[Hit]:
+    """The candidates not reranked yet (from `position` on), in cosine order, after the `ranked` ones, up to
+    `top_k` in all; with frames="best", none of a video already shown."""
+    if len(ranked) >= top_k:
         return []
-    hits = rank_hits(shortlist.subset(range(position, len(shortlist.rows))), None, room)
-    return [replace(h, rank=ranked + h.rank, shortlist_rank=position + h.shortlist_rank) for h in hits]
+    hits = rank_hits(shortlist.subset(range(position, len(shortlist.rows))), None, len(shortlist.rows), frames=frames)
+    shown = {h.path for h in ranked if h.t is not None} if frames == "best" else set()
+    hits = [h for h in hits if h.t is None or h.path not in shown][: top_k - len(ranked)]
+    return [
+        replace(h, rank=len(ranked) + number, shortlist_rank=position + h.shortlist_rank)
+        for number, h in enumerate(hits, 1)
+    ]
 
 
 class _Updates:
     """Each query's hits as they improve, handed to an UpdateCallback: the cosine shortlist at once, then each
     query's partial rerank as its chunks finish (the queries not reranked yet keep their shortlist)."""
 
-    def __init__(self, shortlists: list[Shortlist], top_k: int, callback: UpdateCallback | None):
+    def __init__(self, shortlists: list[Shortlist], top_k: int, callback: UpdateCallback | None, frames: str):
         self.callback = callback
         self.wanted = callback is not None
-        self.current = [rank_hits(s, None, top_k) for s in shortlists] if callback else []
+        self.current = [rank_hits(s, None, top_k, frames=frames) for s in shortlists] if callback else []
         if callback:
             callback([list(hits) for hits in self.current])
 
@@ -394,6 +448,7 @@ def _concatenated(query: str, parts: list[Shortlist]) -> Shortlist:
         np.concatenate([p.rows for p in parts]),
         np.concatenate([p.similarities for p in parts]),
         [path for p in parts for path in p.paths],
+        None if all(p.times is None for p in parts) else [p.time(i) for p in parts for i in range(len(p.rows))],
     )
 
 
@@ -428,7 +483,11 @@ class VisionStateCache:
     def take(self, shortlist: Shortlist) -> tuple[Shortlist, torch.Tensor | None]:
         """The candidates whose file decodes, with their states in order; failing files are reported and left out."""
         rows = [int(r) for r in shortlist.rows]
-        todo = {r: p for r, p in zip(rows, shortlist.paths) if r not in self.states and r not in self.failed}
+        todo = {
+            r: (p, shortlist.time(i))
+            for i, (r, p) in enumerate(zip(rows, shortlist.paths))
+            if r not in self.states and r not in self.failed
+        }
         self._compute(todo)
         usable = [i for i, r in enumerate(rows) if r in self.states]
         stacked = torch.stack([self.states[rows[i]] for i in usable]) if usable else None
@@ -438,10 +497,12 @@ class VisionStateCache:
                 self.states.pop(row, None)
         return shortlist.subset(usable), stacked
 
-    def _compute(self, paths_by_row: dict[int, str]) -> None:
+    def _compute(self, paths_by_row: dict[int, tuple[str, float | None]]) -> None:
+        """States of the rows' files (path, video frame time or None), decoded as the indexer decoded them."""
         engine, store = self.searcher.engine, self.searcher.state_store
         decoded = []
-        for row, path in paths_by_row.items():
+        for row, (file, time) in paths_by_row.items():
+            path = state_key(file, time)
             stored = store.get(path) if store is not None else None
             if stored is not None:
                 self.states[row] = stored
@@ -449,10 +510,11 @@ class VisionStateCache:
             try:
                 # Draft JPEG decoding (DCT scaling, as at index time): ~9x faster to decode a large photo, ITM within
                 # 0.01 of the full decode (docs/performance.md; tests/unit/search/test_terms.py checks the bound).
-                decoded.append((row, path, load_file_pixels(path, engine.preprocessing, draft=RERANK_DRAFT_DECODE)))
+                pixels = load_file_pixels(file, engine.preprocessing, draft=RERANK_DRAFT_DECODE, frame_time=time)
+                decoded.append((row, path, pixels))
             except ImageDecodeError as err:
                 self.failed.add(row)
-                self.searcher.on_missing(path, err.reason)
+                self.searcher.on_missing(file, err.reason)
         size = self.searcher.batch_size
         for start in range(0, len(decoded), size):
             chunk = decoded[start : start + size]

@@ -395,7 +395,7 @@ def _hits_json(result: Answer) -> dict[str, Any]:
     hits = [hit for hits in data["results"] for hit in hits]
     return {
         "hits": hits,
-        "thumbnails": [f"/thumb/{thumb_key(hit['path'])}" for hit in hits],
+        "thumbnails": [f"/thumb/{thumb_key(hit['path'], hit.get('t'))}" for hit in hits],
         "missing": data["missing"],
     }
 

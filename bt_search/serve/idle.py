@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable
 
 from bt_search.errors import ImageDecodeError
 from bt_search.media.decoding import load_file_pixels
-from bt_search.search.searcher import RERANK_DRAFT_DECODE
+from bt_search.search.searcher import RERANK_DRAFT_DECODE, state_key
 
 MAX_PENDING = 2_048  # candidates remembered; the oldest are forgotten first
 
@@ -30,7 +30,7 @@ class IdleStates:
         self.service = service
         self.idle_seconds = idle_seconds  # seconds without a request in flight (0 while one is)
         self.settle_s = settle_s
-        self.pending: OrderedDict[Hashable, str] = OrderedDict()  # (index state, path) -> path, next first
+        self.pending: OrderedDict[Hashable, tuple] = OrderedDict()  # (index state, key) -> (file, time), next first
         self.computed = 0  # states this worker added to the cache
         self.state_bytes = 0  # the size of one state, once one is computed
         self._lock = threading.Lock()
@@ -38,12 +38,13 @@ class IdleStates:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def offer(self, state_id: tuple, paths: list[str]) -> None:
-        """A search's shortlisted but unreranked candidates, best first: they go before every older offer."""
+    def offer(self, state_id: tuple, candidates: list[tuple[str, float | None]]) -> None:
+        """A search's shortlisted but unreranked candidates (file, video frame time or None), best first: they go
+        before every older offer."""
         with self._lock:
-            for path in reversed(paths):
-                key = (state_id, path)
-                self.pending[key] = path
+            for candidate in reversed(candidates):
+                key = (state_id, state_key(*candidate))  # as the search's state store keys it
+                self.pending[key] = candidate
                 self.pending.move_to_end(key, last=False)
             while len(self.pending) > MAX_PENDING:
                 self.pending.popitem(last=True)
@@ -95,26 +96,29 @@ class IdleStates:
         with self._lock:
             if not self.pending:
                 return True
-            key, path = self.pending.popitem(last=False)
+            key, candidate = self.pending.popitem(last=False)
         if key[0] != service.reader.state_id or key in states:
             return True
         with service.model_lock:
             if self.idle_seconds() < self.settle_s:  # a request came while we waited for the lock: it goes first
-                self._put_back(key, path)
+                self._put_back(key, candidate)
                 return True
+            file, time = candidate
             try:
-                pixels = load_file_pixels(path, service.engine.preprocessing, draft=RERANK_DRAFT_DECODE)
+                pixels = load_file_pixels(
+                    file, service.engine.preprocessing, draft=RERANK_DRAFT_DECODE, frame_time=time
+                )
             except ImageDecodeError:
                 return True  # a search reports it when it meets it
             state = service.engine.vision_states(pixels[None])[0]
         self.state_bytes = state.numel() * state.element_size()
         if not states.put_if_room(key, state):
-            self._put_back(key, path)
+            self._put_back(key, candidate)
             return False
         self.computed += 1
         return True
 
-    def _put_back(self, key: Hashable, path: str) -> None:
+    def _put_back(self, key: Hashable, candidate: tuple) -> None:
         with self._lock:
-            self.pending[key] = path
+            self.pending[key] = candidate
             self.pending.move_to_end(key, last=False)

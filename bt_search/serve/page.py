@@ -124,8 +124,10 @@ def _form(query: str, rerank: bool, filters: dict[str, str]) -> str:
 
 
 def _card(hit: Hit, generation: int, folder: str, filters: dict[str, str]) -> str:
-    key = thumb_key(hit.path)
+    key = thumb_key(hit.path, hit.t)  # a video's hit: its frame
     name = escape_html(os.path.basename(hit.path) or hit.path)
     image = f'<img src="/thumb/{key}?g={int(generation)}" alt="{name}">'
-    similar = "/?" + urlencode({"similar": key, **filters})
-    return card_html(hit, image, image_href=similar, path_href=f"/image/{key}?g={int(generation)}", folder=folder)
+    full = f"/image/{key}?g={int(generation)}"
+    # A video's frame opens its full view: there is no image query by a video.
+    similar = full if hit.t is not None else "/?" + urlencode({"similar": thumb_key(hit.path), **filters})
+    return card_html(hit, image, image_href=similar, path_href=full, folder=folder)

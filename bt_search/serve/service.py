@@ -27,7 +27,7 @@ from bt_search.engine.loading import resolve_device
 from bt_search.errors import UsageError, WorkLimitError
 from bt_search.output.html_sheet import common_folder, make_thumbnail
 from bt_search.search.filters import SORTS, parse_day
-from bt_search.search.hits import Hit
+from bt_search.search.hits import FRAMES, Hit
 from bt_search.search.open import check_same_space, open_index, open_searcher
 from bt_search.search.query import IMAGE_QUERY_OPTIONS, QueryRequest, run_query
 from bt_search.search.rerank_budget import default_shortlist
@@ -83,6 +83,7 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "after": (lambda v: v is None or (type(v) is str and _is_day(v)), "null or a day as YYYY-MM-DD"),
     "before": (lambda v: v is None or (type(v) is str and _is_day(v)), "null or a day as YYYY-MM-DD"),
     "sort": (lambda v: type(v) is str and v in SORTS, f"one of {', '.join(SORTS)}"),
+    "frames": (lambda v: type(v) is str and v in FRAMES, f"one of {', '.join(FRAMES)}"),
 }
 
 
@@ -103,9 +104,11 @@ class Answer:
         }
 
 
-def thumb_key(path: str) -> str:
-    """An opaque, URL-safe name for an image path (any bytes; never parsed back into a path)."""
-    return hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
+def thumb_key(path: str, t: float | None = None) -> str:
+    """An opaque, URL-safe name for an image path, or a video's frame at `t` seconds (any bytes; never parsed
+    back into a path)."""
+    name = os.fsencode(path) if t is None else os.fsencode(path) + f"#t={float(t)!r}".encode()
+    return hashlib.sha256(name).hexdigest()[:32]
 
 
 def check_request(kind: str, queries: Any, options: Any, *, shortlist: int) -> tuple[list[str], dict[str, Any]]:
@@ -175,6 +178,7 @@ class Service:
         self.full_images = SmallLRU(8)  # a few hundred kB each
         self._folder: tuple[tuple, str] | None = None  # (index state, common folder of its paths)
         self.served = SmallLRU(16_384)  # thumb key -> path, for rows this server has returned as hits
+        self.served_frames = SmallLRU(16_384)  # thumb key of (path, t) -> (path, t), for video frames among them
         self.auto_device = resolve_device("auto").type  # what `auto` means here, for clients that ask for it
         self._reload_lock = threading.Lock()
         self.model_lock = threading.Lock()  # searches, a watcher's image batches and idle-time work take turns
@@ -318,13 +322,13 @@ class Service:
         return self._image(key, self.full_images, FULL_PX, 2_000_000)
 
     def _image(self, key: str, cache: SmallLRU, side: int, max_bytes: int) -> bytes | None:
-        path = self.served.get(key)
+        path, t = self.served_frames.get(key) or (self.served.get(key), None)
         if path is None:
             return None
         cached = cache.get((self.reader.state_id, key))
         if cached is None:
             try:
-                cached = make_thumbnail(path, thumb_px=side, max_bytes=max_bytes)
+                cached = make_thumbnail(path, thumb_px=side, max_bytes=max_bytes, t=t)
             except Exception:  # noqa: BLE001 - any unreadable file is just "no image"
                 return None
             cache.put((self.reader.state_id, key), cached)
@@ -343,7 +347,8 @@ class Service:
             self._stamp = stamp
             if reader.state_id != self.reader.state_id:
                 self.reader = reader
-                for cache in (self.states, self.results, self.thumbs, self.full_images, self.served):
+                caches = (self.states, self.results, self.thumbs, self.full_images, self.served, self.served_frames)
+                for cache in caches:
                     cache.clear()
 
     def _searcher(
@@ -375,6 +380,8 @@ class Service:
         for hits in answer.results:
             for hit in hits:
                 self.served.put(thumb_key(hit.path), hit.path)
+                if hit.t is not None:
+                    self.served_frames.put(thumb_key(hit.path, hit.t), (hit.path, hit.t))
         self.results.put(self._key(state_id, kind, queries, options), answer)
         return answer
 

@@ -32,8 +32,21 @@ DATA_DIRS = (PARTS_DIR, TOMBSTONES_DIR, FAILED_DIR, ANN_DIR)
 # Format 1 names: read by legacy.py, removed after an upgrade.
 V1_IMAGES_FILE, V1_FAILED_FILE, V1_PENDING_DIR = "images.parquet", "failed.parquet", "pending"
 
-META_COLUMNS = ["path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "camera_make", "camera_model"]
+META_COLUMNS = [
+    "path",
+    "size",
+    "mtime_ns",
+    "sha256",
+    "width",
+    "height",
+    "taken_at",
+    "camera_make",
+    "camera_model",
+    "frame_time",
+]
 OPTIONAL_COLUMNS = ("taken_at", "camera_make", "camera_model")  # nullable; null in upgraded v1 rows
+# Nullable columns that parts written before them lack: read as all null (frame_time null = a still image).
+LATER_COLUMNS = ("frame_time",)
 _META_TYPES = {
     "path": pa.string(),
     "size": pa.int64(),
@@ -44,6 +57,7 @@ _META_TYPES = {
     "taken_at": pa.string(),
     "camera_make": pa.string(),
     "camera_model": pa.string(),
+    "frame_time": pa.float64(),  # a video frame's time in seconds; null for a still image
 }
 TOMBSTONE_SCHEMA = pa.schema([("row_id", pa.int64())])
 # A failure part row records a failure, or (reason null) clears the failure of that path.
@@ -55,6 +69,16 @@ ROW_GROUP_ROWS = 8192  # a lookup by row id reads one row group of the columns i
 
 def embedding_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
+
+
+def with_later_columns(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`table` with each LATER_COLUMNS name of `columns` that it lacks added as nulls, in `columns`' order."""
+    missing = [name for name in columns if name in LATER_COLUMNS and name not in table.column_names]
+    if not missing:
+        return table
+    for name in missing:
+        table = table.append_column(pa.field(name, _META_TYPES[name]), pa.nulls(table.num_rows, _META_TYPES[name]))
+    return table.select(columns)
 
 
 def part_schema(dim: int) -> pa.Schema:

@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from bt_search.errors import IndexFormatError
-from bt_search.store.files import FAILED_SCHEMA, part_schema, rebuild_hint
+from bt_search.store.files import FAILED_SCHEMA, LATER_COLUMNS, part_schema, rebuild_hint, with_later_columns
 from bt_search.store.records import embeddings_matrix
 
 _FORMAT = ds.ParquetFileFormat()
@@ -58,14 +58,24 @@ class Part:
         return self._parquet.schema_arrow.names
 
     def read(self, columns: list[str], filter: pc.Expression | None = None) -> pa.Table:
-        """The rows matching `filter` (all when None), in row id order, reading only the columns needed."""
+        """The rows matching `filter` (all when None), in row id order, reading only the columns needed (a
+        LATER_COLUMNS column the part lacks reads as nulls)."""
+        present = self._present(columns)
         if isinstance(self._source, pa.Table):
             table = self._source if filter is None else self._source.filter(filter)
-            return table.select(columns)
+            return with_later_columns(table.select(present), columns)
         try:
-            return _FORMAT.make_fragment(self._source).to_table(columns=columns, filter=filter)
+            table = _FORMAT.make_fragment(self._source).to_table(columns=present, filter=filter)
         except (OSError, pa.ArrowException) as exc:
             raise _damaged(self._path, exc) from exc
+        return with_later_columns(table, columns)
+
+    def _present(self, columns: list[str]) -> list[str]:
+        """`columns` less the LATER_COLUMNS this part was written without."""
+        if not any(name in LATER_COLUMNS for name in columns):
+            return columns
+        held = set(self.column_names)
+        return [name for name in columns if name not in LATER_COLUMNS or name in held]
 
     def take(self, ids: np.ndarray, columns: list[str]) -> pa.Table:
         """The rows with these ascending row ids that the part holds, reading only their row groups."""
@@ -74,9 +84,10 @@ class Part:
         else:
             groups = np.unique(np.searchsorted(self.group_min_ids, ids, side="right") - 1)
             try:
-                table = self._parquet.read_row_groups(groups.tolist(), columns=["row_id", *columns])
+                table = self._parquet.read_row_groups(groups.tolist(), columns=["row_id", *self._present(columns)])
             except (OSError, pa.ArrowException) as exc:
                 raise _damaged(self._path, exc) from exc
+        table = with_later_columns(table, list(dict.fromkeys(["row_id", *columns])))
         row_ids = table.column("row_id").to_numpy()
         positions = np.minimum(np.searchsorted(row_ids, ids), max(len(row_ids) - 1, 0))
         found = positions[row_ids[positions] == ids] if len(row_ids) else positions[:0]
@@ -84,6 +95,9 @@ class Part:
 
     def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
         """Every row of the part in row id order, `batch_rows` at a time (memory holds one batch)."""
+        if any(name in LATER_COLUMNS for name in columns):  # ANN builds ask for row_id and embedding only
+            yield from self.read(columns).to_batches(max_chunksize=batch_rows)
+            return
         if isinstance(self._source, pa.Table):
             yield from self._source.select(columns).to_batches(max_chunksize=batch_rows)
             return

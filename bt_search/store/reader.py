@@ -177,6 +177,11 @@ class IndexReader:
         """The paths of rows `ids`, in that order (reads only the row groups holding them)."""
         return original_paths(self._snapshot.take(np.asarray(ids, dtype=np.int64), ["path"]).column("path").to_pylist())
 
+    def frame_times_for(self, ids: Sequence[int] | np.ndarray) -> list[float | None]:
+        """The video frame times (seconds) of rows `ids`, in that order; None for a still image."""
+        table = self._snapshot.take(np.asarray(ids, dtype=np.int64), ["frame_time"])
+        return table.column("frame_time").to_pylist()
+
     def embeddings_for(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """[len(ids), D] float32 embeddings of rows `ids`, in that order."""
         table = self._snapshot.take(np.asarray(ids, dtype=np.int64), ["embedding"])

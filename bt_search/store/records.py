@@ -30,6 +30,7 @@ class ImageRow:
     taken_at: str | None = None  # ISO 8601 capture time from EXIF, when known
     camera_make: str | None = None
     camera_model: str | None = None
+    frame_time: float | None = None  # a video's frame: its time in seconds (the video's rows share the path)
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,14 @@ def failure_table(failed: Sequence[FailedRow], cleared: Sequence[str]) -> pa.Tab
 
 
 def check_commit_paths(rows: Sequence[ImageRow], failed: Sequence[FailedRow], removed: Sequence[str]) -> list[str]:
-    """All paths of one commit; ValueError if one repeats or is not absolute."""
-    paths = [row.path for row in rows] + [failure.path for failure in failed] + list(removed)
+    """All paths of one commit, each once; ValueError if one repeats or is not absolute. A video's frames share
+    its path: they may repeat it, at distinct frame times, and together they replace all of the video's rows."""
+    stills = [row.path for row in rows if row.frame_time is None]
+    frames = [(row.path, row.frame_time) for row in rows if row.frame_time is not None]
+    if len(set(frames)) != len(frames):
+        raise ValueError("a video frame appears more than once in one commit")
+    units = stills + list(dict.fromkeys(path for path, _ in frames))
+    paths = units + [failure.path for failure in failed] + list(removed)
     if len(set(paths)) != len(paths):
         raise ValueError("a path appears more than once in one commit")
     for path in paths:

@@ -140,16 +140,20 @@ class IndexWriter:
         return dict(self._failures)
 
     def paths_under(self, roots: Sequence[str]) -> list[str]:
-        """Live image paths equal to one of `roots` or inside one of them (for --prune)."""
+        """Live image paths equal to one of `roots` or inside one of them (for --prune), each once (a video's
+        frames share its path)."""
         condition = _under(roots)
         if condition is None:
             return []
-        return original_paths(self._snapshot.where(["path"], condition).column("path").to_pylist())
+        column = self._snapshot.where(["path"], condition).column("path")
+        return original_paths(pc.unique(column).to_pylist() if len(column) else [])
 
     def count_under(self, roots: Sequence[str]) -> int:
-        """How many live image rows paths_under would return, without making a Python object per row."""
+        """How many paths paths_under would return, without making a Python object per row."""
         condition = _under(roots)
-        return 0 if condition is None else self._snapshot.where(["path"], condition).num_rows
+        if condition is None:
+            return 0
+        return int(pc.count_distinct(self._snapshot.where(["path"], condition).column("path")).as_py())
 
     def rows_by_sha256(self, sha256s: Iterable[str]) -> dict[str, ImageRow]:
         """One indexed row per given content hash that the index holds (under any path).
@@ -159,9 +163,21 @@ class IndexWriter:
         wanted = list(dict.fromkeys(sha256s))
         if not wanted:
             return {}
+        return {sha: rows[0] for sha, rows in self.row_sets_by_sha256(wanted).items()}
+
+    def row_sets_by_sha256(self, sha256s: Iterable[str]) -> dict[str, list[ImageRow]]:
+        """The rows of one indexed file per given content hash: one row for an image, each kept frame of a video
+        (of the file with that content indexed first, in frame order)."""
+        wanted = list(dict.fromkeys(sha256s))
+        if not wanted:
+            return {}
         table = self._snapshot.where(_ROW_COLUMNS, pc.field("sha256").isin(pa.array(wanted, pa.string())))
-        rows = image_rows(table)
-        return {sha: row for sha, row in zip(table.column("sha256").to_pylist(), rows, strict=True)}
+        found: dict[str, list[ImageRow]] = {}
+        for sha, row in zip(table.column("sha256").to_pylist(), image_rows(table), strict=True):
+            rows = found.setdefault(sha, [row])
+            if rows[0] is not row and rows[0].path == row.path and row.frame_time is not None:
+                rows.append(row)
+        return {sha: sorted(rows, key=lambda row: row.frame_time or 0.0) for sha, rows in found.items()}
 
     def _rows_at(self, paths: Iterable[str] | None, columns: list[str]) -> pa.Table:
         if paths is None:
@@ -202,7 +218,7 @@ class IndexWriter:
             write_parquet(failure_table(failed, cleared), self.directory / name)
             changes["failed_parts"] = [*manifest["failed_parts"], {"file": name, "rows": len(failed) + len(cleared)}]
         removed_set = set(removed)
-        self._removed += sum(path in removed_set for path in original_paths(replaced.column("path").to_pylist()))
+        self._removed += len(removed_set & set(original_paths(replaced.column("path").to_pylist())))
         self._removed += sum(path in self._failures for path in removed)
         for path in [row.path for row in rows] + list(removed):
             self._failures.pop(path, None)
@@ -269,6 +285,7 @@ _ROW_COLUMNS = [
     "taken_at",
     "camera_make",
     "camera_model",
+    "frame_time",
     "embedding",
 ]
 

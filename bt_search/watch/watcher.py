@@ -23,6 +23,7 @@ from bt_search.indexing.progress import IndexProgress
 from bt_search.indexing.run import COMMIT_ROWS, IndexReport, index_paths
 from bt_search.media.scan import canonical_path
 from bt_search.media.scan_rules import ScanRules
+from bt_search.media.video import VideoSampling
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter
 from bt_search.store.files import MANIFEST_FILE
 from bt_search.watch.changes import ADDED, DELETED, MODIFIED, targets
@@ -57,6 +58,7 @@ class WatchOptions:
     commit_rows: int = COMMIT_ROWS
     debounce_ms: int = DEBOUNCE_MS
     lock_retry_s: float = LOCK_RETRY_SECONDS
+    video: VideoSampling | None = None  # how videos' frames are sampled (None: the defaults; media/video.py)
 
 
 class Watcher:
@@ -205,6 +207,7 @@ class Watcher:
                     workers=self.options.workers,
                     draft=self.options.draft,
                     commit_rows=self.options.commit_rows,
+                    video=self.options.video,
                 )
             finally:
                 self.status.update(indexing=0, done=0)

@@ -27,6 +27,7 @@ from bt_search.serve.service import thumb_key
 from tests.support.cli import cli, cli_index
 from tests.support.images import noise_image
 from tests.support.serve import ServerProcess
+from tests.support.videos import write_video
 
 QUERY = "two green triangles"
 
@@ -43,6 +44,7 @@ def setup(tiny_checkpoint, tmp_path_factory):
     exif = Image.Exif()  # one photo with a capture date: every output carries its taken_at
     exif.get_ifd(0x8769)[0x9003] = "2021:07:04 10:11:12"
     noise_image(798, 64, 64).save(photos / "dated.jpg", exif=exif, quality=95)
+    write_video(photos / "clip.mkv", scenes=(0, 1, 2), seconds_each=5)  # 3 frame rows: every output carries t
     index = root / "index"
     cli_index([photos], index, tiny_checkpoint, "--quiet")
     # Poisoned packages on the path: a served query never imports torch or transformers, and the attach fast
@@ -115,9 +117,9 @@ def test_query_through_the_server_is_byte_identical_and_torch_free(setup, args):
 # fails it until it is added here); the harness adds --index, and --no-server for the in-process run.
 EVERY_OPTION = [
     ("--queries-file", "{queries}", "--not", "dogs::0.5", "--like", "{photos}/p01.png", "--unlike", "{photos}/p02.png"),
-    (QUERY, "--score", "itm", "-k", "13", "-n", "13", "--after", "2000-01-01", "--before", "2100-12-31", "-f", "csv"),
+    (QUERY, "--score", "itm", "-k", "14", "-n", "16", "--after", "2000-01-01", "--before", "2100-12-31", "-f", "csv"),
     (QUERY, "--sort", "date", "--rerank-budget", "60", "--threshold", "-5", "--format", "tsv", "--verbose"),
-    ("--image", "{photos}/p03.png", "-k", "13", "--under", "{photos}", "-f", "jsonl", "--after", "2000-01-01"),
+    ("--image", "{photos}/p03.png", "-k", "16", "--under", "{photos}", "-f", "jsonl", "--frames", "all"),
     (QUERY, "--model", "{model}", "--device", "cpu", "--precision", "auto", "--batch-size", "2", "--no-rerank"),
     (QUERY, "-f", "paths", "-0", "-q", "--score", "cosine", "--html", "{html}"),
 ]
@@ -148,8 +150,11 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
         assert b"server not used" not in result.stderr
         outputs.append((result.stdout, html.read_bytes() if html.exists() else None))
     assert outputs[0] == outputs[1] and outputs[0][0]
-    if "-k" in args and args[args.index("-k") + 1] == "13":  # all images: the dated one among them
-        assert b"2021-07-04T10:11:12" in outputs[0][0]
+    if "-k" in args and args[args.index("-k") + 1] in ("14", "16"):  # every file: the dated one, the video
+        assert b"2021-07-04T10:11:12" in outputs[0][0] and b"clip.mkv" in outputs[0][0]
+    if "--frames" in args:  # each of the video's frames, with its time
+        times = sorted(json.loads(line)["t"] for line in outputs[0][0].splitlines() if b"clip.mkv" in line)
+        assert times == [0.0, 5.0, 10.0]
     if "--not" in args:  # reranked with negatives: the served hits carry the combined ITM probability too
         assert all(type(json.loads(line)["itm"]) is float for line in outputs[0][0].splitlines())
 

@@ -37,6 +37,7 @@ def make_hits(paths: list[str], query: str = 'two "cats", one\ttab') -> list[Hit
             similarity=0.1 * i - 0.05,
             shortlist_rank=9 - i,
             itm=1 / (i + 3) if i % 2 else None,  # some reranked, some not: a float and an empty field
+            t=2.5 * i if i % 3 == 0 else None,  # some video frames (seconds), some still images
         )
         for i, p in enumerate(paths, start=1)
     ]
@@ -57,6 +58,7 @@ def as_row(hit: Hit) -> list[str]:
         str(hit.shortlist_rank),
         hit.taken_at or "",
         "" if hit.itm is None else repr(hit.itm),
+        "" if hit.t is None else repr(hit.t),
     ]
     return [hit.query, *numbers]
 
@@ -99,6 +101,7 @@ def test_jsonl_converts_numpy_like_scalars():
         "shortlist_rank": 3,
         "taken_at": None,
         "itm": 0.75,
+        "t": None,
     }
 
 
@@ -123,7 +126,7 @@ def test_delimited_without_header_for_later_queries(fmt):
 
 def test_tsv_plain_names_are_not_quoted():
     hit = make_hits(["/photos/a b.jpg"], query="cat")[0]
-    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\t{hit.itm!r}\n"
+    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\t{hit.itm!r}\t\n"
     assert rendered([hit], "tsv", include_header=False) == expected
 
 
@@ -250,6 +253,14 @@ def test_table_puts_short_paths_beside_their_numbers(monkeypatch):
     lines = table_at_80_columns(monkeypatch, [hits])
     assert headers(lines) == [["rank", "score", "itm", "similarity", "path"]]
     assert lines[-1].split() == ["1", "1.3000", "0.9000", "0.4000", "/photos/cat.jpg"]
+
+
+def test_table_shows_a_video_frames_time_and_paths_the_video_alone(monkeypatch):
+    hits = [Hit("cats", 1, "/v/clip.mp4", 0.4, 0.4, 1, t=12.5), Hit("cats", 2, "/p/cat.jpg", 0.3, 0.3, 2)]
+    lines = table_at_80_columns(monkeypatch, [hits])
+    assert headers(lines) == [["rank", "similarity", "t", "path"]]
+    assert lines[-2].split() == ["1", "0.4000", "12.5s", "/v/clip.mp4"] and lines[-1].split()[-1] == "/p/cat.jpg"
+    assert rendered(hits, "paths") == "/v/clip.mp4\n/p/cat.jpg\n"
 
 
 @pytest.mark.parametrize(

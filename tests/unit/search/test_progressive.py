@@ -42,5 +42,5 @@ def test_unreranked_candidates_are_reported_past_the_shortlist(engine, library):
     searcher = Searcher(reader, engine, on_unreranked=reported.extend, lookahead=3)
     (hits,) = searcher.search([QUERIES[0]], top_k=2, shortlist=3)
     deeper = Searcher(reader, engine).search([QUERIES[0]], top_k=6, rerank=False)[0]
-    assert reported == [h.path for h in deeper[3:6]]  # the next three by cosine, best first
-    assert not {h.path for h in hits} & set(reported)
+    assert reported == [(h.path, None) for h in deeper[3:6]]  # the next three by cosine, best first
+    assert not {(h.path, None) for h in hits} & set(reported)

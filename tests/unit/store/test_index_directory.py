@@ -126,8 +126,10 @@ def test_files_are_readable_with_plain_pyarrow(tmp_path):
         "taken_at",
         "camera_make",
         "camera_model",
+        "frame_time",
         "embedding",
     ]
+    assert images.column("frame_time").to_pylist() == [None, None, None]  # still images
     assert images.column("path").to_pylist() == [row.path for row in rows]
     assert np.array_equal(np.array(images.column("embedding").to_pylist(), dtype=np.float32), embeddings)
     assert str(images.schema.field("embedding").type) == f"fixed_size_list<element: float>[{DIM}]"
