@@ -44,3 +44,35 @@ def test_unreranked_candidates_are_reported_past_the_shortlist(engine, library):
     deeper = Searcher(reader, engine).search([QUERIES[0]], top_k=6, rerank=False)[0]
     assert reported == [(h.path, None) for h in deeper[3:6]]  # the next three by cosine, best first
     assert not {(h.path, None) for h in hits} & set(reported)
+
+
+def test_video_frames_fold_in_the_updates_and_are_offered_with_their_time(engine, tmp_path):
+    from bt_search.indexing.run import index_paths
+    from bt_search.media.video import VideoSampling
+    from bt_search.store import IndexIdentity, IndexReader, IndexWriter
+    from tests.support.images import noise_image
+    from tests.support.videos import write_video
+
+    folder = tmp_path / "library"
+    folder.mkdir()
+    clip = write_video(folder / "clip.mp4", scenes=(0, 1, 2), seconds_each=4)
+    for i in range(3):
+        noise_image(40 + i, 64, 64).save(folder / f"photo{i}.png")
+    with IndexWriter.open(tmp_path / "index", IndexIdentity.of(engine)) as writer:
+        index_paths([str(folder)], writer, engine, workers=0, batch_size=2, video=VideoSampling(frames_per_minute=30))
+    reader, updates, offered = IndexReader.open(tmp_path / "index"), [], []
+    searcher = Searcher(reader, engine, batch_size=1, on_unreranked=offered.extend, lookahead=6)
+    request = QueryRequest(queries=(QUERIES[0],), top_k=2, shortlist=2)
+    (final,) = run_query(searcher, request, updates.append)
+    for (hits,) in [*updates, (final,)]:  # a video shows once (its best frame), in every update as in the answer
+        videos = [h.path for h in hits if h.t is not None]
+        assert len(videos) == len(set(videos)) and [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    shortlisted = {
+        (h.path, h.t)
+        for h in run_query(
+            Searcher(reader, engine),
+            QueryRequest(queries=(QUERIES[0],), top_k=6, shortlist=6, rerank=False, frames="all"),
+        )[0]
+    }
+    assert len(offered) == 4 and set(offered) <= shortlisted  # 6 rows, 2 reranked: the other 4, frames as rows
+    assert all((t is not None) == (path == str(clip)) for path, t in offered)  # a frame is offered with its time
