@@ -92,6 +92,13 @@ def resolve_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype, t
     return choices[precision], choices[precision]
 
 
+def precision_facts(device: str = "auto", precision: str = "auto") -> dict[str, str]:
+    """What `device` and `precision` compute in on this machine, named as serve's /health names them."""
+    torch_device = resolve_device(device)
+    dtype, rerank_dtype = (str(t).removeprefix("torch.") for t in resolve_dtypes(precision, torch_device))
+    return {"device": torch_device.type, "dtype": dtype, "rerank_dtype": rerank_dtype}
+
+
 def load_engine(
     model: str = DEFAULT_MODEL,
     *,
