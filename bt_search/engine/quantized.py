@@ -1,17 +1,17 @@
 """The int8 rerank: the rerank's matrix products in int8 where the CPU has no native bf16.
 
-Dynamic quantisation (the products of `torch.ao.quantization.quantize_dynamic`, called directly): each weight
-that the rerank multiplies by is quantised once, per output channel, to int8 and prepacked for the CPU's int8
-kernels (fbgemm on x86, QNNPACK on ARM); each product quantises its input per call (per tensor, 7-bit so
-AVX2's 16-bit pair sums cannot saturate), multiplies in int8 and returns fp32. Everything else (attention
-scores, softmax, LayerNorm, activations) stays fp32.
+Dynamic quantisation, as `torch.ao.quantization.quantize_dynamic` computes it, without swapping modules (the
+fast paths in model.py read weights directly): each weight the rerank multiplies activations by gets an int8
+copy, symmetric per output channel and prepacked for the CPU's int8 kernels (fbgemm on x86, QNNPACK on ARM);
+each product quantises its input per call (per tensor, 7-bit, so AVX2's 16-bit pair sums cannot saturate),
+multiplies in int8 and returns fp32. Attention scores, softmax, LayerNorm and activations stay fp32.
 
-The fp32 weights stay the only fp32 copy: the int8 copies sit beside them (a quarter of their size per copy
-that the kernel library keeps; docs/performance.md, "int8 rerank", says what that measured), built on the first
-rerank, so an engine that only embeds never pays for them. The model code is unchanged: `Int8Products.active()`
-is a torch function mode, like autocast, that routes `linear` and `addmm` over a quantised weight (or its
-transpose, or the key/value concatenation the attention builds) to the int8 kernel while it is entered.
-Embeddings never run under it, so index and query vectors (and the index's fingerprint) are the fp32 ones.
+`Int8Products.active()` is a torch function mode, entered where autocast would be (model._rerank_precision),
+that sends `linear` and `addmm` over a registered weight (or its transpose, or the key/value concatenation
+the cross-modal attention builds) to `quantized::linear_dynamic`. A copy is made when a product first reads
+its weight, so an engine that only embeds makes none. The fp32 weights stay the only fp32 copy; the int8
+copies cost a quarter of the weights they copy (docs/performance.md, "int8 rerank"). Embeddings never run
+under the mode, so index and query vectors (and the index's fingerprint) are the fp32 ones.
 """
 
 from __future__ import annotations
