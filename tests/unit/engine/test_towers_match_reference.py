@@ -276,7 +276,7 @@ def test_int8_rerank_stays_close_to_the_reference(spec, checkpoints, int8_engine
     np.testing.assert_array_equal(engine.encode_images(pixels), fp32.encode_images(pixels))
     np.testing.assert_array_equal(engine.encode_texts(CAPTIONS[:3]), fp32.encode_texts(CAPTIONS[:3]))
     states = engine.vision_states(pixels)
-    for text in CAPTIONS[:2]:
+    for text in CAPTIONS[:1]:  # each reference call loads the HF model
         expected = reference_itm(checkpoints[spec.name], sample_images, text)
         ours = engine.itm_scores(engine.text_states(text), states)
         np.testing.assert_allclose(ours, expected, atol=0.02)
