@@ -24,7 +24,6 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-INT8 = torch.int8  # the engine's `rerank_dtype` for this path (serve's /health shows "int8")
 _TAG = "_bt_int8_pair"  # attribute marking a concatenation of a registered (key, value) pair of weights or biases
 _BUILD_LOCK = threading.Lock()
 
@@ -148,6 +147,8 @@ class _Int8Mode(TorchFunctionMode):
     def _addmm(self, bias, x, matrix, *, beta=1, alpha=1):
         base = matrix._base  # addmm reads W.t(): a transposed view of the weight
         if x.dtype != torch.float32 or x.dim() != 2 or base is None or matrix.dim() != 2 or bias.dim() != 1:
+            return None
+        if not alpha > 0:  # folded into the per-channel scales, which must stay positive
             return None
         if matrix.shape != base.shape[::-1] or matrix.stride() != base.stride()[::-1]:
             return None
