@@ -700,9 +700,20 @@ def info(
     from bt_search.store.info import index_info
 
     with cli_errors(picks=_picks(index=index)):
-        render_info(
-            index_info(_index_dir(index)), fmt, sys.stdout, failed_command=_hinted("`bt-search failed`").strip("`")
-        )
+        facts = index_info(_index_dir(index))
+        facts["auto_precision"] = _auto_precision()
+        render_info(facts, fmt, sys.stdout, failed_command=_hinted("`bt-search failed`").strip("`"))
+
+
+def _auto_precision() -> dict[str, str] | None:
+    """What a search with the default `--device` and `--precision auto` computes in here (None: that device
+    cannot run here). Imports torch: the CPU's features decide the rerank's precision."""
+    from bt_search.engine.loading import precision_facts
+
+    try:
+        return precision_facts(config.default_device(), "auto")
+    except UsageError:
+        return None
 
 
 @app.command()
