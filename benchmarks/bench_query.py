@@ -5,10 +5,10 @@ HF-docs loop (what a user would write): for each query, `BridgeTowerProcessor` +
 images decoded from disk), score = softmax(logits)[:, 1]. bt-search: `Searcher.search` with rerank (text
 tower once per query, vision tower once per distinct candidate, fusion-only ITM per pair), once with an
 fp32 engine and once with `--precision auto`, the default (on a CPU with AVX512-BF16 or AMX: fp32
-embeddings, bf16 rerank; elsewhere the same as fp32), and `bf16` on request. Same base-shaped random
-checkpoint, same index. Cases: one query at each --shortlists N, and a batch of --queries queries at
---batch-shortlist. Each case runs once per contender, the contenders back to back, so machine load hits all
-of them alike. Also prints how far the
+embeddings, bf16 rerank; elsewhere an int8 rerank over fp32 embeddings), and `bf16` or `int8` on request.
+Same base-shaped random checkpoint, same index. Cases: one query at each --shortlists N, and a batch of
+--queries queries at --batch-shortlist. Each case runs once per contender, the contenders back to back, so
+machine load hits all of them alike. Also prints how far the
 ITM scores are from HF's (max |delta| over the pairs both scored), and optionally (--cold) cold starts.
 
     python benchmarks/bench_query.py --images 60 --shortlists 20 50 --queries 10 --batch-shortlist 20
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--shortlists", type=int, nargs="+", default=[20, 50], help="N for the single-query cases")
     parser.add_argument("--queries", type=int, default=10, help="queries in the batch case (0: skip it)")
     parser.add_argument("--batch-shortlist", type=int, default=20, help="N for the batch case")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "auto"], choices=["fp32", "auto", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "auto"], choices=["fp32", "auto", "bf16", "int8"])
     parser.add_argument("--cold", action="store_true", help="also time cold starts (fresh processes)")
     parser.add_argument("--cold-before", metavar="REV", help="only: cold --no-rerank of git REV vs this checkout")
     parser.add_argument("--cold-models", nargs="+", default=["demo", "large"], choices=["demo", "base", "large"])

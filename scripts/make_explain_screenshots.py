@@ -89,7 +89,8 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.5)
-            shoot(f"{base}/?q={quote(QUERY)}&explain=true", ROOT / "docs" / "explain-serve-page.png", 1200, 700)
+            url = f"{base}/?q={quote(QUERY)}&explain=true&ranked=1"  # ranked=1: the reranked page, no shortlist step
+            shoot(url, ROOT / "docs" / "explain-serve-page.png", 1200, 700)
         finally:
             server.terminate()
             server.wait(timeout=30)

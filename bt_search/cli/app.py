@@ -564,6 +564,11 @@ def query(**options: Any) -> None:
             results, notes = served
             for note in notes:  # what the search said, as the in-process search says it
                 _say(quiet, _in_cli_words(note))
+        elif fmt == "table" and sys.stdout.isatty() and _on_terminal() and not quiet:  # shortlist, then rerank
+            from bt_search.cli.live import LiveResults
+
+            with LiveResults(err_console) as live:
+                results = _searched(options, queries, missing, live)
         else:
             results = _searched(options, queries, missing)
         missing.summarize()
@@ -597,8 +602,9 @@ class _MissingFiles:
             _say(self.quiet, missing_summary(self.paths), "[yellow]skipped[/] ")
 
 
-def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingFiles):
-    """The query searched in this process, by the same function a server answers with (search/query.py)."""
+def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingFiles, live: Any = None):
+    """The query searched in this process, by the same function a server answers with (search/query.py);
+    `live` (cli/live.LiveResults) shows the hits as they arrive and improve, and the rerank's progress."""
     from bt_search.cli.served import query_request
     from bt_search.search.open import open_searcher
     from bt_search.search.query import run_query
@@ -621,9 +627,16 @@ def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingF
         on_missing=on_missing,
         on_note=lambda message: _say(quiet, _in_cli_words(message)),
         on_loading=_loading(quiet),
-        progress=_RerankBar() if _on_terminal() and not (quiet or request.image or not request.rerank) else None,
+        progress=_rerank_progress(live, quiet or request.image is not None or not request.rerank),
     )
-    return run_query(searcher, request)
+    return run_query(searcher, request, on_update=None if live is None else live.update)
+
+
+def _rerank_progress(live: Any, unwanted: bool) -> Any:
+    """The live view's progress line, else a bar on a terminal (none when unwanted: --quiet, no rerank)."""
+    if live is not None:
+        return live.progress
+    return _RerankBar() if _on_terminal() and not unwanted else None
 
 
 def _write_results(
@@ -694,9 +707,20 @@ def info(
     from bt_search.store.info import index_info
 
     with cli_errors(picks=_picks(index=index)):
-        render_info(
-            index_info(_index_dir(index)), fmt, sys.stdout, failed_command=_hinted("`bt-search failed`").strip("`")
-        )
+        facts = index_info(_index_dir(index))
+        facts["auto_precision"] = _auto_precision()
+        render_info(facts, fmt, sys.stdout, failed_command=_hinted("`bt-search failed`").strip("`"))
+
+
+def _auto_precision() -> dict[str, str] | None:
+    """What a search with the default `--device` and `--precision auto` computes in here (None: that device
+    cannot run here). Imports torch: the CPU's features decide the rerank's precision."""
+    from bt_search.engine.loading import precision_facts
+
+    try:
+        return precision_facts(config.default_device(), "auto")
+    except UsageError:
+        return None
 
 
 @app.command()
@@ -750,6 +774,11 @@ def serve(
         False, "--watch", help="Keep the index current with the folders it was built from (serve.md, watch mode)."
     ),
     poll: float | None = PollOpt,
+    idle_states: bool = typer.Option(
+        False,
+        "--idle-states",
+        help="While idle, compute vision states for candidates recent queries shortlisted but did not rerank.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Keep the model and index loaded and answer searches: a JSON API, a search page, and `query` auto-attach."""
@@ -774,6 +803,7 @@ def serve(
             batch_size=batch_size or config.default_batch_size(),
             watch=watch,
             poll=poll,
+            idle_states=idle_states,
         )
         serve_forever(settings, say=lambda message: _say(quiet, message))
 

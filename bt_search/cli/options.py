@@ -42,8 +42,8 @@ NULL_HELP = "With --format paths: end each path with NUL (for xargs -0)."
 INDEX_HELP = f"Index directory (env {config.ENV_INDEX}; default under XDG data dir)."
 DEVICE_HELP = f"auto, cpu, cuda or mps (env {config.ENV_DEVICE})."
 PRECISION_HELP = (
-    "auto (CUDA: bf16; CPU: fp32 embeddings, rerank in bf16 where the CPU has AVX512-BF16 or AMX, else fp32), "
-    "fp32 (the reference's numbers), bf16, fp16."
+    "auto (CUDA: bf16; CPU: fp32 embeddings, rerank in bf16 where the CPU has AVX512-BF16, AMX or ARM BF16, "
+    "else in int8), fp32 (the reference's numbers), bf16, fp16, int8 (CPU: fp32 embeddings, int8 rerank)."
 )
 BATCH_HELP = f"Images per model batch (env {config.ENV_BATCH_SIZE})."
 QUIET_HELP = "No progress or summary on stderr."

@@ -10,6 +10,7 @@ with respect to every attention map (Chefer et al. 2021), by one backward pass t
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +45,11 @@ def fusion_attention(
         from bt_search.errors import MissingHeadError
 
         raise MissingHeadError(f"{engine.model_id} has no ITM head, so there is no match to explain")
-    with torch.inference_mode(False), torch.set_grad_enabled(gradients), engine._rerank_precision():
+    # The rerank's precision (bf16 autocast), except int8: its quantized products are for the rerank alone, and the
+    # maps are computed over the full-precision weights then.
+    quantized = engine.rerank_dtype == torch.int8
+    precision = contextlib.nullcontext() if quantized else engine._rerank_precision()
+    with torch.inference_mode(False), torch.set_grad_enabled(gradients), precision:
         # Outside inference mode: the cached states are inference tensors, which autograd cannot record; a copy is not.
         text_streams = text.streams.clone().unsqueeze(0).expand(images.shape[0], -1, -1, -1)
         image_streams = images.clone()

@@ -7,6 +7,7 @@ or from PyTorch `.bin` files read by torch's weights-only unpickler (weights.py)
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ import torch
 from bt_search.config import DEFAULT_MODEL
 from bt_search.engine.model import BridgeTowerEngine, Heads
 from bt_search.engine.naming import model_name
+from bt_search.engine.quantized import int8_engine
 from bt_search.engine.text_tower import (
     ContrastiveHead,
     FastTokenizer,
@@ -43,28 +45,58 @@ def resolve_device(device: str) -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Elsewhere bf16 is emulated and slower."""
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX on x86, BF16 on ARM). Elsewhere bf16 is
+    emulated and slower."""
     cpu = getattr(torch, "cpu", None)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in probes)
+    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in probes) or "bf16" in _arm_cpu_features()
+
+
+def _arm_cpu_features() -> set[str]:
+    """The `Features` line of /proc/cpuinfo on ARM Linux (empty elsewhere; torch has no ARM BF16 probe)."""
+    if platform.machine().lower() not in ("aarch64", "arm64"):
+        return set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("Features") for flag in line.split(":")[-1].split()}
 
 
 def resolve_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
     """(embedding dtype, rerank dtype) for `--precision`.
 
     `auto` keeps ITC embeddings in fp32 off CUDA (index and query vectors stay the reference's), and reranks
-    in bf16 where the hardware multiplies it natively: CUDA, and CPUs with AVX512-BF16 or AMX, where bf16
-    halves the rerank's time and moves ITM by < 0.01 (docs/performance.md, "CPU experience").
+    in bf16 where the hardware multiplies it natively: CUDA, and CPUs with AVX512-BF16, AMX or ARM BF16, where
+    bf16 halves the rerank's time and moves ITM by < 0.01 (docs/performance.md, "CPU experience"). Other CPUs
+    rerank in int8 (`torch.int8`: quantized.py), where this torch has int8 kernels. `int8` asks for that
+    anywhere on CPU; the embeddings stay fp32 either way.
     """
     choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16, torch.bfloat16
-        rerank = torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
-        return torch.float32, rerank
+        if device.type != "cpu":
+            return torch.float32, torch.float32
+        if cpu_has_native_bf16():
+            return torch.float32, torch.bfloat16
+        return torch.float32, torch.int8 if int8_engine() else torch.float32
+    if precision == "int8":
+        if device.type != "cpu":
+            raise UsageError(f"`precision=int8` runs on CPU only, not {device.type}; use `precision=auto` there")
+        if int8_engine() is None:
+            raise UsageError("this torch has no int8 CPU kernels for `precision=int8`; use `precision=fp32`")
+        return torch.float32, torch.int8
     if precision not in choices:
-        raise UsageError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+        raise UsageError(f"unknown precision {precision!r}; use auto, fp32, bf16, fp16 or int8")
     return choices[precision], choices[precision]
+
+
+def precision_facts(device: str = "auto", precision: str = "auto") -> dict[str, str]:
+    """What `device` and `precision` compute in on this machine, named as serve's /health names them."""
+    torch_device = resolve_device(device)
+    dtype, rerank_dtype = (str(t).removeprefix("torch.") for t in resolve_dtypes(precision, torch_device))
+    return {"device": torch_device.type, "dtype": dtype, "rerank_dtype": rerank_dtype}
 
 
 def load_engine(

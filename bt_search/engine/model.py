@@ -128,10 +128,14 @@ class BridgeTowerEngine:
         """Rerank's products in `rerank_dtype` over the one set of weights (fp32 when the embeddings are).
 
         Autocast casts each weight as a product reads it, without keeping the casts (cache_enabled=False), so no
-        second copy of the backbone is ever held.
+        second copy of the backbone is ever held. int8 runs the products by int8 copies of the weights.
         """
         if self.rerank_dtype == self.dtype:
             return contextlib.nullcontext()
+        if self.rerank_dtype == torch.int8:  # int8 products over int8 copies of the weights (quantized.py)
+            from bt_search.engine.quantized import rerank_products
+
+            return rerank_products(self).active()
         return torch.autocast(self.device.type, dtype=self.rerank_dtype, cache_enabled=False)
 
     def _vision_blocks(

@@ -62,8 +62,15 @@ def render_info(info: dict[str, Any], fmt: str, stream: TextIO, failed_command: 
         ("scan rules", _rules_text(rules) if rules else "defaults"),
         ("capture dates", "stored" if info["capture_info"] else "not yet (the next index run adds them)"),
     ]
+    if info.get("auto_precision"):
+        lines.append(("search computes", _precision_text(info["auto_precision"])))
     for name, value in lines:
         stream.write(f"{name + ':':<17}{value}\n")
+
+
+def _precision_text(facts: dict[str, str]) -> str:
+    """e.g. "on cpu: float32 embeddings, int8 rerank (precision auto, here)"."""
+    return f"on {facts['device']}: {facts['dtype']} embeddings, {facts['rerank_dtype']} rerank (precision auto, here)"
 
 
 def _rules_text(rules: dict[str, Any]) -> str:

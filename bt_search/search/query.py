@@ -9,6 +9,7 @@ a request it has checked (serve/service.check_request).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -98,10 +99,19 @@ class QueryRequest:
                 raise UsageError(f"`image` {err}") from None
 
 
-def run_query(searcher: Any, request: QueryRequest) -> list[list[Hit]]:
+def run_query(
+    searcher: Any, request: QueryRequest, on_update: Callable[[list[list[Hit]]], None] | None = None
+) -> list[list[Hit]]:
     """The hits of `request`, one list per query (one for an image query): shortlist, rerank, rank, capture
-    dates, order. The CLI in-process and the server both answer with this."""
+    dates, order. The CLI in-process and the server both answer with this.
+
+    `on_update` sees the hits before the answer, dated and ordered as the answer is: for a reranked search the
+    cosine shortlist first, then the partial reranks as chunks finish (Searcher.search's `on_update`). The
+    answer itself is what this returns (a search without rerank has no update before it)."""
     from bt_search.search.filters import dated_hits
+
+    def dated(results: list[list[Hit]]) -> list[list[Hit]]:
+        return [dated_hits(hits, request.sort) for hits in results]
 
     where = request.date_filter()
     if request.image is not None:
@@ -128,5 +138,6 @@ def run_query(searcher: Any, request: QueryRequest) -> list[list[Hit]]:
             where=where,
             frames=request.frames,
             explain=request.explain,
+            **({} if on_update is None else {"on_update": lambda partial: on_update(dated(partial))}),
         )
-    return [dated_hits(hits, request.sort) for hits in results]
+    return dated(results)

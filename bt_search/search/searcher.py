@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -43,6 +43,18 @@ MISSING_DEPTH_FACTOR = 64
 SCORES = ("itm", "cosine", "blend")  # what ranks a reranked shortlist; see blend_scores
 ProgressCallback = Callable[[int, int], None]  # (candidates done, candidates in all) of the call's rerank
 CancelledHook = Callable[[], bool]  # True: stop the search (SearchCancelledError) before its next rerank chunk
+# Hits per query as known so far: first the cosine shortlist, then after each rerank chunk the reranked candidates
+# (best first) followed by those still waiting (cosine order, itm None). See Searcher.search's `on_update`.
+UpdateCallback = Callable[[list[list[Hit]]], None]
+# Candidates a search shortlisted but did not rerank (budget cuts, and the `lookahead` candidates just past the
+# shortlist), best first, as (file, video frame time or None): what a server may compute vision states for while
+# it is idle (serve/idle.py).
+UnrerankedCallback = Callable[[list[tuple[str, float | None]]], None]
+
+
+def state_key(file: str, time: float | None) -> str:
+    """The key a StateStore keeps a candidate's vision states under: its path, and a video frame's time."""
+    return file if time is None else f"{file}#t={time!r}"
 
 
 class StateStore(Protocol):
@@ -166,6 +178,8 @@ class Searcher:
         state_store: StateStore | None = None,
         progress: ProgressCallback | None = None,
         cancelled: CancelledHook | None = None,
+        on_unreranked: UnrerankedCallback | None = None,
+        lookahead: int = 0,
     ):
         self.reader = reader
         self.engine = engine
@@ -175,6 +189,8 @@ class Searcher:
         self.state_store = state_store
         self.progress = progress
         self.cancelled = cancelled or (lambda: False)
+        self.on_unreranked = on_unreranked
+        self.lookahead = lookahead  # candidates past the shortlist reported to on_unreranked (one more FAISS search)
 
     def search(
         self,
@@ -189,6 +205,7 @@ class Searcher:
         rerank_budget: float | None = None,
         where=None,
         frames: str = DEFAULT_FRAMES,
+        on_update: UpdateCallback | None = None,
         explain: bool = False,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
@@ -197,8 +214,11 @@ class Searcher:
         (see blend_scores); "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks
         only the best candidates that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow
         expression on the index's columns) filters before the shortlist. `frames`: a video's best frame only
-        ("best") or each of its frames ("all"). `explain` gives each hit an Explanation (where the query and each
-        of its words matched: search/explain.py); it needs the rerank."""
+        ("best") or each of its frames ("all"). `on_update` (reranked searches only) sees the hits as they
+        improve: the cosine shortlist's first (no threshold: it bounds the final score), then after each rerank
+        chunk the reranked candidates best first with those still waiting after them in cosine order (`itm`
+        None). The returned hits are the final order; the caller shows them last. `explain` gives each final hit
+        an Explanation (where the query and each of its words matched: search/explain.py); it needs the rerank."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
@@ -216,10 +236,32 @@ class Searcher:
         if not reranked:
             return [rank_hits(s, None, top_k, threshold, frames=frames) for s in shortlists]
         clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
-        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, frames, explain)
+        updates = _Updates(shortlists, top_k, on_update, frames)
+        reranked_rows: set[int] = set()
+        results = self._reranked(
+            shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows, frames, explain
+        )
         if clock.summary():
             self.on_note(clock.summary())
+        if self.on_unreranked is not None:
+            self._report_unreranked(labels, vectors, shortlists, reranked_rows, under, where)
         return results
+
+    def _report_unreranked(self, labels, vectors, shortlists, reranked_rows: set[int], under, where) -> None:
+        """Tell on_unreranked the candidates this search shortlisted (or would have, `lookahead` deeper) and did
+        not rerank, best first, each once. The deeper look is its own FAISS search: the search's shortlist is
+        never made deeper (an approximate index may order a deeper result differently)."""
+        found = shortlists
+        if self.lookahead > 0:
+            size = max(len(s.rows) for s in shortlists) + self.lookahead
+            found = cosine_shortlists(self.reader, labels, vectors, size, under, where)
+        candidates = {}
+        for shortlist in found:
+            for i, (row, path) in enumerate(zip(shortlist.rows, shortlist.paths)):
+                if int(row) not in reranked_rows:
+                    candidates.setdefault((path, shortlist.time(i)), None)
+        if candidates:
+            self.on_unreranked(list(candidates))
 
     def _query_vectors(self, terms: list[Terms]) -> np.ndarray:
         """Unit query vectors [Q, D]; each distinct text and image is encoded once for the whole batch."""
@@ -312,6 +354,8 @@ class Searcher:
         threshold: float | None,
         score: str,
         clock: RerankClock,
+        updates: _Updates,
+        reranked_rows: set[int],
         frames: str = DEFAULT_FRAMES,
         explain: bool = False,
     ) -> list[list[Hit]]:
@@ -337,6 +381,7 @@ class Searcher:
                     weights = np.array([t.weight for t in query.nots])
                     kept_parts.append(kept)
                     score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
+                    reranked_rows.update(int(r) for r in kept.rows)
                     if kept_states is not None:
                         chunk = (
                             blend_scores(score_parts[-1], kept.similarities) if score == "blend" else score_parts[-1]
@@ -346,15 +391,16 @@ class Searcher:
                 tick(size)
                 position += size
                 clock.record(size)
-            kept = _concatenated(shortlist.query, kept_parts)
-            itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
-            scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
-            hits = rank_hits(kept, scores, top_k, threshold, itm=itm, frames=frames)
+                if updates.wanted and position < len(shortlist.rows):
+                    ranked = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames)
+                    updates.show(number, ranked + _waiting(shortlist, position, top_k, ranked, frames))
+            hits = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames)
             if kept_states is not None:
                 hits = explain_hits(
                     self.engine, self._text_states(text_states, query.text.value), hits, kept_states.by_key()
                 )
             results.append(hits)
+            updates.done(number, results[-1])
         return results
 
     def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:
@@ -364,6 +410,51 @@ class Searcher:
         if text not in text_states:
             text_states[text] = self.engine.text_states(text)
         return text_states[text]
+
+
+def _ranked(
+    query: str, kept_parts, score_parts, score: str, top_k: int, threshold: float | None, frames: str
+) -> list[Hit]:
+    """The reranked candidates so far (all of them: the final order), ranked as the search ranks them."""
+    kept = _concatenated(query, kept_parts)
+    itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
+    scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
+    return rank_hits(kept, scores, top_k, threshold, itm=itm, frames=frames)
+
+
+def _waiting(shortlist: Shortlist, position: int, top_k: int, ranked: list[Hit], frames: str) -> list[Hit]:
+    """The candidates not reranked yet (from `position` on), in cosine order, after the `ranked` ones, up to
+    `top_k` in all; with frames="best", none of a video already shown."""
+    if len(ranked) >= top_k:
+        return []
+    hits = rank_hits(shortlist.subset(range(position, len(shortlist.rows))), None, len(shortlist.rows), frames=frames)
+    shown = {h.path for h in ranked if h.t is not None} if frames == "best" else set()
+    hits = [h for h in hits if h.t is None or h.path not in shown][: top_k - len(ranked)]
+    return [
+        replace(h, rank=len(ranked) + number, shortlist_rank=position + h.shortlist_rank)
+        for number, h in enumerate(hits, 1)
+    ]
+
+
+class _Updates:
+    """Each query's hits as they improve, handed to an UpdateCallback: the cosine shortlist at once, then each
+    query's partial rerank as its chunks finish (the queries not reranked yet keep their shortlist)."""
+
+    def __init__(self, shortlists: list[Shortlist], top_k: int, callback: UpdateCallback | None, frames: str):
+        self.callback = callback
+        self.wanted = callback is not None
+        self.current = [rank_hits(s, None, top_k, frames=frames) for s in shortlists] if callback else []
+        if callback:
+            callback([list(hits) for hits in self.current])
+
+    def show(self, number: int, hits: list[Hit]) -> None:
+        self.current[number] = hits
+        self.callback([list(hits) for hits in self.current])
+
+    def done(self, number: int, hits: list[Hit]) -> None:
+        """A query's final order; shown only while later queries are still to come (the caller shows the end)."""
+        if self.wanted and number < len(self.current) - 1:
+            self.show(number, hits)
 
 
 def blend_scores(itm: np.ndarray, cosine: np.ndarray) -> np.ndarray:
@@ -434,7 +525,7 @@ class VisionStateCache:
         engine, store = self.searcher.engine, self.searcher.state_store
         decoded = []
         for row, (file, time) in paths_by_row.items():
-            path = file if time is None else f"{file}#t={time!r}"  # the state store's key
+            path = state_key(file, time)
             stored = store.get(path) if store is not None else None
             if stored is not None:
                 self.states[row] = stored

@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 from starlette.applications import Starlette
@@ -24,6 +25,7 @@ from bt_search.errors import BtSearchError, UsageError, WorkLimitError
 from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof
 from bt_search.serve.page import CSP, PAGE_CSS, render_page
 from bt_search.serve.service import Answer, Service, thumb_key
+from bt_search.serve.stream import stream_response, wants_stream
 
 MAX_BODY_BYTES = 1 << 20
 TOKEN_COOKIE = "bt_search_token"
@@ -49,10 +51,24 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def build_app(
-    service: Service, *, allowed_hosts: set[str], token: str | None, max_queue: int, key: str | None = None
+    service: Service,
+    *,
+    allowed_hosts: set[str],
+    token: str | None,
+    max_queue: int,
+    key: str | None = None,
+    idle_states: bool = False,
 ) -> Guard:
-    """`key`: the secret of the discovery record; answers to a request with a nonce then carry their proof."""
+    """`key`: the secret of the discovery record; answers to a request with a nonce then carry their proof.
+    `idle_states`: compute states for recent queries' unreranked candidates while idle (serve/idle.py)."""
     gate = Gate(max_queue)
+    idle = None
+    if idle_states:
+        from bt_search.search.rerank_budget import default_shortlist
+        from bt_search.serve.idle import IdleStates
+
+        idle = IdleStates(service, idle_seconds=lambda: guard.idle_seconds())
+        service.on_unreranked, service.lookahead = idle.offer, default_shortlist(service.engine.device.type)
 
     async def answer(kind: str, queries: Any, options: Any) -> Answer:
         queries, options = service.check(kind, queries, options)
@@ -74,8 +90,26 @@ def build_app(
 
     async def api_search(request: Request) -> Response:
         params = request.query_params
+        if wants_stream(params, request.headers):
+            return streamed("search", params.getlist("q"), _options(params, rerank=True))
         result = await answer("search", params.getlist("q"), _options(params, rerank=True))
         return json_response(_hits_json(result))
+
+    def streamed(kind: str, queries: Any, options: Any) -> Response:
+        """The search as NDJSON lines (serve/stream.py): checked, and refused when busy, before the stream starts."""
+        queries, options = service.check(kind, queries, options)
+        cached = service.cached(kind, tuple(queries), options)
+        if cached is None and gate.waiting >= gate.max_queue:
+            raise Refused(429, "busy: too many searches waiting; retry shortly", {"retry-after": "1"})
+
+        def search(on_update, gone):
+            cancelled = lambda: gate.stopping.is_set() or gone()  # noqa: E731
+            return service.search(queries, options, cancelled=cancelled, on_update=on_update)
+
+        partial = lambda results: {k: v for k, v in _hits_json(Answer(results)).items() if k != "missing"}  # noqa: E731
+        return stream_response(
+            search, cached=cached, partial_json=partial, answer_json=_hits_json, admitted=gate.slot, limiter=gate.model
+        )
 
     async def api_query(request: Request) -> Response:
         queries, options = _fields(await _json_body(request), "queries")
@@ -120,6 +154,7 @@ def build_app(
         generation = service.reader.generation
         facts = await anyio.to_thread.run_sync(service.page_facts, limiter=gate.thumbs)
         shown = {"query": query, "rerank": rerank, "index": facts, "filters": filters, "explain": explain}
+        refresh = ""  # the reranked page's URL while the cosine shortlist is shown first
         try:
             if similar:
                 path = service.path_for_key(similar)
@@ -129,14 +164,21 @@ def build_app(
                 heading = f"Images similar to {path}"
             elif query:
                 options = {"top_k": 24, "shortlist": 48, "rerank": rerank, "explain": explain, **filters}
-                result = await answer("search", [query], options)
                 heading = f"Results for “{query}”"
+                first = rerank and params.get("ranked") != "1"
+                if first and service.cached("search", *_checked(service, query, options)) is None:
+                    # the cosine shortlist at once, and the reranked order when it is ready (docs/serve.md)
+                    options["rerank"] = options["explain"] = False  # heatmaps come with the reranked page
+                    asked = {"explain": "true"} if explain else {}
+                    refresh = "/?" + urlencode({"q": query, "rerank": "true", **asked, **filters, "ranked": "1"})
+                result = await answer("search", [query], options)
             else:
                 return _html(render_page(**shown))
         except (Refused, UsageError, LookupError) as err:  # the index gone or the server stopping: 503 JSON
             status = err.status if isinstance(err, Refused) else 413 if isinstance(err, WorkLimitError) else 400
             return _html(render_page(**shown, error=str(err)), status)
-        return _html(render_page(**shown, heading=heading, hits=result.results[0], generation=generation))
+        hits = result.results[0]
+        return _html(render_page(**shown, heading=heading, hits=hits, generation=generation, refresh=refresh))
 
     async def css(request: Request) -> Response:
         return Response(PAGE_CSS, media_type="text/css", headers={"cache-control": "private, max-age=600"})
@@ -159,8 +201,10 @@ def build_app(
         BtSearchError: _unavailable,
         Exception: _internal_error,
     }
-    app = Starlette(routes=routes, lifespan=_lifespan(gate), exception_handlers=handlers)
-    return Guard(app, allowed_hosts=allowed_hosts, token=token, key=key)
+    app = Starlette(routes=routes, lifespan=_lifespan(gate, idle), exception_handlers=handlers)
+    guard = Guard(app, allowed_hosts=allowed_hosts, token=token, key=key)
+    guard.idle_states = idle
+    return guard
 
 
 class Gate:
@@ -185,15 +229,19 @@ class Gate:
             self.waiting -= 1
 
 
-def _lifespan(gate: Gate):
+def _lifespan(gate: Gate, idle=None):
     @asynccontextmanager
     async def lifespan(app):
         gate.model, gate.thumbs = anyio.CapacityLimiter(1), anyio.CapacityLimiter(2)
         gate.stopping.clear()
+        if idle is not None:
+            idle.start()
         yield
         # uvicorn runs this after its graceful wait (in-flight requests finished or their tasks cancelled); a
         # cancelled task still waits for its worker thread, so tell a running search to end now.
         gate.stopping.set()
+        if idle is not None:
+            await anyio.to_thread.run_sync(idle.stop)
 
     return lifespan
 
@@ -206,6 +254,7 @@ class Guard:
         self.app, self.allowed_hosts, self.token, self.key = app, allowed_hosts, token, key
         self.in_flight = 0
         self.last_request = time.monotonic()  # when the last request ended (or the server started)
+        self.idle_states = None  # serve/idle.IdleStates when `idle_states` is on
 
     def idle_seconds(self) -> float:
         """Seconds without a request in flight."""
@@ -335,6 +384,12 @@ def _options(params, *, rerank: bool) -> dict[str, Any]:
     if "under" in params:
         options["under"] = params["under"]
     return options
+
+
+def _checked(service: Service, query: str, options: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The page's search as the result cache keys it."""
+    queries, options = service.check("search", [query], options)
+    return tuple(queries), options
 
 
 def _hits_json(result: Answer) -> dict[str, Any]:

@@ -27,6 +27,9 @@ class StateLRU:
     def __len__(self) -> int:
         return len(self._states)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._states  # no use: the order is left alone
+
     def get(self, key: Hashable) -> torch.Tensor | None:
         with self._lock:
             state = self._states.get(key)
@@ -47,6 +50,18 @@ class StateLRU:
                 self.used_bytes -= dropped.numel() * dropped.element_size()
             self._states[key] = state.detach().clone()
             self.used_bytes += size
+
+    def put_if_room(self, key: Hashable, state: torch.Tensor) -> bool:
+        """Keep `state` only if it fits beside what is kept (nothing is dropped for it); whether it was kept."""
+        size = state.numel() * state.element_size()
+        with self._lock:
+            if key in self._states:
+                return True
+            if self.used_bytes + size > self.budget_bytes:
+                return False
+            self._states[key] = state.detach().clone()
+            self.used_bytes += size
+            return True
 
     def clear(self) -> None:
         with self._lock:

@@ -31,7 +31,7 @@ HEALTH_TIMEOUT_S = 2.0
 SEARCH_TIMEOUT_S = 3600.0  # a large rerank on CPU is slow but legitimate
 BUSY_WAIT_S = 120.0  # in all, at a server that keeps answering Retry-After; then the search runs in-process
 MAX_RETRY_AFTER_S = 10.0  # one wait, whatever a server asks
-_DTYPE_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+_DTYPE_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "int8": "int8"}
 
 
 class ServerUnusable(Exception):
@@ -156,9 +156,11 @@ def _computes(health: dict[str, Any]) -> str:
 
 
 def _computes_in(health: dict[str, Any], precision: str) -> bool:
-    """An explicit precision is served only by a server that embeds and reranks in it."""
+    """An explicit precision is served only by a server that embeds and reranks in it (int8 is a rerank
+    precision: it embeds in fp32, as engine/loading.resolve_dtypes has it)."""
     dtype = health.get("dtype", "")
-    return _DTYPE_PRECISION.get(dtype) == precision == _DTYPE_PRECISION.get(health.get("rerank_dtype", dtype))
+    rerank = _DTYPE_PRECISION.get(health.get("rerank_dtype", dtype))
+    return (_DTYPE_PRECISION.get(dtype), rerank) == (("fp32", "int8") if precision == "int8" else (precision,) * 2)
 
 
 def served_results(

@@ -4,6 +4,9 @@ A GET form is the search box, with a date range and an order; the header names t
 result is the contact sheet's card (html_sheet.card_html): its thumbnail comes from /thumb/KEY and links to
 images similar to it (/?similar=KEY, in the same date range), its path (relative to the folder holding every
 indexed image) to the full-size view /image/KEY. Both keys name rows this server returned, nothing else.
+
+A reranked search not answered yet shows its cosine shortlist first, in a page that asks at once (meta refresh)
+for the same search with `ranked=1`: the browser keeps the shortlist on screen until the reranked page arrives.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ form.search input[type=search] { flex: 1 1 24rem; font: inherit; padding: .4rem 
 form.search input[type=date], form.search select, form.search button { font: inherit; padding: .35rem .5rem; }
 form.search label { display: flex; align-items: center; gap: .3rem; color: GrayText; }
 .error { color: #b00020; }
+.pending { color: GrayText; }
 """
 )
 SORT_LABELS = {"relevance": "best match first", "date": "oldest first"}
@@ -49,11 +53,13 @@ def render_page(
     error: str = "",
     index: dict[str, Any] | None = None,
     filters: dict[str, str] | None = None,
+    refresh: str = "",
     explain: bool = False,
 ) -> str:
     """The whole page; `hits` None means no search was asked for yet. `index`: Service.page_facts (name, images,
     folder); `filters`: the date range and order asked for (`after`, `before`, `sort`), kept in the form and in
-    the links to similar images."""
+    the links to similar images. `refresh`: the URL of the reranked result when `hits` are the cosine shortlist
+    shown first; the page asks for it at once (a meta refresh, no script) and stays on screen until it comes."""
     index = index or {}
     filters = filters or {}
     body = [_header(index), _form(query, rerank, filters, explain)]
@@ -61,6 +67,11 @@ def render_page(
         body.append(f'<p class="error">{escape_html(error)}</p>')
     if hits is not None:
         body.append(f"<h2>{escape_html(heading)}</h2>")
+        if refresh:
+            body.append(
+                '<p class="pending" role="status">Cosine shortlist, best first; reranking it now: the reranked order '
+                f'replaces it when ready (<a href="{escape_html(refresh)}">reranked order</a>)</p>'
+            )
         body.append(
             f'<p class="summary">{len(hits)} result{"" if len(hits) == 1 else "s"}; click an image for similar '
             "ones, its name for the full-size image</p>"
@@ -72,7 +83,8 @@ def render_page(
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escape_html(heading or 'bt-search')}</title>\n"
+        + (f'<meta http-equiv="refresh" content="0; url={escape_html(refresh)}">\n' if refresh else "")
+        + f"<title>{escape_html(heading or 'bt-search')}</title>\n"
         '<link rel="stylesheet" href="/page.css">\n</head>\n<body>\n' + "\n".join(body) + "\n</body>\n</html>\n"
     )
 

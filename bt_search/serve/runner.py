@@ -39,6 +39,7 @@ class ServeSettings:
     batch_size: int = 16
     watch: bool = False  # keep the index current with its folders (serve/watching.py)
     poll: float | None = None  # with watch: poll every this many seconds instead of waiting for events
+    idle_states: bool = False  # compute recent queries' unreranked candidates' states while idle (serve/idle.py)
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -108,6 +109,7 @@ def serve_forever(settings: ServeSettings, say: Say) -> None:
         token=settings.token,
         max_queue=settings.max_queue,
         key=key,
+        idle_states=settings.idle_states,
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +182,12 @@ class Service:
         self.served_frames = SmallLRU(16_384)  # thumb key of (path, t) -> (path, t), for video frames among them
         self.auto_device = resolve_device("auto").type  # what `auto` means here, for clients that ask for it
         self._reload_lock = threading.Lock()
-        self.model_lock = threading.Lock()  # searches and a watcher's image batches take turns on the engine
+        self.model_lock = threading.Lock()  # searches, a watcher's image batches and idle-time work take turns
         self.watch_status = None  # a WatchStatus while `serve --watch` keeps the index current
+        # Where a search's shortlisted but unreranked candidates go, `lookahead` past each shortlist: (index state,
+        # paths) to serve/idle.IdleStates.offer when `serve --idle-states` is on, else nowhere.
+        self.on_unreranked: Callable[[tuple, list[str]], None] | None = None
+        self.lookahead = 0
         self._stamp = _dir_stamp(index_dir)
         self.reader = reader
 
@@ -251,13 +256,18 @@ class Service:
         return answer
 
     def search(
-        self, queries: list[str], options: dict[str, Any], cancelled: Callable[[], bool] | None = None
+        self,
+        queries: list[str],
+        options: dict[str, Any],
+        cancelled: Callable[[], bool] | None = None,
+        on_update: Callable[[list[list[Hit]]], None] | None = None,
     ) -> Answer:
         """The query, answered as `query` answers it in-process (search/query.run_query), on the current index;
-        call from the one model thread. `cancelled` as Searcher's."""
+        call from the one model thread. `cancelled` as Searcher's; `on_update` as run_query's (the hits it sees
+        have thumbnails here too)."""
         queries, options = self.check("search", queries, options)
         request = QueryRequest(queries=tuple(queries), **options)
-        return self._answer("search", tuple(queries), options, request, cancelled)
+        return self._answer("search", tuple(queries), options, request, cancelled, on_update)
 
     def similar(self, path: str, options: dict[str, Any]) -> Answer:
         """Images like the indexed image at `path`; any other path is refused without being opened."""
@@ -271,6 +281,7 @@ class Service:
         options: dict[str, Any],
         request: QueryRequest,
         cancelled: Callable[[], bool] | None = None,
+        on_update: Callable[[list[list[Hit]]], None] | None = None,
     ) -> Answer:
         """run_query over the newest index, remembered under the checked (queries, options) the caches key on.
         Only indexed images are opened: a query image or example image that is not a row of the index is
@@ -283,9 +294,22 @@ class Service:
                 raise LookupError("not an indexed image")
         answer = Answer([])
         searcher = self._searcher(reader, answer.missing, cancelled, answer.notes.append)
+        if on_update is not None:
+            on_update = self._serving(on_update)
         with self.model_lock:
-            answer.results = run_query(searcher, request)
+            answer.results = run_query(searcher, request, on_update)
         return self._remember(reader.state_id, kind, queries, options, answer)
+
+    def _serving(self, on_update: Callable[[list[list[Hit]]], None]) -> Callable[[list[list[Hit]]], None]:
+        """`on_update` with each hit's thumbnail served from then on, as an answer's are."""
+
+        def update(results: list[list[Hit]]) -> None:
+            for hits in results:
+                for hit in hits:
+                    self.served.put(thumb_key(hit.path), hit.path)
+            on_update(results)
+
+        return update
 
     def path_for_key(self, key: str) -> str | None:
         return self.served.get(key)
@@ -343,6 +367,8 @@ class Service:
             on_note=on_note,
             state_store=_StateStore(self.states, reader.state_id),
             cancelled=cancelled,
+            on_unreranked=None if self.on_unreranked is None else partial(self.on_unreranked, reader.state_id),
+            lookahead=self.lookahead,
         )
 
     @staticmethod

@@ -59,6 +59,20 @@ def test_info_text(index):
     assert "not measured" in fields["measured recall"]
 
 
+@pytest.mark.parametrize("native_bf16, rerank", [(True, "bfloat16"), (False, "int8")])
+def test_info_says_what_a_search_computes_in_here(index, monkeypatch, native_bf16, rerank):
+    """`auto` on this machine, as serve's /health names it: the rerank in bf16 where the CPU has it, else int8."""
+    from bt_search.engine import loading
+
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setenv("BT_SEARCH_DEVICE", "cpu")
+    directory, _ = index
+    info = json.loads(run("info", "--index", directory, "--format", "json"))
+    assert info["auto_precision"] == {"device": "cpu", "dtype": "float32", "rerank_dtype": rerank}
+    fields = dict(line.split(":", 1) for line in run("info", "--index", directory).splitlines())
+    assert fields["search computes"].strip() == f"on cpu: float32 embeddings, {rerank} rerank (precision auto, here)"
+
+
 def test_measured_recall_is_read_where_the_manifest_records_it():
     assert measured_recall({"faiss": {"recall": 0.97}}) == 0.97
     assert measured_recall({"faiss": None, "measured_recall": {"recall@50": 0.96}}) == {"recall@50": 0.96}

@@ -7,12 +7,13 @@ Uses the shipped demo model and sample images (and two dated photos that are not
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from tests.support.cdp import Browser, find_chromium
 from tests.support.cli import cli_index
@@ -53,6 +54,8 @@ PAGE_STATE = """({
     return ok;
   }),
   query: document.querySelector('input[name=q]').value,
+  pending: document.querySelectorAll('.pending').length,
+  itms: document.querySelectorAll('li.card dd.itm').length,
   after: document.querySelector('input[name=after]').value,
 })"""
 
@@ -77,9 +80,13 @@ def server(tmp_path_factory):
     assert process.terminate() == 0
 
 
-def wait_for_navigation(page, action) -> dict:
+def wait_for_navigation(page, action, loads: int = 1) -> dict:
+    """The page `action` leads to, `loads` pages later: 2 for a reranked search not answered before (its cosine
+    shortlist first, whose meta refresh loads the reranked page; the DOM cannot be asked in between, as the
+    refresh may already be under way)."""
     action()
-    page.browser.wait_event("Page.loadEventFired", page.session_id)
+    for _ in range(loads):
+        page.browser.wait_event("Page.loadEventFired", page.session_id)
     return page.evaluate(PAGE_STATE)
 
 
@@ -111,8 +118,9 @@ def test_type_search_click_similar(server, tmp_path):
                     {"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"},
                 )
 
-        results = wait_for_navigation(page, type_and_enter)
+        results = wait_for_navigation(page, type_and_enter, loads=2)
         assert results["query"] == QUERY and QUERY in results["heading"]
+        assert results["pending"] == 0 and results["itms"] == 24  # the reranked page, after the shortlist
         assert results["cards"] == 24 and all(w > 0 for w in results["widths"])  # every thumbnail decoded
         # paths relative to the folder holding every indexed image, never broken inside a name; a date on each card
         assert [str(server.photos / shown) for shown in results["shown"]] == results["paths"]
@@ -150,7 +158,7 @@ def test_a_date_range_narrows_the_search_and_keeps_each_image_its_shape(server):
                 " f.before.value = '2019-12-31'; f.requestSubmit(); })()"
             )
 
-        dated = wait_for_navigation(page, search_2019)
+        dated = wait_for_navigation(page, search_2019, loads=2)
         assert dated["after"] == "2019-01-01" and dated["cards"] == 2 and dated["error"] == ""
         assert sorted(dated["shown"]) == ["dated/tall.jpg", "dated/wide.jpg"]
         assert dated["dates"] == ["2019-05-04 10:11"] * 2  # the capture date, from EXIF
@@ -168,3 +176,42 @@ def test_a_date_range_narrows_the_search_and_keeps_each_image_its_shape(server):
 
         empty = wait_for_navigation(page, search_2030)
         assert empty["cards"] == 0 and "no indexed images match" in empty["error"]
+
+
+# Each page's cards as it finished loading, appended to window.name (which survives same-origin navigations):
+# DevTools cannot read the DOM while a navigation is held, so the page records itself (CDP's injected script
+# runs despite the page's CSP; the page itself has none).
+RECORD_LOADS = """addEventListener('load', () => {
+  const log = JSON.parse(window.name || '[]');
+  log.push({search: location.search, pending: document.querySelectorAll('.pending').length,
+            itms: document.querySelectorAll('li.card dd.itm').length,
+            widths: Array.from(document.querySelectorAll('li.card img'), img => img.naturalWidth),
+            paths: Array.from(document.querySelectorAll('li.card a.path'), a => a.title)});
+  window.name = JSON.stringify(log);
+});"""
+
+
+def test_the_shortlist_shows_first_then_the_reranked_order(server):
+    """No script: the first answer is the cosine shortlist with a meta refresh to the reranked page; the browser
+    keeps the shortlist on screen while that is computed (held here by intercepting its answer)."""
+    query = "a+blue+square"
+    cosine = [h["path"] for h in server.get_json(f"/api/search?q={query}&top_k=24&shortlist=48&rerank=false")["hits"]]
+    with Browser(CHROMIUM) as browser:
+        page = browser.new_page(width=1000, height=800)
+        page.send("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_LOADS})
+        page.send("Fetch.enable", {"patterns": [{"urlPattern": "*ranked=1*", "requestStage": "Response"}]})
+        page.send("Page.navigate", {"url": f"{server.url}/?q={query}"})
+        paused = page.browser.wait_event("Fetch.requestPaused", page.session_id)  # the reranked page, computed
+        held = Image.open(io.BytesIO(page.screenshot_png())).convert("L")  # what the user sees meanwhile
+        page.send("Fetch.continueRequest", {"requestId": paused["params"]["requestId"]})
+        page.browser.wait_event("Page.loadEventFired", page.session_id)
+        page.browser.wait_event("Page.loadEventFired", page.session_id)
+        first, final = page.evaluate("JSON.parse(window.name)")
+        shown = Image.open(io.BytesIO(page.screenshot_png())).convert("L")
+    assert first["search"] == f"?q={query}" and final["search"].endswith("&ranked=1")
+    assert first["pending"] == 1 and first["itms"] == 0 and first["paths"] == cosine  # the shortlist, first
+    assert len(first["paths"]) == 24 and all(w > 0 for w in first["widths"])  # with its thumbnails
+    reranked = server.get_json(f"/api/search?q={query}&top_k=24&shortlist=48")["hits"]
+    assert final["pending"] == 0 and final["itms"] == 24 and final["paths"] == [h["path"] for h in reranked]
+    assert final["paths"] != cosine  # the rerank moved something (else this test would show nothing)
+    assert held.getextrema()[0] < 128 and ImageChops.difference(held, shown).getbbox() is not None  # cards, then others

@@ -244,7 +244,9 @@ def test_the_search_page_shows_heatmaps_when_asked(setup):
     server = setup["server"]
     status, headers, plain = server.request("GET", "/?q=a+red+circle")
     assert status == 200 and b'class="heat"' not in plain  # off unless asked for
-    status, headers, body = server.request("GET", "/?q=a+red+circle&explain=true")
+    status, headers, first = server.request("GET", "/?q=a+yellow+star&explain=true")  # not cached: shortlist first
+    assert status == 200 and b'class="heat"' not in first and b"explain=true" in first  # the reranked page asks too
+    status, headers, body = server.request("GET", "/?q=a+red+circle&explain=true&ranked=1")
     assert status == 200 and b'class="heat"' in body and b'value="red"' in body and b"<script" not in body
     assert "img-src 'self' data:" in headers["content-security-policy"]
 

@@ -176,10 +176,14 @@ def test_bf16_stays_close_to_the_fp32_reference(checkpoints, sample_images):
     "precision, device, native_bf16, expected",
     [
         ("auto", "cpu", True, (torch.float32, torch.bfloat16)),
-        ("auto", "cpu", False, (torch.float32, torch.float32)),
+        ("auto", "cpu", False, (torch.float32, torch.int8)),
         ("auto", "cuda", False, (torch.bfloat16, torch.bfloat16)),
+        ("auto", "cuda", True, (torch.bfloat16, torch.bfloat16)),
         ("auto", "mps", True, (torch.float32, torch.float32)),
+        ("auto", "mps", False, (torch.float32, torch.float32)),
         ("fp32", "cpu", True, (torch.float32, torch.float32)),
+        ("fp32", "cpu", False, (torch.float32, torch.float32)),
+        ("int8", "cpu", True, (torch.float32, torch.int8)),
         ("bf16", "cpu", False, (torch.bfloat16, torch.bfloat16)),
         ("fp16", "cuda", False, (torch.float16, torch.float16)),
     ],
@@ -191,12 +195,47 @@ def test_precision_resolves_to_embedding_and_rerank_dtypes(monkeypatch, precisio
     assert loading.resolve_dtypes(precision, torch.device(device)) == expected
 
 
-def test_unknown_precision_is_a_usage_error():
+@pytest.mark.parametrize(
+    "flags, machine, features, native",
+    [
+        ({"_is_avx512_bf16_supported": True}, "x86_64", "", True),
+        ({"_is_amx_tile_supported": True}, "x86_64", "", True),
+        ({}, "x86_64", "", False),
+        ({}, "aarch64", "Features\t: fp asimd sve bf16 i8mm\n", True),
+        ({}, "aarch64", "Features\t: fp asimd crc32 atomics\n", False),
+    ],
+    ids=["avx512-bf16", "amx", "avx2-only", "arm-bf16", "arm-no-bf16"],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path, flags, machine, features, native):
+    """`auto` picks bf16 or int8 by these flags: torch's x86 probes, /proc/cpuinfo's Features on ARM Linux."""
+    from bt_search.engine import loading
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda value=flags.get(probe, False): value, raising=False)
+    monkeypatch.setattr(loading.platform, "machine", lambda: machine)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\n" + features)
+    real_path = loading.Path
+    monkeypatch.setattr(loading, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert loading.cpu_has_native_bf16() is native
+    expected = torch.bfloat16 if native else torch.int8
+    assert loading.resolve_dtypes("auto", torch.device("cpu")) == (torch.float32, expected)
+
+
+@pytest.mark.parametrize(
+    "precision, device, message",
+    [
+        ("int4", "cpu", "unknown precision 'int4'"),
+        ("int8", "cuda", "`precision=int8` runs on CPU only"),
+        ("int8", "mps", "`precision=int8` runs on CPU only"),
+    ],
+)
+def test_unknown_or_misplaced_precision_is_a_usage_error(precision, device, message):
     from bt_search.engine.loading import resolve_dtypes
     from bt_search.errors import UsageError
 
-    with pytest.raises(UsageError, match="unknown precision 'int8'"):
-        resolve_dtypes("int8", torch.device("cpu"))
+    with pytest.raises(UsageError, match=message):
+        resolve_dtypes(precision, torch.device(device))
 
 
 def test_auto_on_a_native_bf16_cpu_embeds_in_fp32_and_reranks_in_bf16_over_one_copy(
@@ -220,3 +259,61 @@ def test_auto_on_a_native_bf16_cpu_embeds_in_fp32_and_reranks_in_bf16_over_one_c
     ours = auto.itm_scores(auto.text_states(CAPTIONS[0]), auto.vision_states(pixels))
     np.testing.assert_allclose(ours, expected, atol=0.02)
     assert not np.allclose(ours, expected, atol=1e-5), "the rerank really ran in bf16 (else this test proves nothing)"
+
+
+@pytest.fixture(scope="module")
+def int8_engines(checkpoints):
+    return {name: load_engine(str(path), device="cpu", precision="int8") for name, path in checkpoints.items()}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_int8_rerank_stays_close_to_the_reference(spec, checkpoints, int8_engines, engines, sample_images):
+    """`int8` (and `auto` without native bf16): ITM within 0.02 of BridgeTowerForImageAndTextRetrieval, with the
+    products really in int8, over the one fp32 backbone; embeddings identical to fp32's (the index is unchanged)."""
+    engine, fp32 = int8_engines[spec.name], engines[spec.name]
+    assert (engine.dtype, engine.rerank_dtype) == (torch.float32, torch.int8)
+    pixels = _pixels(engine, sample_images)
+    np.testing.assert_array_equal(engine.encode_images(pixels), fp32.encode_images(pixels))
+    np.testing.assert_array_equal(engine.encode_texts(CAPTIONS[:3]), fp32.encode_texts(CAPTIONS[:3]))
+    states = engine.vision_states(pixels)
+    for text in CAPTIONS[:1]:  # each reference call loads the HF model
+        expected = reference_itm(checkpoints[spec.name], sample_images, text)
+        ours = engine.itm_scores(engine.text_states(text), states)
+        np.testing.assert_allclose(ours, expected, atol=0.02)
+        assert not np.allclose(ours, expected, atol=1e-5), "the rerank really ran in int8 (else this proves nothing)"
+    assert {p.dtype for p in engine.backbone.parameters()} == {torch.float32}
+    assert _numel(engine.backbone) == _numel(fp32.backbone), "one fp32 backbone; the int8 copies sit beside it"
+
+
+def test_int8_quantises_every_product_of_the_rerank(int8_engines, sample_images):
+    """No linear or addmm over a weight in vision_states or itm_scores reaches the fp32 kernels: each reads an int8
+    copy (a model.py change that multiplies by a weight another way shows here). In fp32 the same watch sees them."""
+    from torch.overrides import TorchFunctionMode
+
+    engine = int8_engines[SPECS[3].name]
+    weights = {id(p) for m in (engine.backbone, engine.heads.itm) for p in m.parameters() if p.dim() == 2}
+
+    class Watch(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.fp32 = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.nn.functional.linear, torch.addmm):
+                weight = args[1] if func is torch.nn.functional.linear else args[2]
+                if id(weight) in weights or id(weight._base) in weights:
+                    self.fp32.append(tuple(weight.shape))
+            return func(*args, **(kwargs or {}))
+
+    pixels, text = _pixels(engine, sample_images), engine.text_states(CAPTIONS[0])  # the text side: fp32
+    watched = {}
+    for rerank_dtype in (torch.int8, torch.float32):
+        engine.rerank_dtype = rerank_dtype
+        try:
+            with Watch() as watch:
+                engine.itm_scores(text, engine.vision_states(pixels))
+        finally:
+            engine.rerank_dtype = torch.int8
+        watched[rerank_dtype] = watch.fp32
+    assert watched[torch.int8] == []
+    assert len(watched[torch.float32]) > 20, "the watch sees fp32 products (else this test proves nothing)"

@@ -48,3 +48,16 @@ def test_the_server_reports_what_auto_resolves_to(engine, tmp_path):
     assert facts["auto_device"] == resolve_device("auto").type and facts["device_option"] == "cpu"
     reason = mismatch({**facts, "precision_option": "auto"}, str(service.index_dir), facts["model"], "auto", "auto")
     assert (reason is None) == (resolve_device("auto").type == "cpu"), reason
+
+
+def test_health_shows_an_int8_rerank_and_answers_only_int8_or_auto(tiny_checkpoint, engine, tmp_path):
+    """`/health` names the resolved rerank precision: int8 where `auto` found no native bf16 (or int8 was asked)."""
+    from bt_search.engine.loading import load_engine
+
+    int8 = load_engine(str(tiny_checkpoint), device="cpu", precision="int8")
+    service = service_for(build_index(engine, tmp_path, "index", range(980, 982)), int8)
+    facts = {**service.health(), "precision_option": "auto"}
+    assert (facts["dtype"], facts["rerank_dtype"]) == ("float32", "int8")
+    for asked, served in (("auto", True), ("int8", True), ("fp32", False), ("bf16", False)):
+        reason = mismatch(facts, str(service.index_dir), facts["model"], "auto", asked)
+        assert (reason is None) == served, (asked, reason)

@@ -231,6 +231,11 @@ def test_rerank_bar_appears_only_after_its_delay_and_goes_away():
         ("auto", "float32", "float32", "fp32", True),
         ("fp32", "float32", "float32", "auto", False),
         ("bf16", "bfloat16", "bfloat16", "bf16", True),
+        ("auto", "float32", "int8", "int8", True),  # auto on a CPU without native bf16 reranks in int8
+        ("int8", "float32", "int8", "auto", False),
+        ("int8", "float32", "int8", "fp32", False),
+        ("auto", "float32", "int8", "fp32", False),
+        ("fp32", "float32", "float32", "int8", False),
     ],
 )
 def test_a_server_answers_only_requests_in_the_precision_it_computes(server_option, dtype, rerank_dtype, asked, served):

@@ -1,0 +1,77 @@
+"""`query` on a terminal: the cosine shortlist as soon as the search has it, then the reranked order as chunks
+finish, drawn in place (rich Live, transient, on stderr: the console the CLI's notes and loading lines print on,
+so they land above the view, and stdout carries nothing but the answer); when the search ends the view is
+erased and the answer is printed on stdout exactly as it always is. So the screen ends with the final output,
+and a pipe (no view: stdout or stderr is not a terminal) gets only that.
+
+The frames are the table format itself (output.hits.render into a buffer that passes for this terminal), under
+one status line: which stage is shown and how far the rerank is.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from bt_search.output.hits import render
+from bt_search.search.hits import Hit
+
+
+class _TerminalBuffer(io.StringIO):
+    """Text that the table renderer writes as it would to this terminal (colours, width: rich reads the size
+    from the standard streams)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def table_text(results: list[list[Hit]]) -> Text:
+    """`results` as the table format prints them, as rich Text."""
+    buffer = _TerminalBuffer()
+    for hits in results:
+        render(hits, "table", buffer)
+    return Text.from_ansi(buffer.getvalue().rstrip("\n"))
+
+
+class LiveResults:
+    """A context manager: `update(results)` (run_query's on_update) and `progress(done, total)` (the Searcher's
+    progress callback) redraw the view; leaving it erases the view, and the caller prints the answer."""
+
+    def __init__(self, console: Console):
+        self.console = console  # the CLI's stderr console: its notes then print above the view, not into it
+        self.live = Live(
+            console=console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            vertical_overflow="crop",
+        )
+        self.results: list[list[Hit]] | None = None
+        self.done, self.total, self.updates = 0, 0, 0
+
+    def __enter__(self) -> LiveResults:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.stop()
+
+    def update(self, results: list[list[Hit]]) -> None:
+        self.results, self.updates = results, self.updates + 1
+        self._draw()
+
+    def progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if self.results is not None:
+            self._draw()
+
+    def _draw(self) -> None:
+        stage = "cosine shortlist" if self.updates <= 1 else "reranked so far, then the cosine shortlist"
+        rate = f": reranking {self.done}/{self.total} candidates" if self.total else ""
+        status = Text(f"{stage}{rate} …", style="dim")
+        self.live.update(Group(table_text(self.results or []), status), refresh=True)
