@@ -5,7 +5,8 @@ The public API, importable from `bt_search` itself (everything else is internal 
 - `open_searcher(index, model=None, device=None, precision="auto")` opens an index with the model that
   built it (or `model`), checks that they share an embedding space, and returns a `Searcher`.
 - `Searcher.search(queries, top_k=10, ...)` returns one list of `Hit` per query, best first;
-  `Searcher.similar_images(path, ...)` searches by an image.
+  `Searcher.similar_images(path, ...)` searches by an image; `search(..., explain=True)` gives each hit an
+  `Explanation` (heatmaps of where it matched the query and each word).
 - `index_paths(paths, writer, engine, ...)` brings an index up to date with folders, files or URLs;
   `IndexWriter.open(directory, IndexIdentity.of(engine))` is the writer, `load_engine(model)` the model.
 - `IndexReader.open(directory)` reads an index without a model (rows, counts, vector search).
@@ -31,6 +32,7 @@ _HOMES = {
     "open_searcher": "bt_search.search.open",
     "Searcher": "bt_search.search.searcher",
     "Hit": "bt_search.search.hits",
+    "Explanation": "bt_search.search.hits",
     "index_paths": "bt_search.indexing.run",
     "IndexReport": "bt_search.indexing.run",
     "IndexProgress": "bt_search.indexing.progress",

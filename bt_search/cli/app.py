@@ -572,7 +572,7 @@ def query(**options: Any) -> None:
         else:
             results = _searched(options, queries, missing)
         missing.summarize()
-        _write_results(results, fmt, null, options["html"], quiet)
+        _write_results(results, fmt, null, options["html"], quiet, options["explain_dir"])
         if missing.paths and not any(results):
             raise typer.Exit(EXIT_NOTHING_LIVE)
 
@@ -639,7 +639,9 @@ def _rerank_progress(live: Any, unwanted: bool) -> Any:
     return _RerankBar() if _on_terminal() and not unwanted else None
 
 
-def _write_results(results, fmt: str, null: bool, html: Path | None, quiet: bool) -> None:
+def _write_results(
+    results, fmt: str, null: bool, html: Path | None, quiet: bool, explain_dir: Path | None = None
+) -> None:
     from bt_search.output.hits import write_query_output
 
     write_query_output(results, fmt, sys.stdout, null_separated=null)
@@ -648,6 +650,11 @@ def _write_results(results, fmt: str, null: bool, html: Path | None, quiet: bool
 
         write_contact_sheet([hit for hits in results for hit in hits], html)
         _say(quiet, f"wrote {html}")
+    if explain_dir is not None:
+        from bt_search.output.explanations import write_overlays
+
+        written = write_overlays(results, explain_dir)
+        _say(quiet, f"wrote {len(written)} explanation overlay(s) to {explain_dir}")
 
 
 class _RerankBar:

@@ -140,6 +140,22 @@ QUERY_OPTIONS = (
         "Also write an HTML contact sheet of the results to this file.",
         light=False,  # the contact sheet needs Pillow and the full CLI
     ),
+    QueryOption(
+        "explain",
+        ("--explain",),
+        bool,
+        False,
+        "Show where each hit matched the query and each of its words (heatmaps from the fusion layers; needs the "
+        "rerank): in jsonl, and on --html's contact sheet.",
+    ),
+    QueryOption(
+        "explain_dir",
+        ("--explain-dir",),
+        Path,
+        None,
+        "Also write the heatmaps over each hit as PNGs into DIR, one per hit and word (implies --explain).",
+        light=False,  # the overlays need Pillow and the full CLI
+    ),
     QueryOption("device", ("--device",), str, None, DEVICE_HELP),
     QueryOption("precision", ("--precision",), str, "auto", PRECISION_HELP),
     QueryOption("batch_size", ("--batch-size",), int, None, BATCH_HELP, min=1),

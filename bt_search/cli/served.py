@@ -45,6 +45,7 @@ def query_request(options: dict[str, Any], queries: list[str]) -> QueryRequest:
         sort=options["sort"],
         score=options["score"],
         frames=options["frames"],
+        explain=options["explain"] or options["explain_dir"] is not None,
     )
 
 

@@ -9,11 +9,13 @@ answers alike.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from bt_search.output.formats import Record, TableColumn, render_records, shorter_path, visible_path
-from bt_search.search.hits import Hit
+from bt_search.search.hits import Explanation, Hit
 
 # New fields go last, so scripts that cut columns by position keep working.
 # `t`: a video frame's time in seconds (null for a still image); `paths` writes the file's path alone, so a pipe
@@ -48,8 +50,9 @@ TABLE = (
 )
 
 
-def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
-    """The hit as plain Python values in COLUMNS order (numpy scalars become int/float)."""
+def hit_record(hit: Hit) -> dict[str, str | int | float | dict | None]:
+    """The hit as plain Python values in COLUMNS order (numpy scalars become int/float); an explained hit's
+    `explanation` last."""
     return {
         "query": hit.query,
         "rank": int(hit.rank),
@@ -60,12 +63,20 @@ def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
         "taken_at": hit.taken_at,
         "itm": None if hit.itm is None else float(hit.itm),
         "t": None if hit.t is None else float(hit.t),
+        **({} if hit.explanation is None else {"explanation": explanation_record(hit.explanation)}),
     }
 
 
 def frame_time_text(t: float) -> str:
     """A frame time as the table shows it: seconds with at most 3 decimals (`12.5s`)."""
     return f"{round(float(t), 3):g}s"
+
+
+def explanation_record(explanation: Explanation) -> dict:
+    """An explanation as jsonl carries it (only there: csv, tsv and the table leave it out), in the server's JSON
+    form: the method, the maps' grid (rows, columns) and window over the image, the whole query's map, and
+    [word, map] pairs in query order (maps row-major, peak 1)."""
+    return json.loads(json.dumps(dataclasses.asdict(explanation)))  # tuples as the lists JSON reads back
 
 
 def render(

@@ -30,6 +30,7 @@ from PIL import Image, ImageOps
 from bt_search.errors import BtSearchError, ImageDecodeError, UsageError
 from bt_search.media.scan import RAW_EXTENSIONS
 from bt_search.media.video_reading import frame_at, is_video
+from bt_search.output.explanations import card_parts, picker_css
 from bt_search.output.hits import frame_time_text
 from bt_search.search.hits import Hit
 
@@ -193,16 +194,20 @@ def _group_by_query(hits: Sequence[Hit]) -> dict[str, list[Hit]]:
 
 
 def _section(number: int, query: str, hits: list[Hit], thumbnail: Thumbnailer, folder: str) -> str:
-    cards = "\n".join(_card(hit, thumbnail, folder) for hit in hits)
+    cards = "\n".join(_card(hit, thumbnail, folder, f"x{number}-{n}") for n, hit in enumerate(hits))
     return (
         f'<section class="query" id="q{number}">\n<h2>{_esc(query)}</h2>\n'
         f'<ol class="cards">\n{cards}\n</ol>\n</section>'
     )
 
 
-def _card(hit: Hit, thumbnail: Thumbnailer, folder: str) -> str:
+def _card(hit: Hit, thumbnail: Thumbnailer, folder: str, group: str = "") -> str:
     uri = Path(hit.path).absolute().as_uri() + frame_fragment(hit.t)
-    return card_html(hit, _thumb_html(hit, thumbnail), image_href=uri, path_href=uri, folder=folder)
+    image = _thumb_html(hit, thumbnail)
+    layers, picker = card_parts(hit, group) if 'class="placeholder"' not in image else ("", "")
+    if layers:
+        image = f'<span class="frame">{image}{layers}</span>'
+    return card_html(hit, image, image_href=uri, path_href=uri, folder=folder, picker_html=picker)
 
 
 def frame_fragment(t: float | None) -> str:
@@ -210,9 +215,12 @@ def frame_fragment(t: float | None) -> str:
     return "" if t is None else f"#t={round(float(t), 3):g}"
 
 
-def card_html(hit: Hit, image_html: str, *, image_href: str, path_href: str, folder: str = "") -> str:
+def card_html(
+    hit: Hit, image_html: str, *, image_href: str, path_href: str, folder: str = "", picker_html: str = ""
+) -> str:
     """One result card (also the search page's): `image_html` is trusted markup; the links are escaped here. The
-    path shows relative to `folder` (a common_folder of the hits or of the index), and breaks only after a "/"."""
+    path shows relative to `folder` (a common_folder of the hits or of the index), and breaks only after a "/".
+    `picker_html` (trusted: explanations.card_parts) goes under the thumbnail."""
     path = _esc(hit.path)
     shown = _esc(relative_to(hit.path, folder)).replace("/", "/<wbr>")
     itm = "" if hit.itm is None else f'<dt>itm</dt><dd class="itm">{float(hit.itm):.4f}</dd>'
@@ -220,7 +228,7 @@ def card_html(hit: Hit, image_html: str, *, image_href: str, path_href: str, fol
         itm += f'<dt>t</dt><dd class="t">{_esc(frame_time_text(hit.t))}</dd>'
     return (
         f'<li class="card" data-rank="{int(hit.rank)}" data-shortlist-rank="{int(hit.shortlist_rank)}">'
-        f'<a class="thumb" href="{_esc(image_href)}">{image_html}</a>'
+        f'<a class="thumb" href="{_esc(image_href)}">{image_html}</a>{picker_html}'
         f'<div><span class="rank">#{int(hit.rank)}</span> {_moved_html(hit)}</div>'
         f'<dl><dt>score</dt><dd class="score">{float(hit.score):.4f}</dd>{itm}'
         f'<dt>cosine</dt><dd class="similarity">{float(hit.similarity):.4f}</dd>{_date_html(hit)}</dl>'
@@ -302,7 +310,7 @@ def _encode_jpeg(im: Image.Image, quality: int) -> bytes:
 
 def sheet_css(thumb_px: int) -> str:
     """The sheet's style sheet, for pages that show the same cards."""
-    return f":root {{ --thumb: {int(thumb_px)}px; }}{_CSS}"
+    return f":root {{ --thumb: {int(thumb_px)}px; }}{_CSS}{picker_css()}"
 
 
 def escape_html(text: str) -> str:

@@ -30,3 +30,40 @@ class Hit:
     # the number the rerank blends with the cosine); None when the hit was not reranked.
     itm: float | None = None
     t: float | None = None  # a video's frame: its time in seconds (`path` is the video); None for a still image
+    explanation: Explanation | None = None  # where the query matched (`explain=True`); None otherwise
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Where a reranked hit matched its query: relevance heatmaps over the image, from the fusion layers'
+    text-to-image attention (search/explain.py computes them). Maps are row-major grids of the vision tower's
+    patches, scaled so each map's peak is 1."""
+
+    method: str  # "attention" (the default), "gradient" or "rollout": search/explain.py
+    grid: tuple[int, int]  # (rows, columns) of every map
+    # The part of the image the maps cover, as fractions of its width and height (x0, y0, x1, y1): the model's
+    # centre crop (beyond 0..1 where the crop was padded).
+    window: tuple[float, float, float, float]
+    query: tuple[float, ...]  # the whole query (the text [CLS] token's row)
+    words: tuple[tuple[str, tuple[float, ...]], ...] = ()  # each content word's map, in query order
+
+    def word_map(self, word: str) -> tuple[float, ...] | None:
+        """The map of `word` (case-insensitive), None when it is not one of the explained words."""
+        return next((values for name, values in self.words if name == word.lower()), None)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Explanation:
+        """The explanation from its JSON form (what dataclasses.asdict and json make of it)."""
+        return cls(
+            method=data["method"],
+            grid=tuple(data["grid"]),
+            window=tuple(data["window"]),
+            query=tuple(data["query"]),
+            words=tuple((name, tuple(values)) for name, values in data["words"]),
+        )
+
+
+def hit_from_json(data: dict) -> Hit:
+    """A Hit from its JSON form (a server's answer), its explanation rebuilt."""
+    explanation = data.get("explanation")
+    return Hit(**{**data, "explanation": None if explanation is None else Explanation.from_json(explanation)})

@@ -41,6 +41,11 @@ class QueryRequest:
     sort: str = "relevance"
     score: str = config.DEFAULT_SCORE
     frames: str = DEFAULT_FRAMES  # a video's best frame ("best") or each matching frame ("all"): hits.FRAMES
+    explain: bool = False  # each hit's Explanation (search/explain.py): needs the rerank, refused with `image`
+
+    def __post_init__(self) -> None:
+        if self.explain and self.image is not None:
+            raise UsageError("`explain` shows where a text matched: it cannot explain a search by `image`")
 
     def terms(self) -> list[Terms]:
         """Each query line's terms, with the shared ones added."""
@@ -132,6 +137,7 @@ def run_query(
             rerank_budget=request.rerank_budget,
             where=where,
             frames=request.frames,
+            explain=request.explain,
             **({} if on_update is None else {"on_update": lambda partial: on_update(dated(partial))}),
         )
     return dated(results)

@@ -23,6 +23,7 @@ from bt_search.errors import ImageDecodeError, SearchCancelledError, UsageError
 from bt_search.media.decoding import load_file_pixels
 from bt_search.media.file_reading import existing_files
 from bt_search.media.images import load_pixels
+from bt_search.search.explain import KeptStates, explain_hits
 from bt_search.search.hits import DEFAULT_FRAMES, Hit, check_frames
 from bt_search.search.missing import MISSING_REASON
 from bt_search.search.rerank_budget import RerankClock, default_shortlist
@@ -205,6 +206,7 @@ class Searcher:
         where=None,
         frames: str = DEFAULT_FRAMES,
         on_update: UpdateCallback | None = None,
+        explain: bool = False,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
         with negatives and example images: see terms.py). `shortlist`: cosine candidates to rerank (None: the
@@ -215,7 +217,8 @@ class Searcher:
         ("best") or each of its frames ("all"). `on_update` (reranked searches only) sees the hits as they
         improve: the cosine shortlist's first (no threshold: it bounds the final score), then after each rerank
         chunk the reranked candidates best first with those still waiting after them in cosine order (`itm`
-        None). The returned hits are the final order; the caller shows them last."""
+        None). The returned hits are the final order; the caller shows them last. `explain` gives each final hit
+        an Explanation (where the query and each of its words matched: search/explain.py); it needs the rerank."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
@@ -226,6 +229,8 @@ class Searcher:
         labels = [t.label for t in terms]
         shortlist = shortlist or default_shortlist(self.engine.device.type)
         reranked = rerank and score != "cosine"
+        if explain and not reranked:
+            raise UsageError("`explain` needs the rerank (the fusion layers): drop `rerank=False` and `score=cosine`")
         vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
         shortlists = self._live_shortlists(labels, vectors, max(shortlist, top_k), under, where)
         if not reranked:
@@ -233,7 +238,9 @@ class Searcher:
         clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
         updates = _Updates(shortlists, top_k, on_update, frames)
         reranked_rows: set[int] = set()
-        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows, frames)
+        results = self._reranked(
+            shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows, frames, explain
+        )
         if clock.summary():
             self.on_note(clock.summary())
         if self.on_unreranked is not None:
@@ -350,6 +357,7 @@ class Searcher:
         updates: _Updates,
         reranked_rows: set[int],
         frames: str = DEFAULT_FRAMES,
+        explain: bool = False,
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
         tick = _Ticker(self.progress, total=clock.candidates)  # candidates, as the user counts them (`shortlist`)
@@ -358,6 +366,7 @@ class Searcher:
         results = []
         for number, (shortlist, query) in enumerate(zip(shortlists, terms)):
             kept_parts, score_parts, position = [], [], 0
+            kept_states = KeptStates(top_k, one_per_path=frames == "best") if explain else None
             while position < len(shortlist.rows):
                 if self.cancelled():
                     raise SearchCancelledError("the search was cancelled")
@@ -373,20 +382,34 @@ class Searcher:
                     kept_parts.append(kept)
                     score_parts.append(rerank_with_negatives(itm[0], np.array(itm[1:]), weights))
                     reranked_rows.update(int(r) for r in kept.rows)
+                    if kept_states is not None:
+                        chunk = (
+                            blend_scores(score_parts[-1], kept.similarities) if score == "blend" else score_parts[-1]
+                        )
+                        keys = [(path, kept.time(n)) for n, path in enumerate(kept.paths)]
+                        kept_states.offer(keys, chunk, kept.similarities, states)
                 tick(size)
                 position += size
                 clock.record(size)
                 if updates.wanted and position < len(shortlist.rows):
                     ranked = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames)
                     updates.show(number, ranked + _waiting(shortlist, position, top_k, ranked, frames))
-            results.append(_ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames))
+            hits = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames)
+            if kept_states is not None:
+                hits = explain_hits(
+                    self.engine, self._text_states(text_states, query.text.value), hits, kept_states.by_key()
+                )
+            results.append(hits)
             updates.done(number, results[-1])
         return results
 
     def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:
+        return self.engine.itm_scores(self._text_states(text_states, text), states)
+
+    def _text_states(self, text_states: dict, text: str):
         if text not in text_states:
             text_states[text] = self.engine.text_states(text)
-        return self.engine.itm_scores(text_states[text], states)
+        return text_states[text]
 
 
 def _ranked(

@@ -147,11 +147,13 @@ def build_app(
         await anyio.to_thread.run_sync(service.refresh, limiter=gate.thumbs)  # a removed index: 503, as /health
         query, similar = params.get("q", "").strip(), params.get("similar", "")
         rerank = params.get("rerank", "true") != "false"
+        # heatmaps need the rerank's fusion, and cost about one reranked candidate per card: asked for in the form
+        explain = rerank and params.get("explain", "false") == "true"
         # the date range and order, as the form sends them (empty inputs: no bound); check_request checks them
         filters = {name: params[name].strip() for name in ("after", "before", "sort") if params.get(name, "").strip()}
         generation = service.reader.generation
         facts = await anyio.to_thread.run_sync(service.page_facts, limiter=gate.thumbs)
-        shown = {"query": query, "rerank": rerank, "index": facts, "filters": filters}
+        shown = {"query": query, "rerank": rerank, "index": facts, "filters": filters, "explain": explain}
         refresh = ""  # the reranked page's URL while the cosine shortlist is shown first
         try:
             if similar:
@@ -161,13 +163,14 @@ def build_app(
                 result = await answer("similar", [path], {"top_k": 24, **filters})
                 heading = f"Images similar to {path}"
             elif query:
-                options = {"top_k": 24, "shortlist": 48, "rerank": rerank, **filters}
+                options = {"top_k": 24, "shortlist": 48, "rerank": rerank, "explain": explain, **filters}
                 heading = f"Results for “{query}”"
                 first = rerank and params.get("ranked") != "1"
                 if first and service.cached("search", *_checked(service, query, options)) is None:
                     # the cosine shortlist at once, and the reranked order when it is ready (docs/serve.md)
-                    options["rerank"] = False
-                    refresh = "/?" + urlencode({"q": query, "rerank": "true", **filters, "ranked": "1"})
+                    options["rerank"] = options["explain"] = False  # heatmaps come with the reranked page
+                    asked = {"explain": "true"} if explain else {}
+                    refresh = "/?" + urlencode({"q": query, "rerank": "true", **asked, **filters, "ranked": "1"})
                 result = await answer("search", [query], options)
             else:
                 return _html(render_page(**shown))

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from bt_search.engine.naming import model_name
 from bt_search.errors import UsageError
-from bt_search.search.hits import Hit
+from bt_search.search.hits import Hit, hit_from_json
 from bt_search.search.query import IMAGE_QUERY_OPTIONS, QueryRequest
 from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof, canonical_index, read_server_records
 
@@ -209,7 +209,9 @@ def served_results(
         for path, reason in answer["missing"]:
             on_missing(path, reason)
         labels = request.labels()
-        results = [[Hit(**{**hit, "query": label}) for hit in hits] for hits, label in zip(answer["results"], labels)]
+        results = [
+            [hit_from_json({**hit, "query": label}) for hit in hits] for hits, label in zip(answer["results"], labels)
+        ]
         return results, answer.get("notes", [])
     if reasons:
         notice(f"server not used ({reasons[-1]}); searching in-process")

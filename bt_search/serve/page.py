@@ -15,13 +15,16 @@ import os
 from typing import Any
 from urllib.parse import urlencode
 
+from bt_search.output.explanations import card_parts
 from bt_search.output.html_sheet import card_html, escape_html, sheet_css
 from bt_search.search.hits import Hit
 from bt_search.serve.service import MAX_QUERY_CHARS, THUMB_PX, thumb_key
 
-# No script, no frames, no plugins; images, styles and form posts to this origin only.
+# No script, no frames, no plugins; images (and the explanations' heat layers, as data: PNGs), styles and form
+# posts to this origin only.
 CSP = (
-    "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; img-src 'self' data:; style-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 PAGE_CSS = (
     sheet_css(THUMB_PX)
@@ -51,6 +54,7 @@ def render_page(
     index: dict[str, Any] | None = None,
     filters: dict[str, str] | None = None,
     refresh: str = "",
+    explain: bool = False,
 ) -> str:
     """The whole page; `hits` None means no search was asked for yet. `index`: Service.page_facts (name, images,
     folder); `filters`: the date range and order asked for (`after`, `before`, `sort`), kept in the form and in
@@ -58,7 +62,7 @@ def render_page(
     shown first; the page asks for it at once (a meta refresh, no script) and stays on screen until it comes."""
     index = index or {}
     filters = filters or {}
-    body = [_header(index), _form(query, rerank, filters)]
+    body = [_header(index), _form(query, rerank, filters, explain)]
     if error:
         body.append(f'<p class="error">{escape_html(error)}</p>')
     if hits is not None:
@@ -73,7 +77,7 @@ def render_page(
             "ones, its name for the full-size image</p>"
         )
         folder = index.get("folder", "")
-        cards = "\n".join(_card(hit, generation, folder, filters) for hit in hits)
+        cards = "\n".join(_card(hit, generation, folder, filters, f"x{n}") for n, hit in enumerate(hits))
         body.append(f'<ol class="cards">\n{cards}\n</ol>' if hits else '<p class="empty">No results.</p>')
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -101,7 +105,7 @@ def _header(index: dict[str, Any]) -> str:
     return f'<header class="index"><h1>bt-search</h1>{shown}</header>'
 
 
-def _form(query: str, rerank: bool, filters: dict[str, str]) -> str:
+def _form(query: str, rerank: bool, filters: dict[str, str], explain: bool = False) -> str:
     selected = ("", " selected") if rerank else (" selected", "")
     sort = filters.get("sort", "relevance")
     orders = "".join(
@@ -118,16 +122,29 @@ def _form(query: str, rerank: bool, filters: dict[str, str]) -> str:
         'placeholder="describe the image you are looking for" aria-label="query" autofocus>'
         '<select name="rerank" aria-label="ranking">'
         f'<option value="true"{selected[1]}>ITM rerank</option><option value="false"{selected[0]}>cosine only</option>'
-        f'</select>{dates}<select name="sort" aria-label="order">{orders}</select>'
+        f'</select>{dates}<select name="sort" aria-label="order">{orders}</select>{_explain_select(explain)}'
         '<button type="submit">Search</button></form>'
     )
 
 
-def _card(hit: Hit, generation: int, folder: str, filters: dict[str, str]) -> str:
+def _card(hit: Hit, generation: int, folder: str, filters: dict[str, str], group: str = "") -> str:
     key = thumb_key(hit.path, hit.t)  # a video's hit: its frame
     name = escape_html(os.path.basename(hit.path) or hit.path)
     image = f'<img src="/thumb/{key}?g={int(generation)}" alt="{name}">'
+    layers, picker = card_parts(hit, group)  # where each word matched (explanations.py), when the hit has it
+    if layers:
+        image = f'<span class="frame">{image}{layers}</span>'
     full = f"/image/{key}?g={int(generation)}"
     # A video's frame opens its full view: there is no image query by a video.
     similar = full if hit.t is not None else "/?" + urlencode({"similar": thumb_key(hit.path), **filters})
-    return card_html(hit, image, image_href=similar, path_href=full, folder=folder)
+    return card_html(hit, image, image_href=similar, path_href=full, folder=folder, picker_html=picker)
+
+
+def _explain_select(explain: bool) -> str:
+    """Whether reranked hits carry heatmaps of where each word matched (search/explain.py)."""
+    selected = (" selected", "") if explain else ("", " selected")
+    return (
+        '<select name="explain" aria-label="heatmaps">'
+        f'<option value="false"{selected[1]}>no heatmaps</option><option value="true"{selected[0]}>heatmaps</option>'
+        "</select>"
+    )

@@ -84,6 +84,7 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "before": (lambda v: v is None or (type(v) is str and _is_day(v)), "null or a day as YYYY-MM-DD"),
     "sort": (lambda v: type(v) is str and v in SORTS, f"one of {', '.join(SORTS)}"),
     "frames": (lambda v: type(v) is str and v in FRAMES, f"one of {', '.join(FRAMES)}"),
+    "explain": (lambda v: type(v) is bool, "true or false"),
 }
 
 

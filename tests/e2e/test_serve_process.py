@@ -122,6 +122,8 @@ EVERY_OPTION = [
     ("--image", "{photos}/p03.png", "-k", "16", "--under", "{photos}", "-f", "jsonl", "--frames", "all"),
     (QUERY, "--model", "{model}", "--device", "cpu", "--precision", "auto", "--batch-size", "2", "--no-rerank"),
     (QUERY, "-f", "paths", "-0", "-q", "--score", "cosine", "--html", "{html}"),
+    (QUERY, "-k", "3", "--explain", "-f", "jsonl", "--html", "{html}"),
+    ("a red circle", "-k", "2", "--explain-dir", "{explain}", "-f", "jsonl"),
 ]
 
 
@@ -139,8 +141,8 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
     paths = {"photos": setup["photos"], "queries": queries, "model": tiny_checkpoint}
     outputs = []
     for served in (True, False):
-        html = tmp_path / f"sheet-{served}.html"
-        argv = [token.format(**paths, html=html) for token in args]
+        html, explain = tmp_path / f"sheet-{served}.html", tmp_path / f"explain-{served}"
+        argv = [token.format(**paths, html=html, explain=explain) for token in args]
         poison = [setup["poison"] / "model"]  # torch cannot load: served means the server answered
         extra = () if served else ("--no-server",)
         result = run_cli(
@@ -148,13 +150,18 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
         )
         assert result.returncode == 0, result.stderr.decode()
         assert b"server not used" not in result.stderr
-        outputs.append((result.stdout, html.read_bytes() if html.exists() else None))
+        pngs = {p.name: p.read_bytes() for p in sorted(explain.iterdir())} if explain.exists() else None
+        outputs.append((result.stdout, html.read_bytes() if html.exists() else None, pngs))
     assert outputs[0] == outputs[1] and outputs[0][0]
     if "-k" in args and args[args.index("-k") + 1] in ("14", "16"):  # every file: the dated one, the video
         assert b"2021-07-04T10:11:12" in outputs[0][0] and b"clip.mkv" in outputs[0][0]
     if "--frames" in args:  # each of the video's frames, with its time
         times = sorted(json.loads(line)["t"] for line in outputs[0][0].splitlines() if b"clip.mkv" in line)
         assert times == [0.0, 5.0, 10.0]
+    if "--explain" in args or "--explain-dir" in args:  # every hit explained, its maps the same served or not
+        assert all("explanation" in json.loads(line) for line in outputs[0][0].splitlines())
+        assert outputs[0][1] is None or b'class="heat"' in outputs[0][1]
+        assert outputs[0][2] is None or len(outputs[0][2]) >= 2 * 2  # per hit: the query and its words
     if "--not" in args:  # reranked with negatives: the served hits carry the combined ITM probability too
         assert all(type(json.loads(line)["itm"]) is float for line in outputs[0][0].splitlines())
 
@@ -231,6 +238,17 @@ def test_a_mismatched_server_is_not_used_and_says_so_once(setup, tiny_checkpoint
     assert result.returncode == 0, result.stderr
     assert result.stderr.decode().count("server not used") == 1 and b"copy-of-the-model" in result.stderr
     assert result.stdout == query(setup, *args, served=False).stdout
+
+
+def test_the_search_page_shows_heatmaps_when_asked(setup):
+    server = setup["server"]
+    status, headers, plain = server.request("GET", "/?q=a+red+circle")
+    assert status == 200 and b'class="heat"' not in plain  # off unless asked for
+    status, headers, first = server.request("GET", "/?q=a+yellow+star&explain=true")  # not cached: shortlist first
+    assert status == 200 and b'class="heat"' not in first and b"explain=true" in first  # the reranked page asks too
+    status, headers, body = server.request("GET", "/?q=a+red+circle&explain=true&ranked=1")
+    assert status == 200 and b'class="heat"' in body and b'value="red"' in body and b"<script" not in body
+    assert "img-src 'self' data:" in headers["content-security-policy"]
 
 
 def test_host_header_and_cross_origin_refusals(setup):
