@@ -57,7 +57,7 @@ def test_csv_and_tsv_round_trip_awkward_names(index):
         result = query_here(index, QUERY, "--top-k", "6", "--format", fmt)
         rows = list(csv.DictReader(io.StringIO(result.stdout, newline=""), delimiter=delimiter))
         assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == sorted(index[2])
-        assert list(rows[0]) == ["query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm"]
+        assert list(rows[0]) == ["query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm", "t"]
         # the default blend: each row says what the ITM head answered, the score adds the cosine to it
         assert all(abs(float(r["score"]) - float(r["itm"]) - float(r["similarity"])) < 1e-6 for r in rows)
 
