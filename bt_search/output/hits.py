@@ -16,7 +16,9 @@ from bt_search.output.formats import Record, TableColumn, render_records, shorte
 from bt_search.search.hits import Hit
 
 # New fields go last, so scripts that cut columns by position keep working.
-COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm")
+COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm", "duplicates")
+# `duplicates`: the paths of the near-duplicates folded into the hit, a list in jsonl (a record is a Hit's fields);
+# csv and tsv, whose cells hold no lists, give their number.
 
 
 def _score_repeats_another(records: Sequence[Record]) -> bool:
@@ -37,6 +39,12 @@ TABLE = (
     ),
     TableColumn("similarity", lambda r: f"{r['similarity']:.4f}", justify="right"),
     TableColumn("path", lambda r: visible_path(shorter_path(r["path"])), whole=True),
+    TableColumn(
+        "similar",
+        lambda r: f"+{len(r['duplicates'])}" if r["duplicates"] else "",
+        justify="right",
+        hidden=lambda records: not any(r["duplicates"] for r in records),
+    ),
 )
 
 
@@ -51,6 +59,7 @@ def hit_record(hit: Hit) -> dict[str, str | int | float | None]:
         "shortlist_rank": int(hit.shortlist_rank),
         "taken_at": hit.taken_at,
         "itm": None if hit.itm is None else float(hit.itm),
+        "duplicates": list(hit.duplicates),
     }
 
 
@@ -59,6 +68,8 @@ def render(
 ) -> None:
     """Write one query's `hits` to `stream` in format `fmt` (see formats.render_records)."""
     records = (hit_record(hit) for hit in hits)
+    if fmt in ("csv", "tsv"):
+        records = ({**record, "duplicates": len(record["duplicates"])} for record in records)
     render_records(
         records,
         fmt,

@@ -17,3 +17,9 @@ class Hit:
     # The ITM head's probability that image and text match (with negatives: ITM(text) x prod (1 - ITM(not))^w,
     # the number the rerank blends with the cosine); None when the hit was not reranked.
     itm: float | None = None
+    # Near-duplicates folded into this hit (search/fold.py), best first: their paths; () when none or not folded.
+    duplicates: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.duplicates, tuple):  # a list, as JSON (a server's answer) carries it
+            object.__setattr__(self, "duplicates", tuple(self.duplicates))

@@ -15,11 +15,12 @@ from typing import Any
 from bt_search import config
 from bt_search.errors import ImageDecodeError, UsageError
 from bt_search.search.hits import Hit
+from bt_search.search.match import check_min_match
 from bt_search.search.terms import Terms, parse_line, parse_query
 
 # The fields that shape an image query (Searcher.similar_images takes top_k, threshold and under; the date
 # filters and order apply as to text): what a client sends and a server accepts for one.
-IMAGE_QUERY_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort")
+IMAGE_QUERY_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort", "fold", "min_match")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class QueryRequest:
     before: str | None = None
     sort: str = "relevance"
     score: str = config.DEFAULT_SCORE
+    fold: bool = True  # near-duplicates shown once, with "+N similar" (search/fold.py)
+    min_match: float | None = None  # keep hits whose ITM probability is at least this (search/match.py)
 
     def terms(self) -> list[Terms]:
         """Each query line's terms, with the shared ones added."""
@@ -68,7 +71,7 @@ class QueryRequest:
         """Whether answering runs the vision tower (rerank, an image query, or example images)."""
         uses_images = self.image is not None or bool(self.likes or self.unlikes)
         uses_images = uses_images or any(t.likes or t.unlikes for t in self.terms())
-        return uses_images or (self.rerank and self.score != "cosine")
+        return uses_images or (self.rerank and (self.score != "cosine" or self.min_match is not None))
 
     def date_filter(self):
         """The rows `after` and `before` admit (a pyarrow expression, None: all); checks `sort` too, so a caller can
@@ -79,9 +82,10 @@ class QueryRequest:
         return date_filter(parse_day(self.after, "after"), parse_day(self.before, "before"))
 
     def check(self) -> None:
-        """Refuse, before any model loads, what needs no model to refuse: `sort`, `after`, `before`, and an `image`
-        that is missing or not an image (its header is read)."""
+        """Refuse, before any model loads, what needs no model to refuse: `sort`, `after`, `before`, `min_match`, and
+        an `image` that is missing or not an image (its header is read)."""
         self.date_filter()
+        check_min_match(self.min_match, rerank=self.rerank, image=self.image is not None)
         if self.image is not None:
             from bt_search.media.images import check_image
 
@@ -92,27 +96,57 @@ class QueryRequest:
 
 
 def run_query(searcher: Any, request: QueryRequest) -> list[list[Hit]]:
-    """The hits of `request`, one list per query (one for an image query): shortlist, rerank, rank, capture
-    dates, order. The CLI in-process and the server both answer with this."""
+    """The hits of `request`, one list per query (one for an image query): shortlist, rerank, rank, fold
+    near-duplicates, capture dates, order. The CLI in-process and the server both answer with this."""
     from bt_search.search.filters import dated_hits
 
     where = request.date_filter()
+    check_min_match(request.min_match, rerank=request.rerank, image=request.image is not None)
+    if request.fold:
+        results = _folded(searcher, request, where)
+    else:
+        results = _ranked(searcher, request, where, request.top_k)
+    return [dated_hits(hits, request.sort) for hits in results]
+
+
+def _ranked(searcher: Any, request: QueryRequest, where, top_k: int) -> list[list[Hit]]:
+    """The request's best `top_k` hits per query, unfolded."""
     if request.image is not None:
-        results = [
+        return [
             searcher.similar_images(
-                request.image, top_k=request.top_k, threshold=request.threshold, under=request.under, where=where
+                request.image, top_k=top_k, threshold=request.threshold, under=request.under, where=where
             )
         ]
-    else:
-        results = searcher.search(
-            request.terms(),
-            top_k=request.top_k,
-            shortlist=request.shortlist,
-            rerank=request.rerank,
-            threshold=request.threshold,
-            under=request.under,
-            score=request.score,
-            rerank_budget=request.rerank_budget,
-            where=where,
-        )
-    return [dated_hits(hits, request.sort) for hits in results]
+    return searcher.search(
+        request.terms(),
+        top_k=top_k,
+        shortlist=request.shortlist,
+        rerank=request.rerank,
+        threshold=request.threshold,
+        under=request.under,
+        score=request.score,
+        rerank_budget=request.rerank_budget,
+        where=where,
+        min_match=request.min_match,
+    )
+
+
+def _folded(searcher: Any, request: QueryRequest, where) -> list[list[Hit]]:
+    """The request's hits with near-duplicates folded (search/fold.py), still `top_k` per query where that many
+    distinct ones exist: every candidate the search ranks anyway (the shortlist) is folded, and when folding leaves
+    fewer than `top_k` the search looks twice as deep, up to FOLD_DEPTH x `top_k` candidates."""
+    from bt_search.search.fold import FOLD_DEPTH, fold_hits, hit_embeddings
+    from bt_search.search.rerank_budget import default_shortlist
+
+    top_k = request.top_k
+    depth = top_k
+    if request.image is None:  # a text query ranks its whole shortlist: folding it costs no more rerank
+        depth = max(top_k, request.shortlist or default_shortlist(searcher.engine.device.type))
+    deepest = max(depth, top_k * FOLD_DEPTH)
+    while True:
+        ranked = _ranked(searcher, request, where, depth)
+        folded = [fold_hits(hits, hit_embeddings(searcher.reader, hits), top_k) for hits in ranked]
+        short = any(len(f) < top_k and len(hits) >= depth for f, hits in zip(folded, ranked))
+        if not short or depth >= deepest:
+            return folded
+        depth = min(depth * 2, deepest)

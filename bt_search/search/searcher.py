@@ -24,6 +24,7 @@ from bt_search.media.decoding import load_file_pixels
 from bt_search.media.file_reading import existing_files
 from bt_search.media.images import load_pixels
 from bt_search.search.hits import Hit
+from bt_search.search.match import check_min_match
 from bt_search.search.missing import MISSING_REASON
 from bt_search.search.rerank_budget import RerankClock, default_shortlist
 from bt_search.search.term_vectors import (
@@ -73,9 +74,10 @@ def rank_hits(
     top_k: int,
     threshold: float | None = None,
     itm: np.ndarray | None = None,
+    min_match: float | None = None,
 ) -> list[Hit]:
     """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path. `itm`: the
-    candidates' ITM probabilities, carried into the hits (None: not reranked)."""
+    candidates' ITM probabilities, carried into the hits (None: not reranked); `min_match` drops those below it."""
     scores = shortlist.similarities if scores is None else scores
     order = sorted(
         range(len(shortlist.rows)),
@@ -84,6 +86,8 @@ def rank_hits(
     hits = []
     for i in order:
         if threshold is not None and scores[i] < threshold:
+            continue
+        if min_match is not None and (itm is None or itm[i] < min_match):
             continue
         hits.append(
             Hit(
@@ -159,28 +163,32 @@ class Searcher:
         score: str = DEFAULT_SCORE,
         rerank_budget: float | None = None,
         where=None,
+        min_match: float | None = None,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
         with negatives and example images: see terms.py). `shortlist`: cosine candidates to rerank (None: the
         default for the engine's device, rerank_budget.default_shortlist). `score` ranks reranked candidates
         (see blend_scores); "cosine", like rerank=False, skips the rerank. `rerank_budget` (seconds) reranks
         only the best candidates that fit and leaves the rest out (rerank_budget.py). `where` (a pyarrow
-        expression on the index's columns) filters before the shortlist."""
+        expression on the index's columns) filters before the shortlist. `min_match` keeps only hits whose ITM
+        probability is at least it (search/match.py); with `score="cosine"` the shortlist is then scored by ITM too,
+        and still ranked by cosine."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
         if score not in SCORES:
             raise UsageError(f"`score` must be one of {', '.join(SCORES)}, not {score!r}")
         check_threshold(threshold)
+        check_min_match(min_match, rerank=rerank)
         labels = [t.label for t in terms]
         shortlist = shortlist or default_shortlist(self.engine.device.type)
-        reranked = rerank and score != "cosine"
+        reranked = rerank and (score != "cosine" or min_match is not None)
         vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
         shortlists = self._live_shortlists(labels, vectors, max(shortlist, top_k), under, where)
         if not reranked:
             return [rank_hits(s, None, top_k, threshold) for s in shortlists]
         clock = RerankClock(sum(len(s.rows) for s in shortlists), len(shortlists), rerank_budget, self.on_note)
-        results = self._reranked(shortlists, terms, top_k, threshold, score, clock)
+        results = self._reranked(shortlists, terms, top_k, threshold, score, clock, min_match)
         if clock.summary():
             self.on_note(clock.summary())
         return results
@@ -268,6 +276,7 @@ class Searcher:
         threshold: float | None,
         score: str,
         clock: RerankClock,
+        min_match: float | None = None,
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
         tick = _Ticker(self.progress, total=clock.candidates)  # candidates, as the user counts them (`shortlist`)
@@ -295,8 +304,9 @@ class Searcher:
                 clock.record(size)
             kept = _concatenated(shortlist.query, kept_parts)
             itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
-            scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
-            results.append(rank_hits(kept, scores, top_k, threshold, itm=itm))
+            # score "cosine" reaches here only for `min_match`: ranked by cosine (None), with the ITM it filters on
+            scores = blend_scores(itm, kept.similarities) if score == "blend" else itm if score == "itm" else None
+            results.append(rank_hits(kept, scores, top_k, threshold, itm=itm, min_match=min_match))
         return results
 
     def _itm(self, text_states: dict, text: str, states: torch.Tensor) -> np.ndarray:

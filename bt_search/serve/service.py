@@ -82,6 +82,8 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "after": (lambda v: v is None or (type(v) is str and _is_day(v)), "null or a day as YYYY-MM-DD"),
     "before": (lambda v: v is None or (type(v) is str and _is_day(v)), "null or a day as YYYY-MM-DD"),
     "sort": (lambda v: type(v) is str and v in SORTS, f"one of {', '.join(SORTS)}"),
+    "fold": (lambda v: type(v) is bool, "true or false"),
+    "min_match": (lambda v: v is None or (_finite(v) and 0 <= v <= 1), "null or a probability from 0 to 1"),
 }
 
 

@@ -57,6 +57,7 @@ def as_row(hit: Hit) -> list[str]:
         str(hit.shortlist_rank),
         hit.taken_at or "",
         "" if hit.itm is None else repr(hit.itm),
+        str(len(hit.duplicates)),
     ]
     return [hit.query, *numbers]
 
@@ -99,6 +100,7 @@ def test_jsonl_converts_numpy_like_scalars():
         "shortlist_rank": 3,
         "taken_at": None,
         "itm": 0.75,
+        "duplicates": [],
     }
 
 
@@ -123,7 +125,7 @@ def test_delimited_without_header_for_later_queries(fmt):
 
 def test_tsv_plain_names_are_not_quoted():
     hit = make_hits(["/photos/a b.jpg"], query="cat")[0]
-    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\t{hit.itm!r}\n"
+    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\t{hit.itm!r}\t0\n"
     assert rendered([hit], "tsv", include_header=False) == expected
 
 
