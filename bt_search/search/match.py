@@ -20,7 +20,7 @@ def check_min_match(min_match: float | None, *, rerank: bool = True, image: bool
         raise UsageError(f"`min_match` must be a probability from 0 to 1, not {min_match}")
     if image:
         raise UsageError(
-            "`min_match` applies to text queries (the ITM head scores a text against an image), not `image`"
+            "`min_match` applies to text queries (the ITM head scores a text against an image), not to `image`"
         )
     if not rerank:
         raise UsageError(

@@ -117,6 +117,7 @@ EVERY_OPTION = [
     ("--queries-file", "{queries}", "--not", "dogs::0.5", "--like", "{photos}/p01.png", "--unlike", "{photos}/p02.png"),
     (QUERY, "--score", "itm", "-k", "13", "-n", "13", "--after", "2000-01-01", "--before", "2100-12-31", "-f", "csv"),
     (QUERY, "--sort", "date", "--rerank-budget", "60", "--threshold", "-5", "--format", "tsv", "--verbose"),
+    (QUERY, "--min-match", "0.01", "--no-fold", "-k", "4", "--score", "cosine", "-f", "jsonl"),
     ("--image", "{photos}/p03.png", "-k", "13", "--under", "{photos}", "-f", "jsonl", "--after", "2000-01-01"),
     (QUERY, "--model", "{model}", "--device", "cpu", "--precision", "auto", "--batch-size", "2", "--no-rerank"),
     (QUERY, "-f", "paths", "-0", "-q", "--score", "cosine", "--html", "{html}"),
@@ -152,6 +153,16 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
         assert b"2021-07-04T10:11:12" in outputs[0][0]
     if "--not" in args:  # reranked with negatives: the served hits carry the combined ITM probability too
         assert all(type(json.loads(line)["itm"]) is float for line in outputs[0][0].splitlines())
+
+
+@pytest.mark.parametrize(("min_match", "status"), [("0", 0), ("1", 6)])
+def test_min_match_exit_status_is_the_same_served_and_in_process(setup, min_match, status):
+    args = (QUERY, "-k", "3", "--min-match", min_match, "-f", "jsonl")
+    served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], poison=[setup["poison"] / "model"])
+    local = in_process(setup, *args)
+    assert served.returncode == local.returncode == status, served.stderr.decode()
+    assert served.stdout == local.stdout and len(served.stdout.splitlines()) == (3 if status == 0 else 0)
+    assert b"server not used" not in served.stderr
 
 
 def test_queries_file_batch_through_the_server(setup, tmp_path):
