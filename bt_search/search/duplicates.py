@@ -21,6 +21,9 @@ from bt_search.errors import UsageError
 from bt_search.search.fold import FOLD_COSINE, check_fold_threshold
 
 NEIGHBOURS = 8  # rows each row looks at: itself and 7 others
+# IVF lists each row's search visits: a near-copy sits in its original's list or a neighbouring one, so a few
+# suffice where a text query needs the tuned number (docs/performance.md, "Near-duplicates")
+PROBES = 8
 BATCH = 4096  # rows searched at once (their embeddings and neighbours in memory)
 
 
@@ -47,7 +50,7 @@ def duplicate_pairs(
     firsts, seconds = [], []
     for start in range(0, len(ids), batch):
         rows = ids[start : start + batch]
-        similarities, found = reader.search(reader.embeddings_for(rows), neighbours)
+        similarities, found = reader.search(reader.embeddings_for(rows), neighbours, probes=PROBES)
         close = (similarities >= threshold) & (found >= 0) & (found != rows[:, None])
         a = np.broadcast_to(rows[:, None], found.shape)[close]
         b = found[close]

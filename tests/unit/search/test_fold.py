@@ -48,7 +48,9 @@ def test_duplicates_searches_each_row_once_with_a_small_k(library, monkeypatch):
     reader, _, groups = library
     calls = []
     search = reader.search
-    monkeypatch.setattr(reader, "search", lambda queries, k: calls.append((len(queries), k)) or search(queries, k))
+    monkeypatch.setattr(
+        reader, "search", lambda queries, k, **kw: calls.append((len(queries), k)) or search(queries, k, **kw)
+    )
     monkeypatch.setattr(type(reader), "embeddings", property(lambda self: pytest.fail("read every embedding")))
     found = duplicate_groups(reader, neighbours=3, batch=7)
     assert sum(n for n, _ in calls) == len(reader) and all(n <= 7 and k == 3 for n, k in calls)
