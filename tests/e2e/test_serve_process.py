@@ -115,10 +115,10 @@ def test_query_through_the_server_is_byte_identical_and_torch_free(setup, args):
 # fails it until it is added here); the harness adds --index, and --no-server for the in-process run.
 EVERY_OPTION = [
     ("--queries-file", "{queries}", "--not", "dogs::0.5", "--like", "{photos}/p01.png", "--unlike", "{photos}/p02.png"),
-    (QUERY, "--score", "itm", "-k", "13", "-n", "13", "--after", "2000-01-01", "--before", "2100-12-31", "-f", "csv"),
+    (QUERY, "--score", "itm", "-k", "13", "-n", "13", "--after", "2000-01-01", "--before", "2100-12-31", "--no-fold"),
     (QUERY, "--sort", "date", "--rerank-budget", "60", "--threshold", "-5", "--format", "tsv", "--verbose"),
-    (QUERY, "--min-match", "0.01", "--no-fold", "-k", "4", "--score", "cosine", "-f", "jsonl"),
-    ("--image", "{photos}/p03.png", "-k", "13", "--under", "{photos}", "-f", "jsonl", "--after", "2000-01-01"),
+    (QUERY, "--min-match", "0.01", "-k", "4", "--score", "cosine", "-f", "csv"),
+    ("--image", "{photos}/p03.png", "-k", "13", "--under", "{photos}", "--after", "2000-01-01", "--no-fold"),
     (QUERY, "--model", "{model}", "--device", "cpu", "--precision", "auto", "--batch-size", "2", "--no-rerank"),
     (QUERY, "-f", "paths", "-0", "-q", "--score", "cosine", "--html", "{html}"),
 ]
