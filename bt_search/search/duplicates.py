@@ -24,6 +24,10 @@ NEIGHBOURS = 8  # rows each row looks at: itself and 7 others
 # IVF lists each row's search visits: a near-copy sits in its original's list or a neighbouring one, so a few
 # suffice where a text query needs the tuned number (docs/performance.md, "Near-duplicates")
 PROBES = 8
+# An index without an ANN file (flat: `auto` up to 100k rows) searches exactly, O(N) per row, O(N²·D) in all.
+# From this many rows `duplicates` clusters the embeddings into a temporary in-memory IVF instead (2√N lists,
+# PROBES visited), so each row reads about PROBES / (2√N) of them.
+TEMPORARY_IVF_ROWS = 20_000
 BATCH = 4096  # rows searched at once (their embeddings and neighbours in memory)
 
 
@@ -47,10 +51,13 @@ def duplicate_pairs(
     if neighbours < 2:
         raise UsageError(f"`neighbours` must be at least 2 (a row and one other), not {neighbours}")
     ids = reader.ids()
+    search = lambda queries: reader.search(queries, neighbours, probes=PROBES)  # noqa: E731
+    if not reader.uses_faiss_file and len(ids) >= TEMPORARY_IVF_ROWS:
+        search = _temporary_ivf(reader, ids, neighbours, batch)
     firsts, seconds = [], []
     for start in range(0, len(ids), batch):
         rows = ids[start : start + batch]
-        similarities, found = reader.search(reader.embeddings_for(rows), neighbours, probes=PROBES)
+        similarities, found = search(reader.embeddings_for(rows))
         close = (similarities >= threshold) & (found >= 0) & (found != rows[:, None])
         a = np.broadcast_to(rows[:, None], found.shape)[close]
         b = found[close]
@@ -62,6 +69,27 @@ def duplicate_pairs(
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pairs = np.unique(np.stack([np.concatenate(firsts), np.concatenate(seconds)], axis=1), axis=0)
     return pairs[:, 0], pairs[:, 1]
+
+
+def _temporary_ivf(reader, ids: np.ndarray, neighbours: int, batch: int):
+    """A search over an in-memory IVF-Flat of every row (row ids as FAISS ids), for an index with no ANN file."""
+    import faiss
+
+    dim = reader.identity.embedding_dim
+    lists = max(1, int(2 * np.sqrt(len(ids))))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(ids, size=min(len(ids), lists * 39), replace=False)
+    index.train(np.ascontiguousarray(reader.embeddings_for(np.sort(sample)), dtype=np.float32))
+    for start in range(0, len(ids), batch):
+        rows = ids[start : start + batch]
+        index.add_with_ids(np.ascontiguousarray(reader.embeddings_for(rows), dtype=np.float32), rows)
+    index.nprobe = PROBES
+
+    def search(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        similarities, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), neighbours)
+        return similarities, found
+
+    return search
 
 
 def union_groups(firsts: np.ndarray, seconds: np.ndarray) -> list[list[int]]:

@@ -113,3 +113,32 @@ def test_an_image_query_folds_its_own_copies(library):
     (hits,) = run_query(Searcher(reader, engine), QueryRequest(image=groups["s01"][0], top_k=3))
     assert hits[0].path == groups["s01"][0] and sorted(hits[0].duplicates) == sorted(groups["s01"][1:])
     assert len(hits) == 3
+
+
+def test_an_index_without_an_ann_file_is_searched_through_a_temporary_ivf(monkeypatch):
+    """A flat index would search exactly, O(N) a row: from TEMPORARY_IVF_ROWS rows duplicates builds an IVF."""
+    from bt_search.search import duplicates
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+    copies = rng.choice(3000, size=(40, 2), replace=False)
+    noisy = vectors[copies[:, 0]] + 0.02 * rng.standard_normal((40, 32)).astype(np.float32)
+    vectors[copies[:, 1]] = noisy
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    class FlatReader:
+        uses_faiss_file = False
+        identity = type("Identity", (), {"embedding_dim": 32})()
+
+        def ids(self):
+            return np.arange(3000)
+
+        def embeddings_for(self, rows):
+            return vectors[np.asarray(rows)]
+
+        def search(self, queries, k, **kwargs):
+            pytest.fail("searched the flat index exactly")
+
+    monkeypatch.setattr(duplicates, "TEMPORARY_IVF_ROWS", 1000)
+    firsts, seconds = duplicates.duplicate_pairs(FlatReader(), threshold=0.99, batch=512)
+    assert set(zip(firsts.tolist(), seconds.tolist())) == {tuple(sorted(pair)) for pair in copies.tolist()}
