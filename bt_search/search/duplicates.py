@@ -123,16 +123,35 @@ def duplicate_groups(
 ) -> list[DuplicateGroup]:
     """The index's groups of near-duplicates (stored ITC image embeddings at `threshold` cosine or above, joined
     through each row's `neighbours` nearest), largest first, then by first path."""
-    groups = []
-    for rows in union_groups(
+    components = union_groups(
         *duplicate_pairs(reader, threshold=threshold, neighbours=neighbours, batch=batch, progress=progress)
-    ):
-        paths = reader.paths_for(rows)
-        order = sorted(range(len(rows)), key=lambda i: paths[i])
-        embeddings = reader.embeddings_for([rows[i] for i in order])
-        similarities = embeddings @ embeddings[0]
-        groups.append(DuplicateGroup(tuple(paths[i] for i in order), tuple(round(float(s), 6) for s in similarities)))
+    )
+    groups = []
+    # the grouped rows' paths and embeddings, read a batch of rows at a time (one `take` each, not one a group)
+    for start in range(0, sum(len(group) for group in components), batch):
+        chunk = components_in(components, start, start + batch)
+        rows = [row for group in chunk for row in group]
+        paths, embeddings = reader.paths_for(rows), reader.embeddings_for(rows)
+        at = 0
+        for group in chunk:
+            span = range(at, at + len(group))
+            order = sorted(span, key=lambda i: paths[i])
+            similarities = embeddings[order] @ embeddings[order[0]]
+            groups.append(
+                DuplicateGroup(tuple(paths[i] for i in order), tuple(round(float(s), 6) for s in similarities))
+            )
+            at += len(group)
     return sorted(groups, key=lambda g: (-len(g.paths), g.paths[0]))
+
+
+def components_in(components: list[list[int]], start: int, stop: int) -> list[list[int]]:
+    """The groups whose first member's position, counting every group's members in turn, is in [start, stop)."""
+    out, position = [], 0
+    for group in components:
+        if start <= position < stop:
+            out.append(group)
+        position += len(group)
+    return out
 
 
 def group_records(groups: list[DuplicateGroup]):

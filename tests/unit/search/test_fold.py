@@ -142,3 +142,24 @@ def test_an_index_without_an_ann_file_is_searched_through_a_temporary_ivf(monkey
     monkeypatch.setattr(duplicates, "TEMPORARY_IVF_ROWS", 1000)
     firsts, seconds = duplicates.duplicate_pairs(FlatReader(), threshold=0.99, batch=512)
     assert set(zip(firsts.tolist(), seconds.tolist())) == {tuple(sorted(pair)) for pair in copies.tolist()}
+
+
+def test_duplicates_command_lists_each_group_with_the_one_to_keep(library):
+    import json
+
+    from typer.testing import CliRunner
+
+    from bt_search.cli.app import app
+
+    reader, _, groups = library
+    result = CliRunner().invoke(app, ["duplicates", "--index", str(reader.directory), "-f", "jsonl"])
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert list(rows[0]) == ["group", "size", "path", "similarity", "keep"]
+    by_group = {}
+    for row in rows:
+        by_group.setdefault(row["group"], []).append(row)
+    expected = sorted(sorted(paths) for name, paths in groups.items() if not name.endswith("-other"))
+    assert sorted([r["path"] for r in members] for members in by_group.values()) == expected
+    assert all([r["keep"] for r in members] == [True, False, False, False] for members in by_group.values())
+    assert f"{SCENES} group(s) of near-duplicates, {SCENES * 4} images of {SCENES * 5}" in result.stderr
