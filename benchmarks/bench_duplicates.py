@@ -3,7 +3,8 @@
 Each index holds N clustered vectors (bench_scale's) in which 1% of rows are planted near-copies of another row
 (cosine ~0.99, what a re-encode or resize gives; docs/performance.md). It is built through the public IndexWriter
 with the ANN kind `auto` picks for N under the default 1 GiB budget. duplicate_groups then runs in a fresh
-process (cold open, memory-mapped FAISS file), which reports wall time, its peak RSS above the imports, and how
+process (cold open, memory-mapped FAISS file, OMP_WAIT_POLICY=PASSIVE as `bt-search duplicates` sets it), which
+reports wall time, its peak RSS above the imports, and how
 many of the planted pairs it found: it asks the index for each row's 8 nearest, O(N·k), never N x N.
 
     python benchmarks/bench_duplicates.py --sizes 100000 1000000
@@ -88,7 +89,7 @@ def main() -> None:
                 [sys.executable, "-c", RUN, str(directory)],
                 capture_output=True,
                 text=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"},  # as the CLI sets it
                 check=True,
             )
             result = json.loads(out.stdout)

@@ -714,6 +714,9 @@ def duplicates(
     quiet: bool = QuietOpt,
 ) -> None:
     """Groups of near-duplicate images over the whole index (re-encoded, resized, slightly cropped copies)."""
+    # Before faiss loads: many short searches, whose OpenMP threads would otherwise spin against each other on a
+    # busy machine (as `serve` and a cosine `query` do; docs/performance.md, "The first hour").
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from bt_search.output.duplicates import render_duplicates
     from bt_search.output.formats import check_format, default_format
     from bt_search.search.duplicates import duplicate_groups
