@@ -24,7 +24,7 @@ NEIGHBOURS = 8  # rows each row looks at: itself and 7 others
 # IVF lists each row's search visits: a near-copy sits in its original's list or a neighbouring one, so a few
 # suffice where a text query needs the tuned number (docs/performance.md, "Near-duplicates")
 PROBES = 8
-# An index without an ANN file (flat: `auto` up to 100k rows) searches exactly, O(N) per row, O(N²·D) in all.
+# An exact index (`flat`, which `auto` picks up to 100k rows, or none) searches O(N) per row, O(N²·D) in all.
 # From this many rows `duplicates` clusters the embeddings into a temporary in-memory IVF instead (2√N lists,
 # PROBES visited), so each row reads about PROBES / (2√N) of them.
 TEMPORARY_IVF_ROWS = 20_000
@@ -52,7 +52,7 @@ def duplicate_pairs(
         raise UsageError(f"`neighbours` must be at least 2 (a row and one other), not {neighbours}")
     ids = reader.ids()
     search = lambda queries: reader.search(queries, neighbours, probes=PROBES)  # noqa: E731
-    if not reader.uses_faiss_file and len(ids) >= TEMPORARY_IVF_ROWS:
+    if searches_exactly(reader) and len(ids) >= TEMPORARY_IVF_ROWS:
         search = _temporary_ivf(reader, ids, neighbours, batch)
     firsts, seconds = [], []
     for start in range(0, len(ids), batch):
@@ -69,6 +69,11 @@ def duplicate_pairs(
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pairs = np.unique(np.stack([np.concatenate(firsts), np.concatenate(seconds)], axis=1), axis=0)
     return pairs[:, 0], pairs[:, 1]
+
+
+def searches_exactly(reader) -> bool:
+    """Whether the index's own search reads every row (a `flat` FAISS file, or no ANN file at all)."""
+    return not reader.uses_faiss_file or reader.manifest.get("index_type") in (None, "flat")
 
 
 def _temporary_ivf(reader, ids: np.ndarray, neighbours: int, batch: int):

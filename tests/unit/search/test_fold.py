@@ -127,7 +127,8 @@ def test_an_index_without_an_ann_file_is_searched_through_a_temporary_ivf(monkey
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
     class FlatReader:
-        uses_faiss_file = False
+        uses_faiss_file = True
+        manifest = {"index_type": "flat"}
         identity = type("Identity", (), {"embedding_dim": 32})()
 
         def ids(self):
