@@ -14,6 +14,7 @@ EXIT_USAGE = 2
 EXIT_SKIPPED = 3  # `index --strict`: some files were skipped
 EXIT_NOTHING_LIVE = 4  # `query`: no hits, because every candidate's file is gone (docs/cli-guide.md)
 EXIT_UNREADABLE_ROOT = 5  # `index`: a folder or file given to it could not be read at all (docs/cli-guide.md)
+EXIT_NO_MATCH = 6  # `query --min-match P`: no hit of any query has an ITM probability of at least P (docs/cli-guide.md)
 
 
 class BtSearchError(Exception):

@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok; 1 failure (bad index, model, I/O); 2 usage error; 3 `index --strict` skipped files;
 4 `query` found no hits because every candidate's file is gone; 5 `index` could not read a folder or file it
-was given; 130 interrupted (`index` keeps its committed work: re-run to resume).
+was given; 6 `query --min-match` left no hit; 130 interrupted (`index` keeps its committed work: re-run to resume).
 """
 
 from __future__ import annotations
@@ -543,7 +543,7 @@ def _print_counts(report, directory: Path) -> None:
 def query(**options: Any) -> None:
     """Search the index by text: cosine shortlist, ITM rerank, top K on stdout."""
     from bt_search.cli.query_input import collect_queries
-    from bt_search.cli.served import canonical_under, served_hits
+    from bt_search.cli.served import canonical_under, exit_status, served_hits
     from bt_search.output.formats import check_format, default_format
 
     quiet, null = options["quiet"], options["null"]
@@ -573,8 +573,10 @@ def query(**options: Any) -> None:
             results = _searched(options, queries, missing)
         missing.summarize()
         _write_results(results, fmt, null, options["html"], quiet, options["explain_dir"])
-        if missing.paths and not any(results):
+        if missing.paths and not any(results) and options["min_match"] is None:
             raise typer.Exit(EXIT_NOTHING_LIVE)
+        if exit_status(options, results):
+            raise typer.Exit(exit_status(options, results))
 
 
 query.__signature__ = typer_signature(typer)
@@ -808,6 +810,46 @@ def serve(
         serve_forever(settings, say=lambda message: _say(quiet, message))
 
 
+@app.command()
+def duplicates(
+    index: Path | None = IndexOpt,
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        help="Cosine of two images' stored embeddings at and above which they are near-duplicates "
+        "(default: 0.98, the one `query` folds at).",
+    ),
+    neighbours: int = typer.Option(
+        8, "--neighbours", min=2, help="Nearest images each image is compared with (itself included)."
+    ),
+    fmt: str | None = FormatOpt,
+    null: bool = NullOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Groups of near-duplicate images over the whole index (re-encoded, resized, slightly cropped copies)."""
+    # Before faiss loads: many short searches, whose OpenMP threads would otherwise spin against each other on a
+    # busy machine (as `serve` and a cosine `query` do; docs/performance.md, "The first hour").
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from bt_search.output.duplicates import render_duplicates
+    from bt_search.output.formats import check_format, default_format
+    from bt_search.search.duplicates import duplicate_groups
+    from bt_search.search.fold import FOLD_COSINE
+    from bt_search.search.open import open_index
+
+    with cli_errors(quiet, picks=_picks(index=index)):
+        fmt = fmt or ("paths" if null else default_format(sys.stdout.isatty()))
+        check_format(fmt, null)
+        reader = open_index(_index_dir(index))
+        groups = duplicate_groups(
+            reader, threshold=FOLD_COSINE if threshold is None else threshold, neighbours=neighbours
+        )
+        render_duplicates(groups, fmt, sys.stdout, null_separated=null)
+        _say(
+            quiet,
+            f"{len(groups)} group(s) of near-duplicates, {sum(len(g.paths) for g in groups)} images of {len(reader)}",
+        )
+
+
 @app.command("eval")
 def eval_command(
     captions: Path = typer.Argument(..., help="Captions: CSV/TSV/JSONL with file,caption, or Karpathy-split JSON."),
@@ -822,11 +864,18 @@ def eval_command(
     device: str | None = DeviceOpt,
     precision: str = PrecisionOpt,
     batch_size: int | None = BatchOpt,
+    absent: int | None = typer.Option(
+        None,
+        "--absent",
+        min=1,
+        help="Instead: hold K captioned images out of the search and report, per --min-match P, how often their "
+        "captions are refused and the others still answered.",
+    ),
 ) -> None:
     """Text-to-image Recall@1/5/10 of the shortlist alone and with ITM rerank, and time per query."""
     import json
 
-    from bt_search.search.evaluate import KS, evaluate, read_captions
+    from bt_search.search.evaluate import KS, evaluate, evaluate_absent, read_captions
     from bt_search.search.open import open_searcher
 
     with cli_errors(picks=_picks(index=index)):
@@ -841,6 +890,9 @@ def eval_command(
             on_loading=_loading(False),
             progress=_RerankBar(label="eval: reranking") if _on_terminal() else None,
         )
+        if absent is not None:
+            _print_abstention(evaluate_absent(searcher, pairs, absent, shortlist=shortlist), fmt)
+            return
         report = evaluate(searcher, pairs, shortlist=shortlist)
         if report.skipped_captions:
             _say(False, f"{report.skipped_captions} caption(s) name images not in the index", "[yellow]warning:[/] ")
@@ -848,6 +900,32 @@ def eval_command(
             sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
             return
         _print_eval_table(report, KS)
+
+
+def _print_abstention(report, fmt: str) -> None:
+    import json
+
+    from rich.table import Table
+
+    if report.skipped_captions:
+        _say(False, f"{report.skipped_captions} caption(s) name images not in the index", "[yellow]warning:[/] ")
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        return
+    table = Table(
+        title=f"--min-match P: {report.absent_queries} captions of {report.absent_images} held-out images (absent), "
+        f"{report.present_queries} of indexed ones (present), N={report.shortlist_size}"
+    )
+    for header in ("P", "absent refused", "present answered", "present: own image kept"):
+        table.add_column(header, justify="right")
+    for level in report.levels:
+        table.add_row(
+            f"{level['min_match']:.2f}",
+            f"{level['absent_refused']:.3f}",
+            f"{level['present_answered']:.3f}",
+            f"{level['present_found']:.3f}",
+        )
+    Console().print(table)
 
 
 def _print_eval_table(report, ks) -> None:

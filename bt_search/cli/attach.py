@@ -24,7 +24,7 @@ from typing import Any
 
 from bt_search.cli.options import QUERY_DEFAULTS, QUERY_OPTIONS, QueryOption
 from bt_search.cli.query_input import collect_queries
-from bt_search.cli.served import canonical_under, served_hits
+from bt_search.cli.served import canonical_under, exit_status, served_hits
 from bt_search.output.formats import check_format, default_format
 from bt_search.output.hits import write_query_output
 
@@ -125,7 +125,7 @@ def attached_query(argv: list[str]) -> int | None:
         write_query_output(*answer, sys.stdout, null_separated=args["null"])
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - output has begun: exit as the CLI would
         return _as_the_cli_exits(err, args["quiet"])
-    return 0
+    return exit_status(args, answer[0])
 
 
 def _served(args: dict[str, Any]) -> tuple[list, str] | None:

@@ -130,6 +130,22 @@ QUERY_OPTIONS = (
         DEFAULT_FRAMES,
         "Videos: best (each video's best frame) or all (every matching frame, each with its time t).",
     ),
+    QueryOption(
+        "no_fold",
+        ("--no-fold",),
+        bool,
+        False,
+        "Show near-duplicates (re-encoded, resized or slightly cropped copies) each on its own; by default they "
+        "fold into the best of them, with +N similar.",
+    ),
+    QueryOption(
+        "min_match",
+        ("--min-match",),
+        float,
+        None,
+        "Keep only results whose ITM match probability is at least P (0-1; needs the rerank). Exit 6 when none "
+        "is left.",
+    ),
     QueryOption("fmt", ("--format", "-f"), str, None, FORMAT_HELP),
     QueryOption("null", ("--null", "-0"), bool, False, NULL_HELP),
     QueryOption(

@@ -13,8 +13,10 @@ from typing import Any
 
 from bt_search import config
 from bt_search.cli.options import asks_only_what_a_server_answers
+from bt_search.errors import EXIT_NO_MATCH
 from bt_search.media.scan import canonical_path
 from bt_search.search.hits import Hit
+from bt_search.search.match import no_match
 from bt_search.search.query import QueryRequest
 from bt_search.serve.client import served_results
 
@@ -46,7 +48,15 @@ def query_request(options: dict[str, Any], queries: list[str]) -> QueryRequest:
         score=options["score"],
         frames=options["frames"],
         explain=options["explain"] or options["explain_dir"] is not None,
+        fold=not options["no_fold"],
+        min_match=options["min_match"],
     )
+
+
+def exit_status(options: dict[str, Any], results: list[list[Hit]]) -> int:
+    """`query`'s exit status for hits it printed: EXIT_NO_MATCH when `--min-match` left none, else 0 (the CLI and
+    the attach path both ask this)."""
+    return EXIT_NO_MATCH if no_match(options["min_match"], results) else 0
 
 
 def served_hits(

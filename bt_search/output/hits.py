@@ -20,7 +20,9 @@ from bt_search.search.hits import Explanation, Hit
 # New fields go last, so scripts that cut columns by position keep working.
 # `t`: a video frame's time in seconds (null for a still image); `paths` writes the file's path alone, so a pipe
 # into xargs still names files (docs/output.md).
-COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm", "t")
+COLUMNS = ("query", "rank", "path", "score", "similarity", "shortlist_rank", "taken_at", "itm", "t", "duplicates")
+# `duplicates`: the paths of the near-duplicates folded into the hit, a list in jsonl (a record is a Hit's fields);
+# csv and tsv, whose cells hold no lists, give their number.
 
 
 def _score_repeats_another(records: Sequence[Record]) -> bool:
@@ -47,6 +49,12 @@ TABLE = (
         hidden=lambda records: all(r["t"] is None for r in records),
     ),
     TableColumn("path", lambda r: visible_path(shorter_path(r["path"])), whole=True),
+    TableColumn(
+        "similar",
+        lambda r: f"+{len(r['duplicates'])}" if r["duplicates"] else "",
+        justify="right",
+        hidden=lambda records: not any(r["duplicates"] for r in records),
+    ),
 )
 
 
@@ -63,6 +71,7 @@ def hit_record(hit: Hit) -> dict[str, str | int | float | dict | None]:
         "taken_at": hit.taken_at,
         "itm": None if hit.itm is None else float(hit.itm),
         "t": None if hit.t is None else float(hit.t),
+        "duplicates": list(hit.duplicates),
         **({} if hit.explanation is None else {"explanation": explanation_record(hit.explanation)}),
     }
 
@@ -84,6 +93,8 @@ def render(
 ) -> None:
     """Write one query's `hits` to `stream` in format `fmt` (see formats.render_records)."""
     records = (hit_record(hit) for hit in hits)
+    if fmt in ("csv", "tsv"):
+        records = ({**record, "duplicates": len(record["duplicates"])} for record in records)
     render_records(
         records,
         fmt,

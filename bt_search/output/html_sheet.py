@@ -71,6 +71,12 @@ dd { margin: 0; font-variant-numeric: tabular-nums; }
 /* paths break after a "/" (a <wbr> there); inside a name only when the name alone is wider than the card */
 a.path { font-size: 12px; overflow-wrap: break-word; word-break: normal; }
 .folder { overflow-wrap: anywhere; }
+/* near-duplicates folded into a card: its thumbnail drawn as the top of a stack, the others listed under it */
+.card.stacked .thumb { box-shadow: 4px 4px 0 -1px Canvas, 4px 4px 0 0 #888a, 8px 8px 0 -1px Canvas, 8px 8px 0 0 #8886;
+  margin-right: 8px; margin-bottom: calc(.4rem + 8px); }
+details.similar { font-size: 12px; margin-top: .3rem; }
+details.similar summary { cursor: pointer; font-weight: 600; }
+details.similar ul { margin: .2rem 0 0; padding-left: 1rem; overflow-wrap: anywhere; }
 """
 
 
@@ -226,14 +232,23 @@ def card_html(
     itm = "" if hit.itm is None else f'<dt>itm</dt><dd class="itm">{float(hit.itm):.4f}</dd>'
     if hit.t is not None:  # a video's frame: the time it shows
         itm += f'<dt>t</dt><dd class="t">{_esc(frame_time_text(hit.t))}</dd>'
+    stacked = f' stacked" data-similar="{len(hit.duplicates)}' if hit.duplicates else ""
     return (
-        f'<li class="card" data-rank="{int(hit.rank)}" data-shortlist-rank="{int(hit.shortlist_rank)}">'
+        f'<li class="card{stacked}" data-rank="{int(hit.rank)}" data-shortlist-rank="{int(hit.shortlist_rank)}">'
         f'<a class="thumb" href="{_esc(image_href)}">{image_html}</a>{picker_html}'
         f'<div><span class="rank">#{int(hit.rank)}</span> {_moved_html(hit)}</div>'
         f'<dl><dt>score</dt><dd class="score">{float(hit.score):.4f}</dd>{itm}'
         f'<dt>cosine</dt><dd class="similarity">{float(hit.similarity):.4f}</dd>{_date_html(hit)}</dl>'
-        f'<a class="path" href="{_esc(path_href)}" title="{path}">{shown}</a></li>'
+        f'<a class="path" href="{_esc(path_href)}" title="{path}">{shown}</a>{_similar_html(hit, folder)}</li>'
     )
+
+
+def _similar_html(hit: Hit, folder: str) -> str:
+    """The near-duplicates folded into the hit ("+N similar"), their paths listed when opened; "" for none."""
+    if not hit.duplicates:
+        return ""
+    items = "".join(f'<li title="{_esc(p)}">{_esc(relative_to(p, folder))}</li>' for p in hit.duplicates)
+    return f'<details class="similar"><summary>+{len(hit.duplicates)} similar</summary><ul>{items}</ul></details>'
 
 
 def _date_html(hit: Hit) -> str:

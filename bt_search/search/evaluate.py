@@ -168,3 +168,104 @@ def _blended_rank_of(path: str, hits) -> int | None:
 
     order = sorted(hits, key=lambda h: (-float(blend_scores(h.score, h.similarity)), -h.similarity, h.path))
     return next((rank for rank, hit in enumerate(order, start=1) if hit.path == path), None)
+
+
+# ---------------------------------------------------------------- abstention (`eval --absent K`)
+
+MIN_MATCH_LEVELS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+@dataclass
+class AbstentionReport:
+    """How `min_match` P separates queries whose image is absent from the index from those whose image is there.
+
+    Per P: `absent_refused`, the share of absent queries with no hit at ITM >= P (what `query --min-match P` answers
+    with exit 6); `present_answered`, the share of present queries with at least one hit at ITM >= P; and
+    `present_found`, the share whose own image is among the hits kept at P."""
+
+    absent_images: int  # images held out of the search
+    absent_queries: int
+    present_queries: int
+    shortlist_size: int
+    levels: list[dict] = field(default_factory=list)
+    skipped_captions: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def held_out(captions: Sequence[Caption], count: int) -> set[str]:
+    """`count` captioned images spread evenly over their sorted paths, and every other image that shares a
+    caption text with one of them (an absent query must have no image with its very caption left)."""
+    images = sorted({c.path for c in captions})
+    if not 0 < count < len(images):
+        raise UsageError(f"`absent` must be from 1 to {len(images) - 1} (the captioned images less one), not {count}")
+    chosen = {images[(i * len(images)) // count] for i in range(count)}
+    texts = {c.text for c in captions if c.path in chosen}
+    return chosen | {c.path for c in captions if c.text in texts}
+
+
+def abstention_levels(
+    absent_best: Sequence[float | None],
+    present_best: Sequence[float | None],
+    present_own: Sequence[float | None],
+    levels: Sequence[float] = MIN_MATCH_LEVELS,
+) -> list[dict]:
+    """The table of AbstentionReport.levels from each query's best ITM probability (None: no hit at all) and each
+    present query's own image's (None: not shortlisted). Pure arithmetic."""
+
+    def share(values: Sequence[float | None], kept: bool, p: float) -> float:
+        if not values:
+            return 0.0
+        return sum(1 for v in values if (v is not None and v >= p) == kept) / len(values)
+
+    return [
+        {
+            "min_match": p,
+            "absent_refused": share(absent_best, False, p),
+            "present_answered": share(present_best, True, p),
+            "present_found": share(present_own, True, p),
+        }
+        for p in levels
+    ]
+
+
+def evaluate_absent(
+    searcher: Searcher,
+    captions: Sequence[Caption],
+    absent: int,
+    shortlist: int | None = None,
+    levels: Sequence[float] = MIN_MATCH_LEVELS,
+) -> AbstentionReport:
+    """Hold `absent` captioned images (held_out) out of the search, as if they were not indexed, rank every
+    caption's shortlist by ITM, and tabulate per `min_match` level how often the queries of the held-out images
+    are refused and the others still answered."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from bt_search.store.stored_paths import stored_paths
+
+    shortlist = shortlist or default_shortlist(searcher.engine.device.type)
+    indexed = searcher.reader.indexed_paths([c.path for c in captions])
+    usable = [c for c in captions if c.path in indexed]
+    if not usable:
+        raise UsageError("none of the captioned images is in the index; index their folder first")
+    held = held_out(usable, absent)
+    where = ~pc.field("path").isin(pa.array(stored_paths(sorted(held)), pa.string()))
+    hits = searcher.search(
+        [c.text for c in usable], top_k=shortlist, shortlist=shortlist, rerank=True, score="itm", where=where
+    )
+    best = [max((h.itm for h in found), default=None) for found in hits]
+    is_absent = [c.path in held for c in usable]
+    own = [next((h.itm for h in found if h.path == c.path), None) for c, found in zip(usable, hits)]
+    present = [i for i, a in enumerate(is_absent) if not a]
+    return AbstentionReport(
+        absent_images=len(held),
+        absent_queries=sum(is_absent),
+        present_queries=len(present),
+        shortlist_size=shortlist,
+        levels=abstention_levels(
+            [b for b, a in zip(best, is_absent) if a], [best[i] for i in present], [own[i] for i in present], levels
+        ),
+        skipped_captions=len(captions) - len(usable),
+    )

@@ -31,6 +31,12 @@ class Hit:
     itm: float | None = None
     t: float | None = None  # a video's frame: its time in seconds (`path` is the video); None for a still image
     explanation: Explanation | None = None  # where the query matched (`explain=True`); None otherwise
+    # Near-duplicates folded into this hit (search/fold.py), best first: their paths; () when none or not folded.
+    duplicates: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.duplicates, tuple):  # a list, as JSON (a server's answer) carries it
+            object.__setattr__(self, "duplicates", tuple(self.duplicates))
 
 
 @dataclass(frozen=True)

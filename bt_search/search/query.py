@@ -16,11 +16,12 @@ from typing import Any
 from bt_search import config
 from bt_search.errors import ImageDecodeError, UsageError
 from bt_search.search.hits import DEFAULT_FRAMES, Hit, check_frames
+from bt_search.search.match import check_min_match
 from bt_search.search.terms import Terms, parse_line, parse_query
 
 # The fields that shape an image query (Searcher.similar_images takes top_k, threshold and under; the date
 # filters and order apply as to text): what a client sends and a server accepts for one.
-IMAGE_QUERY_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort", "frames")
+IMAGE_QUERY_OPTIONS = ("top_k", "under", "threshold", "after", "before", "sort", "frames", "fold", "min_match")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class QueryRequest:
     sort: str = "relevance"
     score: str = config.DEFAULT_SCORE
     frames: str = DEFAULT_FRAMES  # a video's best frame ("best") or each matching frame ("all"): hits.FRAMES
+    fold: bool = True  # near-duplicates shown once, with "+N similar" (search/fold.py)
+    min_match: float | None = None  # keep hits whose ITM probability is at least this (search/match.py)
     explain: bool = False  # each hit's Explanation (search/explain.py): needs the rerank, refused with `image`
 
     def __post_init__(self) -> None:
@@ -75,7 +78,7 @@ class QueryRequest:
         """Whether answering runs the vision tower (rerank, an image query, or example images)."""
         uses_images = self.image is not None or bool(self.likes or self.unlikes)
         uses_images = uses_images or any(t.likes or t.unlikes for t in self.terms())
-        return uses_images or (self.rerank and self.score != "cosine")
+        return uses_images or (self.rerank and (self.score != "cosine" or self.min_match is not None))
 
     def date_filter(self):
         """The rows `after` and `before` admit (a pyarrow expression, None: all); checks `sort` and `frames` too, so
@@ -87,9 +90,10 @@ class QueryRequest:
         return date_filter(parse_day(self.after, "after"), parse_day(self.before, "before"))
 
     def check(self) -> None:
-        """Refuse, before any model loads, what needs no model to refuse: `sort`, `after`, `before`, and an `image`
-        that is missing or not an image (its header is read)."""
+        """Refuse, before any model loads, what needs no model to refuse: `sort`, `after`, `before`, `min_match`, and
+        an `image` that is missing or not an image (its header is read)."""
         self.date_filter()
+        check_min_match(self.min_match, rerank=self.rerank, image=self.image is not None)
         if self.image is not None:
             from bt_search.media.images import check_image
 
@@ -102,42 +106,81 @@ class QueryRequest:
 def run_query(
     searcher: Any, request: QueryRequest, on_update: Callable[[list[list[Hit]]], None] | None = None
 ) -> list[list[Hit]]:
-    """The hits of `request`, one list per query (one for an image query): shortlist, rerank, rank, capture
-    dates, order. The CLI in-process and the server both answer with this.
+    """The hits of `request`, one list per query (one for an image query): shortlist, rerank, rank, fold
+    near-duplicates, capture dates, order. The CLI in-process and the server both answer with this.
 
-    `on_update` sees the hits before the answer, dated and ordered as the answer is: for a reranked search the
-    cosine shortlist first, then the partial reranks as chunks finish (Searcher.search's `on_update`). The
-    answer itself is what this returns (a search without rerank has no update before it)."""
+    `on_update` sees the hits before the answer, folded, dated and ordered as the answer is: for a reranked
+    search the cosine shortlist first, then the partial reranks as chunks finish (Searcher.search's
+    `on_update`). The answer itself is what this returns (a search without rerank has no update before it)."""
     from bt_search.search.filters import dated_hits
 
-    def dated(results: list[list[Hit]]) -> list[list[Hit]]:
+    def shown(results: list[list[Hit]]) -> list[list[Hit]]:
+        if request.fold:
+            results = _fold(searcher, results, request.top_k)
         return [dated_hits(hits, request.sort) for hits in results]
 
     where = request.date_filter()
+    check_min_match(request.min_match, rerank=request.rerank, image=request.image is not None)
+    update = None if on_update is None else (lambda partial: on_update(shown(partial)))
+    if request.fold:
+        results = _folded(searcher, request, where, update)
+    else:
+        results = _ranked(searcher, request, where, request.top_k, update)
+    return [dated_hits(hits, request.sort) for hits in results]
+
+
+def _ranked(searcher: Any, request: QueryRequest, where, top_k: int, on_update=None) -> list[list[Hit]]:
+    """The request's best `top_k` hits per query, unfolded."""
     if request.image is not None:
-        results = [
+        return [
             searcher.similar_images(
                 request.image,
-                top_k=request.top_k,
+                top_k=top_k,
                 threshold=request.threshold,
                 under=request.under,
                 where=where,
                 frames=request.frames,
             )
         ]
-    else:
-        results = searcher.search(
-            request.terms(),
-            top_k=request.top_k,
-            shortlist=request.shortlist,
-            rerank=request.rerank,
-            threshold=request.threshold,
-            under=request.under,
-            score=request.score,
-            rerank_budget=request.rerank_budget,
-            where=where,
-            frames=request.frames,
-            explain=request.explain,
-            **({} if on_update is None else {"on_update": lambda partial: on_update(dated(partial))}),
-        )
-    return dated(results)
+    return searcher.search(
+        request.terms(),
+        top_k=top_k,
+        shortlist=request.shortlist,
+        rerank=request.rerank,
+        threshold=request.threshold,
+        under=request.under,
+        score=request.score,
+        rerank_budget=request.rerank_budget,
+        where=where,
+        frames=request.frames,
+        explain=request.explain,
+        min_match=request.min_match,
+        **({} if on_update is None else {"on_update": on_update}),
+    )
+
+
+def _fold(searcher: Any, results: list[list[Hit]], top_k: int) -> list[list[Hit]]:
+    from bt_search.search.fold import fold_hits, hit_embeddings
+
+    return [fold_hits(hits, hit_embeddings(searcher.reader, hits), top_k) for hits in results]
+
+
+def _folded(searcher: Any, request: QueryRequest, where, on_update=None) -> list[list[Hit]]:
+    """The request's hits with near-duplicates folded (search/fold.py), still `top_k` per query where that many
+    distinct ones exist: every candidate the search ranks anyway (the shortlist) is folded, and when folding leaves
+    fewer than `top_k` the search looks twice as deep, up to FOLD_DEPTH x `top_k` candidates."""
+    from bt_search.search.fold import FOLD_DEPTH
+    from bt_search.search.rerank_budget import default_shortlist
+
+    top_k = request.top_k
+    depth = top_k
+    if request.image is None:  # a text query ranks its whole shortlist: folding it costs no more rerank
+        depth = max(top_k, request.shortlist or default_shortlist(searcher.engine.device.type))
+    deepest = max(depth, top_k * FOLD_DEPTH)
+    while True:
+        ranked = _ranked(searcher, request, where, depth, on_update)
+        folded = _fold(searcher, ranked, top_k)
+        short = any(len(f) < top_k and len(hits) >= depth for f, hits in zip(folded, ranked))
+        if not short or depth >= deepest:
+            return folded
+        depth = min(depth * 2, deepest)

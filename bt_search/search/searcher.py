@@ -25,6 +25,7 @@ from bt_search.media.file_reading import existing_files
 from bt_search.media.images import load_pixels
 from bt_search.search.explain import KeptStates, explain_hits
 from bt_search.search.hits import DEFAULT_FRAMES, Hit, check_frames
+from bt_search.search.match import check_min_match
 from bt_search.search.missing import MISSING_REASON
 from bt_search.search.rerank_budget import RerankClock, default_shortlist
 from bt_search.search.term_vectors import (
@@ -92,10 +93,12 @@ def rank_hits(
     threshold: float | None = None,
     itm: np.ndarray | None = None,
     frames: str = DEFAULT_FRAMES,
+    min_match: float | None = None,
 ) -> list[Hit]:
     """Order a shortlist by score (ITM, or cosine when `scores` is None); ties by cosine, then path, then frame
     time. `itm`: the candidates' ITM probabilities, carried into the hits (None: not reranked). `frames="best"`
-    keeps a video's best frame only (its other frames are left out, not counted in `top_k`); "all" every one."""
+    keeps a video's best frame only (its other frames are left out, not counted in `top_k`); "all" every one.
+    `min_match` drops the candidates whose ITM probability is below it."""
     check_frames(frames)
     scores = shortlist.similarities if scores is None else scores
     order = sorted(
@@ -115,6 +118,8 @@ def rank_hits(
             if shortlist.paths[i] in videos_shown:
                 continue
             videos_shown.add(shortlist.paths[i])
+        if min_match is not None and (itm is None or itm[i] < min_match):
+            continue
         hits.append(
             Hit(
                 query=shortlist.query,
@@ -207,6 +212,7 @@ class Searcher:
         frames: str = DEFAULT_FRAMES,
         on_update: UpdateCallback | None = None,
         explain: bool = False,
+        min_match: float | None = None,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
         with negatives and example images: see terms.py). `shortlist`: cosine candidates to rerank (None: the
@@ -218,7 +224,9 @@ class Searcher:
         improve: the cosine shortlist's first (no threshold: it bounds the final score), then after each rerank
         chunk the reranked candidates best first with those still waiting after them in cosine order (`itm`
         None). The returned hits are the final order; the caller shows them last. `explain` gives each final hit
-        an Explanation (where the query and each of its words matched: search/explain.py); it needs the rerank."""
+        an Explanation (where the query and each of its words matched: search/explain.py); it needs the rerank.
+        `min_match` keeps only hits whose ITM probability is at least it (search/match.py); with `score="cosine"`
+        the shortlist is then scored by ITM too, and still ranked by cosine."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
@@ -226,9 +234,10 @@ class Searcher:
             raise UsageError(f"`score` must be one of {', '.join(SCORES)}, not {score!r}")
         check_threshold(threshold)
         check_frames(frames)
+        check_min_match(min_match, rerank=rerank)
         labels = [t.label for t in terms]
         shortlist = shortlist or default_shortlist(self.engine.device.type)
-        reranked = rerank and score != "cosine"
+        reranked = rerank and (score != "cosine" or min_match is not None)
         if explain and not reranked:
             raise UsageError("`explain` needs the rerank (the fusion layers): drop `rerank=False` and `score=cosine`")
         vectors = self._query_vectors([t.shortlist_terms(reranked) for t in terms])
@@ -239,7 +248,7 @@ class Searcher:
         updates = _Updates(shortlists, top_k, on_update, frames)
         reranked_rows: set[int] = set()
         results = self._reranked(
-            shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows, frames, explain
+            shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows, frames, explain, min_match
         )
         if clock.summary():
             self.on_note(clock.summary())
@@ -358,6 +367,7 @@ class Searcher:
         reranked_rows: set[int],
         frames: str = DEFAULT_FRAMES,
         explain: bool = False,
+        min_match: float | None = None,
     ) -> list[list[Hit]]:
         uses = Counter(int(r) for s in shortlists for r in s.rows)
         tick = _Ticker(self.progress, total=clock.candidates)  # candidates, as the user counts them (`shortlist`)
@@ -392,9 +402,11 @@ class Searcher:
                 position += size
                 clock.record(size)
                 if updates.wanted and position < len(shortlist.rows):
-                    ranked = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames)
+                    ranked = _ranked(
+                        shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames, min_match
+                    )
                     updates.show(number, ranked + _waiting(shortlist, position, top_k, ranked, frames))
-            hits = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames)
+            hits = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames, min_match)
             if kept_states is not None:
                 hits = explain_hits(
                     self.engine, self._text_states(text_states, query.text.value), hits, kept_states.by_key()
@@ -413,13 +425,21 @@ class Searcher:
 
 
 def _ranked(
-    query: str, kept_parts, score_parts, score: str, top_k: int, threshold: float | None, frames: str
+    query: str,
+    kept_parts,
+    score_parts,
+    score: str,
+    top_k: int,
+    threshold: float | None,
+    frames: str,
+    min_match: float | None = None,
 ) -> list[Hit]:
     """The reranked candidates so far (all of them: the final order), ranked as the search ranks them."""
     kept = _concatenated(query, kept_parts)
     itm = np.concatenate(score_parts) if score_parts else np.zeros(0, dtype=np.float32)
-    scores = blend_scores(itm, kept.similarities) if score == "blend" else itm
-    return rank_hits(kept, scores, top_k, threshold, itm=itm, frames=frames)
+    # score "cosine" reaches here only for `min_match`: ranked by cosine (None), with the ITM it filters on
+    scores = blend_scores(itm, kept.similarities) if score == "blend" else itm if score == "itm" else None
+    return rank_hits(kept, scores, top_k, threshold, itm=itm, frames=frames, min_match=min_match)
 
 
 def _waiting(shortlist: Shortlist, position: int, top_k: int, ranked: list[Hit], frames: str) -> list[Hit]:

@@ -85,6 +85,8 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sort": (lambda v: type(v) is str and v in SORTS, f"one of {', '.join(SORTS)}"),
     "frames": (lambda v: type(v) is str and v in FRAMES, f"one of {', '.join(FRAMES)}"),
     "explain": (lambda v: type(v) is bool, "true or false"),
+    "fold": (lambda v: type(v) is bool, "true or false"),
+    "min_match": (lambda v: v is None or (_finite(v) and 0 <= v <= 1), "null or a probability from 0 to 1"),
 }
 
 

@@ -9,6 +9,7 @@ exact search of the fresh rows the ANN file does not cover yet.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from functools import cached_property
@@ -43,9 +44,14 @@ class _AnnFile:
         names = entry.get("exact_copy")
         self.exact_vectors = exact_lookup(*open_exact_copy(directory, names)) if names else None
 
-    def search(self, queries: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, excluded: np.ndarray, probes: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        params = self.params
+        if probes is not None and params.nprobe > probes:
+            params = dataclasses.replace(params, nprobe=probes)
         return faiss_index.search(
-            self.index, queries, k, params=self.params, excluded_ids=excluded, exact_vectors=self.exact_vectors
+            self.index, queries, k, params=params, excluded_ids=excluded, exact_vectors=self.exact_vectors
         )
 
 
@@ -230,8 +236,10 @@ class IndexReader:
 
     # --- search ----------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities [Q, k'], row ids [Q, k']) best first, with k' = min(k, len(self)); never -1."""
+    def search(self, queries: np.ndarray, k: int, *, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities [Q, k'], row ids [Q, k']) best first, with k' = min(k, len(self)); never -1. `probes`: visit
+        at most this many IVF lists instead of the tuned number, for queries that are indexed rows looking for their
+        near-copies (`duplicates`), which share their list."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         dim = self.identity.embedding_dim
         if queries.ndim != 2 or queries.shape[1] != dim:
@@ -241,7 +249,7 @@ class IndexReader:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         results = [self._fresh_search(queries, k)]
         if self._ann is not None:
-            results.append(self._ann.search(queries, k, self._excluded))
+            results.append(self._ann.search(queries, k, self._excluded, probes))
         similarities, ids = _best_of(results, k)
         short = (ids < 0).any(axis=1)  # an approximate index can come back short: search those exactly
         if short.any():

@@ -204,7 +204,17 @@ def test_a_cosine_query_runs_with_transformers_unimportable(built, tmp_path):
     (poison / "__init__.py").write_text("raise ImportError('transformers imported')\n")
     repo = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(poison.parent), repo, os.environ.get("PYTHONPATH", "")]))
-    args = ["query", "a red circle", "--index", built / "index", "--no-rerank", "-f", "paths", "--no-server"]
+    args = [
+        "query",
+        "a red circle",
+        "--index",
+        built / "index",
+        "--no-rerank",
+        "-f",
+        "paths",
+        "--no-server",
+        "--no-fold",
+    ]
     child = subprocess.run(
         [sys.executable, "-m", "bt_search", *map(str, args)], capture_output=True, text=True, env=env
     )

@@ -81,6 +81,8 @@ def test_one_file_is_one_row_whatever_folder_name_reaches_it(small_index, tiny_c
     cli_index([link, photos_dir], tmp_path / "fresh", tiny_checkpoint)  # one run, both names
     assert indexed_paths(tmp_path / "fresh") == sorted(str(p) for p in small_index[1])
 
-    under = cli("query", "a red circle", "--index", small_index[0], "--under", link, "--no-rerank", "-f", "paths")
+    under = cli(
+        "query", "a red circle", "--index", small_index[0], "--under", link, "--no-rerank", "-f", "paths", "--no-fold"
+    )
     assert under.exit_code == 0, under.stderr
     assert sorted(under.stdout.splitlines()) == sorted(str(p) for p in small_index[1])

@@ -117,9 +117,10 @@ def test_query_through_the_server_is_byte_identical_and_torch_free(setup, args):
 # fails it until it is added here); the harness adds --index, and --no-server for the in-process run.
 EVERY_OPTION = [
     ("--queries-file", "{queries}", "--not", "dogs::0.5", "--like", "{photos}/p01.png", "--unlike", "{photos}/p02.png"),
-    (QUERY, "--score", "itm", "-k", "14", "-n", "16", "--after", "2000-01-01", "--before", "2100-12-31", "-f", "csv"),
+    (QUERY, "--score", "itm", "-k", "14", "-n", "16", "--after", "2000-01-01", "--before", "2100-12-31", "--no-fold"),
     (QUERY, "--sort", "date", "--rerank-budget", "60", "--threshold", "-5", "--format", "tsv", "--verbose"),
-    ("--image", "{photos}/p03.png", "-k", "16", "--under", "{photos}", "-f", "jsonl", "--frames", "all"),
+    (QUERY, "--min-match", "0.01", "-k", "4", "--score", "cosine", "-f", "csv"),
+    ("--image", "{photos}/p03.png", "-k", "16", "--under", "{photos}", "-f", "jsonl", "--frames", "all", "--no-fold"),
     (QUERY, "--model", "{model}", "--device", "cpu", "--precision", "auto", "--batch-size", "2", "--no-rerank"),
     (QUERY, "-f", "paths", "-0", "-q", "--score", "cosine", "--html", "{html}"),
     (QUERY, "-k", "3", "--explain", "-f", "jsonl", "--html", "{html}"),
@@ -164,6 +165,16 @@ def test_every_option_answers_the_same_through_the_server_as_in_process(setup, t
         assert outputs[0][2] is None or len(outputs[0][2]) >= 2 * 2  # per hit: the query and its words
     if "--not" in args:  # reranked with negatives: the served hits carry the combined ITM probability too
         assert all(type(json.loads(line)["itm"]) is float for line in outputs[0][0].splitlines())
+
+
+@pytest.mark.parametrize(("min_match", "status"), [("0", 0), ("1", 6)])
+def test_min_match_exit_status_is_the_same_served_and_in_process(setup, min_match, status):
+    args = (QUERY, "-k", "3", "--min-match", min_match, "-f", "jsonl")
+    served = run_cli(setup["runtime"], "query", *args, "--index", setup["index"], poison=[setup["poison"] / "model"])
+    local = in_process(setup, *args)
+    assert served.returncode == local.returncode == status, served.stderr.decode()
+    assert served.stdout == local.stdout and len(served.stdout.splitlines()) == (3 if status == 0 else 0)
+    assert b"server not used" not in served.stderr
 
 
 def test_queries_file_batch_through_the_server(setup, tmp_path):

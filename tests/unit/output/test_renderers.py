@@ -59,6 +59,7 @@ def as_row(hit: Hit) -> list[str]:
         hit.taken_at or "",
         "" if hit.itm is None else repr(hit.itm),
         "" if hit.t is None else repr(hit.t),
+        str(len(hit.duplicates)),
     ]
     return [hit.query, *numbers]
 
@@ -102,6 +103,7 @@ def test_jsonl_converts_numpy_like_scalars():
         "taken_at": None,
         "itm": 0.75,
         "t": None,
+        "duplicates": [],
     }
 
 
@@ -126,7 +128,7 @@ def test_delimited_without_header_for_later_queries(fmt):
 
 def test_tsv_plain_names_are_not_quoted():
     hit = make_hits(["/photos/a b.jpg"], query="cat")[0]
-    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\t{hit.itm!r}\t\n"
+    expected = f"cat\t1\t/photos/a b.jpg\t{hit.score!r}\t{hit.similarity!r}\t8\t\t{hit.itm!r}\t\t0\n"
     assert rendered([hit], "tsv", include_header=False) == expected
 
 

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from bt_search.errors import UsageError
-from bt_search.search.evaluate import Caption, evaluate, read_captions, recall_at_k
+from bt_search.search.evaluate import (
+    Caption,
+    abstention_levels,
+    evaluate,
+    evaluate_absent,
+    held_out,
+    read_captions,
+    recall_at_k,
+)
 from bt_search.search.hits import Hit
 
 
@@ -109,3 +117,55 @@ def test_blended_recall_reorders_by_itm_plus_cosine():
     assert report.reranked_recall[1] == 0.0
     assert report.blended_recall == {1: 1.0, 5: 1.0, 10: 1.0}
     assert report.as_dict()["blended_recall"]["R@1"] == 1.0
+
+
+def test_held_out_spreads_over_the_images_and_takes_every_image_of_a_held_caption():
+    captions = [Caption(f"/img/{i}.png", f"caption {i}") for i in range(6)] + [Caption("/img/9.png", "caption 0")]
+    # 7 images sorted: 0..5, 9; count 2 -> positions 0 and 3 -> /img/0.png, /img/3.png; /img/9.png shares "caption 0"
+    assert held_out(captions, 2) == {"/img/0.png", "/img/3.png", "/img/9.png"}
+    with pytest.raises(UsageError, match="`absent` must be from 1 to 6"):
+        held_out(captions, 7)
+
+
+def test_abstention_levels_by_hand():
+    table = abstention_levels([0.1, 0.5, None, 0.7], [0.9, 0.4, 0.6], [0.9, None, 0.3], levels=(0.3, 0.6))
+    assert table == [
+        {"min_match": 0.3, "absent_refused": 2 / 4, "present_answered": 3 / 3, "present_found": 2 / 3},
+        {"min_match": 0.6, "absent_refused": 3 / 4, "present_answered": 2 / 3, "present_found": 1 / 3},
+    ]
+
+
+def test_evaluate_absent_holds_images_out_of_the_search_and_counts_by_hand():
+    paths = [f"/img/{i}.png" for i in range(4)]
+    captions = [Caption(p, f"caption {i}") for i, p in enumerate(paths)]
+    itm = {  # each caption's ITM against each image
+        "caption 0": {"/img/0.png": 0.9, "/img/1.png": 0.2, "/img/2.png": 0.3, "/img/3.png": 0.1},
+        "caption 1": {"/img/0.png": 0.4, "/img/1.png": 0.1, "/img/2.png": 0.2, "/img/3.png": 0.8},
+        "caption 2": {"/img/0.png": 0.5, "/img/1.png": 0.6, "/img/2.png": 0.7, "/img/3.png": 0.2},
+        "caption 3": {"/img/0.png": 0.1, "/img/1.png": 0.3, "/img/2.png": 0.2, "/img/3.png": 0.95},
+    }
+
+    class HoldingOut:
+        engine = type("Engine", (), {"device": type("Device", (), {"type": "cpu"})()})()
+        reader = type("Reader", (), {"indexed_paths": lambda _, wanted: set(wanted) & set(paths)})()
+
+        def search(self, queries, *, top_k, shortlist, rerank, score, where):
+            import pyarrow as pa
+
+            kept = pa.table({"path": paths}).filter(where).column("path").to_pylist()  # the expression, applied
+            return [
+                [
+                    Hit(q, r + 1, p, itm[q][p], 0.5, r + 1, itm=itm[q][p])
+                    for r, p in enumerate(sorted(kept, key=lambda p: -itm[q][p]))
+                ][:top_k]
+                for q in queries
+            ]
+
+    report = evaluate_absent(HoldingOut(), captions, absent=2, shortlist=4, levels=(0.5, 0.75))
+    # held out: positions 0 and 2 -> /img/0.png, /img/2.png. Absent captions 0 and 2 see only images 1 and 3:
+    # best ITM 0.2 and 0.6. Present captions 1 and 3: best 0.8 (image 3) and 0.95 (own image 3); own ITMs 0.1, 0.95.
+    assert (report.absent_images, report.absent_queries, report.present_queries) == (2, 2, 2)
+    assert report.levels == [
+        {"min_match": 0.5, "absent_refused": 1 / 2, "present_answered": 1.0, "present_found": 1 / 2},
+        {"min_match": 0.75, "absent_refused": 1.0, "present_answered": 1.0, "present_found": 1 / 2},
+    ]
