@@ -37,7 +37,7 @@ def test_t_in_every_format_and_one_row_per_video_by_default(video_index):
     hits = [json.loads(line) for line in query(root, "-f", "jsonl").splitlines()]
     assert [(hit["path"], hit["t"]) for hit in hits] == [(str(clip), 4.0), (str(root / "lib" / "photo.png"), None)]
     rows = list(csv.DictReader(io.StringIO(query(root, "-f", "csv"))))
-    assert list(rows[0])[-1] == "t" and [row["t"] for row in rows] == ["4.0", ""]
+    assert list(rows[0])[-2:] == ["t", "duplicates"] and [row["t"] for row in rows] == ["4.0", ""]
     assert query(root, "-f", "paths").splitlines() == [str(clip), str(root / "lib" / "photo.png")]
     table = query(root, "-f", "table")
     assert " t " in table.splitlines()[1] + " " and "4s" in table

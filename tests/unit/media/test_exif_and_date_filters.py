@@ -93,7 +93,7 @@ def test_filter_applies_before_the_shortlist_so_k_results_come_back(indexed, eng
 
 def test_cli_query_dates_output_and_sort(indexed, tiny_checkpoint):
     _, _, index = indexed
-    args = ["query", "a beach", "--index", str(index), "--no-rerank", "-k", "10", "-f", "jsonl"]
+    args = ["query", "a beach", "--index", str(index), "--no-rerank", "--no-fold", "-k", "10", "-f", "jsonl"]
     result = CliRunner().invoke(app, [*args, "--after", "2021-01-01", "--before", "2021-12-31", "--sort", "date"])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]

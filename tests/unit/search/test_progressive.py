@@ -62,7 +62,7 @@ def test_video_frames_fold_in_the_updates_and_are_offered_with_their_time(engine
         index_paths([str(folder)], writer, engine, workers=0, batch_size=2, video=VideoSampling(frames_per_minute=30))
     reader, updates, offered = IndexReader.open(tmp_path / "index"), [], []
     searcher = Searcher(reader, engine, batch_size=1, on_unreranked=offered.extend, lookahead=6)
-    request = QueryRequest(queries=(QUERIES[0],), top_k=2, shortlist=2)
+    request = QueryRequest(queries=(QUERIES[0],), top_k=2, shortlist=2, fold=False)
     (final,) = run_query(searcher, request, updates.append)
     for (hits,) in [*updates, (final,)]:  # a video shows once (its best frame), in every update as in the answer
         videos = [h.path for h in hits if h.t is not None]
@@ -71,7 +71,7 @@ def test_video_frames_fold_in_the_updates_and_are_offered_with_their_time(engine
         (h.path, h.t)
         for h in run_query(
             Searcher(reader, engine),
-            QueryRequest(queries=(QUERIES[0],), top_k=6, shortlist=6, rerank=False, frames="all"),
+            QueryRequest(queries=(QUERIES[0],), top_k=6, shortlist=6, rerank=False, frames="all", fold=False),
         )[0]
     }
     assert len(offered) == 4 and set(offered) <= shortlisted  # 6 rows, 2 reranked: the other 4, frames as rows

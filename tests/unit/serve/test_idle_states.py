@@ -37,22 +37,22 @@ def cached_paths(service) -> set[str]:
 
 def test_idle_time_fills_the_cache_with_the_candidates_past_the_shortlist(index, engine):
     service, idle = idle_service(index, engine, lambda: 1.0)
-    (hits,) = service.search([QUERY], {"top_k": 3, "shortlist": 3}).results
+    (hits,) = service.search([QUERY], {"top_k": 3, "shortlist": 3, "fold": False}).results
     reranked = cached_paths(service)
     assert len(reranked) == 3 and len(idle.pending) == 4
     assert idle.run_until_busy() == 4 and not idle.pending
-    deeper = service.search([QUERY], {"top_k": 7, "shortlist": 7, "rerank": False}).results[0]
+    deeper = service.search([QUERY], {"top_k": 7, "shortlist": 7, "rerank": False, "fold": False}).results[0]
     assert cached_paths(service) == reranked | {h.path for h in deeper[3:7]}  # the next four by cosine
     # a state computed while idle is the one a search computes (up to the last bits: alone, not in a batch)
     fresh = service_for(index, engine)
-    fresh.search([QUERY], {"top_k": 7, "shortlist": 7})
+    fresh.search([QUERY], {"top_k": 7, "shortlist": 7, "fold": False})
     for path in (h.path for h in deeper[3:7]):
         key = (service.reader.state_id, path)
         torch.testing.assert_close(service.states.get(key), fresh.states.get(key), atol=1e-5, rtol=1e-5)
     # and the next query that reaches them reranks the same, from the cache
     assert np.allclose(
-        [h.score for h in service.search([QUERY], {"top_k": 7, "shortlist": 7}).results[0]],
-        [h.score for h in fresh.search([QUERY], {"top_k": 7, "shortlist": 7}).results[0]],
+        [h.score for h in service.search([QUERY], {"top_k": 7, "shortlist": 7, "fold": False}).results[0]],
+        [h.score for h in fresh.search([QUERY], {"top_k": 7, "shortlist": 7, "fold": False}).results[0]],
         atol=1e-5,
     )
 
@@ -65,13 +65,13 @@ def test_idle_work_stops_when_a_request_arrives(index, engine):
         return 1.0 if len(calls) <= 2 else 0.0
 
     service, idle = idle_service(index, engine, idle_seconds)
-    service.search([QUERY], {"top_k": 3, "shortlist": 3})
+    service.search([QUERY], {"top_k": 3, "shortlist": 3, "fold": False})
     assert idle.run_until_busy() == 1 and len(idle.pending) == 3  # the rest waits for the next idle spell
 
 
 def test_idle_work_stays_within_the_state_budget(index, engine):
     service, idle = idle_service(index, engine, lambda: 1.0)
-    service.search([QUERY], {"top_k": 3, "shortlist": 3})
+    service.search([QUERY], {"top_k": 3, "shortlist": 3, "fold": False})
     kept = dict(service.states._states)
     one = next(iter(kept.values()))
     service.states.budget_bytes = service.states.used_bytes + 2 * one.numel() * one.element_size()
