@@ -162,7 +162,11 @@ def _ranked(searcher: Any, request: QueryRequest, where, top_k: int, on_update=N
 def _fold(searcher: Any, results: list[list[Hit]], top_k: int) -> list[list[Hit]]:
     from bt_search.search.fold import fold_hits, hit_embeddings
 
-    return [fold_hits(hits, hit_embeddings(searcher.reader, hits), top_k) for hits in results]
+    def embeddings(hits: list[Hit]):
+        stored = searcher.stored_embeddings(hits)  # rows the search read: no scan of the path column
+        return hit_embeddings(searcher.reader, hits) if stored is None else stored
+
+    return [fold_hits(hits, embeddings(hits), top_k) for hits in results]
 
 
 def _folded(searcher: Any, request: QueryRequest, where, on_update=None) -> list[list[Hit]]:

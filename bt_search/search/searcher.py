@@ -196,6 +196,7 @@ class Searcher:
         self.cancelled = cancelled or (lambda: False)
         self.on_unreranked = on_unreranked
         self.lookahead = lookahead  # candidates past the shortlist reported to on_unreranked (one more FAISS search)
+        self._shortlisted: dict[tuple[str, float | None], int] = {}  # (path, frame time) -> row, last search's
 
     def search(
         self,
@@ -343,7 +344,15 @@ class Searcher:
                 else:
                     still_short.append(i)
             pending, depth = still_short, depth * 2
+        # what stored_embeddings reads: the rows behind these hits, so folding them reads len(hits) rows
+        self._shortlisted = {(s.paths[i], s.time(i)): int(row) for s in results for i, row in enumerate(s.rows)}
         return results
+
+    def stored_embeddings(self, hits: Sequence[Hit]) -> np.ndarray | None:
+        """The stored image embeddings of `hits` from this searcher's last search, aligned with them (None when
+        one of them is not from it)."""
+        rows = [self._shortlisted.get((hit.path, hit.t)) for hit in hits]
+        return None if None in rows else self.reader.embeddings_for(rows)
 
     def _check_exist(self, paths: list[str], exists: dict[str, bool]) -> None:
         """Record in `exists` whether the files of `paths` not checked yet exist, in one batched check (local

@@ -108,6 +108,19 @@ def test_query_folds_copies_and_still_fills_top_k(library, rerank):
     assert [h.path for h in unfolded] == [h.path for h in plain[:4]] and all(not h.duplicates for h in unfolded)
 
 
+def test_folding_reads_the_rows_the_search_found_not_the_path_column(library, monkeypatch):
+    reader, engine, groups = library
+    searcher = Searcher(reader, engine)
+    (expected,) = run_query(searcher, QueryRequest(queries=(same_caption_pairs(1)[0][0],), top_k=4, rerank=False))
+
+    def no_scan(expression):
+        raise AssertionError(f"folding scanned the index: {expression}")
+
+    monkeypatch.setattr(reader, "ids_where", no_scan)
+    (folded,) = run_query(searcher, QueryRequest(queries=(same_caption_pairs(1)[0][0],), top_k=4, rerank=False))
+    assert folded == expected and any(hit.duplicates for hit in folded)
+
+
 def test_an_image_query_folds_its_own_copies(library):
     reader, engine, groups = library
     (hits,) = run_query(Searcher(reader, engine), QueryRequest(image=groups["s01"][0], top_k=3))
