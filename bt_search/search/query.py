@@ -129,7 +129,9 @@ def run_query(
     return [dated_hits(hits, request.sort) for hits in results]
 
 
-def _ranked(searcher: Any, request: QueryRequest, where, top_k: int, on_update=None) -> list[list[Hit]]:
+def _ranked(
+    searcher: Any, request: QueryRequest, where, top_k: int, on_update=None, explain_later: bool = False
+) -> list[list[Hit]]:
     """The request's best `top_k` hits per query, unfolded."""
     if request.image is not None:
         return [
@@ -155,6 +157,7 @@ def _ranked(searcher: Any, request: QueryRequest, where, top_k: int, on_update=N
         frames=request.frames,
         explain=request.explain,
         min_match=request.min_match,
+        explain_later=explain_later,
         **({} if on_update is None else {"on_update": on_update}),
     )
 
@@ -182,9 +185,9 @@ def _folded(searcher: Any, request: QueryRequest, where, on_update=None) -> list
         depth = max(top_k, request.shortlist or default_shortlist(searcher.engine.device.type))
     deepest = max(depth, top_k * FOLD_DEPTH)
     while True:
-        ranked = _ranked(searcher, request, where, depth, on_update)
+        ranked = _ranked(searcher, request, where, depth, on_update, explain_later=request.explain)
         folded = _fold(searcher, ranked, top_k)
         short = any(len(f) < top_k and len(hits) >= depth for f, hits in zip(folded, ranked))
         if not short or depth >= deepest:
-            return folded
+            return searcher.explained(folded) if request.explain else folded
         depth = min(depth * 2, deepest)

@@ -197,6 +197,7 @@ class Searcher:
         self.on_unreranked = on_unreranked
         self.lookahead = lookahead  # candidates past the shortlist reported to on_unreranked (one more FAISS search)
         self._shortlisted: dict[tuple[str, float | None], int] = {}  # (path, frame time) -> row, last search's
+        self._explainable: list[tuple[dict, dict]] = []
 
     def search(
         self,
@@ -214,6 +215,7 @@ class Searcher:
         on_update: UpdateCallback | None = None,
         explain: bool = False,
         min_match: float | None = None,
+        explain_later: bool = False,
     ) -> list[list[Hit]]:
         """Hits per query, queries in input order, each ranked best first. A query is a text, or Terms (a text
         with negatives and example images: see terms.py). `shortlist`: cosine candidates to rerank (None: the
@@ -227,7 +229,9 @@ class Searcher:
         None). The returned hits are the final order; the caller shows them last. `explain` gives each final hit
         an Explanation (where the query and each of its words matched: search/explain.py); it needs the rerank.
         `min_match` keeps only hits whose ITM probability is at least it (search/match.py); with `score="cosine"`
-        the shortlist is then scored by ITM too, and still ranked by cosine."""
+        the shortlist is then scored by ITM too, and still ranked by cosine. `explain_later` (with `explain`) keeps
+        what explaining needs and returns the hits unexplained: `explained` then explains the ones shown (a few of
+        them, after folding), so no other hit costs a pass of the fusion layers."""
         terms = [q if isinstance(q, Terms) else Terms(Weighted(q)) for q in queries]
         if not terms or any(not t.text.value.strip() for t in terms):
             raise UsageError("empty query: give some text to search for")
@@ -251,6 +255,8 @@ class Searcher:
         results = self._reranked(
             shortlists, terms, top_k, threshold, score, clock, updates, reranked_rows, frames, explain, min_match
         )
+        if explain and not explain_later:
+            results = self.explained(results)
         if clock.summary():
             self.on_note(clock.summary())
         if self.on_unreranked is not None:
@@ -348,6 +354,14 @@ class Searcher:
         self._shortlisted = {(s.paths[i], s.time(i)): int(row) for s in results for i, row in enumerate(s.rows)}
         return results
 
+    def explained(self, results: list[list[Hit]]) -> list[list[Hit]]:
+        """`results` (hits per query from the last search with `explain`, or some of them) with their
+        explanations, computed from the states that search kept."""
+        return [
+            explain_hits(self.engine, text_states, hits, states)
+            for hits, (text_states, states) in zip(results, self._explainable, strict=True)
+        ]
+
     def stored_embeddings(self, hits: Sequence[Hit]) -> np.ndarray | None:
         """The stored image embeddings of `hits` from this searcher's last search, aligned with them (None when
         one of them is not from it)."""
@@ -378,6 +392,7 @@ class Searcher:
         explain: bool = False,
         min_match: float | None = None,
     ) -> list[list[Hit]]:
+        self._explainable = []  # per query: its text states and the kept vision states (`explained`)
         uses = Counter(int(r) for s in shortlists for r in s.rows)
         tick = _Ticker(self.progress, total=clock.candidates)  # candidates, as the user counts them (`shortlist`)
         cache = VisionStateCache(self, uses)
@@ -417,9 +432,7 @@ class Searcher:
                     updates.show(number, ranked + _waiting(shortlist, position, top_k, ranked, frames))
             hits = _ranked(shortlist.query, kept_parts, score_parts, score, top_k, threshold, frames, min_match)
             if kept_states is not None:
-                hits = explain_hits(
-                    self.engine, self._text_states(text_states, query.text.value), hits, kept_states.by_key()
-                )
+                self._explainable.append((self._text_states(text_states, query.text.value), kept_states.by_key()))
             results.append(hits)
             updates.done(number, results[-1])
         return results

@@ -160,6 +160,24 @@ def test_searcher_explains_the_hits_shown_from_the_reranks_states(engine, librar
         searcher.search(["a red circle"], rerank=False, explain=True)
 
 
+def test_a_folded_query_explains_only_the_hits_it_shows(engine, library, monkeypatch):
+    import bt_search.search.explain as explain_module
+    from bt_search.search.query import QueryRequest, run_query
+
+    reader, _, _, _ = library
+    explained_pairs = []
+    original = explain_module.explain_pairs
+    monkeypatch.setattr(
+        explain_module,
+        "explain_pairs",
+        lambda *args, **kw: explained_pairs.append(len(args[2])) or original(*args, **kw),
+    )
+    request = QueryRequest(queries=("a red circle left of a blue square",), top_k=2, shortlist=6, explain=True)
+    (hits,) = run_query(Searcher(reader, engine, batch_size=4), request)
+    # the search ranked 6 candidates to fold them; only the 2 shown ran the fusion layers for their maps
+    assert explained_pairs == [2] and len(hits) == 2 and all(h.explanation is not None for h in hits)
+
+
 def test_explanations_travel_as_json_and_jsonl_carries_them():
     e = Explanation("gradient", (2, 2), (0.0, -0.1, 1.0, 1.1), (1.0, 0.5, 0.0, 0.25), (("red", (0.0, 1.0, 0.5, 0.5)),))
     from bt_search.search.hits import Hit
