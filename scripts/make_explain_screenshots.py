@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
@@ -31,6 +29,7 @@ from bt_search.output.html_sheet import write_contact_sheet  # noqa: E402
 from bt_search.search.searcher import Searcher  # noqa: E402
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter  # noqa: E402
 from tests.support.cdp import Browser  # noqa: E402
+from tests.support.page_server import page_server  # noqa: E402
 
 QUERY = "a yellow square below a blue triangle"
 # which map to show on the first cards, in order (the rest stay "off")
@@ -71,29 +70,9 @@ def main() -> None:
         write_contact_sheet(hits, sheet, title="bt-search demo: where each word matched")
         shoot(sheet.absolute().as_uri(), ROOT / "docs" / "explain-contact-sheet.png", 1200, 560)
 
-        runtime = Path(work) / "run"
-        runtime.mkdir(mode=0o700)
-        env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=str(ROOT))
-        port = "8791"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bt_search", "serve", "--index", str(index), "--port", port, "--precision", "fp32"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(600):
-                try:
-                    urllib.request.urlopen(f"{base}/health", timeout=1).read()
-                    break
-                except OSError:
-                    time.sleep(0.5)
+        with page_server(index, Path(work), 8791, "--precision", "fp32") as base:
             url = f"{base}/?q={quote(QUERY)}&explain=true&ranked=1"  # ranked=1: the reranked page, no shortlist step
             shoot(url, ROOT / "docs" / "explain-serve-page.png", 1200, 700)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Writes a few demo_data scenes with copies of each (a quality-60 JPEG, a half-size and a 1%-cropped copy) and
 a distinct render of each caption (tests/support/copies.py), indexes them with the demo model, runs one
 caption through the same code as `bt-search query --html` (search/query.run_query, folding on), and
-screenshots the sheet in headless Chromium with the first card's `+N similar` list opened.
+screenshots the sheet in headless Chromium with the first card's `+N similar` list opened; then the search page
+of `bt-search serve` on the same index, the same query (docs/fold-serve-page.png).
 
     python scripts/make_fold_screenshot.py
 """
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -25,8 +27,15 @@ from bt_search.output.html_sheet import write_contact_sheet  # noqa: E402
 from bt_search.search.query import QueryRequest, run_query  # noqa: E402
 from bt_search.search.searcher import Searcher  # noqa: E402
 from bt_search.store import IndexIdentity, IndexReader, IndexWriter  # noqa: E402
-from tests.support.cdp import screenshot  # noqa: E402
+from tests.support.cdp import Browser, screenshot  # noqa: E402
 from tests.support.copies import same_caption_pairs, write_library  # noqa: E402
+from tests.support.page_server import page_server  # noqa: E402
+
+OPEN_FIRST_STACK = """(() => {
+  const details = document.querySelector('details.similar');
+  if (details) details.open = true;
+  return document.querySelectorAll('.card.stacked').length;
+})()"""
 
 
 def main() -> None:
@@ -49,7 +58,16 @@ def main() -> None:
         page.write_text(page.read_text().replace('<details class="similar">', '<details class="similar" open>', 1))
         target = ROOT / "docs" / "fold-contact-sheet.png"
         screenshot(page, target, width=1000, height=560)
-    print(f"wrote {target}")
+        print(f"wrote {target}")
+        with page_server(Path(work) / "index", Path(work), 8792) as base, Browser() as browser:
+            tab = browser.new_page(width=1200, height=740)
+            tab.navigate(f"{base}/?q={quote(caption)}&ranked=1")  # ranked=1: the reranked page at once
+            stacks = tab.evaluate(OPEN_FIRST_STACK)
+            if not stacks:
+                raise SystemExit("no folded stack on the search page")
+            target = ROOT / "docs" / "fold-serve-page.png"
+            target.write_bytes(tab.screenshot_png())
+        print(f"wrote {target} ({stacks} stacked cards on the page)")
 
 
 if __name__ == "__main__":
