@@ -11,7 +11,6 @@ permission, a half-written file): the row keeps its embedding and the run report
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,6 +27,7 @@ from bt_search.indexing.progress import IndexProgress, TqdmProgress
 from bt_search.indexing.roots import ROOTS_SETTING, merged_roots, recorded_roots
 from bt_search.media.decoding import Decoded, decoded_batches
 from bt_search.media.exif import read_capture
+from bt_search.media.file_reading import file_sha256
 from bt_search.media.scan import FileRecord, Listing, ScanProblem, canonical_path, scan, split_missing
 from bt_search.media.scan_rules import ScanRules
 from bt_search.media.video import VideoSampling
@@ -64,14 +64,6 @@ class Plan:
     unchanged: int
     touched: list[tuple[FileRecord, str]]  # same content under a new mtime: (record, sha256), metadata only
     failed_before: int  # failed on an earlier run and not modified since: not retried
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plan(

@@ -7,6 +7,7 @@ worker reading local files imports nothing beyond the standard library from this
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -125,3 +126,12 @@ def _filesystem_for(scheme: str, netloc: str, query: str):
         return fs.FileSystem.from_uri(f"{scheme}://{netloc}/" + (f"?{query}" if query else ""))[0]
     except ValueError as err:
         raise OSError(str(err)) from None
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a local file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -13,7 +13,7 @@ import os
 from typing import TYPE_CHECKING
 
 from bt_search.errors import ImageDecodeError
-from bt_search.media.file_reading import is_url, read_file_bytes
+from bt_search.media.file_reading import file_sha256, is_url, read_file_bytes
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm"})
 EXTRA_MISSING = "a video, and the `video` extra is not installed (pip install 'bt-search[video]')"
@@ -125,11 +125,3 @@ def frame_time(frame, stream, count: int) -> float:
         return float(frame.time)
     rate = float(stream.average_rate or 25)
     return (count - 1) / rate
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

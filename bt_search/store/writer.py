@@ -24,6 +24,7 @@ from bt_search.store.ann.upkeep import update_ann
 from bt_search.store.capture_repair import REPAIRED_SETTING, parts_to_repair, repaired_part
 from bt_search.store.compaction import compact, due_for_compaction, merge_failures, merge_tombstones
 from bt_search.store.files import (
+    META_COLUMNS,
     acquire_lock,
     prepare_directory,
     read_manifest,
@@ -275,19 +276,7 @@ class IndexWriter:
             raise RuntimeError(f"the writer for {self.directory} is closed")
 
 
-_ROW_COLUMNS = [
-    "path",
-    "size",
-    "mtime_ns",
-    "sha256",
-    "width",
-    "height",
-    "taken_at",
-    "camera_make",
-    "camera_model",
-    "frame_time",
-    "embedding",
-]
+_ROW_COLUMNS = [*META_COLUMNS, "embedding"]
 
 
 def _with_ann_choice(manifest: dict[str, Any], index_type: str | None, memory_budget: int | None) -> dict[str, Any]:
