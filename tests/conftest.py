@@ -71,3 +71,12 @@ def engine(tiny_checkpoint):
 def sample_images() -> list[Image.Image]:
     sizes = [(64, 64), (120, 80), (77, 150), (300, 200), (33, 41)]
     return [noise_image(i, w, h) for i, (w, h) in enumerate(sizes)]
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    """A private runtime directory ($XDG_RUNTIME_DIR, mode 0700), where servers advertise themselves."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    return run

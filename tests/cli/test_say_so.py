@@ -139,14 +139,6 @@ HIT = {"query": "red", "rank": 1, "path": "/photos/a.png", "score": 0.5, "simila
 KEY = "k" * 64
 
 
-@pytest.fixture
-def runtime(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    return run
-
-
 def test_verbose_names_the_server_that_answered_on_both_paths(tmp_path, runtime, capsys):
     from bt_search.cli.attach import attached_query
     from tests.support.serve import FakeServer, advertise, health_for
