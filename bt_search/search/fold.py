@@ -3,7 +3,8 @@ slightly cropped copy) shown once, as the best of them with the others listed (`
 
 FOLD_COSINE was chosen by measurement (benchmarks/bench_fold_threshold.py; docs/performance.md, "Near-duplicates"):
 with the demo model every JPEG re-encode (quality 30 and up) and every resize of a scene stays above 0.99, while
-distinct renders of the same caption reach it in 1 case in 25. Pure functions; `hit_embeddings` reads the index.
+distinct renders of the same caption reach it in 1 case in 25. Pure functions (run_query hands them the hits'
+stored embeddings: Searcher.stored_embeddings).
 """
 
 from __future__ import annotations
@@ -55,19 +56,3 @@ def fold_hits(hits: Sequence[Hit], embeddings: np.ndarray, top_k: int, threshold
         others = tuple(path for i in group[1:] for path in (hits[i].path, *hits[i].duplicates))
         folded.append(replace(best, rank=len(folded) + 1, duplicates=(*best.duplicates, *others)))
     return folded
-
-
-def hit_embeddings(reader, hits: Sequence[Hit]) -> np.ndarray:
-    """The stored ITC embeddings of `hits` (rows of `reader`'s index, by path and video frame time), aligned
-    with them."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from bt_search.store.stored_paths import stored_paths
-
-    if not hits:
-        return np.zeros((0, reader.identity.embedding_dim), np.float32)
-    wanted = pa.array(stored_paths(dict.fromkeys(hit.path for hit in hits)), pa.string())
-    ids = reader.ids_where(pc.field("path").isin(wanted))
-    row_of = dict(zip(zip(reader.paths_for(ids), reader.frame_times_for(ids)), ids))
-    return reader.embeddings_for([row_of[hit.path, hit.t] for hit in hits])

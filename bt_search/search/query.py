@@ -158,18 +158,15 @@ def _ranked(
         explain=request.explain,
         min_match=request.min_match,
         explain_later=explain_later,
-        **({} if on_update is None else {"on_update": on_update}),
+        on_update=on_update,
     )
 
 
 def _fold(searcher: Any, results: list[list[Hit]], top_k: int) -> list[list[Hit]]:
-    from bt_search.search.fold import fold_hits, hit_embeddings
+    from bt_search.search.fold import fold_hits
 
-    def embeddings(hits: list[Hit]):
-        stored = searcher.stored_embeddings(hits)  # rows the search read: no scan of the path column
-        return hit_embeddings(searcher.reader, hits) if stored is None else stored
-
-    return [fold_hits(hits, embeddings(hits), top_k) for hits in results]
+    # the embeddings of the rows the search found: folding reads len(hits) rows, never the path column
+    return [fold_hits(hits, searcher.stored_embeddings(hits), top_k) for hits in results]
 
 
 def _folded(searcher: Any, request: QueryRequest, where, on_update=None) -> list[list[Hit]]:

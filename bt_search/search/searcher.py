@@ -362,11 +362,9 @@ class Searcher:
             for hits, (text_states, states) in zip(results, self._explainable, strict=True)
         ]
 
-    def stored_embeddings(self, hits: Sequence[Hit]) -> np.ndarray | None:
-        """The stored image embeddings of `hits` from this searcher's last search, aligned with them (None when
-        one of them is not from it)."""
-        rows = [self._shortlisted.get((hit.path, hit.t)) for hit in hits]
-        return None if None in rows else self.reader.embeddings_for(rows)
+    def stored_embeddings(self, hits: Sequence[Hit]) -> np.ndarray:
+        """The stored image embeddings of `hits` (hits of this searcher's last search), aligned with them."""
+        return self.reader.embeddings_for([self._shortlisted[hit.path, hit.t] for hit in hits])
 
     def _check_exist(self, paths: list[str], exists: dict[str, bool]) -> None:
         """Record in `exists` whether the files of `paths` not checked yet exist, in one batched check (local
