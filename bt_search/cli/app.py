@@ -575,8 +575,9 @@ def query(**options: Any) -> None:
         _write_results(results, fmt, null, options["html"], quiet, options["explain_dir"])
         if missing.paths and not any(results) and options["min_match"] is None:
             raise typer.Exit(EXIT_NOTHING_LIVE)
-        if exit_status(options, results):
-            raise typer.Exit(exit_status(options, results))
+        status = exit_status(options, results)
+        if status:
+            raise typer.Exit(status)
 
 
 query.__signature__ = typer_signature(typer)
@@ -614,10 +615,8 @@ def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingF
     request = query_request(options, queries)
     request.check()  # a bad --after, --before, --sort or --image fails before the model loads
     if not request.needs_vision() and "torch" not in sys.modules:
-        # Before torch loads, as `serve` does: idle OpenMP threads sleep instead of spinning. The text tower alone
-        # is many short parallel regions, 5-8x slower with spinning threads on a busy machine (same numerics;
-        # docs/performance.md, "The first hour"). The rerank's long ones keep OpenMP's default.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # The text tower alone is many short parallel regions; the rerank's long ones keep OpenMP's default.
+        _idle_threads_sleep()
     quiet = options["quiet"]
     searcher = open_searcher(
         _index_dir(options["index"]),
@@ -784,9 +783,7 @@ def serve(
     quiet: bool = QuietOpt,
 ) -> None:
     """Keep the model and index loaded and answer searches: a JSON API, a search page, and `query` auto-attach."""
-    # Before torch loads: idle OpenMP threads sleep instead of spinning, so a short query's text tower does not
-    # fight its own team for busy cores (10x on 2 cores under load; same numerics; docs/performance.md).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _idle_threads_sleep()  # a served query's text tower is many short parallel regions
     from bt_search.serve.runner import ServeSettings, parse_duration, serve_forever
 
     with cli_errors(picks=_picks(index=index, model=model)):
@@ -810,6 +807,13 @@ def serve(
         serve_forever(settings, say=lambda message: _say(quiet, message))
 
 
+def _idle_threads_sleep() -> None:
+    """Idle OpenMP threads sleep instead of spinning (call before torch or faiss loads). Work made of many short
+    parallel regions is 5-10x slower on a busy machine with spinning threads fighting their own team for cores;
+    the numerics are the same (docs/performance.md, "The first hour")."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @app.command()
 def duplicates(
     index: Path | None = IndexOpt,
@@ -827,9 +831,7 @@ def duplicates(
     quiet: bool = QuietOpt,
 ) -> None:
     """Groups of near-duplicate images over the whole index (re-encoded, resized, slightly cropped copies)."""
-    # Before faiss loads: many short searches, whose OpenMP threads would otherwise spin against each other on a
-    # busy machine (as `serve` and a cosine `query` do; docs/performance.md, "The first hour").
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _idle_threads_sleep()  # many short FAISS searches
     from bt_search.output.duplicates import render_duplicates
     from bt_search.output.formats import check_format, default_format
     from bt_search.search.duplicates import duplicate_groups

@@ -22,7 +22,7 @@ import anyio.from_thread
 import anyio.to_thread
 from starlette.responses import StreamingResponse
 
-from bt_search.errors import BtSearchError, UsageError
+from bt_search.errors import BtSearchError
 from bt_search.search.hits import Hit
 
 NDJSON = "application/x-ndjson"
@@ -94,7 +94,7 @@ async def _lines(search, cached, partial_json, answer_json, admitted, limiter) -
 
 
 def _message(err: BaseException | None) -> str:
-    if isinstance(err, (UsageError, BtSearchError)):
+    if isinstance(err, BtSearchError):
         return str(err)
     if isinstance(err, LookupError):
         return str(err).strip("'\"")
