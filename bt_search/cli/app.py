@@ -12,7 +12,7 @@ import shlex
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bt_search import config
 from bt_search.cli.flags import flag_names, in_flags, with_picks
+from bt_search.cli.live import stderr_console
 from bt_search.cli.options import (
     BATCH_HELP,
     DEVICE_HELP,
@@ -53,7 +54,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},  # every command inherits -h
 )
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = stderr_console()
 EXIT_INTERRUPTED = 130
 
 # The options every command shares, worded once (cli/options.py; `query` takes all of its options from there).
@@ -553,24 +554,21 @@ def query(**options: Any) -> None:
         queries = collect_queries(options["texts"] or [], options["queries_file"], options["image"])
         options["under"] = canonical_under(options["under"])
         missing = _MissingFiles(quiet)
-        served = served_hits(
-            options,
-            queries,
-            on_missing=missing,
-            notice=lambda message: _say(quiet, message, "[yellow]note:[/] "),
-            on_route=(lambda message: _say(quiet, message)) if options["verbose"] else None,
-        )
-        if served is not None:
-            results, notes = served
-            for note in notes:  # what the search said, as the in-process search says it
-                _say(quiet, _in_cli_words(note))
-        elif fmt == "table" and sys.stdout.isatty() and _on_terminal() and not quiet:  # shortlist, then rerank
-            from bt_search.cli.live import LiveResults
-
-            with LiveResults(err_console) as live:
+        with _live_view(fmt, quiet) as live:  # on a terminal: the shortlist, then the rerank's order, served or not
+            served = served_hits(
+                options,
+                queries,
+                on_missing=missing,
+                notice=lambda message: _say(quiet, message, "[yellow]note:[/] "),
+                on_route=(lambda message: _say(quiet, message)) if options["verbose"] else None,
+                on_update=None if live is None else live.update,
+            )
+            if served is not None:
+                results, notes = served
+                for note in notes:  # what the search said, as the in-process search says it
+                    _say(quiet, _in_cli_words(note))
+            else:
                 results = _searched(options, queries, missing, live)
-        else:
-            results = _searched(options, queries, missing)
         missing.summarize()
         _write_results(results, fmt, null, options["html"], quiet, options["explain_dir"])
         if missing.paths and not any(results) and options["min_match"] is None:
@@ -603,6 +601,18 @@ class _MissingFiles:
 
         if len(self.paths) > self.NAMED:
             _say(self.quiet, missing_summary(self.paths), "[yellow]skipped[/] ")
+
+
+def _live_view(fmt: str, quiet: bool) -> Any:
+    """cli/live.LiveResults on the CLI's stderr console when a person watches (output.formats.live_view_wanted),
+    else a context that gives None."""
+    from bt_search.output.formats import live_view_wanted
+
+    if live_view_wanted(fmt, quiet):
+        from bt_search.cli.live import LiveResults
+
+        return LiveResults(err_console)
+    return nullcontext()
 
 
 def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingFiles, live: Any = None):

@@ -15,6 +15,7 @@ always says, so every message and exit status has one source.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -25,7 +26,7 @@ from typing import Any
 from bt_search.cli.options import QUERY_DEFAULTS, QUERY_OPTIONS, QueryOption
 from bt_search.cli.query_input import collect_queries
 from bt_search.cli.served import canonical_under, exit_status, served_hits
-from bt_search.output.formats import check_format, default_format
+from bt_search.output.formats import check_format, default_format, live_view_wanted
 from bt_search.output.hits import write_query_output
 
 
@@ -135,18 +136,29 @@ def _served(args: dict[str, Any]) -> tuple[list, str] | None:
     queries = collect_queries(args["texts"], args["queries_file"], args["image"])
     missing: list[str] = []
     routes: list[str] = []
-    served = served_hits(
-        {**args, "under": canonical_under(args["under"])},
-        queries,
-        on_missing=lambda path, reason: missing.append(path),
-        notice=lambda message: None,  # a server was not used: the full CLI will say why
-        on_route=routes.append,
-    )
+    with _live_view(fmt, args["quiet"]) as live:  # the shortlist, then the rerank's order, as in the full CLI
+        served = served_hits(
+            {**args, "under": canonical_under(args["under"])},
+            queries,
+            on_missing=lambda path, reason: missing.append(path),
+            notice=lambda message: None,  # a server was not used: the full CLI will say why
+            on_route=routes.append,
+            on_update=None if live is None else live.update,
+        )
     if served is None or ((missing or served[1]) and not args["quiet"]):
         return None  # the CLI asks again (the server's result cache answers) and prints files and notes
     if args["verbose"] and not args["quiet"]:
         sys.stderr.write("".join(f"{line}\n" for line in routes))  # --verbose, as the full CLI says it
     return served[0], fmt
+
+
+def _live_view(fmt: str, quiet: bool) -> Any:
+    """cli/live.LiveResults when a person watches (as the full CLI decides), else a context that gives None."""
+    if not live_view_wanted(fmt, quiet):
+        return contextlib.nullcontext()
+    from bt_search.cli.live import LiveResults, stderr_console  # rich: a table on a terminal loads it anyway
+
+    return LiveResults(stderr_console())
 
 
 def _replayable_stdin() -> io.BytesIO:

@@ -17,7 +17,6 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from bt_search.output.hits import render
 from bt_search.search.hits import Hit
 
 
@@ -31,10 +30,17 @@ class _TerminalBuffer(io.StringIO):
 
 def table_text(results: list[list[Hit]]) -> Text:
     """`results` as the table format prints them, as rich Text."""
+    from bt_search.output.hits import render  # when the first frame is drawn: the CLI imports this module at start
+
     buffer = _TerminalBuffer()
     for hits in results:
         render(hits, "table", buffer)
     return Text.from_ansi(buffer.getvalue().rstrip("\n"))
+
+
+def stderr_console() -> Console:
+    """The CLI's console on stderr (notes, bars, the live view); the attach path makes its own the same way."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class LiveResults:

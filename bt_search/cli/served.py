@@ -66,10 +66,12 @@ def served_hits(
     on_missing: Callable[[str, str], None],
     notice: Callable[[str], None],
     on_route: Callable[[str], None] | None = None,
+    on_update: Callable[[list[list[Hit]]], None] | None = None,
 ) -> tuple[list[list[Hit]], list[str]] | None:
     """(hits per query, the search's notes) from a running `bt-search serve` for the index and model `options`
     name (cli.app.query's parameters, --under already canonical), or None: search in-process. `on_route` hears
-    which path answers and why (--verbose) whenever `notice` does not already say it."""
+    which path answers and why (--verbose) whenever `notice` does not already say it; `on_update` the hits as
+    they improve (a terminal's live view), as in-process."""
     if not asks_only_what_a_server_answers(options):
         if on_route is not None:
             on_route("searching in-process: --no-server (or BT_SEARCH_NO_SERVER) was given")
@@ -83,4 +85,5 @@ def served_hits(
         on_missing=on_missing,
         notice=notice,
         on_route=on_route,
+        on_update=on_update,
     )

@@ -22,7 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bt_search.errors import BtSearchError, UsageError, WorkLimitError
-from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof
+from bt_search.serve.discovery import LINE_PROOFS, NDJSON, NONCE_HEADER, PROOF_HEADER, answer_proof, line_proof
 from bt_search.serve.page import CSP, PAGE_CSS, render_page
 from bt_search.serve.service import Answer, Service, thumb_key
 from bt_search.serve.stream import stream_response, wants_stream
@@ -95,8 +95,9 @@ def build_app(
         result = await answer("search", params.getlist("q"), _options(params, rerank=True))
         return json_response(_hits_json(result))
 
-    def streamed(kind: str, queries: Any, options: Any) -> Response:
-        """The search as NDJSON lines (serve/stream.py): checked, and refused when busy, before the stream starts."""
+    def streamed(kind: str, queries: Any, options: Any, answer_json=_hits_json) -> Response:
+        """The search as NDJSON lines (serve/stream.py): checked, and refused when busy, before the stream starts.
+        Each partial line is `answer_json` of the hits so far, less the files left out and the notes."""
         queries, options = service.check(kind, queries, options)
         cached = service.cached(kind, tuple(queries), options)
         if cached is None and gate.waiting >= gate.max_queue:
@@ -106,13 +107,17 @@ def build_app(
             cancelled = lambda: gate.stopping.is_set() or gone()  # noqa: E731
             return service.search(queries, options, cancelled=cancelled, on_update=on_update)
 
-        partial = lambda results: {k: v for k, v in _hits_json(Answer(results)).items() if k != "missing"}  # noqa: E731
+        def partial(results: list) -> dict[str, Any]:
+            return {k: v for k, v in answer_json(Answer(results)).items() if k not in ("missing", "notes")}
+
         return stream_response(
-            search, cached=cached, partial_json=partial, answer_json=_hits_json, admitted=gate.slot, limiter=gate.model
+            search, cached=cached, partial_json=partial, answer_json=answer_json, admitted=gate.slot, limiter=gate.model
         )
 
     async def api_query(request: Request) -> Response:
         queries, options = _fields(await _json_body(request), "queries")
+        if wants_stream(request.query_params, request.headers):  # the CLI's terminal view (cli/live.py)
+            return streamed("search", queries, options, Answer.as_json)
         return json_response((await answer("search", queries, options)).as_json())
 
     async def api_similar(request: Request) -> Response:
@@ -275,14 +280,21 @@ class Guard:
         refusal = self._refusal(scope, headers)
         nonce = headers.get(NONCE_HEADER.encode())
         held: list[dict] = []  # the proof covers the whole body: the start and body messages wait for it
+        lines: _ProvenLines | None = None  # a stream is not held: each of its lines is proven alone
 
         async def send_with_headers(message) -> None:
+            nonlocal lines
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
                 message["headers"] = _dedupe(message["headers"])
-                if nonce is not None and self.key:
+                if nonce is not None and self.key and _is_stream(message["headers"]):
+                    lines = _ProvenLines(self.key, nonce.decode("latin-1"))
+                    message["headers"] = [*message["headers"], (PROOF_HEADER.encode(), LINE_PROOFS.encode())]
+                elif nonce is not None and self.key:
                     held.append(message)
                     return
+            elif message["type"] == "http.response.body" and lines is not None:
+                message = {**message, "body": lines.proven(message.get("body", b""), message.get("more_body", False))}
             elif message["type"] == "http.response.body" and held:
                 held.append(message)
                 if message.get("more_body"):
@@ -390,6 +402,30 @@ def _checked(service: Service, query: str, options: dict[str, Any]) -> tuple[tup
     """The page's search as the result cache keys it."""
     queries, options = service.check("search", [query], options)
     return tuple(queries), options
+
+
+def _is_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.split(b";")[0].strip() == NDJSON.encode() for name, value in headers
+    )
+
+
+class _ProvenLines:
+    """A streamed answer's body, each line prefixed with its proof and a space (discovery.line_proof)."""
+
+    def __init__(self, key: str, nonce: str):
+        self.key, self.nonce, self.count, self.pending = key, nonce, 0, b""
+
+    def proven(self, body: bytes, more: bool) -> bytes:
+        """The complete lines of what has come so far (all of it at the end), proven."""
+        *complete, self.pending = (self.pending + body).split(b"\n")
+        if not more and self.pending:
+            complete, self.pending = [*complete, self.pending], b""
+        out = []
+        for line in complete:
+            out.append(line_proof(self.key, self.nonce, self.count, line).encode() + b" " + line + b"\n")
+            self.count += 1
+        return b"".join(out)
 
 
 def _hits_json(result: Answer) -> dict[str, Any]:

@@ -25,7 +25,16 @@ from bt_search.engine.naming import model_name
 from bt_search.errors import UsageError
 from bt_search.search.hits import Hit, hit_from_json
 from bt_search.search.query import IMAGE_QUERY_OPTIONS, QueryRequest
-from bt_search.serve.discovery import NONCE_HEADER, PROOF_HEADER, answer_proof, canonical_index, read_server_records
+from bt_search.serve.discovery import (
+    LINE_PROOFS,
+    NDJSON,
+    NONCE_HEADER,
+    PROOF_HEADER,
+    answer_proof,
+    canonical_index,
+    line_proof,
+    read_server_records,
+)
 
 HEALTH_TIMEOUT_S = 2.0
 SEARCH_TIMEOUT_S = 3600.0  # a large rerank on CPU is slow but legitimate
@@ -55,15 +64,25 @@ class ServerClient:
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health")
 
-    def search(self, queries: list[str], options: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", "/api/query", {"queries": queries, "options": options})
+    def search(
+        self, queries: list[str], options: dict[str, Any], on_partial: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """The answer; with `on_partial`, asked as a stream, whose partial lines (the shortlist, then each rerank
+        chunk's order) it hears as they arrive."""
+        return self._request("POST", "/api/query", {"queries": queries, "options": options}, on_partial)
 
     def similar(self, path: str, options: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "/api/similar", {"path": path, "options": options})
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        on_partial: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """The answer to one request; a busy server's Retry-After is honoured up to BUSY_WAIT_S in all."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": NDJSON if on_partial else "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data = None
@@ -72,7 +91,7 @@ class ServerClient:
             headers["Content-Type"] = "application/json"
         deadline = time.monotonic() + BUSY_WAIT_S
         while True:
-            status, retry_after, answer = self._exchange(method, path, data, headers)
+            status, retry_after, answer = self._exchange(method, path, data, headers, on_partial)
             if retry_after is None:
                 break
             wait = min(retry_after, deadline - time.monotonic())
@@ -86,9 +105,15 @@ class ServerClient:
         return answer
 
     def _exchange(
-        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        on_partial: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[int, float | None, dict[str, Any]]:
-        """(status, seconds its Retry-After asks for or None, JSON object) of one proven exchange."""
+        """(status, seconds its Retry-After asks for or None, JSON object) of one proven exchange; a streamed
+        answer's partial lines go to `on_partial`, and its last line is the object returned."""
         if data is not None:
             if self.key and self._connection.sock is None:
                 self.health()  # a new connection: the server proves itself before it is told any query
@@ -99,13 +124,16 @@ class ServerClient:
         try:
             self._connection.request(method, path, data, {**headers, NONCE_HEADER: nonce})
             response = self._connection.getresponse()
+            streamed = on_partial is not None and response.status == 200 and _is_stream(response)
+            if streamed:
+                return 200, None, self._streamed_answer(response, nonce, on_partial)
             payload = response.read()
         except (OSError, http.client.HTTPException) as err:
             raise ServerUnusable(f"no answer from {self.url}: {err}") from None
         if self.key is not None:
             proof = response.getheader(PROOF_HEADER) or ""
             if not hmac.compare_digest(proof, answer_proof(self.key, nonce, payload)):
-                raise ServerUnusable(f"{self.url} is not the server that wrote the discovery record (no valid proof)")
+                raise self._unproven()
         try:
             answer = json.loads(payload)
         except ValueError:
@@ -113,6 +141,45 @@ class ServerClient:
         if not isinstance(answer, dict):
             raise ServerUnusable(f"{self.url} answered {response.status} with JSON that is not an object")
         return response.status, _retry_after(response.getheader("retry-after")), answer
+
+    def _unproven(self) -> ServerUnusable:
+        return ServerUnusable(f"{self.url} is not the server that wrote the discovery record (no valid proof)")
+
+    def _streamed_answer(self, response, nonce: str, on_partial: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """The last line of an NDJSON answer, each line proven (discovery.line_proof) before it is used."""
+        proven = response.getheader(PROOF_HEADER) == LINE_PROOFS
+        if self.key is not None and not proven:
+            raise self._unproven()
+        for number, raw in enumerate(iter(response.readline, b"")):
+            line = raw.rstrip(b"\n")
+            if proven:
+                proof, _, line = line.partition(b" ")
+                if self.key is not None and not hmac.compare_digest(
+                    proof.decode("latin-1"), line_proof(self.key, nonce, number, line)
+                ):
+                    raise self._unproven()
+            data = _json_object(line, self.url)
+            if "partial" in data:
+                on_partial(data)
+            elif "error" in data:  # after the stream began: the in-process search meets (and reports) it too
+                raise ServerUnusable(f"{self.url} failed: {data['error']}")
+            else:
+                return data
+        raise ServerUnusable(f"{self.url} ended its answer early")
+
+
+def _is_stream(response) -> bool:
+    return (response.getheader("content-type") or "").split(";")[0].strip() == NDJSON
+
+
+def _json_object(line: bytes, url: str) -> dict[str, Any]:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise ServerUnusable(f"{url} streamed a line that is not JSON") from None
+    if not isinstance(data, dict):
+        raise ServerUnusable(f"{url} streamed JSON that is not an object")
+    return data
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -173,16 +240,19 @@ def served_results(
     on_missing: Callable[[str, str], None],
     notice: Callable[[str], None],
     on_route: Callable[[str], None] | None = None,
+    on_update: Callable[[list[list[Hit]]], None] | None = None,
 ) -> tuple[list[list[Hit]], list[str]] | None:
     """(hits per query, the search's notes) from a running server for `index_dir`, or None: search in-process.
     `notice` hears why an advertised server was not used; `on_route` (a CLI's --verbose) the path otherwise:
-    the server's URL, or why no server was asked.
+    the server's URL, or why no server was asked. `on_update` hears the hits as the search improves (the
+    shortlist, then each rerank chunk's order), as run_query's `on_update` does in-process.
 
     The server answers `request` with the same function as an in-process search (search/query.run_query).
     It is sent as `QueryRequest.for_server` writes it (image paths absolute, shared terms in each line), and
     the hits come back named as the in-process search names them (`QueryRequest.labels`).
     """
     route = on_route or (lambda message: None)
+    labels = request.labels()
     reasons: list[str] = []
     records = read_server_records(index_dir, on_ignored=reasons.append)
     for record in records:
@@ -196,7 +266,7 @@ def served_results(
             if reason:
                 reasons.append(f"{record['url']}: {reason}")
                 continue
-            answer = _ask(client, request.for_server())
+            answer = _ask(client, request.for_server(), on_update and (lambda data: on_update(_hits(data, labels))))
         except ServerUnusable as err:
             reasons.append(str(err))
             continue
@@ -208,11 +278,7 @@ def served_results(
         route(f"answered by the server at {record['url']}")
         for path, reason in answer["missing"]:
             on_missing(path, reason)
-        labels = request.labels()
-        results = [
-            [hit_from_json({**hit, "query": label}) for hit in hits] for hits, label in zip(answer["results"], labels)
-        ]
-        return results, answer.get("notes", [])
+        return _hits(answer, labels), answer.get("notes", [])
     if reasons:
         notice(f"server not used ({reasons[-1]}); searching in-process")
     else:
@@ -220,12 +286,20 @@ def served_results(
     return None
 
 
-def _ask(client: ServerClient, request: QueryRequest) -> dict[str, Any] | None:
-    """The server's answer to `request` (as for_server wrote it); None when it will not open an image of it."""
+def _hits(answer: dict[str, Any], labels: list[str]) -> list[list[Hit]]:
+    """An answer's (or a partial line's) results, named as the in-process search names them."""
+    return [[hit_from_json({**hit, "query": label}) for hit in hits] for hits, label in zip(answer["results"], labels)]
+
+
+def _ask(
+    client: ServerClient, request: QueryRequest, on_partial: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any] | None:
+    """The server's answer to `request` (as for_server wrote it); None when it will not open an image of it.
+    A text search with `on_partial` is asked as a stream (an image search has no rerank to wait for)."""
     options = {name: value for name, value in _wire(request).items() if name not in ("queries", "image")}
     try:
         if request.image is None:
-            return client.search(list(request.queries), options)
+            return client.search(list(request.queries), options, on_partial)
         return client.similar(request.image, {name: options[name] for name in IMAGE_QUERY_OPTIONS})
     except ServerUnusable as err:
         if " 404" in str(err):

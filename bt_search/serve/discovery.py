@@ -28,7 +28,9 @@ from urllib.parse import urlsplit
 
 FILE_NAME = ".bt-search-server.json"
 NONCE_HEADER = "x-bt-search-nonce"  # request: a fresh random string
-PROOF_HEADER = "x-bt-search-proof"  # answer: answer_proof(key, nonce, body)
+PROOF_HEADER = "x-bt-search-proof"  # answer: answer_proof(key, nonce, body), or LINE_PROOFS
+NDJSON = "application/x-ndjson"  # a streamed answer's type (serve/stream.py)
+LINE_PROOFS = "lines"  # a streamed (NDJSON) answer: each line starts with its own proof (line_proof)
 _MAX_RECORD_BYTES = 64 << 10
 
 
@@ -44,6 +46,12 @@ def is_loopback(host: str) -> bool:
 def answer_proof(key: str, nonce: str, body: bytes) -> str:
     """What only the holder of the record's key can attach to an answer to `nonce`."""
     return hmac.new(key.encode(), nonce.encode("latin-1") + b"\n" + body, hashlib.sha256).hexdigest()
+
+
+def line_proof(key: str, nonce: str, number: int, line: bytes) -> str:
+    """The proof of line `number` (from 0, without its newline) of a streamed answer to `nonce`: a stream is
+    used as it arrives, so each line is proven alone, and its number keeps lines from being dropped or reordered."""
+    return answer_proof(key, f"{nonce}#{number}", line)
 
 
 def canonical_index(directory: str | os.PathLike[str]) -> str:

@@ -177,6 +177,40 @@ def test_min_match_exit_status_is_the_same_served_and_in_process(setup, min_matc
     assert b"server not used" not in served.stderr
 
 
+def test_a_served_query_streams_the_shortlist_then_the_reranked_order(setup, monkeypatch):
+    """What the CLI's terminal view hears through a server (cli/live.py): the shortlist, then each rerank chunk's
+    order, and an answer equal to the in-process one."""
+    import io
+
+    from bt_search.output.hits import write_query_output
+    from bt_search.search.query import QueryRequest
+    from bt_search.serve.client import served_results
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(setup["runtime"]))
+    text = "a blue square under a yellow sun"  # asked nowhere else: the server computes it (4 per rerank chunk)
+    heard, notices = [], []
+    results, notes = served_results(
+        str(setup["index"]),
+        model=None,
+        device="auto",
+        precision="auto",
+        request=QueryRequest(queries=(text,), top_k=5, shortlist=8, fold=False),
+        on_missing=lambda path, reason: notices.append(path),
+        notice=notices.append,
+        on_update=heard.append,
+    )
+    assert notices == [] and len(heard) >= 2
+    assert all(hit.itm is None and hit.query == text for hit in heard[0][0])  # the cosine shortlist, named
+    ranks = [hit.shortlist_rank for hit in heard[0][0]]
+    assert len(ranks) == 5 and ranks == sorted(ranks) and ranks[0] == 1  # in cosine order
+    assert any(hit.itm is not None for hit in heard[1][0])
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="\n")
+    write_query_output(results, "jsonl", stream)
+    printed = stream.detach()
+    local = in_process(setup, text, "-k", "5", "-n", "8", "--no-fold", "-f", "jsonl")
+    assert printed.getvalue() == local.stdout and local.stdout
+
+
 def test_queries_file_batch_through_the_server(setup, tmp_path):
     queries = tmp_path / "queries.txt"
     queries.write_text("a red circle\n\ntwo green triangles\na yellow star above a red cross\n")
