@@ -6,6 +6,10 @@ last). The server runs with `--state-cache-mb 0`, so every warm query computes i
 
     python benchmarks/bench_first_results.py --shortlist 20                    # the demo model, sample images
     python benchmarks/bench_first_results.py --shortlist 8 --model base        # base-shaped random checkpoint
+    python benchmarks/bench_first_results.py --shortlist 8 --model large --photos 40 --precision int8
+
+`--precision` is passed to the cold search and to the server (`auto` by default). To emulate a CPU without
+AVX512/AMX, run it under the kernel caps of bench_rerank_precision.py (the child processes inherit them).
 
 Cold times are for the library in a fresh interpreter (the CLI adds its own imports, ~0.3 s, before it).
 """
@@ -37,16 +41,16 @@ COLD = """
 import json, sys, time
 from bt_search.search.open import open_searcher
 from bt_search.search.query import QueryRequest, run_query
-index, model, query, shortlist = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+index, model, query, shortlist, precision = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 first = []
-searcher = open_searcher(index, model if model != "-" else None, device="cpu", precision="auto")
+searcher = open_searcher(index, model if model != "-" else None, device="cpu", precision=precision)
 run_query(searcher, QueryRequest(queries=(query,), shortlist=shortlist),
           on_update=lambda results: first or first.append(time.time()))
 print(json.dumps({"first": first[0], "end": time.time()}))
 """
 
 
-def index_for(model: str, root: Path) -> tuple[Path, str]:
+def index_for(model: str, root: Path, photo_count: int) -> tuple[Path, str]:
     from bt_search.engine.loading import load_engine
     from bt_search.indexing.run import index_paths
     from bt_search.store import IndexIdentity, IndexWriter
@@ -55,20 +59,20 @@ def index_for(model: str, root: Path) -> tuple[Path, str]:
         checkpoint, photos = str(REPO / "sample_data" / "demo-model"), REPO / "sample_data" / "images"
     else:
         from bench_index import write_photos
-        from common import base_shaped_checkpoint
+        from common import shaped_checkpoint
 
-        checkpoint, photos = str(base_shaped_checkpoint()), root / "photos"
-        write_photos(photos, 60)
+        checkpoint, photos = str(shaped_checkpoint(model)), root / "photos"
+        write_photos(photos, photo_count)
     engine = load_engine(checkpoint, device="cpu", precision="fp32")
     with IndexWriter.open(root / "index", IndexIdentity.of(engine)) as writer:
         index_paths([str(photos)], writer, engine, workers=0, batch_size=16)
     return root / "index", checkpoint
 
 
-def cold(index: Path, checkpoint: str, query: str, shortlist: int) -> tuple[float, float]:
+def cold(index: Path, checkpoint: str, query: str, shortlist: int, precision: str) -> tuple[float, float]:
     started = time.time()
     out = subprocess.run(
-        [sys.executable, "-c", COLD, str(index), checkpoint, query, str(shortlist)],
+        [sys.executable, "-c", COLD, str(index), checkpoint, query, str(shortlist), precision],
         capture_output=True,
         text=True,
         check=True,
@@ -93,11 +97,12 @@ def warm(port: int, query: str, shortlist: int) -> tuple[float, float]:
     return first, end
 
 
-def serve(index: Path, runtime: Path) -> tuple[subprocess.Popen, int]:
+def serve(index: Path, runtime: Path, precision: str) -> tuple[subprocess.Popen, int]:
     runtime.mkdir(mode=0o700, exist_ok=True)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=str(REPO))
+    uncached = ("--state-cache-mb", "0", "--precision", precision)
     process = subprocess.Popen(
-        [sys.executable, "-m", "bt_search", "serve", "--index", str(index), "--port", "0", "--state-cache-mb", "0"],
+        [sys.executable, "-m", "bt_search", "serve", "--index", str(index), "--port", "0", *uncached],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -115,19 +120,28 @@ def serve(index: Path, runtime: Path) -> tuple[subprocess.Popen, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=("demo", "base"), default="demo")
+    parser.add_argument("--model", choices=("demo", "base", "large"), default="demo")
+    parser.add_argument("--photos", type=int, default=60, help="random photos to index (base and large)")
+    parser.add_argument("--precision", default="auto")
     parser.add_argument("--shortlist", type=int, default=20)
     parser.add_argument("--cold-runs", type=int, default=2)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-first-"))
-    index, checkpoint = index_for(args.model, root)
-    print(f"model {args.model}, shortlist {args.shortlist}, CPU; median seconds (first results / reranked answer)")
-    runs = [cold(index, checkpoint, QUERIES[i % len(QUERIES)], args.shortlist) for i in range(args.cold_runs)]
+    index, checkpoint = index_for(args.model, root, args.photos)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"model {args.model}, shortlist {args.shortlist}, precision {args.precision}, CPU, load average {load}; "
+        "median seconds (first results / reranked answer)"
+    )
+    runs = [
+        cold(index, checkpoint, QUERIES[i % len(QUERIES)], args.shortlist, args.precision)
+        for i in range(args.cold_runs)
+    ]
     print(
         f"cold, in-process:  first {statistics.median(r[0] for r in runs):7.2f}  "
         f"answer {statistics.median(r[1] for r in runs):7.2f}  ({len(runs)} runs)"
     )
-    process, port = serve(index, root / "run")
+    process, port = serve(index, root / "run", args.precision)
     try:
         warm(port, "warm-up query", args.shortlist)
         runs = [warm(port, query, args.shortlist) for query in QUERIES]
@@ -136,7 +150,8 @@ def main() -> None:
         process.wait(30)
     print(
         f"warm, serve stream: first {statistics.median(r[0] for r in runs):7.3f}  "
-        f"answer {statistics.median(r[1] for r in runs):7.3f}  ({len(runs)} queries)"
+        f"answer {statistics.median(r[1] for r in runs):7.3f}  ({len(runs)} queries); load average after "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
 
 

@@ -13,7 +13,9 @@ A video becomes one index row per kept frame, keyed by the video's path plus the
 
 A scene change is found within one spacing of the cut. A thumbnail is computed only for frames that may be
 kept (past the spacing), so the cost is the codec's. The same frame at the same time is found again by
-`frame_at` (seek to the keyframe before, decode forward), which the rerank and thumbnails use.
+`frame_at` (seek to the keyframe before, decode forward), which the rerank and thumbnails use. Both turn
+frames as the container's display matrix says (`video_reading.upright`), so a phone's portrait video is
+embedded and shown upright.
 
 This module imports only numpy, Pillow and (on first use) PyAV: no torch, no pyarrow.
 """
@@ -38,6 +40,7 @@ from bt_search.media.video_reading import (
     missing_extra,
     open_video,
     stream_duration,
+    upright,
     video_errors,
     video_stream,
 )
@@ -139,7 +142,7 @@ def sample_frames(
                 thumb = frame.reformat(width=THUMB_SIDE, height=THUMB_SIDE, format="gray").to_ndarray()
                 if sampler.offer(time, thumb):
                     times.append(time)
-                    frames.append(convert(frame.to_image()))
+                    frames.append(convert(upright(frame)))
         except EOFError:
             if count:
                 raise

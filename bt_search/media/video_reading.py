@@ -50,11 +50,24 @@ def frame_at(path: str, time: float) -> Image.Image:
         for frame in container.decode(stream):
             count += 1
             if frame_time(frame, stream, count) >= time - TIME_EPSILON:
-                return frame.to_image()
+                return upright(frame)
             previous = frame
         if previous is not None:
-            return previous.to_image()
+            return upright(previous)
     raise ImageDecodeError(path, f"no frame at {time:g} s")
+
+
+def upright(frame) -> Image.Image:
+    """A decoded frame as the RGB image a player shows: turned by the container's display matrix (a phone
+    stores a portrait video sideways and says so there). PyAV's `rotation` is the counterclockwise angle, as
+    PIL's rotate and transpose take it; quarter turns are exact transposes."""
+    from PIL import Image
+
+    image = frame.to_image()
+    angle = round(getattr(frame, "rotation", 0) or 0) % 360
+    if angle in (90, 180, 270):
+        return image.transpose(getattr(Image.Transpose, f"ROTATE_{angle}"))
+    return image.rotate(angle, expand=True) if angle else image
 
 
 class open_video:

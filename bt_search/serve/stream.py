@@ -4,10 +4,10 @@
 One line per update as the search improves, then the answer: `{"partial": "shortlist", ...}` as soon as the
 cosine shortlist is known, `{"partial": "reranking", ...}` after each rerank chunk (reranked candidates best
 first, those still waiting after them with `itm` null), and last the very object the plain request answers
-(a partial line is that object's shape less the files left out and the notes). A cached answer is that last line alone. An error once the
-stream has begun is a last line `{"error": ...}` (the status is already 200); one found before (a bad request,
-too much work, a busy server) keeps its status, as the plain request's. A client that goes away cancels the
-search before its next rerank chunk.
+(a partial line is that object's shape less the files left out and the notes). A cached answer is that last
+line alone. An error once the stream has begun is a last line `{"error": ...}` (the status is already 200); one
+found before (a bad request, too much work, a busy server) keeps its status, as the plain request's. A client
+that goes away cancels the search before its next rerank chunk.
 """
 
 from __future__ import annotations

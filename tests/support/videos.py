@@ -86,3 +86,20 @@ def truncate(path: str | Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+def turn_mp4(path: str | Path, matrix: tuple[int, int, int, int]) -> Path:
+    """Set the (a, b, c, d) of the first track's display matrix (16.16 fixed point, as `tkhd` stores it) of an MP4
+    written by write_video: what a phone writes for a video held in portrait. (0, 1, -1, 0) is a quarter turn
+    clockwise (FFmpeg reads it as rotation -90)."""
+    import struct
+
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    box = data.find(b"tkhd")
+    version = data[box + 4]
+    offset = box + 8 + (20 if version == 0 else 32) + 16  # version/flags, times and ids, reserved, layer..volume
+    a, b, c, d = (value << 16 for value in matrix)
+    data[offset : offset + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return path

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bt_search.errors import ImageDecodeError, UsageError
 from bt_search.media.decoding import Decoded, decode_record, load_file_image
@@ -13,7 +14,7 @@ from bt_search.media.images import Preprocessing
 from bt_search.media.scan import FileRecord, has_image_extension
 from bt_search.media.video import SceneSampler, VideoSampling, sample_frames, video_capture
 from bt_search.media.video_reading import frame_at
-from tests.support.videos import scene, truncate, write_empty_video, write_video
+from tests.support.videos import scene, truncate, turn_mp4, write_empty_video, write_video
 
 PREP = Preprocessing(size=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 FLAT = np.zeros((16, 16), np.uint8)
@@ -95,3 +96,24 @@ def test_capture_date_from_the_container_and_none_for_nonsense():
     assert video_capture({"creation_time": "yesterday"}).taken_at is None
     phone = video_capture({"com.apple.quicktime.make": "Apple ", "com.apple.quicktime.model": "iPhone 12"})
     assert (phone.camera_make, phone.camera_model) == ("Apple", "iPhone 12")
+
+
+@pytest.mark.parametrize(
+    ("matrix", "turn"),
+    [
+        ((0, 1, -1, 0), Image.Transpose.ROTATE_270),
+        ((-1, 0, 0, -1), Image.Transpose.ROTATE_180),
+        ((0, -1, 1, 0), Image.Transpose.ROTATE_90),
+    ],
+    ids=["quarter-clockwise", "half", "quarter-counterclockwise"],
+)
+def test_a_turned_video_is_sampled_and_shown_upright(tmp_path, matrix, turn):
+    """A phone's portrait video: the frames the index embeds and the frame the rerank and thumbnails read are
+    the picture as a player shows it, not as the file stores it."""
+    turned = turn_mp4(write_video(tmp_path / "portrait.mp4", scenes=(2,), seconds_each=1), matrix)
+    stored = np.asarray(scene(2), dtype=float)
+    shown = np.asarray(scene(2).transpose(turn), dtype=float)
+    frames = sample_frames(str(turned), VideoSampling())
+    for frame in (frames.frames[0], frame_at(str(turned), frames.times[0])):
+        pixels = np.asarray(frame, dtype=float)
+        assert np.abs(pixels - shown).mean() < 8 < np.abs(pixels - stored).mean()  # lossy codec: near, not equal
