@@ -22,6 +22,8 @@ query vectors (and the index's fingerprint) are the fp32 ones.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -104,6 +106,7 @@ class Int8Products:
             with _ENGINE_LOCK, _quantized_engine(self.engine), pool:
                 self._copies.update(pool.map(lambda item: (item[0], _planned_entry(item[0], *item[1])), order))
             self._prepared.add(plan)
+        _trim_heap()
 
     def _planned_key(self, weight, bias, alpha: float, beta: float) -> tuple | None:
         """The key `packed` will find the product's copy by (None: it reads an unregistered tensor, so stays fp32)."""
@@ -231,6 +234,23 @@ def _planned_entry(key: tuple, weight, bias, alpha: float, beta: float) -> tuple
             bias = torch.cat(bias)
             setattr(bias, _TAG, key[1])
         return _entry(weight, bias, alpha, beta)
+
+
+def _trim_heap() -> None:
+    """Hand the pool threads' freed temporaries back to the OS. glibc gives each thread its own heap (arena) and
+    keeps what is freed there: without this, resident memory after a build at the default model's shapes is
+    ~110 MiB (a quarter of the copies) above a serial build's. A no-op where libc has no malloc_trim."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc's on Linux
+    except (OSError, AttributeError, TypeError):  # no such symbol (macOS), no CDLL(None) (Windows)
+        return None
 
 
 def _numel(weight) -> int:
