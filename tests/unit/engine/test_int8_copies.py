@@ -38,7 +38,9 @@ def test_planned_copies_equal_the_lazily_built_ones(spec, int8_engines, sample_i
     assert (len(built), built.nbytes, built.fp32_nbytes) == (len(made), made.nbytes, made.fp32_nbytes)
     scale = QUICK_GELU_SCALE
     assert {key[2:] for key in built._copies} == {(1.0, 1.0), (scale, scale), (1 / scale, 1.0)}, "the MLP's scales"
-    assert any(isinstance(key[0], tuple) for key in built._copies), "a key/value concatenation is among them"
+    pairs = [entry for key, entry in built._copies.items() if isinstance(key[0], tuple)]
+    assert pairs, "a key/value concatenation is among them"
+    assert {(entry[0], entry[1]) for entry in pairs} == {(None, None)}, "no fp32 concatenation is kept"
     for key, entry in made._copies.items():
         ours, theirs = (linear_out(e[2], torch.Generator().manual_seed(len(key))) for e in (built._copies[key], entry))
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
