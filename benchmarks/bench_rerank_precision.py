@@ -6,12 +6,15 @@ where they can (fp32, `auto` and int8 rerank over the same fp32 weights; `bf16` 
 interleaved, `--repeat` rounds in rotating order, so load drift hits all alike; prints the median seconds per
 candidate of each, the speed-up over fp32 measured in the same run, and max |ITM − ITM(fp32)| on the same
 images (the bar for a reduced-precision rerank is 0.02). For int8 it also prints what the int8 copies of the
-weights cost: their size, the process's resident-memory growth while they are built, and the build time.
+weights cost: their size, the process's resident-memory growth while they are built, and the build time;
+`--copies` also times building them alone (both halves of the rerank's lists), on one thread against the pool
+the rerank uses, alternating for `--repeat` rounds.
 `--plain` also times fusion with every attention block in the plain association (keys and values projected,
 as HF does), to show what moving the projections to the short side (model._attention_block) gains.
 
     python benchmarks/bench_rerank_precision.py --shape base --candidates 8 --repeat 3 --plain
     python benchmarks/bench_rerank_precision.py --shape large --candidates 2 --repeat 3 --precisions fp32 auto int8
+    python benchmarks/bench_rerank_precision.py --shape large --candidates 2 --repeat 3 --precisions fp32 int8 --copies
 
 To emulate a CPU without AVX512/AMX (e.g. an AVX2-only laptop or AMD before Zen 4) on a newer x86 CPU, cap every
 kernel library at AVX2 for the run (MKL's fp32 GEMM, oneDNN, fbgemm's int8 GEMM, ATen's own kernels):
@@ -119,6 +122,32 @@ def int8_cost(engine, pixels: torch.Tensor) -> str:
     )
 
 
+def copies_build(engine, repeat: int) -> str:
+    """Seconds to build the int8 copies alone (both halves' lists, as the first rerank prepares them), one thread
+    against the pool, alternating; each set on a fresh Int8Products, dropped before the next."""
+    text_tokens = engine.text_states(QUERY).streams.shape[1]
+    vision = engine.config.vision_config
+    image_tokens = (vision.image_size // vision.patch_size) ** 2 + 1
+    pool = torch.get_num_threads()
+    seconds = {1: [], pool: []}
+    for _ in range(repeat):
+        for workers in seconds:
+            fresh = copy.copy(engine)
+            vars(fresh).pop("_int8_products", None)
+            start = time.perf_counter()
+            products = rerank_products(fresh)
+            products.prepare("vision", lambda: model._vision_products(fresh), workers)
+            products.prepare("itm", lambda: model._itm_products(fresh, text_tokens, image_tokens), workers)
+            seconds[workers].append(time.perf_counter() - start)
+            count = len(products)
+            del products, fresh
+    serial, pooled = statistics.median(seconds[1]), statistics.median(seconds[pool])
+    return (
+        f"building the {count} int8 copies alone (median of {repeat}): one thread {serial:.2f} s, "
+        f"a pool of {pool} {pooled:.2f} s ({serial / pooled:.2f}x)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["base", "large"], default="base")
@@ -126,6 +155,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "auto", "int8", "bf16"], choices=PRECISIONS)
     parser.add_argument("--plain", action="store_true", help="also time fusion in the plain association")
+    parser.add_argument("--copies", action="store_true", help="also time building the int8 copies alone")
     args = parser.parse_args()
     load_before = os.getloadavg()
     checkpoint = shaped_checkpoint(args.shape)
@@ -169,6 +199,8 @@ def main() -> None:
         )
     for note in notes:
         print(note)
+    if args.copies:
+        print(copies_build(engines["fp32"], args.repeat))
     if args.plain:
         for precision in precisions:
             timing = fusion_both(engines[precision], engines[precision].vision_states(pixels), args.repeat)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +41,17 @@ class TextStates:
 
     text: str
     streams: torch.Tensor  # [num_cross_layers, tokens, hidden]
+
+
+class Product(NamedTuple):
+    """A matrix product the rerank runs by the model's weights, `alpha * x @ weight.T + beta * bias`; `weight` and
+    `bias` are parameters, or (key, value) pairs that the code concatenates first. The int8 rerank builds a copy of
+    each up front (quantized.Int8Products.prepare)."""
+
+    weight: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    bias: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+    alpha: float = 1.0
+    beta: float = 1.0
 
 
 @dataclass
@@ -120,22 +133,26 @@ class BridgeTowerEngine:
     @torch.inference_mode()
     def vision_states(self, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] (or uint8 crops) -> [B, num_cross_layers, tokens, hidden]: what the fusion layers read."""
-        with self._rerank_precision():
+        with self._rerank_precision("vision", lambda: _vision_products(self)):
             blocks = self._vision_blocks(pixel_values)
             return self._image_streams(blocks[self.split - 1 :])
 
-    def _rerank_precision(self):
+    def _rerank_precision(self, plan: Hashable = None, products: Callable[[], Iterable[Product]] | None = None):
         """Rerank's products in `rerank_dtype` over the one set of weights (fp32 when the embeddings are).
 
         Autocast casts each weight as a product reads it, without keeping the casts (cache_enabled=False), so no
-        second copy of the backbone is ever held. int8 runs the products by int8 copies of the weights.
+        second copy of the backbone is ever held. int8 runs the products by int8 copies of the weights, built
+        in parallel the first time `plan` runs, from the list of `products` it runs.
         """
         if self.rerank_dtype == self.dtype:
             return contextlib.nullcontext()
         if self.rerank_dtype == torch.int8:  # int8 products over int8 copies of the weights (quantized.py)
             from bt_search.engine.quantized import rerank_products
 
-            return rerank_products(self).active()
+            int8 = rerank_products(self)
+            if products is not None:
+                int8.prepare(plan, products)
+            return int8.active()
         return torch.autocast(self.device.type, dtype=self.rerank_dtype, cache_enabled=False)
 
     def _vision_blocks(
@@ -265,7 +282,8 @@ class BridgeTowerEngine:
         text_streams = text.streams.unsqueeze(0).expand(count, -1, -1, -1)
         ones = torch.ones(text_streams.shape[:1] + text_streams.shape[2:3], dtype=torch.long, device=self.device)
         mask = self._text_mask(text_streams[:, 0], ones)
-        with self._rerank_precision():
+        lengths = text.streams.shape[1], images.shape[2]  # which products _fuse runs depends on them
+        with self._rerank_precision(("itm", *lengths), lambda: _itm_products(self, *lengths)):
             pooled = self._fuse(text_streams, images, mask)
             logits = self.heads.itm(pooled).float()
         return torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
@@ -305,13 +323,21 @@ def _attention_block(block: nn.Module, rows: torch.Tensor, keys: torch.Tensor, m
     query side, and image-over-text attention does with them moved to the key side (fp32 results agree with
     the plain order to ~1e-6; tests/unit/engine/test_towers_match_reference.py holds them to the HF classes)."""
     attn = block.self
-    queries, length, width = rows.shape[1], keys.shape[1], rows.shape[-1]
-    heads = attn.num_attention_heads
-    if queries * (width + heads * length) < length * width:
+    association = _association(rows.shape[1], keys.shape[1], rows.shape[-1], attn.num_attention_heads)
+    if association == "few_query":
         return block.output(_few_query_attention(attn, rows, keys, mask), rows)
-    if length * (width + queries * heads) < queries * (width + length):
+    if association == "few_key":
         return _few_key_attention_block(block, rows, keys, mask)
     return block.output(_bert_attention(attn, rows, keys, mask), rows)
+
+
+def _association(queries: int, length: int, width: int, heads: int) -> str:
+    """The cheapest association of `_attention_block` for `queries` rows over `length` keys."""
+    if queries * (width + heads * length) < length * width:
+        return "few_query"
+    if length * (width + queries * heads) < queries * (width + length):
+        return "few_key"
+    return "plain"
 
 
 def _bert_attention(attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, mask) -> torch.Tensor:
@@ -415,16 +441,87 @@ def _mlp(mlp: nn.ModuleDict, hidden: torch.Tensor) -> torch.Tensor:
     """c_fc -> QuickGELU -> c_proj. QuickGELU(x) = x * sigmoid(1.702 x) = silu(1.702 x) / 1.702, so the two
     scales ride in the matrix products (addmm's alpha/beta) and the activation is one in-place SiLU pass
     instead of three passes over the 4x-wide tensor (a sixth of the tower's CPU time)."""
+    fc, activation, proj = mlp["c_fc"], mlp["gelu"], mlp["c_proj"]
+    if not _quick_gelu(activation):
+        return proj(activation(fc(hidden)))
+    (fc_alpha, fc_beta), (proj_alpha, proj_beta) = mlp_scales(mlp)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    inner = torch.addmm(fc.bias, flat, fc.weight.t(), beta=fc_beta, alpha=fc_alpha)
+    nn.functional.silu(inner, inplace=True)
+    out = torch.addmm(proj.bias, inner, proj.weight.t(), beta=proj_beta, alpha=proj_alpha)
+    return out.view(*hidden.shape[:-1], -1)
+
+
+def mlp_scales(mlp: nn.ModuleDict) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The (alpha, beta) by which `_mlp` multiplies c_fc's and c_proj's products (`alpha * x W^T + beta * b`):
+    QuickGELU's scale rides in them; (1, 1) each when the activation is another (plain linears)."""
+    if not _quick_gelu(mlp["gelu"]):
+        return (1.0, 1.0), (1.0, 1.0)
+    return (QUICK_GELU_SCALE, QUICK_GELU_SCALE), (1 / QUICK_GELU_SCALE, 1.0)
+
+
+def _quick_gelu(activation: nn.Module) -> bool:
     from transformers.activations import QuickGELUActivation  # loaded with the vision tower's HF modules
 
-    fc, activation, proj = mlp["c_fc"], mlp["gelu"], mlp["c_proj"]
-    if not isinstance(activation, QuickGELUActivation):
-        return proj(activation(fc(hidden)))
-    flat = hidden.reshape(-1, hidden.shape[-1])
-    inner = torch.addmm(fc.bias, flat, fc.weight.t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
-    nn.functional.silu(inner, inplace=True)
-    out = torch.addmm(proj.bias, inner, proj.weight.t(), alpha=1 / QUICK_GELU_SCALE)
-    return out.view(*hidden.shape[:-1], -1)
+    return isinstance(activation, QuickGELUActivation)
+
+
+# ---------------------------------------------------------------- the rerank's products, as the paths above run them
+def _vision_products(engine: BridgeTowerEngine) -> Iterator[Product]:
+    """What `vision_states` multiplies by: per vision block, the QKV projection of every row (`_attention`), the
+    out-projection and the MLP's two, with their scales (`_mlp`); then each stream's image transform."""
+    bb = engine.backbone
+    for block in bb.vision_model.visual.transformer.resblocks[: engine.num_text_layers]:
+        yield Product(block.attn.in_proj_weight, block.attn.in_proj_bias)
+        yield from _linears(block.attn.out_proj)
+        fc_scales, proj_scales = mlp_scales(block.mlp)
+        yield Product(block.mlp["c_fc"].weight, block.mlp["c_fc"].bias, *fc_scales)
+        yield Product(block.mlp["c_proj"].weight, block.mlp["c_proj"].bias, *proj_scales)
+    transform = bb.cross_modal_image_transform
+    for layer in range(engine.num_cross_layers):  # _image_streams, as BridgeTowerModel._apply_image_transform picks
+        yield from _linears(transform if bb.config.share_cross_modal_transformer_layers else transform[layer])
+
+
+def _itm_products(engine: BridgeTowerEngine, text_tokens: int, image_tokens: int) -> Iterator[Product]:
+    """What `itm_scores` multiplies by for a query of `text_tokens` against images of `image_tokens`: the cross
+    layers as `_fuse` runs them (the last for the CLS rows alone), the poolers and the ITM head."""
+    bb = engine.backbone
+    last = engine.num_cross_layers - 1
+    for layer in range(engine.num_cross_layers):
+        text, image = bb.cross_modal_text_layers[layer], bb.cross_modal_image_layers[layer]
+        yield from _cross_layer_products(text, text_tokens, image_tokens, layer == last)
+        yield from _cross_layer_products(image, image_tokens, text_tokens, layer == last)
+    for module in (bb.cross_modal_text_pooler, bb.cross_modal_image_pooler, engine.heads.itm):
+        yield from _linears(module)
+
+
+def _cross_layer_products(layer: nn.Module, length: int, other: int, cls_only: bool) -> Iterator[Product]:
+    """`_cross_layer`'s products for `length` rows attending to themselves, then to `other` rows."""
+    rows = 1 if cls_only else length
+    yield from _attention_block_products(layer.attention, rows, length)
+    yield from _attention_block_products(layer.crossattention, rows, other)
+    yield from _linears(layer.intermediate)
+    yield from _linears(layer.output)
+
+
+def _attention_block_products(block: nn.Module, rows: int, length: int) -> Iterator[Product]:
+    """The linear products of `_attention_block` in the association it picks (the others are bmm's over views)."""
+    attn = block.self
+    association = _association(rows, length, attn.query.in_features, attn.num_attention_heads)
+    if association != "few_key":
+        yield from _linears(attn.query)
+    if association != "few_query":  # one product by the concatenated key and value projections
+        yield Product((attn.key.weight, attn.value.weight), (attn.key.bias, attn.value.bias))
+    if association != "few_key":
+        yield from _linears(block.output)
+
+
+def _linears(module: nn.Module | None) -> Iterator[Product]:
+    """The module's `nn.Linear`s, which the paths above call as modules."""
+    if module is not None:
+        for child in module.modules():
+            if isinstance(child, nn.Linear):
+                yield Product(child.weight, child.bias)
 
 
 def _normalized(embeddings: torch.Tensor) -> np.ndarray:

@@ -8,17 +8,26 @@ multiplies in int8 and returns fp32. Attention scores, softmax, LayerNorm and ac
 
 `Int8Products.active()` is a torch function mode, entered where autocast would be (model._rerank_precision),
 that sends `linear` and `addmm` over a registered weight (or its transpose, or the key/value concatenation
-the cross-modal attention builds) to `quantized::linear_dynamic`. A copy is made when a product first reads
-its weight, so an engine that only embeds makes none. The fp32 weights stay the only fp32 copy; the int8
-copies cost a quarter of the weights they copy (docs/performance.md, "int8 rerank"). Embeddings never run
-under the mode, so index and query vectors (and the index's fingerprint) are the fp32 ones.
+the cross-modal attention builds) to `quantized::linear_dynamic`. The copies are built up front, in a pool of
+`torch.get_num_threads()` threads (prepacking is single-threaded and releases the GIL, so a serial build
+would use one core of many): the first time each half of the rerank enters int8 (`vision_states`, then
+`itm_scores` per text length), model.py lists the products that half runs, with their scales, and
+`Int8Products.prepare` builds the copies not yet made. A product no list names still gets its copy when it
+first reads its weight (the lazy path). An engine that only embeds makes none. The fp32 weights stay the only
+fp32 copy (a key/value concatenation is made for packing, then dropped); the int8 copies cost a quarter of
+the weights they copy (docs/performance.md, "int8 rerank"). Embeddings never run under the mode, so index and
+query vectors (and the index's fingerprint) are the fp32 ones.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -26,6 +35,8 @@ from torch.overrides import TorchFunctionMode
 
 _TAG = "_bt_int8_pair"  # attribute marking a concatenation of a registered (key, value) pair of weights or biases
 _BUILD_LOCK = threading.Lock()
+# Prepacking reads the process-wide quantized engine setting; whoever switches it holds this until it is restored.
+_ENGINE_LOCK = threading.Lock()
 
 
 def int8_engine() -> str | None:
@@ -35,7 +46,8 @@ def int8_engine() -> str | None:
 
 
 class Int8Products:
-    """int8 copies of a set of fp32 weights, prepacked as products first read them, and the mode that uses them.
+    """int8 copies of a set of fp32 weights, prepacked up front (`prepare`) or as products first read them, and the
+    mode that uses them.
 
     A copy is made per (weight, bias, alpha, beta) of a product, with the bias and the two scales folded in (per
     channel, scaling a weight scales its quantisation scales, not its int8 values), so the int8 kernel returns
@@ -51,6 +63,7 @@ class Int8Products:
         self._operands = {id(t): t for t in operands}
         self._pairs = {(id(a), id(b)): (a, b) for a, b in pairs}
         self._copies: dict[tuple, tuple] = {}  # key -> (weight or None, bias or None, packed, bytes, fp32 bytes)
+        self._prepared: set = set()  # the plans `prepare` has built
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -69,6 +82,47 @@ class Int8Products:
     def active(self) -> _Int8Mode:
         """A context in which products by these weights run in int8."""
         return _Int8Mode(self)
+
+    def prepare(self, plan: Hashable, products: Callable[[], Iterable[tuple]], workers: int | None = None) -> None:
+        """Build the copies of `products()` not made yet, in a pool of `workers` threads (default: torch's thread
+        count), once per `plan` (a name for the list; later calls return at once).
+
+        Each product is `(weight, bias, alpha, beta)` as the model multiplies by it, where weight and bias are a
+        registered tensor, or a registered (key, value) pair that the model concatenates (concatenated here for
+        packing, then dropped); those over unregistered tensors are left to fp32, as the mode leaves them."""
+        if plan in self._prepared:
+            return
+        with self._lock:  # concurrent first reranks build one set; the lazy path waits for it
+            if plan in self._prepared:
+                return
+            wanted = {}
+            for weight, bias, alpha, beta in products():
+                key = self._planned_key(weight, bias, alpha, beta)
+                if key is not None and key not in self._copies:
+                    wanted[key] = (weight, bias, alpha, beta)
+            # largest first, so that no thread is left with a big one at the end
+            order = sorted(wanted.items(), key=lambda item: -_numel(item[1][0]))
+            pool = ThreadPoolExecutor(workers or torch.get_num_threads(), thread_name_prefix="bt-int8-prepack")
+            with _ENGINE_LOCK, _quantized_engine(self.engine), pool:
+                self._copies.update(pool.map(lambda item: (item[0], _planned_entry(item[0], *item[1])), order))
+            self._prepared.add(plan)
+        _trim_heap()
+
+    def _planned_key(self, weight, bias, alpha: float, beta: float) -> tuple | None:
+        """The key `packed` will find the product's copy by (None: it reads an unregistered tensor, so stays fp32)."""
+        weight_key = self._pair_or_key(weight)
+        bias_key = None if bias is None else self._pair_or_key(bias)
+        if weight_key is None or (bias is not None and bias_key is None):
+            return None
+        return (weight_key, bias_key, float(alpha), float(beta))
+
+    def _pair_or_key(self, tensor):
+        """`_key` of a tensor, or of the concatenation of a registered (key, value) pair (the tag it will carry)."""
+        if not isinstance(tensor, tuple):
+            return self._key(tensor)
+        pair = self._pairs.get((id(tensor[0]), id(tensor[1])))
+        registered = pair is not None and pair[0] is tensor[0] and pair[1] is tensor[1]
+        return (id(tensor[0]), id(tensor[1])) if registered else None
 
     def tag_concatenation(self, tensors, result: torch.Tensor) -> None:
         """Mark `result = torch.cat(tensors)` when it joins a registered pair (a key and a value projection)."""
@@ -106,16 +160,9 @@ class Int8Products:
         return (held_weight is None or held_weight is weight) and (held_bias is None or held_bias is bias)
 
     def _pack(self, weight: torch.Tensor, bias: torch.Tensor | None, alpha: float, beta: float) -> tuple:
-        previous = torch.backends.quantized.engine
-        torch.backends.quantized.engine = self.engine  # prepacked weights keep their kernel library; calls need none
-        try:
-            packed = _prepack(weight, None if bias is None else bias.detach() * beta, alpha)
-        finally:
-            torch.backends.quantized.engine = previous
-        rows, cols = weight.shape
-        held_weight = None if hasattr(weight, _TAG) else weight  # a transient concatenation: matched by its tag
-        held_bias = None if bias is None or hasattr(bias, _TAG) else bias
-        return held_weight, held_bias, packed, rows * (cols + 8 + (bias is not None) * 4), 4 * rows * cols
+        """The lazy path: one copy, for a product that no `prepare` plan named."""
+        with _ENGINE_LOCK, _quantized_engine(self.engine):
+            return _entry(weight, bias, alpha, beta)
 
 
 class _Int8Mode(TorchFunctionMode):
@@ -156,6 +203,60 @@ class _Int8Mode(TorchFunctionMode):
         return None if packed is None else torch.ops.quantized.linear_dynamic(x.contiguous(), packed, True)
 
 
+@contextlib.contextmanager
+def _quantized_engine(engine: str):
+    """Prepacked weights keep the kernel library they were packed for; calls need none."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def _entry(weight: torch.Tensor, bias: torch.Tensor | None, alpha: float, beta: float) -> tuple:
+    """A copy's entry: (weight or None, bias or None, packed, bytes, fp32 bytes)."""
+    packed = _prepack(weight, None if bias is None else bias.detach() * beta, alpha)
+    rows, cols = weight.shape
+    held_weight = None if hasattr(weight, _TAG) else weight  # a transient concatenation: matched by its tag
+    held_bias = None if bias is None or hasattr(bias, _TAG) else bias
+    return held_weight, held_bias, packed, rows * (cols + 8 + (bias is not None) * 4), 4 * rows * cols
+
+
+def _planned_entry(key: tuple, weight, bias, alpha: float, beta: float) -> tuple:
+    """`_entry` in a pool thread, as the lazy path would make it under the rerank's inference mode (grad mode
+    is per thread). A (key, value) pair is concatenated, tagged as the mode tags it, packed and dropped."""
+    with torch.inference_mode():
+        if isinstance(weight, tuple):
+            weight = torch.cat(weight)
+            setattr(weight, _TAG, key[0])
+        if isinstance(bias, tuple):
+            bias = torch.cat(bias)
+            setattr(bias, _TAG, key[1])
+        return _entry(weight, bias, alpha, beta)
+
+
+def _trim_heap() -> None:
+    """Hand the pool threads' freed temporaries back to the OS. glibc gives each thread its own heap (arena) and
+    keeps what is freed there: without this, resident memory after a build at the default model's shapes is
+    ~110 MiB (a quarter of the copies) above a serial build's. A no-op where libc has no malloc_trim."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc's on Linux
+    except (OSError, AttributeError, TypeError):  # no such symbol (macOS), no CDLL(None) (Windows)
+        return None
+
+
+def _numel(weight) -> int:
+    return sum(t.numel() for t in weight) if isinstance(weight, tuple) else weight.numel()
+
+
 def _prepack(weight: torch.Tensor, bias: torch.Tensor | None, alpha: float = 1.0):
     """`alpha * weight`, int8 symmetric per output channel (7-bit inputs), prepacked with `bias` folded in."""
     weight = weight.detach().float()
@@ -171,8 +272,8 @@ def _prepack(weight: torch.Tensor, bias: torch.Tensor | None, alpha: float = 1.0
 
 
 def rerank_products(engine) -> Int8Products:
-    """The int8 copies of the weights a rerank multiplies activations by: one set per engine, made as the first
-    rerank reads them."""
+    """The int8 copies of the weights a rerank multiplies activations by: one set per engine, built as each half of
+    the rerank first enters int8 (model._rerank_precision prepares them)."""
     with _BUILD_LOCK:
         built = getattr(engine, "_int8_products", None)
         if built is None:
