@@ -134,12 +134,7 @@ class ServerClient:
             proof = response.getheader(PROOF_HEADER) or ""
             if not hmac.compare_digest(proof, answer_proof(self.key, nonce, payload)):
                 raise self._unproven()
-        try:
-            answer = json.loads(payload)
-        except ValueError:
-            raise ServerUnusable(f"{self.url} answered {response.status} without JSON") from None
-        if not isinstance(answer, dict):
-            raise ServerUnusable(f"{self.url} answered {response.status} with JSON that is not an object")
+        answer = _json_object(payload, f"{self.url} answered {response.status}")
         return response.status, _retry_after(response.getheader("retry-after")), answer
 
     def _unproven(self) -> ServerUnusable:
@@ -158,7 +153,7 @@ class ServerClient:
                     proof.decode("latin-1"), line_proof(self.key, nonce, number, line)
                 ):
                     raise self._unproven()
-            data = _json_object(line, self.url)
+            data = _json_object(line, f"{self.url} streamed a line")
             if "partial" in data:
                 on_partial(data)
             elif "error" in data:  # after the stream began: the in-process search meets (and reports) it too
@@ -172,14 +167,15 @@ def _is_stream(response) -> bool:
     return (response.getheader("content-type") or "").split(";")[0].strip() == NDJSON
 
 
-def _json_object(line: bytes, url: str) -> dict[str, Any]:
+def _json_object(data: bytes, source: str) -> dict[str, Any]:
+    """`data` as a JSON object; `source` says whose it is (an answer, a streamed line) when it is not one."""
     try:
-        data = json.loads(line)
+        parsed = json.loads(data)
     except ValueError:
-        raise ServerUnusable(f"{url} streamed a line that is not JSON") from None
-    if not isinstance(data, dict):
-        raise ServerUnusable(f"{url} streamed JSON that is not an object")
-    return data
+        raise ServerUnusable(f"{source} without JSON") from None
+    if not isinstance(parsed, dict):
+        raise ServerUnusable(f"{source} with JSON that is not an object")
+    return parsed
 
 
 def _retry_after(value: str | None) -> float | None:
