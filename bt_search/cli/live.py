@@ -61,11 +61,11 @@ class LiveResults:
         self.done, self.total, self.updates = 0, 0, 0
 
     def __enter__(self) -> LiveResults:
-        self.live.start()
-        return self
+        return self  # the view starts with its first frame: a search that shows nothing leaves no trace
 
     def __exit__(self, *exc: Any) -> None:
-        self.live.stop()
+        if self.live.is_started:
+            self.live.stop()
 
     def update(self, results: list[list[Hit]]) -> None:
         self.results, self.updates = results, self.updates + 1
@@ -80,4 +80,6 @@ class LiveResults:
         stage = "cosine shortlist" if self.updates <= 1 else "reranked so far, then the cosine shortlist"
         rate = f": reranking {self.done}/{self.total} candidates" if self.total else ""
         status = Text(f"{stage}{rate} …", style="dim")
+        if not self.live.is_started:
+            self.live.start()
         self.live.update(Group(table_text(self.results or []), status), refresh=True)

@@ -46,3 +46,12 @@ def test_the_shortlist_is_drawn_then_the_reranked_order_then_nothing(monkeypatch
     assert ["c", "a", "b", "d"] in orders[1:] and "reranking 2/4 candidates" in frames[-1]
     erased = re.search(r"\r((?:\x1b\[1A\x1b\[2K)+)$", raw)  # the view erased, line by line, at the end
     assert erased and erased.group(1).count("\x1b[1A") == len(frames[-1].strip().split("\n"))
+
+
+def test_a_view_that_never_drew_leaves_nothing_on_the_terminal():
+    """The attach path opens the view before it knows a server will answer; when none does, the full CLI draws
+    its own, and the first must not have written anything (not even an empty frame)."""
+    stream = io.StringIO()
+    with LiveResults(Console(file=stream, force_terminal=True, width=100)) as live:
+        live.progress(0, 4)
+    assert stream.getvalue() == ""
