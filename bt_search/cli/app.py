@@ -12,7 +12,7 @@ import shlex
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bt_search import config
 from bt_search.cli.flags import flag_names, in_flags, with_picks
-from bt_search.cli.live import stderr_console
+from bt_search.cli.live import live_view, stderr_console
 from bt_search.cli.options import (
     BATCH_HELP,
     DEVICE_HELP,
@@ -554,7 +554,8 @@ def query(**options: Any) -> None:
         queries = collect_queries(options["texts"] or [], options["queries_file"], options["image"])
         options["under"] = canonical_under(options["under"])
         missing = _MissingFiles(quiet)
-        with _live_view(fmt, quiet) as live:  # on a terminal: the shortlist, then the rerank's order, served or not
+        # on a terminal: the shortlist, then the rerank's order, served or not
+        with live_view(fmt, quiet, err_console) as live:
             served = served_hits(
                 options,
                 queries,
@@ -601,18 +602,6 @@ class _MissingFiles:
 
         if len(self.paths) > self.NAMED:
             _say(self.quiet, missing_summary(self.paths), "[yellow]skipped[/] ")
-
-
-def _live_view(fmt: str, quiet: bool) -> Any:
-    """cli/live.LiveResults on the CLI's stderr console when a person watches (output.formats.live_view_wanted),
-    else a context that gives None."""
-    from bt_search.output.formats import live_view_wanted
-
-    if live_view_wanted(fmt, quiet):
-        from bt_search.cli.live import LiveResults
-
-        return LiveResults(err_console)
-    return nullcontext()
 
 
 def _searched(options: dict[str, Any], queries: list[str], on_missing: _MissingFiles, live: Any = None):

@@ -15,7 +15,6 @@ always says, so every message and exit status has one source.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
@@ -23,10 +22,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bt_search.cli.live import live_view
 from bt_search.cli.options import QUERY_DEFAULTS, QUERY_OPTIONS, QueryOption
 from bt_search.cli.query_input import collect_queries
 from bt_search.cli.served import canonical_under, exit_status, served_hits
-from bt_search.output.formats import check_format, default_format, live_view_wanted
+from bt_search.output.formats import check_format, default_format
 from bt_search.output.hits import write_query_output
 
 
@@ -136,7 +136,7 @@ def _served(args: dict[str, Any]) -> tuple[list, str] | None:
     queries = collect_queries(args["texts"], args["queries_file"], args["image"])
     missing: list[str] = []
     routes: list[str] = []
-    with _live_view(fmt, args["quiet"]) as live:  # the shortlist, then the rerank's order, as in the full CLI
+    with live_view(fmt, args["quiet"]) as live:  # the shortlist, then the rerank's order, as in the full CLI
         served = served_hits(
             {**args, "under": canonical_under(args["under"])},
             queries,
@@ -150,15 +150,6 @@ def _served(args: dict[str, Any]) -> tuple[list, str] | None:
     if args["verbose"] and not args["quiet"]:
         sys.stderr.write("".join(f"{line}\n" for line in routes))  # --verbose, as the full CLI says it
     return served[0], fmt
-
-
-def _live_view(fmt: str, quiet: bool) -> Any:
-    """cli/live.LiveResults when a person watches (as the full CLI decides), else a context that gives None."""
-    if not live_view_wanted(fmt, quiet):
-        return contextlib.nullcontext()
-    from bt_search.cli.live import LiveResults, stderr_console  # rich: a table on a terminal loads it anyway
-
-    return LiveResults(stderr_console())
 
 
 def _replayable_stdin() -> io.BytesIO:

@@ -6,18 +6,23 @@ and a pipe (no view: stdout or stderr is not a terminal) gets only that.
 
 The frames are the table format itself (output.hits.render into a buffer that passes for this terminal), under
 one status line: which stage is shown and how far the rerank is.
+
+`live_view` is the one rule for when the view is shown, for the full CLI and the attach fast path alike; this
+module imports rich only when a view is made, so the fast path can ask it for any format.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from typing import Any
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.text import Text
+import sys
+from typing import TYPE_CHECKING, Any
 
 from bt_search.search.hits import Hit
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 
 class _TerminalBuffer(io.StringIO):
@@ -30,6 +35,8 @@ class _TerminalBuffer(io.StringIO):
 
 def table_text(results: list[list[Hit]]) -> Text:
     """`results` as the table format prints them, as rich Text."""
+    from rich.text import Text
+
     from bt_search.output.hits import render  # when the first frame is drawn: the CLI imports this module at start
 
     buffer = _TerminalBuffer()
@@ -40,7 +47,17 @@ def table_text(results: list[list[Hit]]) -> Text:
 
 def stderr_console() -> Console:
     """The CLI's console on stderr (notes, bars, the live view); the attach path makes its own the same way."""
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def live_view(fmt: str, quiet: bool, console: Console | None = None) -> Any:
+    """A LiveResults on `console` (default: a new stderr_console) when a person watches `query`: a table with
+    stdout and stderr on a terminal and no --quiet; else a context that gives None (the final output alone)."""
+    if fmt == "table" and not quiet and sys.stdout.isatty() and sys.stderr.isatty():
+        return LiveResults(console or stderr_console())
+    return contextlib.nullcontext()
 
 
 class LiveResults:
@@ -48,6 +65,8 @@ class LiveResults:
     progress callback) redraw the view; leaving it erases the view, and the caller prints the answer."""
 
     def __init__(self, console: Console):
+        from rich.live import Live
+
         self.console = console  # the CLI's stderr console: its notes then print above the view, not into it
         self.live = Live(
             console=console,
@@ -78,6 +97,9 @@ class LiveResults:
 
     def _draw(self) -> None:
         stage = "cosine shortlist" if self.updates <= 1 else "reranked so far, then the cosine shortlist"
+        from rich.console import Group
+        from rich.text import Text
+
         rate = f": reranking {self.done}/{self.total} candidates" if self.total else ""
         status = Text(f"{stage}{rate} …", style="dim")
         if not self.live.is_started:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -49,12 +48,6 @@ def default_format(stdout_is_tty: bool) -> str:
     can consume results as they stream.
     """
     return "table" if stdout_is_tty else "jsonl"
-
-
-def live_view_wanted(fmt: str, quiet: bool) -> bool:
-    """Whether `query` draws its hits as they arrive and improve (cli/live.py): a table that a person watches
-    (stdout and stderr on a terminal, no --quiet). Everything else gets the final output alone."""
-    return fmt == "table" and not quiet and sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def check_format(fmt: str, null_separated: bool = False) -> None:
