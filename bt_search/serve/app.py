@@ -22,7 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bt_search.errors import BtSearchError, UsageError, WorkLimitError
-from bt_search.serve.discovery import LINE_PROOFS, NDJSON, NONCE_HEADER, PROOF_HEADER, answer_proof, line_proof
+from bt_search.serve.discovery import LINE_PROOFS, NONCE_HEADER, PROOF_HEADER, answer_proof, is_ndjson, line_proof
 from bt_search.serve.page import CSP, PAGE_CSS, render_page
 from bt_search.serve.service import Answer, Service, thumb_key
 from bt_search.serve.stream import stream_response, wants_stream
@@ -405,9 +405,7 @@ def _checked(service: Service, query: str, options: dict[str, Any]) -> tuple[tup
 
 
 def _is_stream(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(
-        name.lower() == b"content-type" and value.split(b";")[0].strip() == NDJSON.encode() for name, value in headers
-    )
+    return any(name.lower() == b"content-type" and is_ndjson(value.decode("latin-1")) for name, value in headers)
 
 
 class _ProvenLines:

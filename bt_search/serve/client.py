@@ -32,6 +32,7 @@ from bt_search.serve.discovery import (
     PROOF_HEADER,
     answer_proof,
     canonical_index,
+    is_ndjson,
     line_proof,
     read_server_records,
 )
@@ -124,8 +125,8 @@ class ServerClient:
         try:
             self._connection.request(method, path, data, {**headers, NONCE_HEADER: nonce})
             response = self._connection.getresponse()
-            streamed = on_partial is not None and response.status == 200 and _is_stream(response)
-            if streamed:
+            streamed = is_ndjson(response.getheader("content-type") or "")
+            if on_partial is not None and response.status == 200 and streamed:
                 return 200, None, self._streamed_answer(response, nonce, on_partial)
             payload = response.read()
         except (OSError, http.client.HTTPException) as err:
@@ -161,10 +162,6 @@ class ServerClient:
             else:
                 return data
         raise ServerUnusable(f"{self.url} ended its answer early")
-
-
-def _is_stream(response) -> bool:
-    return (response.getheader("content-type") or "").split(";")[0].strip() == NDJSON
 
 
 def _json_object(data: bytes, source: str) -> dict[str, Any]:

@@ -48,6 +48,11 @@ def answer_proof(key: str, nonce: str, body: bytes) -> str:
     return hmac.new(key.encode(), nonce.encode("latin-1") + b"\n" + body, hashlib.sha256).hexdigest()
 
 
+def is_ndjson(media_type: str) -> bool:
+    """Whether a Content-Type or one Accept entry names NDJSON (parameters and case aside)."""
+    return media_type.split(";")[0].strip().lower() == NDJSON
+
+
 def line_proof(key: str, nonce: str, number: int, line: bytes) -> str:
     """The proof of line `number` (from 0, without its newline) of a streamed answer to `nonce`: a stream is
     used as it arrives, so each line is proven alone, and its number keeps lines from being dropped or reordered."""

@@ -25,7 +25,7 @@ from starlette.responses import StreamingResponse
 
 from bt_search.errors import BtSearchError
 from bt_search.search.hits import Hit
-from bt_search.serve.discovery import NDJSON
+from bt_search.serve.discovery import NDJSON, is_ndjson
 
 Results = list[list[Hit]]
 
@@ -34,7 +34,7 @@ def wants_stream(params, headers) -> bool:
     """`stream=1` (true, yes) in the query string, or NDJSON among the accepted types."""
     if "stream" in params:
         return params["stream"].lower() not in ("", "0", "false", "no")
-    return any(part.split(";")[0].strip().lower() == NDJSON for part in headers.get("accept", "").split(","))
+    return any(is_ndjson(part) for part in headers.get("accept", "").split(","))
 
 
 def json_line(data: dict[str, Any]) -> bytes:
